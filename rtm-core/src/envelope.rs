@@ -1,0 +1,139 @@
+//! The broker envelope: how an event travels between servers.
+//!
+//! ```text
+//! {"v":1,"origin":"<server id>","seq":<u64>[,"tags":["t1","t2"]]}\n<event frame bytes>
+//! ```
+//!
+//! One JSON header line, a `\n`, then the already-serialized event frame,
+//! byte for byte. Receivers parse only the header and forward the frame
+//! without re-encoding it. `origin` lets the sending server skip its own
+//! messages (it has delivered locally already); `seq` increases per origin;
+//! `tags` is present on Push and lists every tag of that push, so a server
+//! that receives the same push on several tag topics delivers it once.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// The envelope version this crate writes and reads.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// A decoded broker message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The id of the server that sent it.
+    pub origin: String,
+    /// The sender's sequence number for this message.
+    pub seq: u64,
+    /// For a Push: every tag of the push (the message travels on one topic per tag).
+    pub tags: Option<Vec<String>>,
+    /// The event frame, ready to send to clients.
+    pub frame: Bytes,
+}
+
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    v: u32,
+    origin: &'a str,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a [String]>,
+}
+
+#[derive(Deserialize)]
+struct HeaderIn {
+    v: u32,
+    origin: String,
+    seq: u64,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// Why a broker message was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// No `\n` after the header.
+    #[error("broker message has no header line")]
+    NoHeader,
+    /// The header is not the expected JSON object.
+    #[error("broker message header is invalid: {0}")]
+    BadHeader(String),
+    /// Written by a newer (or unknown) version.
+    #[error("broker message version {0} is not supported")]
+    Version(u32),
+}
+
+impl Envelope {
+    /// Encodes a message: header line, then the frame.
+    ///
+    /// ```
+    /// use rtm_core::Envelope;
+    /// let frame = bytes::Bytes::from_static(br#"{"event":"dm","data":["hi"]}"#);
+    /// let wire = Envelope::encode("s1", 7, None, &frame);
+    /// assert_eq!(&wire[..], b"{\"v\":1,\"origin\":\"s1\",\"seq\":7}\n{\"event\":\"dm\",\"data\":[\"hi\"]}");
+    /// let back = Envelope::decode(wire).unwrap();
+    /// assert_eq!((back.origin.as_str(), back.seq, back.frame), ("s1", 7, frame));
+    /// ```
+    pub fn encode(origin: &str, seq: u64, tags: Option<&[String]>, frame: &Bytes) -> Bytes {
+        let mut buf = BytesMut::with_capacity(48 + origin.len() + frame.len());
+        let header = HeaderOut {
+            v: ENVELOPE_VERSION,
+            origin,
+            seq,
+            tags,
+        };
+        // Strings and integers cannot fail to serialize.
+        let _ = serde_json::to_writer((&mut buf).writer(), &header);
+        buf.put_u8(b'\n');
+        buf.put_slice(frame);
+        buf.freeze()
+    }
+
+    /// Decodes a message; the frame is a zero-copy slice of `wire`.
+    pub fn decode(wire: Bytes) -> Result<Envelope, EnvelopeError> {
+        let newline = wire
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(EnvelopeError::NoHeader)?;
+        let header: HeaderIn = serde_json::from_slice(&wire[..newline])
+            .map_err(|e| EnvelopeError::BadHeader(e.to_string()))?;
+        if header.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(header.v));
+        }
+        Ok(Envelope {
+            origin: header.origin,
+            seq: header.seq,
+            tags: header.tags,
+            frame: wire.slice(newline + 1..),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_envelope_carries_its_tags() {
+        let frame = Bytes::from_static(b"{\"event\":\"e\",\"data\":[]}");
+        let tags = vec!["a".to_string(), "b".to_string()];
+        let env = Envelope::decode(Envelope::encode("o", 1, Some(&tags), &frame)).unwrap();
+        assert_eq!(env.tags, Some(tags));
+        assert_eq!(env.frame, frame);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(
+            Envelope::decode(Bytes::from_static(b"xx")),
+            Err(EnvelopeError::NoHeader)
+        );
+        assert!(matches!(
+            Envelope::decode(Bytes::from_static(b"{}\n")),
+            Err(EnvelopeError::BadHeader(_))
+        ));
+        assert_eq!(
+            Envelope::decode(Bytes::from_static(b"{\"v\":2,\"origin\":\"o\",\"seq\":1}\n{}")),
+            Err(EnvelopeError::Version(2))
+        );
+    }
+}

@@ -1,0 +1,639 @@
+//! Frames: parsing client requests and server frames, and encoding both.
+//!
+//! Parsing borrows from the received frame: the request `id` is kept as its
+//! JSON string literal and the `data` array as a zero-copy slice of the frame
+//! ([`Args`]), so a reply can be written without re-encoding either.
+//! Every encoder writes straight into one buffer and returns [`Bytes`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{ErrorCode, RtmError};
+
+/// The longest request `id` the protocol allows, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A request id, kept as its JSON string literal (quotes and escapes included),
+/// so replies echo it byte for byte.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(Bytes);
+
+impl RequestId {
+    /// A request id for this string (used by clients to mint ids).
+    ///
+    /// ```
+    /// let id = rtm_core::RequestId::new("42");
+    /// assert_eq!(id.as_json(), br#""42""#);
+    /// assert_eq!(id.to_string(), "42");
+    /// ```
+    pub fn new(id: &str) -> Self {
+        let mut buf = Vec::with_capacity(id.len() + 2);
+        // Serializing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut buf, id);
+        RequestId(Bytes::from(buf))
+    }
+
+    /// Wraps a JSON string literal that the caller has already validated.
+    fn from_literal(literal: &str) -> Self {
+        RequestId(Bytes::copy_from_slice(literal.as_bytes()))
+    }
+
+    /// The JSON string literal, quotes included.
+    pub fn as_json(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The decoded id.
+    pub fn decode(&self) -> String {
+        serde_json::from_slice::<String>(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.decode())
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Positional arguments: the text of a JSON array, a zero-copy slice of the frame it came in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Args(Bytes);
+
+impl Args {
+    /// The empty argument list `[]`.
+    pub fn empty() -> Self {
+        Args(Bytes::from_static(b"[]"))
+    }
+
+    /// Wraps JSON text that must be an array; anything else is `rtm/bad-request`.
+    ///
+    /// ```
+    /// let args = rtm_core::Args::from_json(bytes::Bytes::from_static(b"[1, 2]")).unwrap();
+    /// let (a, b): (i64, i64) = args.deserialize().unwrap();
+    /// assert_eq!(a + b, 3);
+    /// assert!(rtm_core::Args::from_json(bytes::Bytes::from_static(b"{}")).is_err());
+    /// ```
+    pub fn from_json(json: Bytes) -> Result<Self, RtmError> {
+        let raw: &RawValue = serde_json::from_slice(&json)
+            .map_err(|e| RtmError::bad_request(format!("arguments are not JSON: {e}")))?;
+        if !raw.get().starts_with('[') {
+            return Err(RtmError::bad_request("arguments must be a JSON array"));
+        }
+        Ok(Args(json))
+    }
+
+    /// Encodes any value that serializes to a JSON array (a tuple, a `Vec`, a slice, …).
+    pub fn encode<T: Serialize + ?Sized>(args: &T) -> Result<Self, RtmError> {
+        let json = serde_json::to_vec(args)
+            .map_err(|e| RtmError::bad_request(format!("arguments cannot be encoded: {e}")))?;
+        if json.first() != Some(&b'[') {
+            return Err(RtmError::bad_request(
+                "arguments must serialize to a JSON array (a tuple, Vec or slice)",
+            ));
+        }
+        Ok(Args(Bytes::from(json)))
+    }
+
+    /// The JSON text of the array.
+    pub fn as_json(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The JSON text as `&str`.
+    pub fn as_str(&self) -> &str {
+        // Built only from validated JSON, which is UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("[]")
+    }
+
+    /// Deserializes the array, typically into a tuple or a `Vec<Value>`.
+    /// A mismatch is `rtm/bad-request`.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, RtmError> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| RtmError::bad_request(format!("invalid arguments: {e}")))
+    }
+
+    /// The underlying bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl fmt::Debug for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Args({})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// What a client asked, parsed from one text frame.
+#[derive(Debug)]
+pub enum Request<'a> {
+    /// `{"type":"auth","data":[…]}`
+    Auth {
+        /// The request id.
+        id: RequestId,
+        /// The `data` array handed to the authentication handler.
+        data: Args,
+    },
+    /// `{"type":"invoke","function":"…","data":[…]}`
+    Invoke {
+        /// The request id.
+        id: RequestId,
+        /// The function name, borrowed from the frame when it has no escapes.
+        function: Cow<'a, str>,
+        /// The arguments.
+        args: Args,
+    },
+    /// `{"type":"subscribe","event":"…","tags":[…]}`
+    Subscribe {
+        /// The request id.
+        id: RequestId,
+        /// The push subscription.
+        sub: PushSub,
+    },
+    /// `{"type":"unsubscribe","event":"…","tags":[…]}` (ext)
+    Unsubscribe {
+        /// The request id.
+        id: RequestId,
+        /// The push subscription to drop.
+        sub: PushSub,
+    },
+}
+
+/// An event name with its tags, as a `subscribe` / `unsubscribe` carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSub {
+    /// The event name.
+    pub event: String,
+    /// The tags.
+    pub tags: Vec<String>,
+}
+
+/// Why a text frame could not be served as a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON, not an object, no string `id` or no string `type`: close 1007.
+    #[error("invalid payload: {0}")]
+    Malformed(String),
+    /// A well-formed envelope with a bad field: error reply `rtm/bad-request`.
+    #[error("bad request {id:?}: {message}")]
+    BadRequest {
+        /// The request id to answer.
+        id: RequestId,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tags: Option<&'a RawValue>,
+}
+
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if !raw.get().starts_with('"') {
+        return None;
+    }
+    let text = raw.get();
+    if !text.contains('\\') {
+        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+/// Parses one text frame from a client.
+///
+/// `frame` must be the whole frame: [`Args`] are sliced out of it without copying.
+///
+/// ```
+/// use rtm_core::frame::{parse_request, Request};
+/// let frame = bytes::Bytes::from_static(br#"{"id":"1","type":"invoke","function":"add","data":[1,2]}"#);
+/// match parse_request(&frame).unwrap() {
+///     Request::Invoke { function, args, .. } => {
+///         assert_eq!(function, "add");
+///         assert_eq!(args.as_str(), "[1,2]");
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
+    let raw: RawRequest<'_> =
+        serde_json::from_slice(frame).map_err(|e| RequestError::Malformed(e.to_string()))?;
+    let id_raw = raw
+        .id
+        .ok_or_else(|| RequestError::Malformed("missing id".into()))?;
+    let id_str = json_str(id_raw)
+        .ok_or_else(|| RequestError::Malformed("id is not a string".into()))?;
+    let kind = raw
+        .kind
+        .and_then(json_str)
+        .ok_or_else(|| RequestError::Malformed("missing or non-string type".into()))?;
+    let id = RequestId::from_literal(id_raw.get());
+    let bad = |message: &str| RequestError::BadRequest {
+        id: id.clone(),
+        message: message.to_owned(),
+    };
+    if id_str.is_empty() || id_str.len() > MAX_ID_BYTES {
+        return Err(bad("id must be 1 to 128 bytes"));
+    }
+    let args = match raw.data {
+        None => Args::empty(),
+        Some(data) if data.get().starts_with('[') => {
+            Args(frame.slice_ref(data.get().as_bytes()))
+        }
+        Some(_) => return Err(bad("data must be an array")),
+    };
+    match kind.as_ref() {
+        "auth" => Ok(Request::Auth { id, data: args }),
+        "invoke" => {
+            let function = raw
+                .function
+                .and_then(json_str)
+                .ok_or_else(|| bad("invoke needs a string function"))?;
+            Ok(Request::Invoke { id, function, args })
+        }
+        "subscribe" | "unsubscribe" => {
+            let event = raw
+                .event
+                .and_then(json_str)
+                .ok_or_else(|| bad("subscribe needs a string event"))?;
+            let tags = match raw.tags {
+                None => return Err(bad("subscribe needs an array of string tags")),
+                Some(tags) => serde_json::from_str::<Vec<String>>(tags.get())
+                    .map_err(|_| bad("tags must be an array of strings"))?,
+            };
+            let sub = PushSub {
+                event: event.into_owned(),
+                tags,
+            };
+            if kind == "subscribe" {
+                Ok(Request::Subscribe { id, sub })
+            } else {
+                Ok(Request::Unsubscribe { id, sub })
+            }
+        }
+        _ => Err(bad("unknown request type")),
+    }
+}
+
+fn writer(buf: &mut BytesMut) -> impl std::io::Write + '_ {
+    buf.writer()
+}
+
+/// `{"id":<id>,"data":<data>}`.
+///
+/// ```
+/// let reply = rtm_core::frame::encode_reply(&rtm_core::RequestId::new("7"), &5).unwrap();
+/// assert_eq!(&reply[..], br#"{"id":"7","data":5}"#);
+/// ```
+pub fn encode_reply<T: Serialize + ?Sized>(id: &RequestId, data: &T) -> Result<Bytes, RtmError> {
+    let mut buf = BytesMut::with_capacity(32 + id.0.len());
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(b",\"data\":");
+    serde_json::to_writer(writer(&mut buf), data)
+        .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))?;
+    buf.put_u8(b'}');
+    Ok(buf.freeze())
+}
+
+#[derive(Serialize)]
+struct WireError<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// `{"id":<id>,"data":{"error":{"code":…,"message":…}}}`.
+///
+/// ```
+/// use rtm_core::{RequestId, RtmError, ErrorCode};
+/// let frame = rtm_core::frame::encode_error_reply(
+///     &RequestId::new("1"),
+///     &RtmError::new(ErrorCode::FunctionNotFound, "no function named 'helo'"),
+/// );
+/// assert_eq!(&frame[..], br#"{"id":"1","data":{"error":{"code":"rtm/function-not-found","message":"no function named 'helo'"}}}"#);
+/// ```
+pub fn encode_error_reply(id: &RequestId, error: &RtmError) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64 + id.0.len() + error.message.len());
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(b",\"data\":{\"error\":");
+    write_error(&mut buf, error);
+    buf.put_slice(b"}}");
+    buf.freeze()
+}
+
+fn write_error(buf: &mut BytesMut, error: &RtmError) {
+    let wire = WireError {
+        code: error.code.as_str(),
+        message: &error.message,
+    };
+    // Two strings cannot fail to serialize.
+    let _ = serde_json::to_writer(writer(buf), &wire);
+}
+
+/// The reply to a rejected `auth`: `{"id":…,"data":false,"error":{"code":"rtm/auth-rejected","message":…}}`.
+pub fn encode_auth_rejected(id: &RequestId, message: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(80 + id.0.len() + message.len());
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(b",\"data\":false,\"error\":");
+    write_error(&mut buf, &RtmError::new(ErrorCode::AuthRejected, message));
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// Checks an event name: a non-empty string.
+pub fn check_event_name(event: &str) -> Result<(), RtmError> {
+    if event.is_empty() {
+        return Err(RtmError::bad_request("event name must not be empty"));
+    }
+    Ok(())
+}
+
+/// `{"event":<event>,"data":<args>}`: serialized once, its bytes shared by every target.
+///
+/// ```
+/// let args = rtm_core::Args::encode(&("Hello from server!",)).unwrap();
+/// let frame = rtm_core::frame::encode_event("alert", &args).unwrap();
+/// assert_eq!(&frame[..], br#"{"event":"alert","data":["Hello from server!"]}"#);
+/// ```
+pub fn encode_event(event: &str, args: &Args) -> Result<Bytes, RtmError> {
+    check_event_name(event)?;
+    let mut buf = BytesMut::with_capacity(24 + event.len() + args.0.len());
+    buf.put_slice(b"{\"event\":");
+    let _ = serde_json::to_writer(writer(&mut buf), event);
+    buf.put_slice(b",\"data\":");
+    buf.put_slice(&args.0);
+    buf.put_u8(b'}');
+    Ok(buf.freeze())
+}
+
+/// `{"id":…,"type":"auth","data":[<auth data>]}` as the JS client sends it.
+pub fn encode_auth(id: &RequestId, auth_data: &serde_json::Value) -> Bytes {
+    let mut buf = BytesMut::with_capacity(48);
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(b",\"type\":\"auth\",\"data\":[");
+    let _ = serde_json::to_writer(writer(&mut buf), auth_data);
+    buf.put_slice(b"]}");
+    buf.freeze()
+}
+
+/// `{"id":…,"type":"invoke","function":…,"data":<args>}`.
+pub fn encode_invoke(id: &RequestId, function: &str, args: &Args) -> Bytes {
+    let mut buf = BytesMut::with_capacity(48 + function.len() + args.0.len());
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(b",\"type\":\"invoke\",\"function\":");
+    let _ = serde_json::to_writer(writer(&mut buf), function);
+    buf.put_slice(b",\"data\":");
+    buf.put_slice(&args.0);
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// `{"id":…,"type":"subscribe"|"unsubscribe","event":…,"tags":[…]}`.
+pub fn encode_subscription(id: &RequestId, subscribe: bool, sub: &PushSub) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64 + sub.event.len());
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(if subscribe {
+        b",\"type\":\"subscribe\",\"event\":"
+    } else {
+        b",\"type\":\"unsubscribe\",\"event\":"
+    });
+    let _ = serde_json::to_writer(writer(&mut buf), &sub.event);
+    buf.put_slice(b",\"tags\":");
+    let _ = serde_json::to_writer(writer(&mut buf), &sub.tags);
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// A frame from the server, as a client reads it.
+#[derive(Debug)]
+pub enum ServerFrame {
+    /// A reply to the request with this id.
+    Reply {
+        /// The id of the request it answers.
+        id: String,
+        /// Success with the reply's `data`, or the error it carries
+        /// (`data.error`, or a top-level `error` with falsy `data` for a rejected auth).
+        result: Result<Box<RawValue>, RtmError>,
+    },
+    /// An event.
+    Event {
+        /// The event name.
+        event: String,
+        /// Its arguments.
+        args: Args,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawServerFrame<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    error: Option<WireErrorOwned>,
+}
+
+#[derive(Deserialize)]
+struct WireErrorOwned {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DataError {
+    error: Option<WireErrorOwned>,
+}
+
+impl From<WireErrorOwned> for RtmError {
+    fn from(e: WireErrorOwned) -> Self {
+        RtmError::new(
+            ErrorCode::parse(e.code.as_deref().unwrap_or("rtm/internal")),
+            e.message.unwrap_or_default(),
+        )
+    }
+}
+
+/// Parses a frame sent by a server. Anything that is neither a reply nor an
+/// event is an error (the client reports it and ignores the frame).
+pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
+    let raw: RawServerFrame<'_> = serde_json::from_slice(frame)
+        .map_err(|e| RtmError::bad_request(format!("server frame is not valid: {e}")))?;
+    if let Some(id) = raw.id {
+        let data = raw.data.map(RawValue::get).unwrap_or("null");
+        if let Some(err) = raw.error {
+            return Ok(ServerFrame::Reply {
+                id: id.into_owned(),
+                result: Err(err.into()),
+            });
+        }
+        if data.starts_with('{') {
+            if let Ok(DataError { error: Some(err) }) = serde_json::from_str::<DataError>(data) {
+                return Ok(ServerFrame::Reply {
+                    id: id.into_owned(),
+                    result: Err(err.into()),
+                });
+            }
+        }
+        let owned = RawValue::from_string(data.to_owned())
+            .map_err(|e| RtmError::internal(e.to_string()))?;
+        return Ok(ServerFrame::Reply {
+            id: id.into_owned(),
+            result: Ok(owned),
+        });
+    }
+    if let Some(event) = raw.event {
+        let args = match raw.data {
+            Some(data) if data.get().starts_with('[') => {
+                Args(frame.slice_ref(data.get().as_bytes()))
+            }
+            None => Args::empty(),
+            Some(_) => return Err(RtmError::bad_request("event data must be an array")),
+        };
+        return Ok(ServerFrame::Event {
+            event: event.into_owned(),
+            args,
+        });
+    }
+    Err(RtmError::bad_request("server frame has neither id nor event"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &'static str) -> Result<Request<'static>, RequestError> {
+        // Leak for 'static borrow in tests only.
+        let frame: &'static Bytes = Box::leak(Box::new(Bytes::from_static(text.as_bytes())));
+        parse_request(frame)
+    }
+
+    #[test]
+    fn id_is_echoed_byte_for_byte_even_with_escapes() {
+        let Ok(Request::Invoke { id, .. }) =
+            parse(r#"{"id":"a\u00e9\"b","type":"invoke","function":"f"}"#)
+        else {
+            panic!("not an invoke")
+        };
+        assert_eq!(id.as_json(), br#""a\u00e9\"b""#);
+        assert_eq!(id.decode(), "aé\"b");
+    }
+
+    #[test]
+    fn missing_data_defaults_to_empty_array() {
+        let Ok(Request::Invoke { args, .. }) = parse(r#"{"id":"1","type":"invoke","function":"f"}"#)
+        else {
+            panic!("not an invoke")
+        };
+        assert_eq!(args.as_str(), "[]");
+    }
+
+    #[test]
+    fn malformed_envelopes_are_malformed() {
+        for text in [
+            "not json",
+            "[1]",
+            "\"s\"",
+            r#"{"type":"invoke"}"#,
+            r#"{"id":7,"type":"invoke"}"#,
+            r#"{"id":"1"}"#,
+            r#"{"id":"1","type":5}"#,
+        ] {
+            assert!(
+                matches!(parse(text), Err(RequestError::Malformed(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_bad_requests_that_keep_the_id() {
+        for text in [
+            r#"{"id":"1","type":"dance"}"#,
+            r#"{"id":"1","type":"invoke"}"#,
+            r#"{"id":"1","type":"invoke","function":5}"#,
+            r#"{"id":"1","type":"invoke","function":"f","data":{}}"#,
+            r#"{"id":"1","type":"subscribe","tags":["a"]}"#,
+            r#"{"id":"1","type":"subscribe","event":"e","tags":[1]}"#,
+            r#"{"id":"1","type":"subscribe","event":"e"}"#,
+            r#"{"id":"","type":"invoke","function":"f"}"#,
+        ] {
+            match parse(text) {
+                Err(RequestError::BadRequest { id, .. }) => assert_eq!(id.as_json()[0], b'"'),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn id_length_limit_is_128_bytes() {
+        let ok = format!(
+            r#"{{"id":"{}","type":"invoke","function":"f"}}"#,
+            "y".repeat(128)
+        );
+        let long = format!(
+            r#"{{"id":"{}","type":"invoke","function":"f"}}"#,
+            "x".repeat(129)
+        );
+        assert!(parse_request(&Bytes::from(ok)).is_ok());
+        assert!(matches!(
+            parse_request(&Bytes::from(long)),
+            Err(RequestError::BadRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn server_frames_parse_replies_errors_and_events() {
+        let f = Bytes::from_static(br#"{"id":"1","data":{"error":{"code":"rtm/forbidden","message":"no"}}}"#);
+        match parse_server_frame(&f).unwrap() {
+            ServerFrame::Reply { result: Err(e), .. } => assert_eq!(e.code, ErrorCode::Forbidden),
+            other => panic!("{other:?}"),
+        }
+        let f = Bytes::from_static(
+            br#"{"id":"a","data":false,"error":{"code":"rtm/auth-rejected","message":"bad token"}}"#,
+        );
+        match parse_server_frame(&f).unwrap() {
+            ServerFrame::Reply { result: Err(e), .. } => {
+                assert_eq!(e.code, ErrorCode::AuthRejected);
+                assert_eq!(e.message, "bad token");
+            }
+            other => panic!("{other:?}"),
+        }
+        let f = Bytes::from_static(br#"{"event":"alert","data":["hi"]}"#);
+        match parse_server_frame(&f).unwrap() {
+            ServerFrame::Event { event, args } => {
+                assert_eq!(event, "alert");
+                assert_eq!(args.as_str(), r#"["hi"]"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
