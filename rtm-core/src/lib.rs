@@ -11,6 +11,7 @@
 //! - [`testkit`]: an in-memory broker and transport to run clusters in tests.
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod conn;

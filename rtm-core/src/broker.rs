@@ -1,0 +1,237 @@
+//! The broker trait: how servers of one cluster exchange Publish and Push.
+//!
+//! Defined once, runtime-neutral: its futures are plain `std` futures and
+//! incoming messages are handed to a [`BrokerSink`] callback that the adapter
+//! supplies (it forwards them into its own event loop, whatever the runtime).
+//!
+//! Delivery is **at most once**: a message published while a receiving
+//! server's subscription is down is lost, never replayed or duplicated.
+//! While the broker is known to be down, [`Broker::publish`] fails with
+//! [`BrokerError::Unavailable`] instead of pretending.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+
+use crate::topic::Topic;
+
+/// A boxed `Send` future, as the broker trait returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The health of a broker connection, observable by the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerState {
+    /// Connected, subscriptions in place (and, where checked, verified).
+    Up,
+    /// Lost or failing; reconnecting. Sends fail until it is `Up` again.
+    Down {
+        /// Why, for logs and health endpoints.
+        reason: String,
+    },
+}
+
+/// What a broker hands to its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerEvent {
+    /// A message arrived on a subscribed topic.
+    Message {
+        /// The topic it came on.
+        topic: Topic,
+        /// The encoded [`crate::Envelope`].
+        payload: Bytes,
+    },
+    /// The broker's state changed. After `Up` following `Down`, every
+    /// topic the broker had is subscribed again.
+    State(BrokerState),
+}
+
+/// Receives the broker's events; called from the broker's own task, so it must not block.
+pub type BrokerSink = Arc<dyn Fn(BrokerEvent) + Send + Sync>;
+
+/// Why a broker operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker is known to be down; nothing was sent.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The operation itself failed.
+    #[error("broker error: {0}")]
+    Failed(String),
+}
+
+/// A message bus between the servers of a cluster.
+pub trait Broker: Send + Sync + 'static {
+    /// Starts delivering messages (and state changes) to `sink`. Called once, before any other method.
+    fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Sends `payload` to every server subscribed to `topic`.
+    fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Starts receiving `topic`. Kept across reconnects until unsubscribed.
+    fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Stops receiving `topic`.
+    fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// The current state.
+    fn state(&self) -> BrokerState;
+}
+
+/// An in-process broker: servers in one process that share a [`MemoryHub`] form a cluster.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use rtm_core::broker::{Broker, BrokerEvent, MemoryHub};
+/// use rtm_core::Topic;
+///
+/// let hub = MemoryHub::new();
+/// let (a, b) = (hub.broker(), hub.broker());
+/// let got = Arc::new(Mutex::new(Vec::new()));
+/// let sink = got.clone();
+/// // The futures of MemoryBroker complete at once; poll them with any executor.
+/// let block = |f| futures_lite_block_on(f);
+/// # fn futures_lite_block_on<T>(f: rtm_core::broker::BoxFuture<'_, T>) -> T {
+/// #     use std::task::{Context, Poll, Waker};
+/// #     let mut f = f;
+/// #     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) { Poll::Ready(v) => v, Poll::Pending => unreachable!() }
+/// # }
+/// block(b.start(Arc::new(move |e| sink.lock().unwrap().push(e)))).unwrap();
+/// block(b.subscribe(&Topic::user("rtm", "alice"))).unwrap();
+/// block(a.publish(&Topic::user("rtm", "alice"), "x".into())).unwrap();
+/// assert!(matches!(&got.lock().unwrap()[..], [BrokerEvent::State(_), BrokerEvent::Message { .. }]));
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryHub {
+    inner: Arc<Mutex<HubInner>>,
+}
+
+#[derive(Default)]
+struct HubInner {
+    next: u64,
+    members: HashMap<u64, Member>,
+}
+
+struct Member {
+    sink: Option<BrokerSink>,
+    topics: HashSet<Topic>,
+}
+
+impl MemoryHub {
+    /// A new, empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A broker for one more server of this hub's cluster.
+    pub fn broker(&self) -> MemoryBroker {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.next += 1;
+        let id = inner.next;
+        inner.members.insert(
+            id,
+            Member {
+                sink: None,
+                topics: HashSet::new(),
+            },
+        );
+        MemoryBroker {
+            id,
+            hub: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Every topic any member is subscribed to.
+    pub fn topics(&self) -> HashSet<Topic> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .members
+            .values()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect()
+    }
+}
+
+/// One server's handle on a [`MemoryHub`]. Publishing delivers synchronously to the sinks.
+pub struct MemoryBroker {
+    id: u64,
+    hub: Weak<Mutex<HubInner>>,
+}
+
+impl MemoryBroker {
+    fn with<T>(&self, f: impl FnOnce(&mut HubInner) -> T) -> Result<T, BrokerError> {
+        let hub = self
+            .hub
+            .upgrade()
+            .ok_or_else(|| BrokerError::Unavailable("the hub is gone".into()))?;
+        let mut inner = hub.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&mut inner))
+    }
+}
+
+impl Drop for MemoryBroker {
+    fn drop(&mut self) {
+        let _ = self.with(|inner| inner.members.remove(&self.id));
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let result = self.with(|inner| {
+            if let Some(m) = inner.members.get_mut(&self.id) {
+                m.sink = Some(sink.clone());
+            }
+        });
+        if result.is_ok() {
+            sink(BrokerEvent::State(BrokerState::Up));
+        }
+        Box::pin(std::future::ready(result))
+    }
+
+    fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let sinks = self.with(|inner| {
+            inner
+                .members
+                .values()
+                .filter(|m| m.topics.contains(topic))
+                .filter_map(|m| m.sink.clone())
+                .collect::<Vec<_>>()
+        });
+        // Call sinks outside the lock: a sink may publish in turn.
+        let result = sinks.map(|sinks| {
+            for sink in sinks {
+                sink(BrokerEvent::Message {
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                });
+            }
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let result = self.with(|inner| {
+            if let Some(m) = inner.members.get_mut(&self.id) {
+                m.topics.insert(topic.clone());
+            }
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let result = self.with(|inner| {
+            if let Some(m) = inner.members.get_mut(&self.id) {
+                m.topics.remove(topic);
+            }
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn state(&self) -> BrokerState {
+        if self.hub.upgrade().is_some() {
+            BrokerState::Up
+        } else {
+            BrokerState::Down {
+                reason: "the hub is gone".into(),
+            }
+        }
+    }
+}
