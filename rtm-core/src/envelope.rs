@@ -132,7 +132,9 @@ mod tests {
             Err(EnvelopeError::BadHeader(_))
         ));
         assert_eq!(
-            Envelope::decode(Bytes::from_static(b"{\"v\":2,\"origin\":\"o\",\"seq\":1}\n{}")),
+            Envelope::decode(Bytes::from_static(
+                b"{\"v\":2,\"origin\":\"o\",\"seq\":1}\n{}"
+            )),
             Err(EnvelopeError::Version(2))
         );
     }

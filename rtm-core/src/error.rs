@@ -157,6 +157,20 @@ impl From<serde_json::Error> for RtmError {
     }
 }
 
+impl From<String> for RtmError {
+    /// A plain message is a function's failure: `rtm/handler-error`.
+    fn from(message: String) -> Self {
+        RtmError::handler(message)
+    }
+}
+
+impl From<&str> for RtmError {
+    /// A plain message is a function's failure: `rtm/handler-error`.
+    fn from(message: &str) -> Self {
+        RtmError::handler(message)
+    }
+}
+
 /// A WebSocket close code, as the protocol uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CloseCode(pub u16);

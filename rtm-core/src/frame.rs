@@ -243,8 +243,8 @@ pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
     let id_raw = raw
         .id
         .ok_or_else(|| RequestError::Malformed("missing id".into()))?;
-    let id_str = json_str(id_raw)
-        .ok_or_else(|| RequestError::Malformed("id is not a string".into()))?;
+    let id_str =
+        json_str(id_raw).ok_or_else(|| RequestError::Malformed("id is not a string".into()))?;
     let kind = raw
         .kind
         .and_then(json_str)
@@ -259,9 +259,7 @@ pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
     }
     let args = match raw.data {
         None => Args::empty(),
-        Some(data) if data.get().starts_with('[') => {
-            Args(frame.slice_ref(data.get().as_bytes()))
-        }
+        Some(data) if data.get().starts_with('[') => Args(frame.slice_ref(data.get().as_bytes())),
         Some(_) => return Err(bad("data must be an array")),
     };
     match kind.as_ref() {
@@ -523,7 +521,9 @@ pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
             args,
         });
     }
-    Err(RtmError::bad_request("server frame has neither id nor event"))
+    Err(RtmError::bad_request(
+        "server frame has neither id nor event",
+    ))
 }
 
 #[cfg(test)]
@@ -549,7 +549,8 @@ mod tests {
 
     #[test]
     fn missing_data_defaults_to_empty_array() {
-        let Ok(Request::Invoke { args, .. }) = parse(r#"{"id":"1","type":"invoke","function":"f"}"#)
+        let Ok(Request::Invoke { args, .. }) =
+            parse(r#"{"id":"1","type":"invoke","function":"f"}"#)
         else {
             panic!("not an invoke")
         };
@@ -612,7 +613,9 @@ mod tests {
 
     #[test]
     fn server_frames_parse_replies_errors_and_events() {
-        let f = Bytes::from_static(br#"{"id":"1","data":{"error":{"code":"rtm/forbidden","message":"no"}}}"#);
+        let f = Bytes::from_static(
+            br#"{"id":"1","data":{"error":{"code":"rtm/forbidden","message":"no"}}}"#,
+        );
         match parse_server_frame(&f).unwrap() {
             ServerFrame::Reply { result: Err(e), .. } => assert_eq!(e.code, ErrorCode::Forbidden),
             other => panic!("{other:?}"),

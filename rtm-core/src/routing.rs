@@ -47,7 +47,8 @@ impl Routing {
         set.insert(conn);
         first.then(|| {
             let topic = Topic::user(&self.namespace, user);
-            self.topics.insert(topic.clone(), Target::User(user.clone()));
+            self.topics
+                .insert(topic.clone(), Target::User(user.clone()));
             Change::Subscribe(topic)
         })
     }

@@ -629,11 +629,7 @@ impl Server {
 
     /// The connection's outbound queue overflowed: close 1013 `rtm/slow-consumer`.
     pub fn handle_slow_consumer(&mut self, conn: ConnId) {
-        self.close(
-            conn,
-            CloseCode::TRY_AGAIN_LATER,
-            "rtm/slow-consumer",
-        );
+        self.close(conn, CloseCode::TRY_AGAIN_LATER, "rtm/slow-consumer");
     }
 
     /// Something arrived from the peer (a pong, any frame): it is alive.
@@ -700,7 +696,11 @@ impl Server {
 
     /// The subscribe authorizer decided: `Ok` allows, `Err` denies (`rtm/forbidden` unless
     /// the error carries another code).
-    pub fn handle_authorize_result(&mut self, ticket: SubscribeTicket, result: Result<(), RtmError>) {
+    pub fn handle_authorize_result(
+        &mut self,
+        ticket: SubscribeTicket,
+        result: Result<(), RtmError>,
+    ) {
         let SubscribeTicket { conn, id, sub } = ticket;
         let Some(c) = self.conn_mut(conn) else { return };
         c.in_flight = c.in_flight.saturating_sub(1);
@@ -776,7 +776,9 @@ impl Server {
                     }
                 }
                 TimerKind::Heartbeat => {
-                    let Some(hb) = self.config.heartbeat else { continue };
+                    let Some(hb) = self.config.heartbeat else {
+                        continue;
+                    };
                     if now.saturating_duration_since(c.last_activity) >= hb.timeout {
                         let info = c.info.clone();
                         self.close(conn, CloseCode::GOING_AWAY, "heartbeat timeout");
@@ -925,8 +927,12 @@ impl Server {
         let mut sent = 0;
         for tag in tags {
             for conn in self.routing.push_holders(event, tag.as_ref()) {
-                let Some(slot) = self.slots.get_mut(conn.index()) else { continue };
-                let Some(c) = slot.conn.as_mut() else { continue };
+                let Some(slot) = self.slots.get_mut(conn.index()) else {
+                    continue;
+                };
+                let Some(c) = slot.conn.as_mut() else {
+                    continue;
+                };
                 if c.mark == mark {
                     continue;
                 }
@@ -951,7 +957,9 @@ impl Server {
     }
 
     fn drop_conn(&mut self, conn: ConnId) {
-        let Some(slot) = self.slots.get_mut(conn.index()) else { return };
+        let Some(slot) = self.slots.get_mut(conn.index()) else {
+            return;
+        };
         if slot.generation != conn.generation() {
             return;
         }

@@ -1,0 +1,23 @@
+//! # rtm-driver
+//!
+//! The runtime-neutral half of every RTM adapter, written once:
+//!
+//! - [`ServerBuilder`] / [`ServerHandle`]: functions, authentication, limits,
+//!   hooks, Emit / Publish / Push, graceful shutdown, and
+//!   [`ServerHandle::serve`] to run one already-upgraded WebSocket;
+//! - the function registry ([`CallContext`], typed handlers);
+//! - the seam to a runtime ([`Runtime`]: spawn and sleep) and to a WebSocket
+//!   library ([`Incoming`] / [`Outgoing`]).
+//!
+//! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
+#![warn(missing_docs)]
+
+pub mod function;
+pub mod runtime;
+pub mod server;
+pub mod transport;
+
+pub use function::{CallContext, ErasedFunction};
+pub use runtime::{BoxFuture, Runtime, RuntimeRef};
+pub use server::{ServerBuilder, ServerHandle, TransportOptions};
+pub use transport::{Incoming, Outgoing};

@@ -1,0 +1,256 @@
+//! Configuring a server: functions, authentication, limits, broker, hooks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtm_core::broker::Broker;
+use rtm_core::{ConnInfo, Heartbeat, Identity, Limits, RtmError, ServerConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::function::{erase, CallContext, ErasedFunction};
+use crate::runtime::{BoxFuture, RuntimeRef};
+use crate::server::handle::ServerHandle;
+
+/// Turns the `auth` request's `data` array into an identity, or rejects it.
+pub type AuthHandler =
+    Arc<dyn Fn(Vec<Value>, Arc<ConnInfo>) -> BoxFuture<Result<Identity, RtmError>> + Send + Sync>;
+
+/// Decides whether a connection may hold a push subscription (event, tags).
+pub type Authorizer =
+    Arc<dyn Fn(Arc<ConnInfo>, String, Vec<String>) -> BoxFuture<bool> + Send + Sync>;
+
+/// A connection lifecycle hook. Runs under the server lock: keep it quick.
+pub type ConnHook = Arc<dyn Fn(&ConnInfo) + Send + Sync>;
+
+/// What the socket side of an adapter reads from the builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// The WebSocket path served (default `/`); other paths get 404.
+    pub path: String,
+    /// The WebSocket read buffer per connection (default 4 KiB). Small keeps idle
+    /// connections cheap: the buffer stays resident after the first read.
+    pub read_buffer_bytes: usize,
+    /// How long graceful shutdown waits for in-flight calls (default 10 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            path: "/".into(),
+            read_buffer_bytes: 4096,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Builds a server. Adapters wrap it (`rtm_tokio::Server::builder()`).
+///
+/// ```
+/// use rtm_driver::{ServerBuilder, CallContext};
+/// let builder = ServerBuilder::new()
+///     .register("add", |_ctx: CallContext, (a, b): (i64, i64)| async move {
+///         Ok::<_, rtm_core::RtmError>(a + b)
+///     })
+///     .max_in_flight(64);
+/// assert_eq!(builder.config().limits.max_in_flight, 64);
+/// ```
+pub struct ServerBuilder {
+    pub(crate) config: ServerConfig,
+    pub(crate) auth_timeout: Duration,
+    pub(crate) auth: Option<AuthHandler>,
+    pub(crate) authorizer: Option<Authorizer>,
+    pub(crate) functions: HashMap<String, ErasedFunction>,
+    pub(crate) broker: Option<Arc<dyn Broker>>,
+    pub(crate) on_connect: Option<ConnHook>,
+    pub(crate) on_disconnect: Option<ConnHook>,
+    pub(crate) on_auth_timeout: Option<ConnHook>,
+    pub(crate) transport: TransportOptions,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// A server with no functions, no authentication and default limits.
+    pub fn new() -> Self {
+        ServerBuilder {
+            config: ServerConfig::new(default_server_id()),
+            auth_timeout: ServerConfig::DEFAULT_AUTH_TIMEOUT,
+            auth: None,
+            authorizer: None,
+            functions: HashMap::new(),
+            broker: None,
+            on_connect: None,
+            on_disconnect: None,
+            on_auth_timeout: None,
+            transport: TransportOptions::default(),
+        }
+    }
+
+    /// Registers a function. Its arguments are deserialized from the `data`
+    /// array (a tuple, a `Vec<Value>`, …); its result becomes the reply.
+    pub fn register<F, Fut, A, R, E>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<RtmError> + Send + 'static,
+    {
+        self.functions.insert(name.to_owned(), erase(handler));
+        self
+    }
+
+    /// Requires authentication: `handler` turns the `auth` request's `data`
+    /// array into an [`Identity`] or rejects it (4003).
+    pub fn auth<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Vec<Value>, Arc<ConnInfo>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Identity, RtmError>> + Send + 'static,
+    {
+        self.auth = Some(Arc::new(move |data, info| Box::pin(handler(data, info))));
+        self
+    }
+
+    /// How long a connection may stay unauthenticated (default 10 s; 4008 after).
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// Called when a connection is closed for not authenticating in time.
+    pub fn on_auth_timeout(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
+        self.on_auth_timeout = Some(Arc::new(hook));
+        self
+    }
+
+    /// Asks `authorizer` about every push subscription; `false` answers `rtm/forbidden`.
+    pub fn authorize_subscriptions<F, Fut>(mut self, authorizer: F) -> Self
+    where
+        F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.authorizer = Some(Arc::new(move |info, event, tags| {
+            Box::pin(authorizer(info, event, tags))
+        }));
+        self
+    }
+
+    /// Called when a connection opens.
+    pub fn on_connect(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when a connection's state is gone.
+    pub fn on_disconnect(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
+        self.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// All limits at once.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Largest text frame accepted (default 1 MiB; larger closes 1009).
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.config.limits.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Invokes in flight per connection (default 256).
+    pub fn max_in_flight(mut self, calls: u32) -> Self {
+        self.config.limits.max_in_flight = calls;
+        self
+    }
+
+    /// Frames queued per connection before it is closed as a slow consumer (default 1024).
+    pub fn outbound_queue(mut self, frames: usize) -> Self {
+        self.config.limits.outbound_queue = frames.max(1);
+        self
+    }
+
+    /// Connections held at once (default 100,000).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.limits.max_connections = connections;
+        self
+    }
+
+    /// Ping schedule and silence deadline; `None` disables both.
+    pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
+        self.config.heartbeat = heartbeat;
+        self
+    }
+
+    /// Carries Publish and Push to the other servers sharing this broker.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// The broker topic prefix (default `rtm`).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.config.namespace = namespace.to_owned();
+        self
+    }
+
+    /// This server's id in the cluster (default: random per process start).
+    pub fn server_id(mut self, id: &str) -> Self {
+        self.config.server_id = id.to_owned();
+        self
+    }
+
+    /// The WebSocket path (default `/`).
+    pub fn path(mut self, path: &str) -> Self {
+        self.transport.path = path.to_owned();
+        self
+    }
+
+    /// The per-connection WebSocket read buffer (default 4 KiB).
+    pub fn read_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.transport.read_buffer_bytes = bytes.max(256);
+        self
+    }
+
+    /// How long graceful shutdown waits for in-flight calls (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The core configuration as it stands.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Socket-side options for the adapter.
+    pub fn transport(&self) -> &TransportOptions {
+        &self.transport
+    }
+
+    /// Starts the server's background tasks on `runtime` and returns its handle.
+    /// Connections are then fed with [`ServerHandle::serve`].
+    pub fn start(mut self, runtime: RuntimeRef) -> ServerHandle {
+        self.config.auth_timeout = self.auth.as_ref().map(|_| self.auth_timeout);
+        self.config.authorize_subscriptions = self.authorizer.is_some();
+        self.config.broker = self.broker.is_some();
+        ServerHandle::start(self, runtime)
+    }
+}
+
+fn default_server_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("srv-{:016x}", h.finish())
+}

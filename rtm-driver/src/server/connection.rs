@@ -1,0 +1,119 @@
+//! One connection's life: open it in the core, read frames into it, write
+//! its outbound queue to the socket, and close it cleanly.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use rtm_core::{CloseCode, ConnMeta};
+
+use crate::runtime::timeout;
+use crate::server::handle::{ConnSender, ServerHandle};
+use crate::transport::{Incoming, Outgoing};
+
+/// After the server sent a close frame, how long it keeps reading for the peer's.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+impl ServerHandle {
+    /// Serves one WebSocket connection until it closes. `incoming` and
+    /// `outgoing` are the two halves of an already-upgraded WebSocket,
+    /// mapped to [`Incoming`] / [`Outgoing`] by the adapter.
+    pub async fn serve<In, Out>(&self, mut incoming: In, mut outgoing: Out, meta: ConnMeta)
+    where
+        In: Stream<Item = Incoming> + Unpin + Send,
+        Out: Sink<Outgoing> + Unpin + Send,
+    {
+        let shared = &self.shared;
+        if self.is_shutting_down() {
+            let _ = outgoing
+                .send(Outgoing::Close(
+                    CloseCode::GOING_AWAY.0,
+                    "server shutting down".into(),
+                ))
+                .await;
+            return;
+        }
+        let (queue, queue_rx) = async_channel::bounded(shared.config.limits.outbound_queue);
+        let (urgent, urgent_rx) = async_channel::bounded(1);
+        let opened = shared.with_inner(|inner| {
+            let conn = inner.core.handle_open(meta, Instant::now())?;
+            inner.conns.insert(conn, ConnSender { queue, urgent });
+            Ok::<_, rtm_core::OpenError>((conn, inner.core.conn_info(conn).cloned()))
+        });
+        let conn = match opened {
+            Ok((conn, info)) => {
+                if let (Some(hook), Some(info)) = (&shared.on_connect, info) {
+                    hook(&info);
+                }
+                conn
+            }
+            Err(err) => {
+                tracing::warn!(%err, "connection refused");
+                let _ = outgoing
+                    .send(Outgoing::Close(
+                        CloseCode::TRY_AGAIN_LATER.0,
+                        err.to_string(),
+                    ))
+                    .await;
+                return;
+            }
+        };
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        tracing::debug!(%conn, "connected");
+
+        let writer = async {
+            loop {
+                let next = {
+                    let ordered = queue_rx.recv();
+                    let urgent = urgent_rx.recv();
+                    futures_util::pin_mut!(ordered, urgent);
+                    match select(ordered, urgent).await {
+                        Either::Left((message, _)) | Either::Right((message, _)) => message,
+                    }
+                };
+                let Ok(message) = next else { break };
+                let closing = matches!(message, Outgoing::Close(..));
+                // A close on the urgent lane interrupts a write stuck on a full socket.
+                let send = outgoing.send(message);
+                let urgent = urgent_rx.recv();
+                futures_util::pin_mut!(send, urgent);
+                match select(send, urgent).await {
+                    Either::Left((Ok(()), _)) if !closing => {}
+                    _ => break,
+                }
+            }
+        };
+        let reader = async {
+            while let Some(message) = incoming.next().await {
+                let now = Instant::now();
+                match message {
+                    Incoming::Text(frame) => {
+                        shared.with_core(|core| core.handle_text(conn, frame, now));
+                    }
+                    Incoming::Binary => shared.with_core(|core| core.handle_binary(conn)),
+                    Incoming::Activity => {
+                        shared.with_core(|core| core.handle_activity(conn, now));
+                    }
+                    Incoming::TooLarge => shared.with_core(|core| core.handle_oversized(conn)),
+                    Incoming::Closed(..) => break,
+                    Incoming::Error(err) => {
+                        tracing::debug!(%conn, %err, "connection error");
+                        break;
+                    }
+                }
+            }
+        };
+        futures_util::pin_mut!(writer, reader);
+        match select(reader, writer).await {
+            Either::Left(((), _)) => {}
+            Either::Right(((), reader)) => {
+                // We sent a close: read until the peer answers it (or give up),
+                // so the socket is not reset under data the peer has yet to read.
+                let _ = timeout(&*shared.runtime, CLOSE_GRACE, reader).await;
+            }
+        }
+        shared.with_core(|core| core.handle_close(conn));
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}

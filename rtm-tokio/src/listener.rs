@@ -1,0 +1,144 @@
+//! A server listening on its own TCP port.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rtm_core::ConnMeta;
+use rtm_driver::{ServerBuilder, ServerHandle};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::StatusCode;
+
+use crate::runtime::TokioRuntime;
+use crate::ws::{serve_websocket, server_ws_config};
+
+/// How long a peer may take to complete the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Entry point: `Server::builder()` → register functions, set options → `.listen(addr)`.
+pub struct Server;
+
+impl Server {
+    /// A new server builder (see [`ServerBuilder`] for the options).
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
+
+/// Starting a [`ServerBuilder`] on tokio.
+#[allow(async_fn_in_trait)]
+pub trait ServerBuilderExt {
+    /// Starts the server and listens on `addr` (port 0 picks a free port).
+    async fn listen(self, addr: impl ToSocketAddrs) -> io::Result<Listening>;
+    /// Starts the server without a listener, to serve sockets upgraded
+    /// elsewhere (an axum route: [`crate::serve_axum`]).
+    fn embedded(self) -> ServerHandle;
+}
+
+impl ServerBuilderExt for ServerBuilder {
+    async fn listen(self, addr: impl ToSocketAddrs) -> io::Result<Listening> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let handle = self.embedded();
+        let accept = tokio::spawn(accept_loop(handle.clone(), listener));
+        Ok(Listening {
+            handle,
+            local_addr,
+            accept: Mutex::new(Some(accept)),
+        })
+    }
+
+    fn embedded(self) -> ServerHandle {
+        self.start(Arc::new(TokioRuntime::current()))
+    }
+}
+
+/// A running server with its listener.
+pub struct Listening {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Listening {
+    /// The server: emit, publish, push, counts.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/PATH`, for clients.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.local_addr, self.handle.transport().path)
+    }
+
+    /// Graceful shutdown: stop accepting, finish (or time out) in-flight
+    /// calls, close every connection with 1001.
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
+        let accept = self.accept.lock().ok().and_then(|mut a| a.take());
+        if let Some(accept) = accept {
+            accept.abort();
+            let _ = accept.await;
+        }
+    }
+}
+
+async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = handle.shutdown_started() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let handle = handle.clone();
+                tokio::spawn(async move { accept_one(handle, tcp, peer).await });
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let expected = handle.transport().path.clone();
+    let mut path = None;
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() != expected {
+            let mut refusal = ErrorResponse::new(Some("not found".into()));
+            *refusal.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refusal);
+        }
+        path = request.uri().path_and_query().map(|p| p.to_string());
+        Ok(response)
+    };
+    let config = server_ws_config(&handle);
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config));
+    let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, %err, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "websocket handshake timed out");
+            return;
+        }
+    };
+    let meta = ConnMeta {
+        peer_addr: Some(peer),
+        path,
+    };
+    serve_websocket(&handle, socket, meta).await;
+}
