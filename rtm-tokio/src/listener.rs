@@ -110,6 +110,7 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
     }
 }
 
+#[allow(clippy::result_large_err)] // the callback signature is tungstenite's
 async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let expected = handle.transport().path.clone();
