@@ -1,0 +1,456 @@
+//! The client driver: one task owns an [`rtm_core::Client`] and the socket,
+//! and serves a cloneable [`ClientHandle`].
+//!
+//! Every piece of client state (request ids, pending calls and their
+//! deadlines, the offline queue, push subscriptions to re-send, the reconnect
+//! schedule) lives in the core; this task only moves bytes, runs the timer
+//! and dispatches events to callbacks.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use rtm_core::client::{CallId, ClientEvent, ClientState};
+use rtm_core::{Args, Client, ClientConfig, ClientOutput, ErrorCode, RtmError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::runtime::{BoxFuture, RuntimeRef};
+use crate::transport::{Incoming, Outgoing, WriteError};
+
+/// The read half of a client socket.
+pub type IncomingStream = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
+/// The write half of a client socket.
+pub type OutgoingSink = Pin<Box<dyn Sink<Outgoing, Error = WriteError> + Send>>;
+/// Opens a new socket to the server (called at start and on every reconnect).
+pub type Connector =
+    Arc<dyn Fn() -> BoxFuture<Result<(IncomingStream, OutgoingSink), String>> + Send + Sync>;
+
+type Callback = Arc<dyn Fn(&Args) + Send + Sync>;
+type Reply = oneshot::Sender<Result<Box<RawValue>, RtmError>>;
+
+enum Command {
+    Call {
+        function: String,
+        args: Args,
+        done: oneshot::Sender<Result<(), RtmError>>,
+    },
+    CallWait {
+        function: String,
+        args: Args,
+        reply: Reply,
+    },
+    SubscribePush {
+        event: String,
+        tags: Vec<String>,
+        reply: Reply,
+    },
+    UnsubscribePush {
+        event: String,
+        tags: Vec<String>,
+    },
+    Close,
+}
+
+#[derive(Default)]
+struct Listeners {
+    next: u64,
+    events: HashMap<String, Vec<(u64, Callback)>>,
+    lifecycle: Vec<async_channel::Sender<ClientEvent>>,
+    state: Option<ClientState>,
+}
+
+/// A connected (or connecting) client: cloneable; the connection closes when
+/// [`ClientHandle::close`] is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct ClientHandle {
+    commands: async_channel::Sender<Command>,
+    listeners: Arc<Mutex<Listeners>>,
+}
+
+/// An event subscription; dropping it unsubscribes.
+#[must_use = "dropping a Subscription unsubscribes it"]
+pub struct Subscription {
+    listeners: Weak<Mutex<Listeners>>,
+    event: String,
+    id: u64,
+    push: Option<(Vec<String>, async_channel::Sender<Command>)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(listeners) = self.listeners.upgrade() {
+            let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = l.events.get_mut(&self.event) {
+                list.retain(|(id, _)| *id != self.id);
+                if list.is_empty() {
+                    l.events.remove(&self.event);
+                }
+            }
+        }
+        if let Some((tags, commands)) = self.push.take() {
+            let _ = commands.try_send(Command::UnsubscribePush {
+                event: std::mem::take(&mut self.event),
+                tags,
+            });
+        }
+    }
+}
+
+impl ClientHandle {
+    /// Starts a client: its task connects through `connector` and keeps the
+    /// connection up as `config` says.
+    pub fn start(config: ClientConfig, connector: Connector, runtime: RuntimeRef) -> ClientHandle {
+        let (commands, commands_rx) = async_channel::unbounded();
+        let listeners = Arc::new(Mutex::new(Listeners::default()));
+        let driver = Driver {
+            core: Client::new(config, Instant::now()),
+            commands: commands_rx,
+            listeners: Arc::downgrade(&listeners),
+            connector,
+            runtime: runtime.clone(),
+            replies: HashMap::new(),
+            stream: None,
+            sink: None,
+            connecting: None,
+        };
+        runtime.spawn(Box::pin(driver.run()));
+        ClientHandle {
+            commands,
+            listeners,
+        }
+    }
+
+    /// Calls a server function and ignores its reply (the JS client's `Call`).
+    /// Returns once the call is sent or queued; `rtm/queue-full` when offline with a full queue.
+    pub async fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> Result<(), RtmError> {
+        let args = Args::encode(args)?;
+        let (done, result) = oneshot::channel();
+        self.send(Command::Call {
+            function: function.to_owned(),
+            args,
+            done,
+        })?;
+        result.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Calls a server function and waits for its result, deserialized as `T`
+    /// (the JS client's `CallWait`). Fails with the server's error, or
+    /// `rtm/timeout`, `rtm/disconnected`, `rtm/queue-full`, `rtm/closed`.
+    pub async fn call_wait<T: DeserializeOwned, A: Serialize + ?Sized>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<T, RtmError> {
+        let raw = self.call_wait_raw(function, Args::encode(args)?).await?;
+        serde_json::from_str(raw.get())
+            .map_err(|e| RtmError::bad_request(format!("unexpected result type: {e}")))
+    }
+
+    /// Like [`ClientHandle::call_wait`], returning the raw JSON result.
+    pub async fn call_wait_raw(&self, function: &str, args: Args) -> Result<Box<RawValue>, RtmError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Command::CallWait {
+            function: function.to_owned(),
+            args,
+            reply,
+        })?;
+        result.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Runs `callback` for every `event` the server sends, with the event's
+    /// arguments deserialized as `T` (a tuple, a `Vec<Value>`, …; events whose
+    /// arguments do not fit are skipped and logged).
+    pub fn subscribe<T, F>(&self, event: &str, callback: F) -> Subscription
+    where
+        T: DeserializeOwned,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let name = event.to_owned();
+        let callback: Callback = Arc::new(move |args: &Args| match args.deserialize::<T>() {
+            Ok(value) => callback(value),
+            Err(err) => tracing::warn!(event = %name, %err, "event arguments do not fit the callback"),
+        });
+        let mut l = self.lock();
+        l.next += 1;
+        let id = l.next;
+        l.events
+            .entry(event.to_owned())
+            .or_default()
+            .push((id, callback));
+        Subscription {
+            listeners: Arc::downgrade(&self.listeners),
+            event: event.to_owned(),
+            id,
+            push: None,
+        }
+    }
+
+    /// Holds a push subscription (event, tags) — re-sent after every
+    /// reconnect — and runs `callback` for each such event. Fails with the
+    /// server's `rtm/forbidden` when denied. Dropping the guard unsubscribes.
+    pub async fn subscribe_push<T, F>(
+        &self,
+        event: &str,
+        tags: &[&str],
+        callback: F,
+    ) -> Result<Subscription, RtmError>
+    where
+        T: DeserializeOwned,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        let (reply, result) = oneshot::channel();
+        self.send(Command::SubscribePush {
+            event: event.to_owned(),
+            tags: tags.clone(),
+            reply,
+        })?;
+        let mut guard = self.subscribe(event, callback);
+        guard.push = Some((tags, self.commands.clone()));
+        result.await.unwrap_or_else(|_| Err(closed()))?;
+        Ok(guard)
+    }
+
+    /// A stream of lifecycle events (opened, closed, reconnecting, errors…)
+    /// from now on. A listener that falls 256 events behind misses some.
+    pub fn lifecycle(&self) -> async_channel::Receiver<ClientEvent> {
+        let (tx, rx) = async_channel::bounded(256);
+        self.lock().lifecycle.push(tx);
+        rx
+    }
+
+    /// The connection state as of the last change.
+    pub fn state(&self) -> ClientState {
+        self.lock().state.clone().unwrap_or(ClientState::Connecting)
+    }
+
+    /// Closes the client: pending and queued calls fail with `rtm/closed`, no reconnect.
+    pub fn close(&self) {
+        let _ = self.commands.try_send(Command::Close);
+    }
+
+    fn send(&self, command: Command) -> Result<(), RtmError> {
+        self.commands.try_send(command).map_err(|_| closed())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Listeners> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn closed() -> RtmError {
+    RtmError::new(ErrorCode::Closed, "the client is closed")
+}
+
+struct Driver {
+    core: Client,
+    commands: async_channel::Receiver<Command>,
+    listeners: Weak<Mutex<Listeners>>,
+    connector: Connector,
+    runtime: RuntimeRef,
+    replies: HashMap<CallId, Reply>,
+    stream: Option<IncomingStream>,
+    sink: Option<OutgoingSink>,
+    connecting: Option<BoxFuture<Result<(IncomingStream, OutgoingSink), String>>>,
+}
+
+enum Wake {
+    Command(Option<Command>),
+    Incoming(Option<Incoming>),
+    Connected(Result<(IncomingStream, OutgoingSink), String>),
+    Timer,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            self.drain().await;
+            let wake = self.wait().await;
+            let now = Instant::now();
+            match wake {
+                Wake::Command(None) => {
+                    // Every handle is gone: close and stop.
+                    self.core.close(now);
+                    self.drain().await;
+                    return;
+                }
+                Wake::Command(Some(command)) => self.command(command, now),
+                Wake::Incoming(Some(Incoming::Text(frame))) => self.core.handle_text(frame, now),
+                Wake::Incoming(Some(Incoming::Activity | Incoming::Binary)) => {}
+                Wake::Incoming(Some(Incoming::Closed(code, reason))) => {
+                    self.drop_socket();
+                    self.core.handle_close(code, &reason, now);
+                }
+                Wake::Incoming(Some(Incoming::TooLarge)) => {
+                    self.drop_socket();
+                    self.core.handle_close(Some(1009), "frame too large", now);
+                }
+                Wake::Incoming(Some(Incoming::Error(err))) => {
+                    self.drop_socket();
+                    self.core.handle_close(None, &err, now);
+                }
+                Wake::Incoming(None) => {
+                    self.drop_socket();
+                    self.core.handle_close(None, "connection lost", now);
+                }
+                Wake::Connected(Ok((stream, sink))) => {
+                    self.stream = Some(stream);
+                    self.sink = Some(sink);
+                    self.core.handle_open(now);
+                }
+                Wake::Connected(Err(err)) => self.core.handle_close(None, &err, now),
+                Wake::Timer => self.core.handle_timeout(now),
+            }
+        }
+    }
+
+    async fn wait(&mut self) -> Wake {
+        let sleep = match self.core.poll_timeout() {
+            Some(at) => self.runtime.sleep(at.saturating_duration_since(Instant::now())),
+            None => self.runtime.sleep(Duration::from_secs(3600)),
+        };
+        let mut sleep = sleep.fuse();
+        let mut command = self.commands.recv().fuse();
+        let stream = self.stream.as_mut();
+        let mut incoming = async move {
+            match stream {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
+            }
+        }
+        .boxed()
+        .fuse();
+        let connecting = self.connecting.as_mut();
+        let mut connected = async move {
+            match connecting {
+                Some(connecting) => connecting.await,
+                None => std::future::pending().await,
+            }
+        }
+        .boxed()
+        .fuse();
+        let wake = futures_util::select_biased! {
+            m = incoming => Wake::Incoming(m),
+            c = connected => Wake::Connected(c),
+            c = command => Wake::Command(c.ok()),
+            () = sleep => Wake::Timer,
+        };
+        drop((incoming, connected));
+        if matches!(wake, Wake::Connected(_)) {
+            self.connecting = None;
+        }
+        wake
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Call {
+                function,
+                args,
+                done,
+            } => {
+                let _ = done.send(self.core.call(&function, args, now));
+            }
+            Command::CallWait {
+                function,
+                args,
+                reply,
+            } => match self.core.call_wait(&function, args, now) {
+                Ok(call) => {
+                    self.replies.insert(call, reply);
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::SubscribePush { event, tags, reply } => {
+                match self.core.subscribe_push(&event, &tags, now) {
+                    Ok(call) => {
+                        self.replies.insert(call, reply);
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Command::UnsubscribePush { event, tags } => {
+                let _ = self.core.unsubscribe_push(&event, &tags, now);
+            }
+            Command::Close => self.core.close(now),
+        }
+    }
+
+    fn drop_socket(&mut self) {
+        self.stream = None;
+        self.sink = None;
+    }
+
+    async fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                ClientOutput::Connect => {
+                    self.drop_socket();
+                    self.connecting = Some((self.connector)());
+                }
+                ClientOutput::Transmit(frame) => {
+                    let Some(sink) = self.sink.as_mut() else { continue };
+                    if let Err(err) = sink.send(Outgoing::Text(frame)).await {
+                        self.drop_socket();
+                        self.core
+                            .handle_close(None, &err.to_string(), Instant::now());
+                    }
+                }
+                ClientOutput::Disconnect => {
+                    if let Some(sink) = self.sink.as_mut() {
+                        let close = Outgoing::Close(1000, String::new());
+                        let _ = crate::runtime::timeout(
+                            &*self.runtime,
+                            Duration::from_secs(1),
+                            sink.send(close),
+                        )
+                        .await;
+                    }
+                    self.drop_socket();
+                    self.connecting = None;
+                }
+                ClientOutput::CallDone { call, result } => {
+                    if let Some(reply) = self.replies.remove(&call) {
+                        let _ = reply.send(result);
+                    }
+                }
+                ClientOutput::Event { event, args } => self.dispatch(&event, &args),
+                ClientOutput::Lifecycle(event) => self.lifecycle(event),
+            }
+        }
+    }
+
+    fn dispatch(&self, event: &str, args: &Args) {
+        let Some(listeners) = self.listeners.upgrade() else { return };
+        let callbacks: Vec<Callback> = {
+            let l = listeners.lock().unwrap_or_else(|e| e.into_inner());
+            l.events
+                .get(event)
+                .map(|list| list.iter().map(|(_, cb)| cb.clone()).collect())
+                .unwrap_or_default()
+        };
+        // Outside the lock: a callback may subscribe or drop a subscription.
+        for callback in callbacks {
+            callback(args);
+        }
+    }
+
+    fn lifecycle(&self, event: ClientEvent) {
+        let Some(listeners) = self.listeners.upgrade() else { return };
+        let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
+        l.state = Some(self.core.state().clone());
+        l.lifecycle.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) | Err(async_channel::TrySendError::Full(_)) => true,
+            Err(async_channel::TrySendError::Closed(_)) => false,
+        });
+    }
+}
