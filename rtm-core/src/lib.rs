@@ -23,7 +23,7 @@ pub mod server;
 pub mod testkit;
 pub mod topic;
 
-// pub use client::{Client, ClientConfig, ClientOutput};
+pub use client::{CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Reconnect};
 pub use config::{Heartbeat, Limits, ServerConfig};
 pub use conn::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use envelope::Envelope;

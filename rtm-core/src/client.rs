@@ -1,1 +1,0 @@
-//! The client state machine (placeholder).

@@ -1,0 +1,769 @@
+//! The client state machine.
+//!
+//! [`Client`] owns every piece of protocol state of one RTM client: request
+//! ids, calls awaiting replies and their deadlines, the offline queue, the
+//! push subscriptions to re-send after a reconnect, the reconnect schedule and
+//! auth on every (re)open. It does no IO and reads no clock. An adapter drives
+//! it in this order:
+//!
+//! 1. **inputs** (`handle_*`): the socket opened, a text frame arrived, the
+//!    socket closed (or a connect attempt failed), the time (`handle_timeout`);
+//! 2. **commands**: [`Client::call`], [`Client::call_wait`],
+//!    [`Client::subscribe_push`], [`Client::unsubscribe_push`], [`Client::close`];
+//! 3. **outputs**: after every input or command, drain [`Client::poll_output`]
+//!    until it returns `None`, then wait until [`Client::poll_timeout`] (or the
+//!    next input) and call [`Client::handle_timeout`].
+//!
+//! Time must not go backwards between calls.
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use rtm_core::Args;
+//! use rtm_core::client::{Client, ClientConfig, ClientOutput};
+//!
+//! let now = Instant::now();
+//! let mut client = Client::new(ClientConfig::default(), now);
+//! assert!(matches!(client.poll_output(), Some(ClientOutput::Connect)));
+//! // Called before the socket is open: queued.
+//! let call = client.call_wait("add", Args::encode(&(1, 2)).unwrap(), now).unwrap();
+//! assert_eq!(client.queued_calls(), 1);
+//! client.handle_open(now);
+//! let frame = std::iter::from_fn(|| client.poll_output())
+//!     .find_map(|o| match o { ClientOutput::Transmit(f) => Some(f), _ => None })
+//!     .unwrap();
+//! assert_eq!(&frame[..], br#"{"id":"1","type":"invoke","function":"add","data":[1,2]}"#);
+//! client.handle_text(Bytes::from_static(br#"{"id":"1","data":3}"#), now);
+//! let Some(ClientOutput::CallDone { call: done, result }) = client.poll_output() else { panic!() };
+//! assert_eq!(done, call);
+//! assert_eq!(result.unwrap().get(), "3");
+//! ```
+
+mod backoff;
+mod config;
+mod subs;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::error::{CloseCode, ErrorCode, RtmError};
+use crate::frame::{self, Args, PushSub, RequestId, ServerFrame};
+
+use backoff::XorShift;
+pub use config::{ClientConfig, Jitter, Reconnect};
+use subs::Subscriptions;
+
+/// Names one call awaiting its reply: returned by [`Client::call_wait`],
+/// [`Client::subscribe_push`] and [`Client::unsubscribe_push`], and carried
+/// back by [`ClientOutput::CallDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(u64);
+
+impl CallId {
+    /// The number behind the id (unique per client, increasing).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// Where the client is in its connection lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientState {
+    /// A socket is being opened (a [`ClientOutput::Connect`] was issued).
+    Connecting,
+    /// The socket is open and the `auth` request awaits its reply.
+    Authenticating,
+    /// Ready: calls are sent at once.
+    Open,
+    /// The connection was lost; attempt number `attempt` starts at the next deadline.
+    WaitingToReconnect {
+        /// The attempt that will start (1 for the first after a drop).
+        attempt: u32,
+    },
+    /// Closed for good: by [`Client::close`], a rejected auth, or no reconnect left.
+    Closed,
+}
+
+/// Something worth telling the application about the connection.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// A socket is being opened.
+    Connecting,
+    /// The socket opened.
+    Opened,
+    /// The `auth` request was sent.
+    Authenticating,
+    /// The server accepted the auth; this is its reply's `data`.
+    Authenticated(Box<RawValue>),
+    /// The socket closed. If [`Client::state`] is now [`ClientState::Closed`],
+    /// no reconnect follows.
+    Closed {
+        /// The WebSocket close code, if any.
+        code: Option<u16>,
+        /// The close reason.
+        reason: String,
+    },
+    /// Attempt `attempt` will start after `delay`.
+    Reconnecting {
+        /// The attempt number (1 for the first after a drop).
+        attempt: u32,
+        /// How long until it starts.
+        delay: Duration,
+    },
+    /// Something went wrong that no call owns: a bad frame from the server, a
+    /// rejected auth, a re-sent subscription the server denied.
+    Error(RtmError),
+}
+
+/// What the client core asks of its adapter. See the [module docs](self) for the loop.
+#[derive(Debug)]
+pub enum ClientOutput {
+    /// Open a WebSocket now, then call [`Client::handle_open`], or
+    /// [`Client::handle_close`] if it fails.
+    Connect,
+    /// Send this text frame.
+    Transmit(Bytes),
+    /// Close the socket with 1000 (the application called [`Client::close`], or
+    /// the auth was rejected).
+    Disconnect,
+    /// A call finished: the reply's `data`, or why it failed.
+    CallDone {
+        /// The call.
+        call: CallId,
+        /// The reply's `data`, or its error (wire codes, or the client-side
+        /// `rtm/timeout`, `rtm/disconnected`, `rtm/closed`, `rtm/auth-rejected`).
+        result: Result<Box<RawValue>, RtmError>,
+    },
+    /// An event frame arrived; dispatch it to the subscribers of `event`.
+    Event {
+        /// The event name.
+        event: String,
+        /// Its arguments.
+        args: Args,
+    },
+    /// A lifecycle change or an error nobody else owns.
+    Lifecycle(ClientEvent),
+}
+
+/// A request sent and awaiting its reply, by request id.
+#[derive(Debug)]
+enum Pending {
+    Auth,
+    Call(CallId),
+    /// Also the internal re-sends after a reconnect (no waiter).
+    Subscribe {
+        sub: PushSub,
+        waiters: Vec<CallId>,
+    },
+    Unsubscribe(CallId),
+}
+
+/// A call made while not open, sent in order once open.
+#[derive(Debug)]
+struct Queued {
+    /// `None` for a fire-and-forget call.
+    call: Option<CallId>,
+    function: String,
+    args: Args,
+}
+
+/// Where a live call currently is.
+#[derive(Debug)]
+enum Place {
+    Queued,
+    Sent(String),
+    /// A subscribe made offline, waiting in its held subscription.
+    HeldSub,
+}
+
+#[derive(Debug)]
+struct Call {
+    deadline: Option<Instant>,
+    place: Place,
+}
+
+/// The client state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    state: ClientState,
+    /// The next reconnect attempt's number minus one; 0 once ready.
+    attempt: u32,
+    reconnect_at: Option<Instant>,
+    rng: XorShift,
+    next_request: u64,
+    next_call: u64,
+    pending: HashMap<String, Pending>,
+    calls: HashMap<CallId, Call>,
+    deadlines: BTreeSet<(Instant, CallId)>,
+    queue: VecDeque<Queued>,
+    subs: Subscriptions,
+    outputs: VecDeque<ClientOutput>,
+}
+
+impl Client {
+    /// A client core; its first output is [`ClientOutput::Connect`].
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
+        let _ = now;
+        let mut client = Client {
+            rng: XorShift::new(config.jitter_seed),
+            config,
+            state: ClientState::Connecting,
+            attempt: 0,
+            reconnect_at: None,
+            next_request: 0,
+            next_call: 0,
+            pending: HashMap::new(),
+            calls: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            queue: VecDeque::new(),
+            subs: Subscriptions::default(),
+            outputs: VecDeque::new(),
+        };
+        client.start_connecting();
+        client
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Where the client is in its lifecycle.
+    pub fn state(&self) -> &ClientState {
+        &self.state
+    }
+
+    /// Calls sent and awaiting their reply (call_wait, subscribe and unsubscribe acks).
+    pub fn pending_calls(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| matches!(c.place, Place::Sent(_)))
+            .count()
+    }
+
+    /// Calls waiting in the offline queue (fire-and-forget included).
+    pub fn queued_calls(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Push subscriptions held (re-sent after every reconnect).
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    // ----- inputs -----
+
+    /// The socket opened: sends `auth` if configured, else the client is open.
+    pub fn handle_open(&mut self, now: Instant) {
+        let _ = now;
+        if self.state != ClientState::Connecting {
+            return;
+        }
+        self.lifecycle(ClientEvent::Opened);
+        match self.config.auth_data.clone() {
+            Some(data) => {
+                self.state = ClientState::Authenticating;
+                self.lifecycle(ClientEvent::Authenticating);
+                let id = self.request_id();
+                self.transmit(frame::encode_auth(&RequestId::new(&id), &data));
+                self.pending.insert(id, Pending::Auth);
+            }
+            None => self.become_open(),
+        }
+    }
+
+    /// A text frame arrived. Bad frames are reported as [`ClientEvent::Error`]
+    /// and otherwise ignored; replies to unknown ids are ignored.
+    pub fn handle_text(&mut self, frame: Bytes, now: Instant) {
+        let _ = now;
+        if !matches!(self.state, ClientState::Authenticating | ClientState::Open) {
+            return;
+        }
+        match frame::parse_server_frame(&frame) {
+            Err(err) => self.lifecycle(ClientEvent::Error(err)),
+            Ok(ServerFrame::Event { event, args }) => {
+                self.outputs.push_back(ClientOutput::Event { event, args });
+            }
+            Ok(ServerFrame::Reply { id, result }) => self.handle_reply(&id, result),
+        }
+    }
+
+    /// The socket closed or was lost, or a connect attempt failed. Unless the
+    /// client is closed, pending invokes fail with `rtm/disconnected` and a
+    /// reconnect is scheduled. Close code 4003 during auth is a rejected auth.
+    pub fn handle_close(&mut self, code: Option<u16>, reason: &str, now: Instant) {
+        match self.state {
+            ClientState::Closed | ClientState::WaitingToReconnect { .. } => return,
+            ClientState::Authenticating if code == Some(CloseCode::AUTH_REJECTED.0) => {
+                let message = if reason.is_empty() {
+                    "authentication rejected"
+                } else {
+                    reason
+                };
+                return self.auth_rejected(message, false);
+            }
+            _ => {}
+        }
+        self.drop_in_flight();
+        self.lifecycle(ClientEvent::Closed {
+            code,
+            reason: reason.to_owned(),
+        });
+        self.attempt = self.attempt.saturating_add(1);
+        let attempt = self.attempt;
+        let allowed = self
+            .config
+            .max_reconnect_attempts
+            .is_none_or(|max| attempt <= max);
+        match backoff::delay(&self.config.reconnect, attempt, &mut self.rng).filter(|_| allowed) {
+            Some(delay) => {
+                self.state = ClientState::WaitingToReconnect { attempt };
+                self.reconnect_at = Some(now + delay);
+                self.lifecycle(ClientEvent::Reconnecting { attempt, delay });
+            }
+            None => {
+                let err =
+                    RtmError::new(ErrorCode::Disconnected, "connection lost, not reconnecting");
+                self.fail_everything(&err);
+                self.state = ClientState::Closed;
+            }
+        }
+    }
+
+    /// Time passed: call deadlines (`rtm/timeout`) and the reconnect delay due by `now` fire.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, call)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.unplace(call);
+            self.complete(
+                call,
+                Err(RtmError::new(
+                    ErrorCode::Timeout,
+                    "no reply within the call timeout",
+                )),
+            );
+        }
+        if let (ClientState::WaitingToReconnect { .. }, Some(at)) = (&self.state, self.reconnect_at)
+        {
+            if at <= now {
+                self.start_connecting();
+            }
+        }
+    }
+
+    // ----- commands -----
+
+    /// Calls `function` and ignores its reply (the JS client's `Call`). Queued
+    /// while not open; `rtm/queue-full` when the queue is full, `rtm/closed` after [`Client::close`].
+    pub fn call(&mut self, function: &str, args: Args, now: Instant) -> Result<(), RtmError> {
+        let _ = now;
+        self.check_not_closed()?;
+        if self.state == ClientState::Open {
+            let id = self.request_id();
+            self.transmit(frame::encode_invoke(&RequestId::new(&id), function, &args));
+            return Ok(());
+        }
+        self.enqueue(None, function, args)
+    }
+
+    /// Calls `function`; its reply comes back as a [`ClientOutput::CallDone`]
+    /// (the JS client's `CallWait`). Queued while not open; the call timeout
+    /// runs from now, also while queued.
+    pub fn call_wait(
+        &mut self,
+        function: &str,
+        args: Args,
+        now: Instant,
+    ) -> Result<CallId, RtmError> {
+        self.check_not_closed()?;
+        if self.state == ClientState::Open {
+            let call = self.new_call(now, Place::Queued);
+            let id = self.request_id();
+            self.transmit(frame::encode_invoke(&RequestId::new(&id), function, &args));
+            self.send_as(call, id, Pending::Call(call));
+            return Ok(call);
+        }
+        if self.queue.len() >= self.config.offline_queue {
+            return Err(self.queue_full());
+        }
+        let call = self.new_call(now, Place::Queued);
+        self.enqueue(Some(call), function, args)?;
+        Ok(call)
+    }
+
+    /// Holds a push subscription to `event` with `tags`, re-sent after every
+    /// reconnect until [`Client::unsubscribe_push`]. Its acknowledgement comes
+    /// as a [`ClientOutput::CallDone`] (after the next open if offline).
+    pub fn subscribe_push(
+        &mut self,
+        event: &str,
+        tags: &[String],
+        now: Instant,
+    ) -> Result<CallId, RtmError> {
+        self.check_not_closed()?;
+        frame::check_event_name(event)?;
+        let sub = subs::normalize(event, tags);
+        if self.state == ClientState::Open {
+            let call = self.new_call(now, Place::Queued);
+            self.subs.add(sub.clone());
+            self.send_subscribe(sub, vec![call]);
+            return Ok(call);
+        }
+        let call = self.new_call(now, Place::HeldSub);
+        self.subs.add(sub).waiters.push(call);
+        Ok(call)
+    }
+
+    /// Forgets a push subscription's `tags` for `event`. While open the server
+    /// is told and acknowledges through [`ClientOutput::CallDone`]; while
+    /// offline there is nothing to undo on the server, so it completes at once.
+    pub fn unsubscribe_push(
+        &mut self,
+        event: &str,
+        tags: &[String],
+        now: Instant,
+    ) -> Result<CallId, RtmError> {
+        self.check_not_closed()?;
+        frame::check_event_name(event)?;
+        let sub = subs::normalize(event, tags);
+        // Offline subscribes withdrawn before they were sent: done, nothing to send.
+        for orphan in self.subs.remove_tags(event, &sub.tags) {
+            self.complete(orphan, Ok(raw_true()));
+        }
+        if self.state == ClientState::Open {
+            let call = self.new_call(now, Place::Queued);
+            let id = self.request_id();
+            self.transmit(frame::encode_subscription(
+                &RequestId::new(&id),
+                false,
+                &sub,
+            ));
+            self.send_as(call, id, Pending::Unsubscribe(call));
+            return Ok(call);
+        }
+        let call = self.new_call(now, Place::Queued);
+        self.complete(call, Ok(raw_true()));
+        Ok(call)
+    }
+
+    /// Closes the client for good: every pending and queued call fails with
+    /// `rtm/closed`, the socket is closed ([`ClientOutput::Disconnect`]) and no
+    /// reconnect follows. Further commands fail with `rtm/closed`.
+    pub fn close(&mut self, now: Instant) {
+        let _ = now;
+        if self.state == ClientState::Closed {
+            return;
+        }
+        // While waiting to reconnect there is no socket to close.
+        let has_socket = !matches!(self.state, ClientState::WaitingToReconnect { .. });
+        self.fail_everything(&RtmError::new(ErrorCode::Closed, "the client was closed"));
+        if has_socket {
+            self.outputs.push_back(ClientOutput::Disconnect);
+        }
+        self.state = ClientState::Closed;
+        self.lifecycle(ClientEvent::Closed {
+            code: Some(CloseCode::NORMAL.0),
+            reason: "closed by the application".into(),
+        });
+    }
+
+    // ----- outputs -----
+
+    /// The next thing the adapter must do, or `None` when there is nothing.
+    pub fn poll_output(&mut self) -> Option<ClientOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let call = self.deadlines.first().map(|(at, _)| *at);
+        let reconnect = match self.state {
+            ClientState::WaitingToReconnect { .. } => self.reconnect_at,
+            _ => None,
+        };
+        match (call, reconnect) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- internals -----
+
+    fn lifecycle(&mut self, event: ClientEvent) {
+        self.outputs.push_back(ClientOutput::Lifecycle(event));
+    }
+
+    fn transmit(&mut self, frame: Bytes) {
+        self.outputs.push_back(ClientOutput::Transmit(frame));
+    }
+
+    fn request_id(&mut self) -> String {
+        // Unique for the client's whole life, hence per connection too.
+        self.next_request += 1;
+        self.next_request.to_string()
+    }
+
+    fn new_call(&mut self, now: Instant, place: Place) -> CallId {
+        self.next_call += 1;
+        let call = CallId(self.next_call);
+        let deadline = self.config.call_timeout.and_then(|t| now.checked_add(t));
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, call));
+        }
+        self.calls.insert(call, Call { deadline, place });
+        call
+    }
+
+    /// Records `pending` under request `id` and moves `call` there.
+    fn send_as(&mut self, call: CallId, id: String, pending: Pending) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.place = Place::Sent(id.clone());
+        }
+        self.pending.insert(id, pending);
+    }
+
+    /// Finishes a live call once; a call already finished is skipped.
+    fn complete(&mut self, call: CallId, result: Result<Box<RawValue>, RtmError>) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        if let Some(at) = c.deadline {
+            self.deadlines.remove(&(at, call));
+        }
+        self.outputs
+            .push_back(ClientOutput::CallDone { call, result });
+    }
+
+    /// Takes a call out of wherever it waits (it timed out).
+    fn unplace(&mut self, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        match &c.place {
+            Place::Queued => self.queue.retain(|q| q.call != Some(call)),
+            Place::HeldSub => self.subs.remove_waiter(call),
+            Place::Sent(id) => match self.pending.get_mut(id) {
+                Some(Pending::Subscribe { waiters, .. }) => waiters.retain(|w| *w != call),
+                Some(Pending::Call(_) | Pending::Unsubscribe(_)) => {
+                    self.pending.remove(id);
+                }
+                Some(Pending::Auth) | None => {}
+            },
+        }
+    }
+
+    fn check_not_closed(&self) -> Result<(), RtmError> {
+        if self.state == ClientState::Closed {
+            return Err(RtmError::new(ErrorCode::Closed, "the client was closed"));
+        }
+        Ok(())
+    }
+
+    fn queue_full(&self) -> RtmError {
+        RtmError::new(
+            ErrorCode::QueueFull,
+            format!("offline queue full ({} calls)", self.config.offline_queue),
+        )
+    }
+
+    fn enqueue(
+        &mut self,
+        call: Option<CallId>,
+        function: &str,
+        args: Args,
+    ) -> Result<(), RtmError> {
+        if self.queue.len() >= self.config.offline_queue {
+            return Err(self.queue_full());
+        }
+        self.queue.push_back(Queued {
+            call,
+            function: function.to_owned(),
+            args,
+        });
+        Ok(())
+    }
+
+    fn send_subscribe(&mut self, sub: PushSub, waiters: Vec<CallId>) {
+        let id = self.request_id();
+        self.transmit(frame::encode_subscription(&RequestId::new(&id), true, &sub));
+        for call in &waiters {
+            if let Some(c) = self.calls.get_mut(call) {
+                c.place = Place::Sent(id.clone());
+            }
+        }
+        self.pending.insert(id, Pending::Subscribe { sub, waiters });
+    }
+
+    fn start_connecting(&mut self) {
+        self.state = ClientState::Connecting;
+        self.reconnect_at = None;
+        self.outputs.push_back(ClientOutput::Connect);
+        self.lifecycle(ClientEvent::Connecting);
+    }
+
+    /// Open and authenticated: re-send subscriptions, then flush the queue in order.
+    fn become_open(&mut self) {
+        self.state = ClientState::Open;
+        self.attempt = 0;
+        let resend: Vec<(PushSub, Vec<CallId>)> = self
+            .subs
+            .iter_mut()
+            .map(|h| (h.sub.clone(), std::mem::take(&mut h.waiters)))
+            .collect();
+        for (sub, waiters) in resend {
+            self.send_subscribe(sub, waiters);
+        }
+        while let Some(q) = self.queue.pop_front() {
+            let id = self.request_id();
+            self.transmit(frame::encode_invoke(
+                &RequestId::new(&id),
+                &q.function,
+                &q.args,
+            ));
+            if let Some(call) = q.call {
+                self.send_as(call, id, Pending::Call(call));
+            }
+        }
+    }
+
+    fn handle_reply(&mut self, id: &str, result: Result<Box<RawValue>, RtmError>) {
+        let Some(pending) = self.pending.remove(id) else {
+            return;
+        };
+        match pending {
+            Pending::Auth => match result {
+                Ok(data) if is_truthy(&data) => {
+                    self.lifecycle(ClientEvent::Authenticated(data));
+                    self.become_open();
+                }
+                Ok(_) => self.auth_rejected("authentication rejected", true),
+                Err(err) => self.auth_rejected(&err.message, true),
+            },
+            Pending::Call(call) | Pending::Unsubscribe(call) => self.complete(call, result),
+            Pending::Subscribe { sub, waiters } => {
+                if let Err(err) = &result {
+                    // Denied: the server does not hold it, so stop re-sending it.
+                    self.subs.forget(&sub);
+                    if waiters.is_empty() {
+                        self.lifecycle(ClientEvent::Error(err.clone()));
+                    }
+                }
+                for call in waiters {
+                    self.complete(call, result.clone());
+                }
+            }
+        }
+    }
+
+    /// The server rejected the auth: terminal, nothing is retried.
+    fn auth_rejected(&mut self, message: &str, close_socket: bool) {
+        let err = RtmError::new(ErrorCode::AuthRejected, message);
+        self.lifecycle(ClientEvent::Error(err.clone()));
+        self.fail_everything(&err);
+        if close_socket {
+            self.outputs.push_back(ClientOutput::Disconnect);
+        }
+        self.state = ClientState::Closed;
+        self.lifecycle(ClientEvent::Closed {
+            code: Some(CloseCode::AUTH_REJECTED.0),
+            reason: message.to_owned(),
+        });
+    }
+
+    /// The connection is gone: invokes in flight fail (they may not be
+    /// idempotent, so they are not re-sent); subscribes wait for the next open.
+    fn drop_in_flight(&mut self) {
+        let disconnected = || {
+            RtmError::new(
+                ErrorCode::Disconnected,
+                "connection lost while the call was in flight",
+            )
+        };
+        for p in self.take_pending() {
+            match p {
+                Pending::Auth => {}
+                Pending::Call(call) => self.complete(call, Err(disconnected())),
+                // The subscription is gone with the connection, as asked.
+                Pending::Unsubscribe(call) => self.complete(call, Ok(raw_true())),
+                Pending::Subscribe { sub, waiters } => match self.subs.get_mut(&sub) {
+                    Some(held) => {
+                        held.waiters.extend(&waiters);
+                        for call in waiters {
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.place = Place::HeldSub;
+                            }
+                        }
+                    }
+                    None => {
+                        for call in waiters {
+                            self.complete(call, Err(disconnected()));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Every request awaiting a reply, in the order sent (request ids are
+    /// increasing numbers), so completions come out in call order.
+    fn take_pending(&mut self) -> Vec<Pending> {
+        let mut pending: Vec<(String, Pending)> = self.pending.drain().collect();
+        pending.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(u64::MAX));
+        pending.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Every pending, queued and held call fails with `err`; subscriptions are forgotten.
+    fn fail_everything(&mut self, err: &RtmError) {
+        self.drop_in_flight_with(err);
+        while let Some(q) = self.queue.pop_front() {
+            if let Some(call) = q.call {
+                self.complete(call, Err(err.clone()));
+            }
+        }
+        for call in self.subs.clear() {
+            self.complete(call, Err(err.clone()));
+        }
+        self.reconnect_at = None;
+    }
+
+    fn drop_in_flight_with(&mut self, err: &RtmError) {
+        for p in self.take_pending() {
+            match p {
+                Pending::Auth => {}
+                Pending::Call(call) | Pending::Unsubscribe(call) => {
+                    self.complete(call, Err(err.clone()));
+                }
+                Pending::Subscribe { waiters, .. } => {
+                    for call in waiters {
+                        self.complete(call, Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// JavaScript truthiness of a reply's `data`, as the JS client tests the auth reply.
+fn is_truthy(data: &RawValue) -> bool {
+    match serde_json::from_str::<serde_json::Value>(data.get()) {
+        Ok(serde_json::Value::Null | serde_json::Value::Bool(false)) => false,
+        Ok(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
+        Ok(serde_json::Value::String(s)) => !s.is_empty(),
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
+fn raw_true() -> Box<RawValue> {
+    // A literal that is valid JSON: cannot fail.
+    RawValue::from_string("true".to_owned()).expect("`true` is JSON")
+}
