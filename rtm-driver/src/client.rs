@@ -70,6 +70,94 @@ struct Listeners {
 pub struct ClientHandle {
     commands: async_channel::Sender<Command>,
     listeners: Arc<Mutex<Listeners>>,
+    runtime: RuntimeRef,
+}
+
+/// Options of a client, shared by every adapter.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = rtm_driver::ClientOptions::default()
+///     .auth(serde_json::json!("user:alice"))
+///     .reconnect_delay(Duration::from_millis(500))
+///     .call_timeout(Duration::from_secs(5));
+/// assert_eq!(options.core.offline_queue, 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The state machine's options: auth data, call timeout, offline queue, reconnect schedule.
+    pub core: ClientConfig,
+    /// Largest frame accepted from the server (default 16 MiB).
+    pub max_frame_bytes: usize,
+    /// How long `connect` waits for the first open (and auth) (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let mut core = ClientConfig::default();
+        core.jitter_seed = random_seed();
+        ClientOptions {
+            core,
+            max_frame_bytes: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Authenticates with this value on every (re)open (`data: [value]`).
+    pub fn auth(mut self, data: serde_json::Value) -> Self {
+        self.core.auth_data = Some(data);
+        self
+    }
+
+    /// Reconnects after this fixed delay (the JS client's `reconnectDelayMs`); zero disables reconnecting.
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.core.reconnect = if delay.is_zero() {
+            rtm_core::Reconnect::Never
+        } else {
+            rtm_core::Reconnect::Fixed(delay)
+        };
+        self
+    }
+
+    /// Reconnects on this schedule (e.g. exponential backoff with jitter).
+    pub fn reconnect(mut self, schedule: rtm_core::Reconnect) -> Self {
+        self.core.reconnect = schedule;
+        self
+    }
+
+    /// Fails calls without a reply after this long with `rtm/timeout`.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.core.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Queues at most this many calls while offline (`rtm/queue-full` beyond).
+    pub fn offline_queue(mut self, calls: usize) -> Self {
+        self.core.offline_queue = calls;
+        self
+    }
+
+    /// How long `connect` waits for the first open.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest frame accepted from the server.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
 }
 
 /// An event subscription; dropping it unsubscribes.
@@ -122,12 +210,47 @@ impl ClientHandle {
         ClientHandle {
             commands,
             listeners,
+            runtime,
+        }
+    }
+
+    /// Waits until the client is open (and authenticated, with auth data),
+    /// at most `limit`. Fails with the reason when it closes for good
+    /// (e.g. `rtm/auth-rejected`), or `rtm/timeout`.
+    pub async fn wait_open(&self, limit: Duration) -> Result<(), RtmError> {
+        let events = self.lifecycle();
+        let deadline = Instant::now() + limit;
+        let mut last_error = None;
+        loop {
+            match self.state() {
+                ClientState::Open => return Ok(()),
+                ClientState::Closed => {
+                    return Err(last_error.unwrap_or_else(closed));
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match crate::runtime::timeout(&*self.runtime, left, events.recv()).await {
+                Some(Ok(ClientEvent::Error(err))) => last_error = Some(err),
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return Err(last_error.unwrap_or_else(closed)),
+                None => {
+                    return Err(RtmError::new(
+                        ErrorCode::Timeout,
+                        format!("not open within {limit:?}"),
+                    ))
+                }
+            }
         }
     }
 
     /// Calls a server function and ignores its reply (the JS client's `Call`).
     /// Returns once the call is sent or queued; `rtm/queue-full` when offline with a full queue.
-    pub async fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> Result<(), RtmError> {
+    pub async fn call<A: Serialize + ?Sized>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<(), RtmError> {
         let args = Args::encode(args)?;
         let (done, result) = oneshot::channel();
         self.send(Command::Call {
@@ -152,7 +275,11 @@ impl ClientHandle {
     }
 
     /// Like [`ClientHandle::call_wait`], returning the raw JSON result.
-    pub async fn call_wait_raw(&self, function: &str, args: Args) -> Result<Box<RawValue>, RtmError> {
+    pub async fn call_wait_raw(
+        &self,
+        function: &str,
+        args: Args,
+    ) -> Result<Box<RawValue>, RtmError> {
         let (reply, result) = oneshot::channel();
         self.send(Command::CallWait {
             function: function.to_owned(),
@@ -173,7 +300,9 @@ impl ClientHandle {
         let name = event.to_owned();
         let callback: Callback = Arc::new(move |args: &Args| match args.deserialize::<T>() {
             Ok(value) => callback(value),
-            Err(err) => tracing::warn!(event = %name, %err, "event arguments do not fit the callback"),
+            Err(err) => {
+                tracing::warn!(event = %name, %err, "event arguments do not fit the callback")
+            }
         });
         let mut l = self.lock();
         l.next += 1;
@@ -311,11 +440,14 @@ impl Driver {
 
     async fn wait(&mut self) -> Wake {
         let sleep = match self.core.poll_timeout() {
-            Some(at) => self.runtime.sleep(at.saturating_duration_since(Instant::now())),
+            Some(at) => self
+                .runtime
+                .sleep(at.saturating_duration_since(Instant::now())),
             None => self.runtime.sleep(Duration::from_secs(3600)),
         };
         let mut sleep = sleep.fuse();
-        let mut command = self.commands.recv().fuse();
+        let command = self.commands.recv().fuse();
+        futures_util::pin_mut!(command);
         let stream = self.stream.as_mut();
         let mut incoming = async move {
             match stream {
@@ -398,7 +530,9 @@ impl Driver {
                     self.connecting = Some((self.connector)());
                 }
                 ClientOutput::Transmit(frame) => {
-                    let Some(sink) = self.sink.as_mut() else { continue };
+                    let Some(sink) = self.sink.as_mut() else {
+                        continue;
+                    };
                     if let Err(err) = sink.send(Outgoing::Text(frame)).await {
                         self.drop_socket();
                         self.core
@@ -430,7 +564,9 @@ impl Driver {
     }
 
     fn dispatch(&self, event: &str, args: &Args) {
-        let Some(listeners) = self.listeners.upgrade() else { return };
+        let Some(listeners) = self.listeners.upgrade() else {
+            return;
+        };
         let callbacks: Vec<Callback> = {
             let l = listeners.lock().unwrap_or_else(|e| e.into_inner());
             l.events
@@ -445,7 +581,9 @@ impl Driver {
     }
 
     fn lifecycle(&self, event: ClientEvent) {
-        let Some(listeners) = self.listeners.upgrade() else { return };
+        let Some(listeners) = self.listeners.upgrade() else {
+            return;
+        };
         let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
         l.state = Some(self.core.state().clone());
         l.lifecycle.retain(|tx| match tx.try_send(event.clone()) {

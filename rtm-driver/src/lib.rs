@@ -12,11 +12,15 @@
 //! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod function;
 pub mod runtime;
 pub mod server;
 pub mod transport;
 
+pub use client::{
+    ClientHandle, ClientOptions, Connector, IncomingStream, OutgoingSink, Subscription,
+};
 pub use function::{CallContext, ErasedFunction};
 pub use runtime::{BoxFuture, Runtime, RuntimeRef};
 pub use server::{ServerBuilder, ServerHandle, TransportOptions};

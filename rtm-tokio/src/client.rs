@@ -1,9 +1,82 @@
-//! The tokio client (waiting for the core client state machine).
+//! The tokio client: tokio-tungstenite sockets under the shared client driver.
 
-/// Client options (placeholder until the client driver lands).
-#[derive(Debug, Clone, Default)]
-pub struct ClientOptions;
+use std::ops::Deref;
+use std::sync::Arc;
 
-/// The RTM client (placeholder until the client driver lands).
-#[derive(Debug)]
-pub struct Client;
+use futures_util::{SinkExt, StreamExt};
+use rtm_core::RtmError;
+use rtm_driver::client::{Connector, IncomingStream, OutgoingSink};
+use rtm_driver::transport::WriteError;
+use rtm_driver::{ClientHandle, ClientOptions};
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::runtime::TokioRuntime;
+use crate::ws::{incoming, outgoing};
+
+/// An RTM client on tokio. Derefs to [`ClientHandle`] for `call`,
+/// `call_wait`, `subscribe`, `subscribe_push`, `close`, ….
+///
+/// ```no_run
+/// use rtm_tokio::{Client, ClientOptions};
+/// # async fn run() -> Result<(), rtm_tokio::RtmError> {
+/// let client = Client::connect("ws://127.0.0.1:7070/", ClientOptions::default()).await?;
+/// let _alerts = client.subscribe("alert", |(text,): (String,)| println!("alert: {text}"));
+/// let greeting: String = client.call_wait("hello", &("world",)).await?;
+/// client.close();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    handle: ClientHandle,
+}
+
+impl Client {
+    /// Connects and waits for the first open (and auth), at most
+    /// `options.connect_timeout`. Reconnects afterwards as the options say.
+    pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, RtmError> {
+        let limit = options.connect_timeout;
+        let client = Client::start(url, options);
+        client.handle.wait_open(limit).await?;
+        Ok(client)
+    }
+
+    /// Starts a client without waiting: calls made before it opens are queued.
+    pub fn start(url: &str, options: ClientOptions) -> Client {
+        let url = url.to_owned();
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(options.max_frame_bytes))
+            .max_frame_size(Some(options.max_frame_bytes));
+        let connector: Connector = Arc::new(move || {
+            let url = url.clone();
+            Box::pin(async move {
+                let (socket, _) =
+                    tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let (sink, stream) = socket.split();
+                let stream: IncomingStream = Box::pin(stream.map(incoming));
+                let sink: OutgoingSink =
+                    Box::pin(sink.sink_map_err(|e| WriteError(e.to_string())).with(|m| {
+                        std::future::ready(outgoing(m).map_err(|e| WriteError(e.to_string())))
+                    }));
+                Ok((stream, sink))
+            })
+        });
+        let handle =
+            ClientHandle::start(options.core, connector, Arc::new(TokioRuntime::current()));
+        Client { handle }
+    }
+
+    /// The handle (also reachable through `Deref`).
+    pub fn handle(&self) -> &ClientHandle {
+        &self.handle
+    }
+}
+
+impl Deref for Client {
+    type Target = ClientHandle;
+
+    fn deref(&self) -> &ClientHandle {
+        &self.handle
+    }
+}
