@@ -95,10 +95,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        let mut core = ClientConfig::default();
-        core.jitter_seed = random_seed();
         ClientOptions {
-            core,
+            core: ClientConfig {
+                jitter_seed: random_seed(),
+                ..ClientConfig::default()
+            },
             max_frame_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
         }
