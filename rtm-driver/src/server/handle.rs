@@ -151,8 +151,32 @@ impl ServerHandle {
         tags: &[String],
         args: &A,
     ) -> Result<usize, RtmError> {
-        let args = Args::encode(args)?;
-        self.shared.with_core(|core| core.push(event, tags, &args))
+        self.push_args(event, tags, &Args::encode(args)?)
+    }
+
+    /// [`ServerHandle::emit`] with arguments already encoded.
+    pub fn emit_args(
+        &self,
+        event: &str,
+        filter: impl FnMut(&ConnInfo) -> bool,
+        args: &Args,
+    ) -> Result<usize, RtmError> {
+        self.shared.with_core(|core| core.emit(event, filter, args))
+    }
+
+    /// [`ServerHandle::publish`] with arguments already encoded.
+    pub fn publish_args(&self, user: &str, event: &str, args: &Args) -> Result<usize, RtmError> {
+        self.shared.with_core(|core| core.publish(user, event, args))
+    }
+
+    /// [`ServerHandle::push`] with arguments already encoded.
+    pub fn push_args(&self, event: &str, tags: &[String], args: &Args) -> Result<usize, RtmError> {
+        self.shared.with_core(|core| core.push(event, tags, args))
+    }
+
+    /// The runtime the server runs on (to sleep or spawn from a function).
+    pub fn runtime(&self) -> &RuntimeRef {
+        &self.shared.runtime
     }
 
     /// Closes one connection with this code and reason.
