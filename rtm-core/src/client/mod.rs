@@ -41,10 +41,11 @@
 
 mod backoff;
 mod config;
+mod output;
 mod subs;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -54,99 +55,8 @@ use crate::frame::{self, Args, PushSub, RequestId, ServerFrame};
 
 use backoff::XorShift;
 pub use config::{ClientConfig, Jitter, Reconnect};
+pub use output::{CallId, ClientEvent, ClientOutput, ClientState};
 use subs::Subscriptions;
-
-/// Names one call awaiting its reply: returned by [`Client::call_wait`],
-/// [`Client::subscribe_push`] and [`Client::unsubscribe_push`], and carried
-/// back by [`ClientOutput::CallDone`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(u64);
-
-impl CallId {
-    /// The number behind the id (unique per client, increasing).
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-/// Where the client is in its connection lifecycle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientState {
-    /// A socket is being opened (a [`ClientOutput::Connect`] was issued).
-    Connecting,
-    /// The socket is open and the `auth` request awaits its reply.
-    Authenticating,
-    /// Ready: calls are sent at once.
-    Open,
-    /// The connection was lost; attempt number `attempt` starts at the next deadline.
-    WaitingToReconnect {
-        /// The attempt that will start (1 for the first after a drop).
-        attempt: u32,
-    },
-    /// Closed for good: by [`Client::close`], a rejected auth, or no reconnect left.
-    Closed,
-}
-
-/// Something worth telling the application about the connection.
-#[derive(Debug, Clone)]
-pub enum ClientEvent {
-    /// A socket is being opened.
-    Connecting,
-    /// The socket opened.
-    Opened,
-    /// The `auth` request was sent.
-    Authenticating,
-    /// The server accepted the auth; this is its reply's `data`.
-    Authenticated(Box<RawValue>),
-    /// The socket closed. If [`Client::state`] is now [`ClientState::Closed`],
-    /// no reconnect follows.
-    Closed {
-        /// The WebSocket close code, if any.
-        code: Option<u16>,
-        /// The close reason.
-        reason: String,
-    },
-    /// Attempt `attempt` will start after `delay`.
-    Reconnecting {
-        /// The attempt number (1 for the first after a drop).
-        attempt: u32,
-        /// How long until it starts.
-        delay: Duration,
-    },
-    /// Something went wrong that no call owns: a bad frame from the server, a
-    /// rejected auth, a re-sent subscription the server denied.
-    Error(RtmError),
-}
-
-/// What the client core asks of its adapter. See the [module docs](self) for the loop.
-#[derive(Debug)]
-pub enum ClientOutput {
-    /// Open a WebSocket now, then call [`Client::handle_open`], or
-    /// [`Client::handle_close`] if it fails.
-    Connect,
-    /// Send this text frame.
-    Transmit(Bytes),
-    /// Close the socket with 1000 (the application called [`Client::close`], or
-    /// the auth was rejected).
-    Disconnect,
-    /// A call finished: the reply's `data`, or why it failed.
-    CallDone {
-        /// The call.
-        call: CallId,
-        /// The reply's `data`, or its error (wire codes, or the client-side
-        /// `rtm/timeout`, `rtm/disconnected`, `rtm/closed`, `rtm/auth-rejected`).
-        result: Result<Box<RawValue>, RtmError>,
-    },
-    /// An event frame arrived; dispatch it to the subscribers of `event`.
-    Event {
-        /// The event name.
-        event: String,
-        /// Its arguments.
-        args: Args,
-    },
-    /// A lifecycle change or an error nobody else owns.
-    Lifecycle(ClientEvent),
-}
 
 /// A request sent and awaiting its reply, by request id.
 #[derive(Debug)]
@@ -177,6 +87,8 @@ enum Place {
     Sent(String),
     /// A subscribe made offline, waiting in its held subscription.
     HeldSub,
+    /// Nowhere: completed at once, or about to be sent.
+    Done,
 }
 
 #[derive(Debug)]
@@ -386,10 +298,10 @@ impl Client {
     ) -> Result<CallId, RtmError> {
         self.check_not_closed()?;
         if self.state == ClientState::Open {
-            let call = self.new_call(now, Place::Queued);
             let id = self.request_id();
             self.transmit(frame::encode_invoke(&RequestId::new(&id), function, &args));
-            self.send_as(call, id, Pending::Call(call));
+            let call = self.new_call(now, Place::Sent(id.clone()));
+            self.pending.insert(id, Pending::Call(call));
             return Ok(call);
         }
         if self.queue.len() >= self.config.offline_queue {
@@ -413,7 +325,8 @@ impl Client {
         frame::check_event_name(event)?;
         let sub = subs::normalize(event, tags);
         if self.state == ClientState::Open {
-            let call = self.new_call(now, Place::Queued);
+            // Placed when sent, just below.
+            let call = self.new_call(now, Place::Done);
             self.subs.add(sub.clone());
             self.send_subscribe(sub, vec![call]);
             return Ok(call);
@@ -440,17 +353,17 @@ impl Client {
             self.complete(orphan, Ok(raw_true()));
         }
         if self.state == ClientState::Open {
-            let call = self.new_call(now, Place::Queued);
             let id = self.request_id();
             self.transmit(frame::encode_subscription(
                 &RequestId::new(&id),
                 false,
                 &sub,
             ));
-            self.send_as(call, id, Pending::Unsubscribe(call));
+            let call = self.new_call(now, Place::Sent(id.clone()));
+            self.pending.insert(id, Pending::Unsubscribe(call));
             return Ok(call);
         }
-        let call = self.new_call(now, Place::Queued);
+        let call = self.new_call(now, Place::Done);
         self.complete(call, Ok(raw_true()));
         Ok(call)
     }
@@ -551,6 +464,7 @@ impl Client {
         match &c.place {
             Place::Queued => self.queue.retain(|q| q.call != Some(call)),
             Place::HeldSub => self.subs.remove_waiter(call),
+            Place::Done => {}
             Place::Sent(id) => match self.pending.get_mut(id) {
                 Some(Pending::Subscribe { waiters, .. }) => waiters.retain(|w| *w != call),
                 Some(Pending::Call(_) | Pending::Unsubscribe(_)) => {
