@@ -5,17 +5,22 @@
 //! The protocol state lives in `rtm-core`, the runtime-neutral driving in
 //! `rtm-driver`; this crate adds sockets and the tokio [`Runtime`] impl.
 //!
-//! ```no_run
-//! use rtm_tokio::{Server, CallContext, RtmError};
+//! ```
+//! use rtm_tokio::{CallContext, Client, ClientOptions, RtmError, Server, ServerBuilderExt};
 //!
-//! # async fn run() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = Server::builder()
 //!     .register("hello", |_ctx: CallContext, (name,): (String,)| async move {
 //!         Ok::<_, RtmError>(format!("Hello, {name}!"))
 //!     })
-//!     .listen("127.0.0.1:7070")
+//!     .listen("127.0.0.1:0")
 //!     .await?;
-//! server.handle().emit("alert", |_| true, &("Hello from server!",)).ok();
+//! let client = Client::connect(&server.url(), ClientOptions::default()).await?;
+//! let greeting: String = client.call_wait("hello", &("Rust",)).await?;
+//! assert_eq!(greeting, "Hello, Rust!");
+//! server.handle().emit("alert", |_| true, &("Hello from server!",))?;
+//! client.close();
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```

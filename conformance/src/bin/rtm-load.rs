@@ -53,7 +53,8 @@ enum Command {
     },
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect_many(url: &str, n: usize) -> Vec<Ws> {
     let mut sockets = Vec::with_capacity(n);
@@ -100,14 +101,20 @@ async fn calls(url: String, connections: usize, in_flight: usize, seconds: u64) 
             for _ in 0..in_flight {
                 next_id += 1;
                 sent_at.insert(next_id, Instant::now());
-                let frame = format!(r#"{{"id":"{next_id}","type":"invoke","function":"echo","data":[{next_id}]}}"#);
+                let frame = format!(
+                    r#"{{"id":"{next_id}","type":"invoke","function":"echo","data":[{next_id}]}}"#
+                );
                 if tx.send(Message::text(frame)).await.is_err() {
                     return latencies;
                 }
             }
             while let Some(Ok(Message::Text(text))) = rx.next().await {
-                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-                let id: u64 = value["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let value: serde_json::Value =
+                    serde_json::from_str(text.as_str()).unwrap_or_default();
+                let id: u64 = value["id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if let Some(at) = sent_at.remove(&id) {
                     latencies.push(at.elapsed());
                 }
@@ -119,7 +126,9 @@ async fn calls(url: String, connections: usize, in_flight: usize, seconds: u64) 
                 }
                 next_id += 1;
                 sent_at.insert(next_id, Instant::now());
-                let frame = format!(r#"{{"id":"{next_id}","type":"invoke","function":"echo","data":[{next_id}]}}"#);
+                let frame = format!(
+                    r#"{{"id":"{next_id}","type":"invoke","function":"echo","data":[{next_id}]}}"#
+                );
                 if tx.send(Message::text(frame)).await.is_err() {
                     break;
                 }
@@ -164,7 +173,11 @@ async fn emit(url: String, connections: usize, events: usize) {
             while got < events {
                 let next = tokio::time::timeout_at(limit.into(), ws.next()).await;
                 match next {
-                    Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with("{\"event\"") => got += 1,
+                    Ok(Some(Ok(Message::Text(text))))
+                        if text.as_str().starts_with("{\"event\"") =>
+                    {
+                        got += 1
+                    }
                     Ok(Some(Ok(_))) => {}
                     _ => break,
                 }
@@ -174,7 +187,8 @@ async fn emit(url: String, connections: usize, events: usize) {
     });
     let counting: Vec<_> = counting.collect();
     for i in 0..events {
-        let frame = format!(r#"{{"id":"b{i}","type":"invoke","function":"broadcast","data":[{i}]}}"#);
+        let frame =
+            format!(r#"{{"id":"b{i}","type":"invoke","function":"broadcast","data":[{i}]}}"#);
         if caller.send(Message::text(frame)).await.is_err() {
             break;
         }

@@ -72,14 +72,29 @@ impl ServerHandle {
                         Either::Left((message, _)) | Either::Right((message, _)) => message,
                     }
                 };
-                let Ok(message) = next else { break };
-                let closing = matches!(message, Outgoing::Close(..));
+                let Ok(first) = next else { break };
+                // Write everything already queued, then flush once: one syscall per burst.
+                let write = async {
+                    let mut message = first;
+                    loop {
+                        let closing = matches!(message, Outgoing::Close(..));
+                        outgoing.feed(message).await.map_err(|_| ())?;
+                        if closing {
+                            let _ = outgoing.flush().await;
+                            return Err(());
+                        }
+                        match queue_rx.try_recv() {
+                            Ok(more) => message = more,
+                            Err(_) => break,
+                        }
+                    }
+                    outgoing.flush().await.map_err(|_| ())
+                };
                 // A close on the urgent lane interrupts a write stuck on a full socket.
-                let send = outgoing.send(message);
                 let urgent = urgent_rx.recv();
-                futures_util::pin_mut!(send, urgent);
-                match select(send, urgent).await {
-                    Either::Left((Ok(()), _)) if !closing => {}
+                futures_util::pin_mut!(write, urgent);
+                match select(write, urgent).await {
+                    Either::Left((Ok(()), _)) => {}
                     _ => break,
                 }
             }

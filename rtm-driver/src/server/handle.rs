@@ -166,7 +166,8 @@ impl ServerHandle {
 
     /// [`ServerHandle::publish`] with arguments already encoded.
     pub fn publish_args(&self, user: &str, event: &str, args: &Args) -> Result<usize, RtmError> {
-        self.shared.with_core(|core| core.publish(user, event, args))
+        self.shared
+            .with_core(|core| core.publish(user, event, args))
     }
 
     /// [`ServerHandle::push`] with arguments already encoded.
