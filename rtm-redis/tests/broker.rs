@@ -257,21 +257,25 @@ async fn killed_pubsub_connection_is_replaced_and_resubscribed() {
     let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     let url = server.url();
     let ns = unique_ns("clientkill");
-    let (a, _a_events) = started_tokio(fast_config(&url, &ns, "a")).await;
+    let (a, mut a_events) = started_tokio(fast_config(&url, &ns, "a")).await;
     let (b, mut b_events) = started_tokio(fast_config(&url, &ns, "b")).await;
     let topic = Topic::user(&ns, "alice");
     b.subscribe(&topic).await.unwrap();
+    a_events.wait_up();
     b_events.wait_up();
 
+    // Kills both brokers' pub/sub connections (this server is ours alone).
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_connection().unwrap();
     let killed: u64 = redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "pubsub"])
         .query(&mut con)
         .unwrap();
-    assert!(killed >= 1);
-    b_events.wait_down();
-    b_events.wait_up();
+    assert_eq!(killed, 2);
+    for events in [&mut a_events, &mut b_events] {
+        events.wait_down();
+        events.wait_up();
+    }
 
     a.publish(&topic, "again".into()).await.unwrap();
     b_events.wait_message(&topic, "again");
