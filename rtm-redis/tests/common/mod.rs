@@ -104,7 +104,7 @@ impl Events {
     }
 }
 
-/// Runs `f` on a blocking-friendly thread-less path: polls `cond` until true or panics.
+/// Polls `cond` (for state with no event to await, e.g. PUBSUB CHANNELS) until true; panics after `EVENT_TIMEOUT`.
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     while !cond() {
