@@ -1,0 +1,448 @@
+//! [`RedisBroker`]: the handle the server holds, and the state it shares with its driver task.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use bytes::Bytes;
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures_channel::oneshot;
+use redis::aio::MultiplexedConnection;
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
+use rtm_core::Topic;
+
+use crate::config::RedisBrokerConfig;
+use crate::driver;
+use crate::runtime::Runtime;
+
+/// A [`Broker`] over Redis pub/sub.
+///
+/// See the [crate docs](crate) for the design. Dropping it stops its
+/// background task and closes its connections.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+/// Counters for observability; a snapshot from [`RedisBroker::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Messages Redis accepted from [`Broker::publish`].
+    pub published: u64,
+    /// Publishes that failed, including those refused while down.
+    pub publish_errors: u64,
+    /// Messages handed to the sink (probes excluded).
+    pub received: u64,
+    /// Times the broker came back up after being down.
+    pub reconnects: u64,
+    /// Probes sent on the control topic.
+    pub probes_sent: u64,
+    /// Probes that did not come back in time (each one forced a reconnect).
+    pub probes_failed: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) probes_sent: AtomicU64,
+    pub(crate) probes_failed: AtomicU64,
+}
+
+/// What the driver task hears about, from the connections and the handle.
+pub(crate) enum Signal {
+    /// The connection of this generation is gone or misbehaved.
+    Lost { generation: u64, reason: String },
+    /// A message arrived on the control topic.
+    Echo { generation: u64, token: Bytes },
+    /// A publish failed: probe now rather than at the next interval.
+    Check,
+    /// The handle was dropped.
+    Shutdown,
+}
+
+/// The state the handle and the driver share.
+pub(crate) struct Shared {
+    pub(crate) config: RedisBrokerConfig,
+    pub(crate) client: redis::Client,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) control: Topic,
+    /// State and the publishing connection, which is `Some` exactly while `Up`.
+    pub(crate) live: Mutex<Live>,
+    /// The pub/sub connection. Held across every (un)subscribe and the
+    /// resubscribe after a reconnect, so they reach Redis in the order they
+    /// changed `topics`.
+    pub(crate) subscriber: futures_util::lock::Mutex<Option<MultiplexedConnection>>,
+    /// The topics the server wants (changed only under `subscriber`).
+    pub(crate) topics: Mutex<HashSet<Topic>>,
+    pub(crate) sink: OnceLock<BrokerSink>,
+    /// Bumped for every new and every dropped connection; pushes from older generations are ignored.
+    pub(crate) generation: AtomicU64,
+    pub(crate) signals: UnboundedSender<Signal>,
+    signals_rx: Mutex<Option<UnboundedReceiver<Signal>>>,
+    pub(crate) counters: Counters,
+    /// Makes this instance's probe tokens unique, even among brokers sharing a server id.
+    pub(crate) nonce: String,
+}
+
+pub(crate) struct Live {
+    pub(crate) state: BrokerState,
+    pub(crate) publisher: Option<MultiplexedConnection>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisBroker {
+    /// A broker for `config`, running its background task on `runtime`.
+    ///
+    /// Nothing connects before [`Broker::start`]. Fails only if the URL is invalid.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), rtm_core::broker::BrokerError> {
+    /// use std::sync::Arc;
+    /// use rtm_core::broker::{Broker, BrokerEvent};
+    /// use rtm_redis::{RedisBroker, RedisBrokerConfig, TokioRuntime};
+    ///
+    /// let config = RedisBrokerConfig::new("redis://127.0.0.1:6379", "chat", "server-1");
+    /// let runtime = TokioRuntime::current().expect("inside a tokio runtime");
+    /// let broker = RedisBroker::new(config, runtime)?;
+    /// broker.start(Arc::new(|event: BrokerEvent| println!("{event:?}"))).await?;
+    /// broker.subscribe(&rtm_core::Topic::user("chat", "alice")).await?;
+    /// broker.publish(&rtm_core::Topic::user("chat", "alice"), "hello".into()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(config: RedisBrokerConfig, runtime: impl Runtime) -> Result<Self, BrokerError> {
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+        // RESP3: subscription messages arrive as push frames on an ordinary
+        // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)
+            .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+        let (signals, signals_rx) = futures_channel::mpsc::unbounded();
+        let nonce = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let control = Topic::control(&config.namespace, &config.server_id);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                client,
+                runtime: Arc::new(runtime),
+                control,
+                live: Mutex::new(Live {
+                    state: BrokerState::Down {
+                        reason: "not started".into(),
+                    },
+                    publisher: None,
+                }),
+                subscriber: futures_util::lock::Mutex::new(None),
+                topics: Mutex::new(HashSet::new()),
+                sink: OnceLock::new(),
+                generation: AtomicU64::new(0),
+                signals,
+                signals_rx: Mutex::new(Some(signals_rx)),
+                counters: Counters::default(),
+                nonce,
+            }),
+        })
+    }
+
+    /// The topic this broker probes itself on: `{namespace}:ctl:{server_id}`.
+    pub fn control_topic(&self) -> &Topic {
+        &self.shared.control
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> BrokerStats {
+        let c = &self.shared.counters;
+        BrokerStats {
+            published: c.published.load(Ordering::Relaxed),
+            publish_errors: c.publish_errors.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            probes_sent: c.probes_sent.load(Ordering::Relaxed),
+            probes_failed: c.probes_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The topics the broker keeps subscribed (the control topic not included).
+    pub fn topics(&self) -> HashSet<Topic> {
+        lock(&self.shared.topics).clone()
+    }
+}
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        let _ = self.shared.signals.unbounded_send(Signal::Shutdown);
+    }
+}
+
+impl Shared {
+    fn command(&self, plain: &'static str, sharded: &'static str) -> redis::Cmd {
+        redis::cmd(if self.config.sharded { sharded } else { plain })
+    }
+
+    pub(crate) fn subscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
+        let mut cmd = self.command("SUBSCRIBE", "SSUBSCRIBE");
+        cmd.arg(topic.as_str());
+        cmd
+    }
+
+    fn unsubscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
+        let mut cmd = self.command("UNSUBSCRIBE", "SUNSUBSCRIBE");
+        cmd.arg(topic.as_str());
+        cmd
+    }
+
+    pub(crate) fn publish_cmd(&self, topic: &Topic, payload: &[u8]) -> redis::Cmd {
+        let mut cmd = self.command("PUBLISH", "SPUBLISH");
+        cmd.arg(topic.as_str()).arg(payload);
+        cmd
+    }
+
+    pub(crate) fn emit(&self, event: BrokerEvent) {
+        if let Some(sink) = self.sink.get() {
+            sink(event);
+        }
+    }
+
+    pub(crate) fn current_generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The push handler of the pub/sub connection of `generation`.
+    ///
+    /// Runs on the connection's own task; holds the broker weakly so the
+    /// connection never keeps it alive.
+    pub(crate) fn push_handler(
+        this: &Arc<Shared>,
+        generation: u64,
+    ) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
+        let weak: Weak<Shared> = Arc::downgrade(this);
+        move |info| {
+            if let Some(shared) = weak.upgrade() {
+                shared.on_push(generation, info);
+            }
+            Ok(())
+        }
+    }
+
+    fn on_push(&self, generation: u64, info: PushInfo) {
+        // A connection that was replaced must not deliver: that is how a
+        // resubscription never duplicates a message.
+        if generation != self.current_generation() {
+            return;
+        }
+        match info.kind {
+            PushKind::Disconnection => {
+                let _ = self.signals.unbounded_send(Signal::Lost {
+                    generation,
+                    reason: "connection to Redis lost".into(),
+                });
+            }
+            PushKind::Message | PushKind::SMessage => {
+                let mut data = info.data.into_iter();
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                else {
+                    return;
+                };
+                let Ok(channel) = std::str::from_utf8(&channel) else {
+                    return;
+                };
+                let payload = Bytes::from(payload);
+                if channel == self.control.as_str() {
+                    let _ = self.signals.unbounded_send(Signal::Echo {
+                        generation,
+                        token: payload,
+                    });
+                    return;
+                }
+                // Nothing after unsubscribe() has begun, even if Redis had it in flight.
+                let Some(topic) = lock(&self.topics).get(channel).cloned() else {
+                    return;
+                };
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.emit(BrokerEvent::Message { topic, payload });
+            }
+            PushKind::SUnsubscribe => {
+                // In a cluster Redis drops shard subscriptions when a slot moves;
+                // if that hits a topic we still want, resubscribe everything.
+                let wanted = match info.data.first() {
+                    Some(Value::BulkString(name)) => std::str::from_utf8(name)
+                        .map(|n| n == self.control.as_str() || lock(&self.topics).contains(n))
+                        .unwrap_or(false),
+                    _ => false,
+                };
+                if wanted && self.config.sharded {
+                    let _ = self.signals.unbounded_send(Signal::Lost {
+                        generation,
+                        reason: "Redis dropped a shard subscription".into(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Marks the broker down at once: publishes fail from here on.
+    /// Returns whether it was up.
+    pub(crate) fn mark_down(&self, reason: &str) -> bool {
+        let mut live = lock(&self.live);
+        let was_up = live.state == BrokerState::Up;
+        live.state = BrokerState::Down {
+            reason: reason.to_string(),
+        };
+        live.publisher = None;
+        was_up
+    }
+
+    pub(crate) fn mark_up(&self, publisher: MultiplexedConnection) {
+        let mut live = lock(&self.live);
+        live.state = BrokerState::Up;
+        live.publisher = Some(publisher);
+    }
+
+    /// Drops both connections; later pushes from them are ignored.
+    pub(crate) async fn teardown(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        lock(&self.live).publisher = None;
+        *self.subscriber.lock().await = None;
+    }
+
+    fn lost(&self, generation: u64, what: &str, e: &redis::RedisError) {
+        let _ = self.signals.unbounded_send(Signal::Lost {
+            generation,
+            reason: format!("{what} failed: {e}"),
+        });
+    }
+}
+
+impl Broker for RedisBroker {
+    fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let signals = lock(&shared.signals_rx).take();
+            let (Some(signals), Ok(())) = (signals, shared.sink.set(sink)) else {
+                return Err(BrokerError::Failed("broker already started".into()));
+            };
+            let (first_tx, first_rx) = oneshot::channel();
+            shared
+                .runtime
+                .spawn(Box::pin(driver::run(shared.clone(), signals, first_tx)));
+            // Wait for the first attempt (bounded by the timeouts); if Redis is
+            // not there, the broker is Down and keeps trying in the background.
+            let _ = first_rx.await;
+            Ok(())
+        })
+    }
+
+    fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let shared = &self.shared;
+        let publisher = {
+            let live = lock(&shared.live);
+            match (&live.state, &live.publisher) {
+                (BrokerState::Up, Some(conn)) => Ok(conn.clone()),
+                (BrokerState::Down { reason }, _) => Err(reason.clone()),
+                (BrokerState::Up, None) => Err("no connection".to_string()),
+            }
+        };
+        let cmd = shared.publish_cmd(topic, &payload);
+        Box::pin(async move {
+            let counters = &shared.counters;
+            let mut conn = match publisher {
+                Ok(conn) => conn,
+                Err(reason) => {
+                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(BrokerError::Unavailable(reason));
+                }
+            };
+            match cmd.query_async::<Value>(&mut conn).await {
+                Ok(_) => {
+                    counters.published.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                    let _ = shared.signals.unbounded_send(Signal::Check);
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                        Err(BrokerError::Unavailable(e.to_string()))
+                    } else {
+                        Err(BrokerError::Failed(e.to_string()))
+                    }
+                }
+            }
+        })
+    }
+
+    fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let topic = topic.clone();
+        Box::pin(async move {
+            let shared = &self.shared;
+            let subscriber = shared.subscriber.lock().await;
+            if !lock(&shared.topics).insert(topic.clone()) {
+                return Ok(());
+            }
+            // Without a connection the driver subscribes it when it reconnects.
+            let Some(mut conn) = subscriber.clone() else {
+                return Ok(());
+            };
+            let generation = shared.current_generation();
+            match shared.subscribe_cmd(&topic).exec_async(&mut conn).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // The topic stays wanted; a full reconnect puts it in place.
+                    shared.lost(generation, "SUBSCRIBE", &e);
+                    Err(BrokerError::Unavailable(e.to_string()))
+                }
+            }
+        })
+    }
+
+    fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let topic = topic.clone();
+        Box::pin(async move {
+            let shared = &self.shared;
+            let subscriber = shared.subscriber.lock().await;
+            if !lock(&shared.topics).remove(&topic) || topic == shared.control {
+                return Ok(());
+            }
+            let Some(mut conn) = subscriber.clone() else {
+                return Ok(());
+            };
+            let generation = shared.current_generation();
+            match shared.unsubscribe_cmd(&topic).exec_async(&mut conn).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // A fresh connection subscribes only what is still wanted.
+                    shared.lost(generation, "UNSUBSCRIBE", &e);
+                    Err(BrokerError::Unavailable(e.to_string()))
+                }
+            }
+        })
+    }
+
+    fn state(&self) -> BrokerState {
+        lock(&self.shared.live).state.clone()
+    }
+}

@@ -1,0 +1,137 @@
+//! How a [`crate::RedisBroker`] connects, names its control topic, reconnects and probes.
+
+use std::time::Duration;
+
+/// Settings of a [`crate::RedisBroker`].
+///
+/// ```
+/// use std::time::Duration;
+/// use rtm_redis::RedisBrokerConfig;
+///
+/// let config = RedisBrokerConfig::new("redis://127.0.0.1:6379", "chat", "server-1")
+///     .with_probe_interval(Duration::from_secs(1));
+/// assert_eq!(config.probe_interval, Duration::from_secs(1));
+/// assert!(!config.sharded);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisBrokerConfig {
+    /// The Redis URL (`redis://[user:pass@]host:port[/db]`).
+    pub url: String,
+    /// The RTM namespace; the control topic is `{namespace}:ctl:{server_id}`.
+    pub namespace: String,
+    /// This server's id, unique in the cluster (names the control topic).
+    pub server_id: String,
+    /// Use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7+) instead of `PUBLISH`/`SUBSCRIBE`.
+    pub sharded: bool,
+    /// The first reconnect delay; doubled after each failed attempt.
+    pub reconnect_initial: Duration,
+    /// The longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How often the broker checks its own subscription with a probe message.
+    pub probe_interval: Duration,
+    /// How long a probe may take to come back before the subscription counts as lost.
+    pub probe_timeout: Duration,
+    /// Time limit for establishing one connection.
+    pub connect_timeout: Duration,
+    /// Time limit for one Redis command (publish, subscribe).
+    pub command_timeout: Duration,
+}
+
+impl RedisBrokerConfig {
+    /// Defaults: not sharded, backoff 100 ms doubling to 5 s, a probe every 2 s
+    /// answered within 1 s, 1 s to connect and per command.
+    pub fn new(
+        url: impl Into<String>,
+        namespace: impl Into<String>,
+        server_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            namespace: namespace.into(),
+            server_id: server_id.into(),
+            sharded: false,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Sets [`Self::sharded`].
+    pub fn with_sharded(mut self, sharded: bool) -> Self {
+        self.sharded = sharded;
+        self
+    }
+
+    /// Sets the reconnect backoff (first delay, longest delay).
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.reconnect_initial = initial;
+        self.reconnect_max = max.max(initial);
+        self
+    }
+
+    /// Sets [`Self::probe_interval`].
+    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
+    /// Sets [`Self::probe_timeout`].
+    pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::connect_timeout`] and [`Self::command_timeout`].
+    pub fn with_timeouts(mut self, connect: Duration, command: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.command_timeout = command;
+        self
+    }
+}
+
+/// Capped exponential backoff: `initial`, `2 * initial`, ... up to `max`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the one after.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to `initial`, after a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let got: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(got, [100, 200, 350, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}

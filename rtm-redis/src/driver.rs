@@ -1,0 +1,232 @@
+//! The background task: connect, subscribe everything, verify, watch, and start over on loss.
+//!
+//! ```text
+//!   connect ──ok──> resubscribe all ──> probe ──ok──> Up ──> every probe_interval: probe
+//!      ^                                                  │  (lost connection, failed
+//!      └──── backoff sleep <──── Down <───────────────────┘   command or missing probe)
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use rtm_core::broker::{BrokerEvent, BrokerState};
+
+use crate::broker::{lock, Shared, Signal};
+use crate::config::Backoff;
+
+/// Why a phase ended.
+enum Exit {
+    /// The broker handle is gone.
+    Shutdown,
+    /// The connection is unusable; reconnect.
+    Lost(String),
+}
+
+/// Resubscribing sends this many SUBSCRIBE commands per pipeline.
+const SUBSCRIBE_BATCH: usize = 256;
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut signals: UnboundedReceiver<Signal>,
+    first: oneshot::Sender<()>,
+) {
+    let mut first = Some(first);
+    let mut backoff = Backoff::new(shared.config.reconnect_initial, shared.config.reconnect_max);
+    // What the sink was last told, so each transition is reported once.
+    let mut reported_up: Option<bool> = None;
+    loop {
+        let exit = match connect(&shared, &mut signals).await {
+            Ok(generation) => {
+                backoff.reset();
+                if reported_up.is_some() {
+                    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                if reported_up != Some(true) {
+                    reported_up = Some(true);
+                    shared.emit(BrokerEvent::State(BrokerState::Up));
+                }
+                if let Some(first) = first.take() {
+                    let _ = first.send(());
+                }
+                supervise(&shared, &mut signals, generation).await
+            }
+            Err(exit) => exit,
+        };
+        let reason = match exit {
+            Exit::Shutdown => break,
+            Exit::Lost(reason) => reason,
+        };
+        shared.mark_down(&reason);
+        shared.teardown().await;
+        if reported_up != Some(false) {
+            reported_up = Some(false);
+            shared.emit(BrokerEvent::State(BrokerState::Down { reason }));
+        }
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
+        if let Err(Exit::Shutdown) = idle(&shared, &mut signals, backoff.next_delay()).await {
+            break;
+        }
+    }
+    shared.mark_down("shut down");
+    shared.teardown().await;
+}
+
+/// Opens both connections, subscribes every wanted topic and the control
+/// topic on the new pub/sub connection, and proves it with a probe.
+async fn connect(
+    shared: &Arc<Shared>,
+    signals: &mut UnboundedReceiver<Signal>,
+) -> Result<u64, Exit> {
+    let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(shared.config.connect_timeout))
+        .set_response_timeout(Some(shared.config.command_timeout));
+    let lost = |what: &str, e: redis::RedisError| Exit::Lost(format!("{what}: {e}"));
+
+    let sub_config = config
+        .clone()
+        .set_push_sender(Shared::push_handler(shared, generation));
+    let subscriber = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&sub_config)
+        .await
+        .map_err(|e| lost("connecting", e))?;
+    let publisher = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| lost("connecting", e))?;
+
+    {
+        // Held while resubscribing, so a concurrent subscribe/unsubscribe
+        // lands either before (and is in the snapshot) or after (and is sent
+        // on the new connection).
+        let mut slot = shared.subscriber.lock().await;
+        *slot = Some(subscriber.clone());
+        let mut topics: Vec<_> = lock(&shared.topics).iter().cloned().collect();
+        topics.push(shared.control.clone());
+        let mut conn = subscriber;
+        for batch in topics.chunks(SUBSCRIBE_BATCH) {
+            // One channel per command: a multi-channel SUBSCRIBE has one reply
+            // per channel, which the multiplexer would pair with later requests.
+            let mut pipe = redis::pipe();
+            for topic in batch {
+                pipe.add_command(shared.subscribe_cmd(topic));
+            }
+            if let Err(e) = pipe.exec_async(&mut conn).await {
+                *slot = None;
+                return Err(lost("resubscribing", e));
+            }
+        }
+    }
+
+    probe(shared, signals, publisher.clone(), generation).await?;
+    shared.mark_up(publisher);
+    Ok(generation)
+}
+
+/// While up: probe every `probe_interval` (or at once after a failed publish)
+/// until something breaks.
+async fn supervise(
+    shared: &Arc<Shared>,
+    signals: &mut UnboundedReceiver<Signal>,
+    generation: u64,
+) -> Exit {
+    loop {
+        let mut timer = shared.runtime.sleep(shared.config.probe_interval);
+        loop {
+            match select(signals.next(), &mut timer).await {
+                Either::Right(_) => break,
+                Either::Left((signal, _)) => match signal {
+                    None | Some(Signal::Shutdown) => return Exit::Shutdown,
+                    Some(Signal::Lost {
+                        generation: g,
+                        reason,
+                    }) if g == generation => return Exit::Lost(reason),
+                    Some(Signal::Check) => break,
+                    Some(_) => {}
+                },
+            }
+        }
+        let publisher = lock(&shared.live).publisher.clone();
+        let Some(publisher) = publisher else {
+            return Exit::Lost("publishing connection gone".into());
+        };
+        if let Err(exit) = probe(shared, signals, publisher, generation).await {
+            return exit;
+        }
+    }
+}
+
+/// Publishes a fresh token on the control topic and waits for it to come
+/// back on the pub/sub connection of `generation`.
+async fn probe(
+    shared: &Arc<Shared>,
+    signals: &mut UnboundedReceiver<Signal>,
+    mut publisher: MultiplexedConnection,
+    generation: u64,
+) -> Result<(), Exit> {
+    let counters = &shared.counters;
+    let seq = counters.probes_sent.fetch_add(1, Ordering::Relaxed);
+    let token = Bytes::from(format!("probe:{}:{seq}", shared.nonce));
+    let cmd = shared.publish_cmd(&shared.control, &token);
+    let mut timer = shared.runtime.sleep(shared.config.probe_timeout);
+    let failed = |reason: String| {
+        counters.probes_failed.fetch_add(1, Ordering::Relaxed);
+        Exit::Lost(reason)
+    };
+    match select(Box::pin(cmd.exec_async(&mut publisher)), &mut timer).await {
+        Either::Left((Ok(()), _)) => {}
+        Either::Left((Err(e), _)) => return Err(failed(format!("probe publish failed: {e}"))),
+        Either::Right(_) => return Err(failed("probe publish timed out".into())),
+    }
+    loop {
+        match select(signals.next(), &mut timer).await {
+            Either::Right(_) => {
+                return Err(failed(format!(
+                    "probe not received within {:?}",
+                    shared.config.probe_timeout
+                )))
+            }
+            Either::Left((signal, _)) => match signal {
+                None | Some(Signal::Shutdown) => return Err(Exit::Shutdown),
+                Some(Signal::Echo {
+                    generation: g,
+                    token: t,
+                }) if g == generation && t == token => return Ok(()),
+                Some(Signal::Lost {
+                    generation: g,
+                    reason,
+                }) if g == generation => return Err(Exit::Lost(reason)),
+                // Late echoes, stale generations, publish failures: already probing.
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+/// Waits `delay` before the next connection attempt, unless shut down.
+async fn idle(
+    shared: &Arc<Shared>,
+    signals: &mut UnboundedReceiver<Signal>,
+    delay: Duration,
+) -> Result<(), Exit> {
+    let mut timer = shared.runtime.sleep(delay);
+    loop {
+        match select(signals.next(), &mut timer).await {
+            Either::Right(_) => return Ok(()),
+            Either::Left((None | Some(Signal::Shutdown), _)) => return Err(Exit::Shutdown),
+            Either::Left((Some(_), _)) => {}
+        }
+    }
+}
