@@ -448,7 +448,7 @@ impl Sim {
                 c.user == user && c.live().is_some_and(|l| l.open)
             })
             .collect();
-        self.from_caller_or_server("publish", json!([user, event, n]), &targets, n);
+        self.send_from_caller_or_server("publish", json!([user, event, n]), &targets, n);
         true
     }
 
@@ -464,14 +464,20 @@ impl Sim {
                 })
             })
             .collect();
-        self.from_caller_or_server("push", json!([event, tags, n]), &targets, n);
+        self.send_from_caller_or_server("push", json!([event, tags, n]), &targets, n);
         true
     }
 
     /// Runs `publish`/`push` either as a function invoked by a random
     /// authenticated client, or as a server command; either way the count of
     /// local deliveries is checked against the model.
-    fn from_caller_or_server(&mut self, function: &str, args: Value, targets: &[usize], n: u64) {
+    fn send_from_caller_or_server(
+        &mut self,
+        function: &str,
+        args: Value,
+        targets: &[usize],
+        n: u64,
+    ) {
         let caller = if self.rng.percent(50) {
             self.open_client()
         } else {

@@ -356,3 +356,71 @@ impl<A: App> Cluster<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testkit::TokenApp;
+
+    fn authed(cluster: &mut Cluster, server: usize, token: &str) -> ConnId {
+        let now = cluster.now();
+        let conn = cluster.connect(server, now).unwrap();
+        let auth = format!(r#"{{"id":"a","type":"auth","data":["{token}"]}}"#);
+        cluster.send(server, conn, auth);
+        cluster.take_frames(server, conn);
+        conn
+    }
+
+    #[test]
+    fn a_connection_that_never_authenticates_is_closed_4008() {
+        let mut cluster = Cluster::new(1, TokenApp::new());
+        let now = cluster.now();
+        let conn = cluster.connect(0, now).unwrap();
+        cluster.advance(now + Duration::from_secs(9));
+        assert_eq!(cluster.inbox(0, conn).unwrap().closed, None);
+        cluster.advance(now + Duration::from_secs(10));
+        let closed = cluster.inbox(0, conn).unwrap().closed;
+        assert_eq!(closed.map(|(code, _)| code), Some(CloseCode::AUTH_TIMEOUT));
+        assert_eq!(cluster.server(0).connection_count(), 0);
+    }
+
+    #[test]
+    fn functions_run_synchronously_and_reply_at_once() {
+        let mut cluster = Cluster::new(1, TokenApp::new().with_token("t", "alice"));
+        let conn = authed(&mut cluster, 0, "t");
+        cluster.send(0, conn, r#"{"id":"1","type":"invoke","function":"whoami"}"#);
+        assert_eq!(
+            cluster.take_frames(0, conn),
+            vec![r#"{"id":"1","data":"alice"}"#]
+        );
+    }
+
+    #[test]
+    fn without_auto_settle_broker_messages_wait_for_step() {
+        let mut cluster = Cluster::new(2, TokenApp::new().with_token("t", "bob"));
+        let bob = authed(&mut cluster, 1, "t");
+        cluster.set_auto_settle(false);
+        cluster.publish(0, "bob", "ping", &Args::empty()).unwrap();
+        assert!(cluster.take_frames(1, bob).is_empty());
+        assert_eq!(cluster.broker().pending(), 1);
+        assert!(cluster.step());
+        assert_eq!(
+            cluster.take_frames(1, bob),
+            vec![r#"{"event":"ping","data":[]}"#]
+        );
+        assert!(!cluster.step());
+    }
+
+    #[test]
+    fn pings_are_answered_so_heartbeats_never_close_in_memory_peers() {
+        let mut cluster = Cluster::new(1, TokenApp::new().with_token("t", "carol"));
+        let conn = authed(&mut cluster, 0, "t");
+        let start = cluster.now();
+        for minute in 1..=10 {
+            cluster.advance(start + Duration::from_secs(20 * minute));
+        }
+        assert_eq!(cluster.inbox(0, conn).unwrap().closed, None);
+    }
+}
