@@ -1,2 +1,21 @@
 //! In-memory broker and transport, so whole clusters run inside a test without sockets.
+//!
+//! - [`Cluster`]: N [`Server`](crate::Server) cores sharing a [`QueuedBroker`],
+//!   with in-memory connections whose received frames land in an [`Inbox`];
+//! - [`App`]: what the application does (authenticate, authorize, run
+//!   functions), called synchronously by the cluster; [`TokenApp`] is a small
+//!   default (token → user id, `echo`, `whoami`, `publish`, `push`, `fail`);
+//! - [`QueuedBroker`]: the broker on its own, sans-IO: subscriptions and a FIFO
+//!   queue of [`Delivery`]s that moves only when stepped.
+//!
+//! Everything is deterministic: no threads, no sockets, time only moves when
+//! the test passes a later `Instant`.
 pub mod fixture;
+
+mod app;
+mod cluster;
+mod queued_broker;
+
+pub use app::{App, TokenApp};
+pub use cluster::{Cluster, Inbox};
+pub use queued_broker::{Delivery, QueuedBroker};

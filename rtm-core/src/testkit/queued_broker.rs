@@ -1,0 +1,163 @@
+//! [`QueuedBroker`]: a sans-IO broker for simulated clusters.
+//!
+//! It holds which server is subscribed to which topic and a FIFO queue of
+//! published envelopes. Nothing moves until someone pops a [`Delivery`] and
+//! hands it to the servers it names, so a test decides exactly when (and in
+//! which interleaving) broker traffic happens.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::server::BrokerCommand;
+use crate::topic::Topic;
+
+/// One published message on its way to the servers that were subscribed when it was published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The topic it was published on.
+    pub topic: Topic,
+    /// The encoded [`crate::Envelope`].
+    pub payload: Bytes,
+    /// Indexes of the receiving servers, ascending (the publisher included
+    /// when it is subscribed, as with Redis; the server skips its own envelopes).
+    pub to: Vec<usize>,
+}
+
+/// An in-memory, step-by-step broker: topic → subscribed servers, plus a FIFO
+/// queue of messages not yet delivered.
+///
+/// ```
+/// use rtm_core::testkit::QueuedBroker;
+/// use rtm_core::{BrokerCommand, Topic};
+///
+/// let mut broker = QueuedBroker::new();
+/// let alice = Topic::user("rtm", "alice");
+/// broker.apply(1, BrokerCommand::Subscribe(alice.clone()));
+/// broker.apply(0, BrokerCommand::Publish { topic: alice.clone(), payload: "x".into() });
+/// let delivery = broker.pop().unwrap();
+/// assert_eq!(delivery.to, vec![1]);
+/// assert!(broker.pop().is_none());
+/// ```
+#[derive(Debug, Default)]
+pub struct QueuedBroker {
+    subscriptions: BTreeMap<Topic, BTreeSet<usize>>,
+    queue: VecDeque<Delivery>,
+}
+
+impl QueuedBroker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Carries out a command of server `from`. Subscribing twice is idempotent
+    /// (servers re-announce topics after a reconnect). A publish with no
+    /// subscriber is dropped, as a real broker would.
+    pub fn apply(&mut self, from: usize, command: BrokerCommand) {
+        match command {
+            BrokerCommand::Subscribe(topic) => {
+                self.subscriptions.entry(topic).or_default().insert(from);
+            }
+            BrokerCommand::Unsubscribe(topic) => {
+                if let Some(servers) = self.subscriptions.get_mut(&topic) {
+                    servers.remove(&from);
+                    if servers.is_empty() {
+                        self.subscriptions.remove(&topic);
+                    }
+                }
+            }
+            BrokerCommand::Publish { topic, payload } => {
+                // Receivers are fixed at publish time, as with Redis PUBLISH.
+                let to: Vec<usize> = self
+                    .subscriptions
+                    .get(&topic)
+                    .map(|servers| servers.iter().copied().collect())
+                    .unwrap_or_default();
+                if !to.is_empty() {
+                    self.queue.push_back(Delivery { topic, payload, to });
+                }
+            }
+        }
+    }
+
+    /// The oldest message not yet delivered.
+    pub fn pop(&mut self) -> Option<Delivery> {
+        self.queue.pop_front()
+    }
+
+    /// How many messages wait in the queue.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The servers subscribed to `topic`, ascending.
+    pub fn subscribers(&self, topic: &Topic) -> impl Iterator<Item = usize> + '_ {
+        self.subscriptions.get(topic).into_iter().flatten().copied()
+    }
+
+    /// The topics server `server` is subscribed to, in order.
+    pub fn topics_of(&self, server: usize) -> impl Iterator<Item = &Topic> + '_ {
+        self.subscriptions
+            .iter()
+            .filter(move |(_, servers)| servers.contains(&server))
+            .map(|(topic, _)| topic)
+    }
+
+    /// How many (topic, server) subscriptions exist in total.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.values().map(BTreeSet::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsubscribing_the_last_server_forgets_the_topic() {
+        let mut broker = QueuedBroker::new();
+        let t = Topic::push("rtm", "score", "m7");
+        broker.apply(0, BrokerCommand::Subscribe(t.clone()));
+        broker.apply(0, BrokerCommand::Subscribe(t.clone()));
+        broker.apply(2, BrokerCommand::Subscribe(t.clone()));
+        assert_eq!(broker.subscription_count(), 2);
+        broker.apply(0, BrokerCommand::Unsubscribe(t.clone()));
+        broker.apply(2, BrokerCommand::Unsubscribe(t.clone()));
+        assert_eq!(broker.subscription_count(), 0);
+        assert_eq!(broker.topics_of(0).count(), 0);
+    }
+
+    #[test]
+    fn deliveries_leave_in_publish_order() {
+        let mut broker = QueuedBroker::new();
+        let t = Topic::user("rtm", "bob");
+        broker.apply(1, BrokerCommand::Subscribe(t.clone()));
+        for payload in ["1", "2", "3"] {
+            broker.apply(
+                0,
+                BrokerCommand::Publish {
+                    topic: t.clone(),
+                    payload: payload.into(),
+                },
+            );
+        }
+        let order: Vec<Bytes> = std::iter::from_fn(|| broker.pop())
+            .map(|d| d.payload)
+            .collect();
+        assert_eq!(order, vec!["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_publish_without_subscribers_is_dropped() {
+        let mut broker = QueuedBroker::new();
+        broker.apply(
+            0,
+            BrokerCommand::Publish {
+                topic: Topic::user("rtm", "nobody"),
+                payload: "x".into(),
+            },
+        );
+        assert_eq!(broker.pending(), 0);
+    }
+}
