@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 mod routing;
+pub mod runtime;
 pub mod server;
 pub mod testkit;
 pub mod topic;
@@ -33,4 +34,5 @@ pub use server::{
     AuthTicket, BrokerCommand, CallTicket, FunctionId, OpenError, Server, ServerOutput,
     SubscribeTicket,
 };
+pub use runtime::Runtime;
 pub use topic::Topic;

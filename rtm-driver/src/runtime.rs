@@ -4,20 +4,13 @@
 //! runtime is one small impl of [`Runtime`] (see `rtm-tokio`, `rtm-async-std`).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A boxed `Send` future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A boxed `Send + 'static` future.
+pub type BoxFuture<T> = rtm_core::broker::BoxFuture<'static, T>;
 
-/// Spawning and sleeping: all a driver needs from a runtime.
-pub trait Runtime: Send + Sync + 'static {
-    /// Runs `future` in the background.
-    fn spawn(&self, future: BoxFuture<()>);
-    /// A future that completes after `duration`.
-    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
-}
+pub use rtm_core::Runtime;
 
 /// A shared runtime handle.
 pub type RuntimeRef = Arc<dyn Runtime>;

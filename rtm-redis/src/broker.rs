@@ -14,7 +14,7 @@ use rtm_core::Topic;
 
 use crate::config::RedisBrokerConfig;
 use crate::driver;
-use crate::runtime::Runtime;
+use rtm_core::Runtime;
 
 /// A [`Broker`] over Redis pub/sub.
 ///
@@ -108,7 +108,7 @@ impl RedisBroker {
     /// use rtm_redis::{RedisBroker, RedisBrokerConfig, TokioRuntime};
     ///
     /// let config = RedisBrokerConfig::new("redis://127.0.0.1:6379", "chat", "server-1");
-    /// let runtime = TokioRuntime::current().expect("inside a tokio runtime");
+    /// let runtime = TokioRuntime::current();
     /// let broker = RedisBroker::new(config, runtime)?;
     /// broker.start(Arc::new(|event: BrokerEvent| println!("{event:?}"))).await?;
     /// broker.subscribe(&rtm_core::Topic::user("chat", "alice")).await?;

@@ -62,7 +62,6 @@
 mod broker;
 mod config;
 mod driver;
-mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -71,8 +70,8 @@ compile_error!("rtm-redis needs a runtime: enable feature `tokio` or `smol`");
 
 pub use broker::{BrokerStats, RedisBroker};
 pub use config::RedisBrokerConfig;
-pub use runtime::Runtime;
+pub use rtm_core::Runtime;
 #[cfg(feature = "smol")]
-pub use runtime::SmolRuntime;
+pub use rtm_runtime::SmolRuntime;
 #[cfg(feature = "tokio")]
-pub use runtime::TokioRuntime;
+pub use rtm_runtime::TokioRuntime;

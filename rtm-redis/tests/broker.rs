@@ -17,7 +17,7 @@ fn redis() -> TestRedis {
 }
 
 async fn started_tokio(config: RedisBrokerConfig) -> (RedisBroker, Events) {
-    let broker = RedisBroker::new(config, TokioRuntime::current().unwrap()).unwrap();
+    let broker = RedisBroker::new(config, TokioRuntime::current()).unwrap();
     let (sink, events) = capture();
     broker.start(sink).await.unwrap();
     (broker, events)

@@ -13,9 +13,12 @@ pub struct TokioRuntime {
 impl TokioRuntime {
     /// The current tokio runtime. Panics outside one, like `tokio::spawn`.
     pub fn current() -> Self {
-        TokioRuntime {
-            handle: tokio::runtime::Handle::current(),
-        }
+        Self::from_handle(tokio::runtime::Handle::current())
+    }
+
+    /// A given tokio runtime.
+    pub fn from_handle(handle: tokio::runtime::Handle) -> Self {
+        TokioRuntime { handle }
     }
 }
 
@@ -25,6 +28,8 @@ impl Runtime for TokioRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        // Creating a tokio timer needs the runtime's context.
+        let _guard = self.handle.enter();
         Box::pin(tokio::time::sleep(duration))
     }
 }
