@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtm_core::server::{AuthTicket, CallTicket, SubscribeTicket};
 use rtm_core::testkit::fixture::{self, Action};
-use rtm_core::{CloseCode, ConnId, ConnMeta, RtmError, Server, ServerConfig, ServerOutput};
+use rtm_core::{BrokerCommand, CloseCode, ConnId, ConnMeta, RtmError, Server, ServerConfig, ServerOutput};
 use serde_json::Value;
 
 /// What a connection received.
@@ -82,20 +82,35 @@ impl Harness {
         }
     }
 
-    /// A server without auth (and without heartbeat, so time jumps don't close anyone).
-    pub fn plain() -> Self {
-        Self::new(ServerConfig {
+    /// The fixture server's configuration: subscriptions go through the
+    /// fixture's authorizer; no heartbeat, so time jumps close no one.
+    pub fn fixture_config() -> ServerConfig {
+        ServerConfig {
             heartbeat: None,
+            authorize_subscriptions: true,
             ..ServerConfig::new("s1")
+        }
+    }
+
+    /// A fixture server without auth.
+    pub fn plain() -> Self {
+        Self::new(Self::fixture_config())
+    }
+
+    /// A fixture server with auth (10 s timeout).
+    pub fn with_auth() -> Self {
+        Self::new(ServerConfig {
+            auth_timeout: Some(ServerConfig::DEFAULT_AUTH_TIMEOUT),
+            ..Self::fixture_config()
         })
     }
 
-    /// A server with the fixture's auth (10 s timeout), without heartbeat.
-    pub fn with_auth() -> Self {
+    /// A fixture server with auth and a broker.
+    pub fn with_broker() -> Self {
         Self::new(ServerConfig {
-            heartbeat: None,
             auth_timeout: Some(ServerConfig::DEFAULT_AUTH_TIMEOUT),
-            ..ServerConfig::new("s1")
+            broker: true,
+            ..Self::fixture_config()
         })
     }
 
@@ -283,5 +298,18 @@ impl Harness {
     /// Removes and returns the notices gathered so far.
     pub fn take_notices(&mut self) -> Vec<ServerOutput> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Removes the broker commands from the notices gathered so far and returns them.
+    pub fn take_broker_commands(&mut self) -> Vec<BrokerCommand> {
+        let mut commands = Vec::new();
+        self.notices.retain(|notice| match notice {
+            ServerOutput::Broker(command) => {
+                commands.push(command.clone());
+                false
+            }
+            _ => true,
+        });
+        commands
     }
 }
