@@ -98,7 +98,10 @@ fn auth_accept_replies_identity_data_or_true() {
     let mut h = Harness::with_auth();
     h.hold_auth = true;
     let decisions = [
-        (json!({"user": "alice", "role": "admin"}), json!({"user": "alice", "role": "admin"})),
+        (
+            json!({"user": "alice", "role": "admin"}),
+            json!({"user": "alice", "role": "admin"}),
+        ),
         (Value::Null, json!(true)),
         (json!(false), json!(true)),
     ];
@@ -121,7 +124,10 @@ fn auth_data_is_visible_to_functions() {
     let mut h = Harness::with_auth();
     let c = h.open_as("alice");
     h.send(c, invoke("1", "whoami", json!([])));
-    assert_eq!(h.only_frame(c), json!({"id": "1", "data": {"user": "alice"}}));
+    assert_eq!(
+        h.only_frame(c),
+        json!({"id": "1", "data": {"user": "alice"}})
+    );
 }
 
 #[test]
@@ -283,7 +289,10 @@ fn subscribe_denied_forbidden() {
     h.send(c, subscribe("1", "score", &["public", "private-x"]));
     assert_eq!(code(&h.only_frame(c)), "rtm/forbidden");
     assert_eq!(h.server.index_sizes(), (0, 0));
-    assert_eq!(h.server.push("score", &tags(&["public"]), &Args::empty()), Ok(0));
+    assert_eq!(
+        h.server.push("score", &tags(&["public"]), &Args::empty()),
+        Ok(0)
+    );
 }
 
 #[test]
@@ -294,10 +303,16 @@ fn subscribe_idempotent() {
     h.send(c, subscribe("2", "score", &["a", "a"]));
     assert_eq!(
         h.frames(c),
-        vec![json!({"id": "1", "data": true}), json!({"id": "2", "data": true})]
+        vec![
+            json!({"id": "1", "data": true}),
+            json!({"id": "2", "data": true})
+        ]
     );
     assert_eq!(h.server.index_sizes(), (0, 1));
-    assert_eq!(h.server.push("score", &tags(&["a"]), &args(json!([1]))), Ok(1));
+    assert_eq!(
+        h.server.push("score", &tags(&["a"]), &args(json!([1]))),
+        Ok(1)
+    );
     h.pump();
     assert_eq!(h.frames(c), vec![json!({"event": "score", "data": [1]})]);
 }
@@ -415,10 +430,16 @@ fn reply_to_closed_connection_discarded() {
 fn emit_reaches_every_connection_with_data_as_an_array() {
     let mut h = Harness::plain();
     let (a, b) = (h.open(), h.open());
-    assert_eq!(h.server.emit("alert", |_| true, &args(json!(["hi", 1]))), Ok(2));
+    assert_eq!(
+        h.server.emit("alert", |_| true, &args(json!(["hi", 1]))),
+        Ok(2)
+    );
     h.pump();
     for c in [a, b] {
-        assert_eq!(h.frames(c), vec![json!({"event": "alert", "data": ["hi", 1]})]);
+        assert_eq!(
+            h.frames(c),
+            vec![json!({"event": "alert", "data": ["hi", 1]})]
+        );
     }
 }
 
@@ -472,7 +493,11 @@ fn events_from_one_sender_arrive_in_order() {
         h.server.emit("tick", |_| true, &args(json!([n]))).unwrap();
     }
     h.pump();
-    let got: Vec<Value> = h.frames(c).into_iter().map(|f| f["data"][0].clone()).collect();
+    let got: Vec<Value> = h
+        .frames(c)
+        .into_iter()
+        .map(|f| f["data"][0].clone())
+        .collect();
     assert_eq!(got, (0..20).map(|n| json!(n)).collect::<Vec<_>>());
 }
 
@@ -654,7 +679,11 @@ fn too_many_in_flight() {
 
     h.send(c, invoke("over", "echo", json!([])));
     assert_eq!(code(&h.only_frame(c)), "rtm/too-many-requests");
-    assert_eq!(h.held_calls.len(), LIMIT as usize, "the refused call did not run");
+    assert_eq!(
+        h.held_calls.len(),
+        LIMIT as usize,
+        "the refused call did not run"
+    );
 
     let (ticket, _) = h.held_calls.remove(0);
     h.server.handle_call_result(ticket, Ok(&0));
@@ -780,7 +809,10 @@ fn broker_user_topic_subscribed_on_first_user_conn_unsubscribed_on_last() {
     h.close(anonymous);
     assert_eq!(h.take_broker_commands(), vec![]);
     h.close(a2);
-    assert_eq!(h.take_broker_commands(), vec![BrokerCommand::Unsubscribe(topic)]);
+    assert_eq!(
+        h.take_broker_commands(),
+        vec![BrokerCommand::Unsubscribe(topic)]
+    );
 }
 
 #[test]
@@ -798,7 +830,10 @@ fn broker_push_topic_subscribed_on_first_subscription_unsubscribed_on_last() {
     h.send(a, unsubscribe("2", "score", &["a"]));
     assert_eq!(h.take_broker_commands(), vec![]);
     h.send(b, unsubscribe("2", "score", &["a"]));
-    assert_eq!(h.take_broker_commands(), vec![BrokerCommand::Unsubscribe(topic)]);
+    assert_eq!(
+        h.take_broker_commands(),
+        vec![BrokerCommand::Unsubscribe(topic)]
+    );
 }
 
 #[test]
@@ -814,17 +849,25 @@ fn publish_and_push_travel_as_envelopes_on_their_topics() {
     let published: Vec<(Topic, Envelope)> = commands
         .into_iter()
         .map(|c| match c {
-            BrokerCommand::Publish { topic, payload } => (topic, Envelope::decode(payload).unwrap()),
+            BrokerCommand::Publish { topic, payload } => {
+                (topic, Envelope::decode(payload).unwrap())
+            }
             other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(published.len(), 3);
     assert_eq!(published[0].0, Topic::user("rtm", "bob"));
-    assert_eq!(&published[0].1.frame[..], br#"{"event":"dm","data":["hi"]}"#);
+    assert_eq!(
+        &published[0].1.frame[..],
+        br#"{"event":"dm","data":["hi"]}"#
+    );
     assert_eq!(published[0].1.origin, "s1");
     assert_eq!(published[1].0, Topic::push("rtm", "score", "a"));
     assert_eq!(published[2].0, Topic::push("rtm", "score", "b"));
-    assert_eq!(published[1].1, published[2].1, "one envelope for every tag topic");
+    assert_eq!(
+        published[1].1, published[2].1,
+        "one envelope for every tag topic"
+    );
     assert_eq!(published[1].1.tags, Some(tags(&["a", "b"])));
 }
 
@@ -835,7 +878,10 @@ fn broker_message_from_own_origin_not_delivered() {
     let frame = Bytes::from_static(br#"{"event":"dm","data":[]}"#);
     let payload = Envelope::encode("s1", 1, None, &frame);
     let topic = Topic::user("rtm", "alice");
-    assert_eq!(h.server.handle_broker_message(topic.as_str(), payload), Ok(0));
+    assert_eq!(
+        h.server.handle_broker_message(topic.as_str(), payload),
+        Ok(0)
+    );
     h.pump();
     assert!(h.nothing_for(a));
 }
@@ -848,7 +894,10 @@ fn broker_message_to_user_delivered_to_each_local_conn_once() {
     let payload = Envelope::encode("s2", 1, None, &frame);
     let forwarded = Envelope::decode(payload.clone()).unwrap().frame;
     let topic = Topic::user("rtm", "alice");
-    assert_eq!(h.server.handle_broker_message(topic.as_str(), payload), Ok(2));
+    assert_eq!(
+        h.server.handle_broker_message(topic.as_str(), payload),
+        Ok(2)
+    );
     h.pump();
     for c in [a1, a2] {
         let got = h.take(c);
@@ -857,7 +906,11 @@ fn broker_message_to_user_delivered_to_each_local_conn_once() {
             panic!("{got:?}")
         };
         assert_eq!(bytes, &frame);
-        assert_eq!(bytes.as_ptr(), forwarded.as_ptr(), "forwarded without re-encoding");
+        assert_eq!(
+            bytes.as_ptr(),
+            forwarded.as_ptr(),
+            "forwarded without re-encoding"
+        );
     }
     assert!(h.nothing_for(b));
 }
@@ -868,7 +921,10 @@ fn broker_message_on_an_unknown_topic_is_dropped() {
     h.open_as("alice");
     let payload = Envelope::encode("s2", 1, None, &Bytes::from_static(b"{}"));
     let topic = Topic::user("rtm", "carol");
-    assert_eq!(h.server.handle_broker_message(topic.as_str(), payload), Ok(0));
+    assert_eq!(
+        h.server.handle_broker_message(topic.as_str(), payload),
+        Ok(0)
+    );
     assert!(h
         .server
         .handle_broker_message(topic.as_str(), Bytes::from_static(b"garbage"))
@@ -885,13 +941,23 @@ fn multi_tag_push_via_broker_delivered_once() {
     let payload = Envelope::encode("s2", 7, Some(&tags(&["a", "b"])), &frame);
     let on_a = Topic::push("rtm", "score", "a");
     let on_b = Topic::push("rtm", "score", "b");
-    assert_eq!(h.server.handle_broker_message(on_a.as_str(), payload.clone()), Ok(1));
-    assert_eq!(h.server.handle_broker_message(on_b.as_str(), payload), Ok(0));
+    assert_eq!(
+        h.server
+            .handle_broker_message(on_a.as_str(), payload.clone()),
+        Ok(1)
+    );
+    assert_eq!(
+        h.server.handle_broker_message(on_b.as_str(), payload),
+        Ok(0)
+    );
     h.pump();
     assert_eq!(h.frames(c), vec![json!({"event": "score", "data": [1]})]);
     // A later push (another seq) is a new message.
     let payload = Envelope::encode("s2", 8, Some(&tags(&["a", "b"])), &frame);
-    assert_eq!(h.server.handle_broker_message(on_b.as_str(), payload), Ok(1));
+    assert_eq!(
+        h.server.handle_broker_message(on_b.as_str(), payload),
+        Ok(1)
+    );
 }
 
 #[test]
@@ -936,7 +1002,10 @@ fn broker_back_up_resubscribes() {
         })
         .collect();
     topics.sort();
-    let mut expected = vec![Topic::user("rtm", "alice"), Topic::push("rtm", "score", "a")];
+    let mut expected = vec![
+        Topic::user("rtm", "alice"),
+        Topic::push("rtm", "score", "a"),
+    ];
     expected.sort();
     assert_eq!(topics, expected);
     assert!(h.server.publish("alice", "dm", &Args::empty()).is_ok());

@@ -77,7 +77,12 @@ fn every_protocol_vector_passes_against_the_core() {
         failures.len(),
         failures.join("\n  ")
     );
-    assert_eq!(ran, lines, "every line of {} is a case that ran", path.display());
+    assert_eq!(
+        ran,
+        lines,
+        "every line of {} is a case that ran",
+        path.display()
+    );
 }
 
 /// The runner must fail loudly, not pass vacuously: each of these cases is wrong on purpose.
@@ -107,7 +112,8 @@ fn the_runner_rejects_wrong_expectations() {
 
 #[test]
 fn padding_makes_the_frame_exactly_the_size_asked() {
-    let frame = serde_json::json!({"id": "1", "type": "invoke", "function": "echo", "data": ["PAD"]});
+    let frame =
+        serde_json::json!({"id": "1", "type": "invoke", "function": "echo", "data": ["PAD"]});
     assert_eq!(common::wire::pad_to(&frame, 1024).unwrap().len(), 1024);
     assert!(common::wire::pad_to(&frame, 10).is_err());
 }

@@ -269,10 +269,18 @@ fn add(a: &Value, b: &Value) -> Result<Number, RtmError> {
     let (Value::Number(a), Value::Number(b)) = (a, b) else {
         return Err(not_numbers());
     };
-    if let Some(sum) = a.as_i64().zip(b.as_i64()).and_then(|(a, b)| a.checked_add(b)) {
+    if let Some(sum) = a
+        .as_i64()
+        .zip(b.as_i64())
+        .and_then(|(a, b)| a.checked_add(b))
+    {
         return Ok(sum.into());
     }
-    if let Some(sum) = a.as_u64().zip(b.as_u64()).and_then(|(a, b)| a.checked_add(b)) {
+    if let Some(sum) = a
+        .as_u64()
+        .zip(b.as_u64())
+        .and_then(|(a, b)| a.checked_add(b))
+    {
         return Ok(sum.into());
     }
     let (Some(a), Some(b)) = (a.as_f64(), b.as_f64()) else {
@@ -344,7 +352,10 @@ mod tests {
 
     #[test]
     fn echo_returns_its_argument_or_null() {
-        assert_eq!(reply("echo", json!([{"a": 1}])), Action::Reply(Ok(json!({"a": 1}))));
+        assert_eq!(
+            reply("echo", json!([{"a": 1}])),
+            Action::Reply(Ok(json!({"a": 1})))
+        );
         assert_eq!(reply("echo", json!([])), Action::Reply(Ok(Value::Null)));
     }
 
@@ -376,7 +387,10 @@ mod tests {
         assert_eq!(reply("panic", json!([])), Action::Panic);
         assert_eq!(reply("count", json!([])), Action::Count);
         assert_eq!(reply("big", json!([3])), Action::Reply(Ok(json!("xxx"))));
-        assert!(matches!(reply("big", json!([u64::MAX])), Action::Reply(Err(_))));
+        assert!(matches!(
+            reply("big", json!([u64::MAX])),
+            Action::Reply(Err(_))
+        ));
         assert!(matches!(reply("sleep", json!([-1])), Action::Reply(Err(_))));
     }
 
@@ -406,7 +420,10 @@ mod tests {
         assert_eq!(who, Identity::new("bob", json!({"user": "bob"})));
         for bad in [json!([]), json!(["user:"]), json!([7]), json!(["bob"])] {
             let err = authenticate(&args(bad)).unwrap_err();
-            assert_eq!((err.code, err.message.as_str()), (ErrorCode::AuthRejected, BAD_TOKEN));
+            assert_eq!(
+                (err.code, err.message.as_str()),
+                (ErrorCode::AuthRejected, BAD_TOKEN)
+            );
         }
     }
 

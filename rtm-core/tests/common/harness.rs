@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtm_core::server::{AuthTicket, CallTicket, SubscribeTicket};
 use rtm_core::testkit::fixture::{self, Action};
-use rtm_core::{BrokerCommand, CloseCode, ConnId, ConnMeta, RtmError, Server, ServerConfig, ServerOutput};
+use rtm_core::{
+    BrokerCommand, CloseCode, ConnId, ConnMeta, RtmError, Server, ServerConfig, ServerOutput,
+};
 use serde_json::Value;
 
 /// What a connection received.
@@ -181,7 +183,11 @@ impl Harness {
 
     fn wake_sleepers(&mut self) {
         self.sleepers.sort_by_key(|(at, _, _)| *at);
-        while self.sleepers.first().is_some_and(|(at, _, _)| *at <= self.now) {
+        while self
+            .sleepers
+            .first()
+            .is_some_and(|(at, _, _)| *at <= self.now)
+        {
             let (_, ticket, ms) = self.sleepers.remove(0);
             let result = fixture::run_on(&mut self.server, Action::Sleep { ms });
             self.answer(ticket, result);
@@ -241,8 +247,10 @@ impl Harness {
                     self.functions_run += 1;
                     match fixture::plan(&name, &info, &args) {
                         Action::Sleep { ms } => {
-                            let at = self.now + Duration::from_millis(ms);
-                            self.sleepers.push((at, ticket, ms));
+                            // A sleep past the end of representable time never wakes.
+                            if let Some(at) = self.now.checked_add(Duration::from_millis(ms)) {
+                                self.sleepers.push((at, ticket, ms));
+                            }
                         }
                         action => {
                             let result = fixture::run_on(&mut self.server, action);
@@ -281,7 +289,11 @@ impl Harness {
     /// The one frame `conn` received, as JSON; panics unless there is exactly one.
     pub fn only_frame(&mut self, conn: ConnId) -> Value {
         let frames = self.frames(conn);
-        assert_eq!(frames.len(), 1, "exactly one frame expected, got {frames:?}");
+        assert_eq!(
+            frames.len(),
+            1,
+            "exactly one frame expected, got {frames:?}"
+        );
         frames.into_iter().next().unwrap_or_default()
     }
 

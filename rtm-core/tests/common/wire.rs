@@ -79,9 +79,7 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, String> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(n, line)| {
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))
-        })
+        .map(|(n, line)| serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1)))
         .collect()
 }
 
@@ -133,7 +131,9 @@ fn run_step(step: &Value, reader: &mut Reader<'_>) -> Result<(), String> {
         let frame = obj.get("frame").ok_or("send_padded_to needs a frame")?;
         reader.wire.send_text(&pad_to(frame, size)?);
     } else if let Some(ms) = obj.get("advance_ms") {
-        reader.wire.advance(ms.as_u64().ok_or("advance_ms needs a number")?);
+        reader
+            .wire
+            .advance(ms.as_u64().ok_or("advance_ms needs a number")?);
     } else if obj.contains_key("expect_nothing") {
         let got = match reader.buf.pop_front() {
             Some(got) => got,
@@ -196,7 +196,9 @@ fn expect(step: &Value, reader: &mut Reader<'_>, at: usize) -> Result<usize, Str
             for i in 0..count {
                 let got = frame_at(reader, at + i)?;
                 let Some(pos) = wanted.iter().position(|w| **w == got) else {
-                    return Err(format!("unexpected frame {got}; still expecting {wanted:?}"));
+                    return Err(format!(
+                        "unexpected frame {got}; still expecting {wanted:?}"
+                    ));
                 };
                 wanted.swap_remove(pos);
             }
