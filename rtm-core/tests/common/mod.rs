@@ -1,0 +1,7 @@
+//! Helpers shared by the integration tests: a synchronous driver around the
+//! server core running the fixture functions, and the wire-vector interpreter.
+// Each test crate uses a different part of these helpers.
+#![allow(dead_code)]
+
+pub mod harness;
+pub mod wire;
