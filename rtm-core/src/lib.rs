@@ -30,9 +30,9 @@ pub use conn::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use envelope::Envelope;
 pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
+pub use runtime::Runtime;
 pub use server::{
     AuthTicket, BrokerCommand, CallTicket, FunctionId, OpenError, Server, ServerOutput,
     SubscribeTicket,
 };
-pub use runtime::Runtime;
 pub use topic::Topic;

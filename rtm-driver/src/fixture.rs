@@ -30,19 +30,21 @@ pub struct FixtureOptions {
 pub fn fixture_builder(mut builder: ServerBuilder, options: &FixtureOptions) -> ServerBuilder {
     for name in fixture::FUNCTIONS {
         let name: &'static str = name;
-        builder = builder.register(name, move |ctx: CallContext, values: Vec<Value>| async move {
-            let args = Args::encode(&values)?;
-            let action = fixture::plan(name, &ctx.info, &args);
-            run(&ctx.server, action).await
-        });
+        builder = builder.register(
+            name,
+            move |ctx: CallContext, values: Vec<Value>| async move {
+                let args = Args::encode(&values)?;
+                let action = fixture::plan(name, &ctx.info, &args);
+                run(&ctx.server, action).await
+            },
+        );
     }
     builder = builder.authorize_subscriptions(|_info, event, tags| async move {
         fixture::authorize(&event, &tags).is_ok()
     });
     if options.auth {
-        builder = builder.auth(|data, _info| async move {
-            fixture::authenticate(&Args::encode(&data)?)
-        });
+        builder =
+            builder.auth(|data, _info| async move { fixture::authenticate(&Args::encode(&data)?) });
         if let Some(timeout) = options.auth_timeout {
             builder = builder.auth_timeout(timeout);
         }
@@ -72,10 +74,14 @@ async fn run(server: &ServerHandle, action: Action) -> Result<Value, RtmError> {
             args,
             only_user,
         } => {
-            let sent = server.emit_args(&event, |info| match &only_user {
-                Some(user) => info.user_id() == Some(user.as_str()),
-                None => true,
-            }, &args)?;
+            let sent = server.emit_args(
+                &event,
+                |info| match &only_user {
+                    Some(user) => info.user_id() == Some(user.as_str()),
+                    None => true,
+                },
+                &args,
+            )?;
             Ok(sent.into())
         }
         Action::Publish { user, event, args } => {

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod fixture;
 pub mod function;
 pub mod runtime;
 pub mod server;

@@ -10,8 +10,8 @@ use rtm_driver::transport::WriteError;
 use rtm_driver::{ClientHandle, ClientOptions};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::runtime::TokioRuntime;
 use crate::ws::{incoming, outgoing};
+use rtm_runtime::TokioRuntime;
 
 /// An RTM client on tokio. Derefs to [`ClientHandle`] for `call`,
 /// `call_wait`, `subscribe`, `subscribe_push`, `close`, ….

@@ -28,14 +28,13 @@
 
 mod client;
 mod listener;
-mod runtime;
 mod ws;
 
 pub use client::Client;
 pub use listener::{Listening, Server, ServerBuilderExt};
 pub use rtm_core::{ClientEvent, ClientState, Reconnect};
 pub use rtm_driver::{ClientHandle, ClientOptions, Subscription};
-pub use runtime::TokioRuntime;
+pub use rtm_runtime::TokioRuntime;
 #[cfg(feature = "axum")]
 pub use ws::serve_axum;
 pub use ws::serve_websocket;

@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::StatusCode;
 
-use crate::runtime::TokioRuntime;
 use crate::ws::{serve_websocket, server_ws_config};
+use rtm_runtime::TokioRuntime;
 
 /// How long a peer may take to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
