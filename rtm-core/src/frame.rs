@@ -468,7 +468,26 @@ struct WireErrorOwned {
 
 #[derive(Deserialize)]
 struct DataError {
-    error: Option<WireErrorOwned>,
+    error: Option<serde_json::Value>,
+}
+
+/// The error a truthy `data.error` stands for; `None` when it is JS-falsy.
+fn wire_error(error: serde_json::Value) -> Option<RtmError> {
+    use serde_json::Value;
+    match error {
+        Value::Null | Value::Bool(false) => None,
+        Value::Number(n) if n.as_f64() == Some(0.0) => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::Object(map) => {
+            let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+            Some(RtmError::new(
+                ErrorCode::parse(text("code").as_deref().unwrap_or("rtm/handler-error")),
+                text("message").unwrap_or_default(),
+            ))
+        }
+        Value::String(message) => Some(RtmError::handler(message)),
+        other => Some(RtmError::handler(other.to_string())),
+    }
 }
 
 impl From<WireErrorOwned> for RtmError {
@@ -494,11 +513,14 @@ pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
             });
         }
         if data.starts_with('{') {
+            // As the JS client reads it: any truthy `data.error` makes the reply an error.
             if let Ok(DataError { error: Some(err) }) = serde_json::from_str::<DataError>(data) {
-                return Ok(ServerFrame::Reply {
-                    id: id.into_owned(),
-                    result: Err(err.into()),
-                });
+                if let Some(err) = wire_error(err) {
+                    return Ok(ServerFrame::Reply {
+                        id: id.into_owned(),
+                        result: Err(err),
+                    });
+                }
             }
         }
         let owned = RawValue::from_string(data.to_owned())

@@ -655,7 +655,8 @@ impl Server {
         match result {
             Ok(identity) => {
                 let reply = match &identity.data {
-                    serde_json::Value::Null | serde_json::Value::Bool(false) => reply_true(&id),
+                    // The JS client needs a truthy `data`: every JS-falsy value becomes `true`.
+                    data if is_js_falsy(data) => reply_true(&id),
                     data => match frame::encode_reply(&id, data) {
                         Ok(frame) => frame,
                         Err(_) => reply_true(&id),
@@ -978,6 +979,16 @@ impl Server {
         }
         self.outputs
             .push_back(ServerOutput::Disconnected { info: c.info });
+    }
+}
+
+/// Whether JavaScript reads this value as false (`null`, `false`, `0`, `""`).
+fn is_js_falsy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(s) => s.is_empty(),
+        _ => false,
     }
 }
 
