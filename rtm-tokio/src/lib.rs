@@ -6,7 +6,7 @@
 //! `rtm-driver`; this crate adds sockets and the tokio [`Runtime`] impl.
 //!
 //! ```no_run
-//! use rtm_tokio::{Server, CallContext, RtmError};
+//! use rtm_tokio::{Server, ServerBuilderExt, CallContext, RtmError};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let server = Server::builder()
