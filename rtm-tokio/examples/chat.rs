@@ -23,8 +23,8 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use rtm_tokio::{
-    CallContext, ConnMeta, ErrorCode, Identity, RtmError, Server, ServerBuilder,
-    ServerBuilderExt, ServerHandle,
+    CallContext, ConnMeta, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
+    ServerHandle,
 };
 use serde_json::{json, Value};
 
@@ -135,7 +135,10 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
 
     let router = Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
-        .route("/chat.js", get(|| async { asset("text/javascript", CHAT_JS) }))
+        .route(
+            "/chat.js",
+            get(|| async { asset("text/javascript", CHAT_JS) }),
+        )
         .route("/chat.css", get(|| async { asset("text/css", CHAT_CSS) }))
         .route("/rtm", get(upgrade))
         .with_state(rtm.clone());
@@ -145,7 +148,9 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
 /// `say(room, text)`: Push `room-message [room, from, text, ts]` to tag `room:<room>`.
 async fn say(ctx: CallContext, (room, text): (String, String)) -> Result<usize, RtmError> {
     if !valid_name(&room) {
-        return Err(RtmError::handler("a room name is 1 to 32 letters, digits, '-' or '_'"));
+        return Err(RtmError::handler(
+            "a room name is 1 to 32 letters, digits, '-' or '_'",
+        ));
     }
     check_text(&text)?;
     let from = caller(&ctx)?;
@@ -158,7 +163,9 @@ async fn say(ctx: CallContext, (room, text): (String, String)) -> Result<usize, 
 /// sender (their other tabs). Returns how many connections here got it.
 async fn dm(ctx: CallContext, (to, text): (String, String)) -> Result<usize, RtmError> {
     if !valid_name(&to) {
-        return Err(RtmError::handler(format!("'{to}' is not a valid user name")));
+        return Err(RtmError::handler(format!(
+            "'{to}' is not a valid user name"
+        )));
     }
     check_text(&text)?;
     let from = caller(&ctx)?;

@@ -34,8 +34,7 @@ function connect() {
   clearTimeout(reconnectTimer);
   stopped = false;
   setStatus('connecting…', false);
-  const socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/rtm');
-  ws = socket;
+  const socket = (ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/rtm'));
   socket.onopen = () => start();
   socket.onmessage = (e) => receive(e.data);
   socket.onclose = (e) => closed(socket, e);
@@ -70,15 +69,12 @@ function closed(socket, event) {
 function stop() {
   stopped = true;
   clearTimeout(reconnectTimer);
-  if (ws) ws.close(1000);
+  ws?.close(1000);
 }
 
 function request(fields) {
   return new Promise((resolve, reject) => {
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
-      reject({ code: 'rtm/disconnected', message: 'not connected, retrying…' });
-      return;
-    }
+    if (ws?.readyState !== WebSocket.OPEN) return reject({ code: 'rtm/disconnected', message: 'not connected, retrying…' });
     const id = Date.now().toString(36) + '-' + ++seq;
     pending.set(id, { resolve, reject, auth: fields.type === 'auth' });
     ws.send(JSON.stringify({ id, ...fields }));
@@ -99,19 +95,16 @@ function receive(text) {
     else if (p.auth && !data) p.reject(msg.error || { code: 'rtm/auth-error', message: 'sign-in refused' });
     else p.resolve(data);
   } else if (typeof msg.event === 'string' && Array.isArray(msg.data)) {
-    const handler = events[msg.event];
-    if (handler) handler(...msg.data);
+    events[msg.event]?.(...msg.data);
   }
 }
 
 // ----- rooms and messages -----
 
 function loadRooms() {
-  try {
-    const rooms = JSON.parse(localStorage.getItem('rtm-chat-rooms'));
-    if (Array.isArray(rooms) && rooms.every((r) => typeof r === 'string')) return rooms;
-  } catch { /* fall through */ }
-  return ['lobby'];
+  let rooms = null;
+  try { rooms = JSON.parse(localStorage.getItem('rtm-chat-rooms')); } catch { /* none saved */ }
+  return Array.isArray(rooms) && rooms.every((r) => typeof r === 'string') ? rooms : ['lobby'];
 }
 
 const saveRooms = () => localStorage.setItem('rtm-chat-rooms', JSON.stringify(state.rooms));
@@ -191,7 +184,6 @@ function renderSide() {
   $('rooms').replaceChildren(...state.rooms.map((room) => {
     const li = sideItem('room:' + room, '# ' + room);
     const leave = el('button', 'leave', '×');
-    leave.type = 'button';
     leave.title = 'leave ' + room;
     leave.onclick = (e) => { e.stopPropagation(); leaveRoom(room); };
     li.append(leave);
@@ -224,20 +216,15 @@ function messageItem(m) {
   return li;
 }
 
-function splitView(view) {
-  if (!view) return [null, null];
-  const at = view.indexOf(':');
-  return [view.slice(0, at), view.slice(at + 1)];
-}
+// 'room:lobby' -> ['room', 'lobby']
+const splitView = (view) => (view ? [view.slice(0, view.indexOf(':')), view.slice(view.indexOf(':') + 1)] : [null, null]);
 
 function setStatus(text, ok) {
   $('status').textContent = text;
   $('status').classList.toggle('ok', ok);
 }
 
-function showError(err) {
-  $('error').textContent = err ? err.message || err.code || String(err) : '';
-}
+const showError = (err) => { $('error').textContent = err ? err.message || err.code || String(err) : ''; };
 
 function showLogin(message) {
   $('app').hidden = true;
@@ -267,10 +254,7 @@ $('login').onsubmit = (e) => {
 $('join').onsubmit = (e) => {
   e.preventDefault();
   const room = $('join-name').value.trim().replace(/^#/, '');
-  if (!/^[A-Za-z0-9_-]{1,32}$/.test(room)) {
-    showError({ message: 'a room name is 1 to 32 letters, digits, - or _' });
-    return;
-  }
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(room)) return showError({ message: 'a room name is 1 to 32 letters, digits, - or _' });
   $('join-name').value = '';
   joinRoom(room);
 };
@@ -295,9 +279,4 @@ $('logout').onclick = () => {
   showLogin('');
 };
 
-if (state.name) {
-  showApp();
-  connect();
-} else {
-  showLogin('');
-}
+if (state.name) { showApp(); connect(); } else showLogin('');
