@@ -1,0 +1,201 @@
+//! The chat example's rules over real sockets: the example's `app()` served
+//! by axum on a free port, driven by RTM clients as the page would.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rtm_tokio::{Client, ClientOptions, ErrorCode, RtmError, Server, ServerHandle};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tungstenite::Message;
+
+#[allow(dead_code)] // the example's `main` and CLI are not used here
+#[path = "../examples/chat.rs"]
+mod chat;
+
+/// Starts the chat on a free port; returns its address and RTM server.
+async fn start() -> (SocketAddr, ServerHandle) {
+    let (router, rtm) = chat::app(Server::builder());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    (addr, rtm)
+}
+
+async fn user(addr: SocketAddr, name: &str) -> Client {
+    let options = ClientOptions::default().auth(json!(name));
+    Client::connect(&format!("ws://{addr}/rtm"), options)
+        .await
+        .unwrap()
+}
+
+/// Collects `event`'s arguments (as a JSON array) into a channel.
+fn listen(
+    client: &Client,
+    event: &str,
+) -> (rtm_tokio::Subscription, UnboundedReceiver<Vec<Value>>) {
+    let (tx, rx) = unbounded_channel();
+    let sub = client.subscribe(event, move |args: Vec<Value>| {
+        let _ = tx.send(args);
+    });
+    (sub, rx)
+}
+
+/// The next value, failing the test if none comes within 5 s.
+async fn next(rx: &mut UnboundedReceiver<Vec<Value>>) -> Vec<Value> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("nothing received within 5 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn page_and_assets_are_served_from_the_binary() {
+    let (addr, _rtm) = start().await;
+    for (path, needle) in [
+        ("/", "<script src=\"/chat.js\">"),
+        ("/chat.js", "textContent"),
+        ("/chat.css", ".compose"),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+        assert!(response.contains(needle), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_name_that_is_not_1_to_32_letters_digits_dash_underscore_is_rejected() {
+    let (addr, _rtm) = start().await;
+    for bad in [
+        json!("two words"),
+        json!(""),
+        json!("x".repeat(33)),
+        json!(7),
+    ] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtm"))
+            .await
+            .unwrap();
+        let auth = json!({"id": "1", "type": "auth", "data": [bad]});
+        ws.send(Message::text(auth.to_string())).await.unwrap();
+        let reply: Value =
+            serde_json::from_str(&ws.next().await.unwrap().unwrap().into_text().unwrap()).unwrap();
+        assert_eq!(reply["data"], json!(false));
+        assert_eq!(reply["error"]["code"], "rtm/auth-rejected");
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4003),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn say_pushes_room_message_to_the_rooms_subscribers_only() {
+    let (addr, _rtm) = start().await;
+    let (alice, bob) = (user(addr, "alice").await, user(addr, "bob").await);
+    let (tx, mut lobby) = unbounded_channel();
+    let _in_lobby = alice
+        .subscribe_push("room-message", &["room:lobby"], move |args: Vec<Value>| {
+            let _ = tx.send(args);
+        })
+        .await
+        .unwrap();
+    let delivered: usize = bob.call_wait("say", &("lobby", "hi <b>")).await.unwrap();
+    assert_eq!(delivered, 1);
+    let got = next(&mut lobby).await;
+    assert_eq!(got[0..3], [json!("lobby"), json!("bob"), json!("hi <b>")]);
+    assert!(got[3].is_u64());
+    let nobody: usize = bob.call_wait("say", &("elsewhere", "x")).await.unwrap();
+    assert_eq!(nobody, 0);
+}
+
+#[tokio::test]
+async fn say_rejects_bad_rooms_and_empty_or_too_long_text() {
+    let (addr, _rtm) = start().await;
+    let bob = user(addr, "bob").await;
+    for (room, text) in [
+        ("no spaces", "x".to_owned()),
+        ("lobby", " ".into()),
+        ("lobby", "x".repeat(2001)),
+    ] {
+        let err = bob
+            .call_wait::<Value, _>("say", &(room, text))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::HandlerError, "{err}");
+    }
+    let ok: Result<usize, RtmError> = bob.call_wait("say", &("lobby", "é".repeat(2000))).await;
+    assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn subscribing_to_anything_but_room_tags_is_forbidden() {
+    let (addr, _rtm) = start().await;
+    let bob = user(addr, "bob").await;
+    for (event, tag) in [
+        ("room-message", "lobby"),
+        ("room-message", "room:a b"),
+        ("dm", "room:x"),
+    ] {
+        let denied = bob.subscribe_push(event, &[tag], |_: Value| {}).await;
+        assert!(
+            matches!(
+                denied,
+                Err(RtmError {
+                    code: ErrorCode::Forbidden,
+                    ..
+                })
+            ),
+            "{event} {tag}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dm_reaches_the_recipient_and_the_senders_other_tabs() {
+    let (addr, _rtm) = start().await;
+    let (alice, bob, bob2) = (
+        user(addr, "alice").await,
+        user(addr, "bob").await,
+        user(addr, "bob").await,
+    );
+    let (_a, mut to_alice) = listen(&alice, "dm");
+    let (_b2, mut to_bob2) = listen(&bob2, "dm");
+    let delivered: usize = bob.call_wait("dm", &("alice", "psst")).await.unwrap();
+    assert_eq!(delivered, 3); // alice, and both of bob's tabs
+    let got = next(&mut to_alice).await;
+    assert_eq!(got[0..2], [json!("bob"), json!("psst")]);
+    assert_eq!(got[3], json!("alice"));
+    assert_eq!(next(&mut to_bob2).await, got);
+    let err = bob
+        .call_wait::<Value, _>("dm", &("not a name", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::HandlerError);
+}
+
+#[tokio::test]
+async fn presence_lists_online_names_after_hello_and_after_a_disconnect() {
+    let (addr, _rtm) = start().await;
+    let alice = user(addr, "alice").await;
+    let (_p, mut presence) = listen(&alice, "presence");
+    let bob = user(addr, "bob").await;
+    let names: Vec<String> = bob.call_wait("hello", &json!([])).await.unwrap();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(next(&mut presence).await, [json!(["alice", "bob"])]);
+    bob.close();
+    assert_eq!(next(&mut presence).await, [json!(["alice"])]);
+    let online: Vec<String> = alice.call_wait("online", &json!([])).await.unwrap();
+    assert_eq!(online, ["alice"]);
+}
