@@ -55,14 +55,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let cli = Cli::parse();
-    let builder = Server::builder();
-    if let Some(_url) = &cli.redis {
-        // TODO(rtm-redis): plug the broker here, so Push (rooms) and Publish
-        // (DMs) reach users on every chat server sharing the Redis:
-        //     let builder = builder.broker(Arc::new(RedisBroker::connect(_url).await?));
-        // Presence stays per server (it is an Emit).
-        eprintln!("--redis needs rtm-redis (coming)");
-        std::process::exit(2);
+    let mut builder = Server::builder();
+    if let Some(url) = &cli.redis {
+        // Push (rooms) and Publish (DMs) then reach users on every chat
+        // server sharing this Redis. Presence stays per server (it is an Emit).
+        let server_id = builder.config().server_id.clone();
+        let config = rtm_redis::RedisBrokerConfig::new(url, "chat", &server_id);
+        let broker = rtm_redis::RedisBroker::new(config, rtm_tokio::TokioRuntime::current())?;
+        builder = builder.namespace("chat").broker(std::sync::Arc::new(broker));
+        println!("cluster: rooms and DMs shared through {url}");
     }
     let (router, rtm) = app(builder);
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
