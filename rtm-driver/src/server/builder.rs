@@ -31,7 +31,7 @@ pub type ConnHook = Arc<dyn Fn(&ConnInfo) + Send + Sync>;
 pub struct TransportOptions {
     /// The WebSocket path served (default `/`); other paths get 404.
     pub path: String,
-    /// The WebSocket read buffer per connection (default 4 KiB). Small keeps idle
+    /// The WebSocket read buffer per connection (default 1 KiB). Small keeps idle
     /// connections cheap: the buffer stays resident after the first read.
     pub read_buffer_bytes: usize,
     /// How long graceful shutdown waits for in-flight calls (default 10 s).
@@ -42,7 +42,7 @@ impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
             path: "/".into(),
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -216,7 +216,7 @@ impl ServerBuilder {
         self
     }
 
-    /// The per-connection WebSocket read buffer (default 4 KiB).
+    /// The per-connection WebSocket read buffer (default 1 KiB; larger frames are read in several chunks).
     pub fn read_buffer_bytes(mut self, bytes: usize) -> Self {
         self.transport.read_buffer_bytes = bytes.max(256);
         self

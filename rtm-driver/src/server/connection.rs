@@ -34,7 +34,9 @@ impl ServerHandle {
                 .await;
             return;
         }
-        let (queue, queue_rx) = async_channel::bounded(shared.config.limits.outbound_queue);
+        // Unbounded channel, bounded by hand in `drain`: a bounded async-channel
+        // preallocates every slot, which would cost ~48 KiB per idle connection.
+        let (queue, queue_rx) = async_channel::unbounded();
         let (urgent, urgent_rx) = async_channel::bounded(1);
         let opened = shared.with_inner(|inner| {
             let conn = inner.core.handle_open(meta, Instant::now())?;

@@ -361,18 +361,21 @@ impl Shared {
                     let Some(sender) = inner.conns.get(&conn) else {
                         continue;
                     };
-                    if let Err(async_channel::TrySendError::Full(_)) =
-                        sender.queue.try_send(Outgoing::Text(frame))
-                    {
+                    if sender.queue.len() >= self.config.limits.outbound_queue {
                         tracing::warn!(%conn, "slow consumer: outbound queue full");
                         inner.core.handle_slow_consumer(conn);
+                    } else {
+                        let _ = sender.queue.try_send(Outgoing::Text(frame));
                     }
                 }
                 ServerOutput::Close { conn, code, reason } => {
                     if let Some(sender) = inner.conns.remove(&conn) {
                         let close = Outgoing::Close(code.0, reason.to_owned());
-                        if let Err(err) = sender.queue.try_send(close) {
-                            let _ = sender.urgent.try_send(err.into_inner());
+                        // Behind a full queue (a slow consumer) the close jumps the line.
+                        if sender.queue.len() >= self.config.limits.outbound_queue {
+                            let _ = sender.urgent.try_send(close);
+                        } else {
+                            let _ = sender.queue.try_send(close);
                         }
                     }
                 }
