@@ -5,7 +5,7 @@
 //!
 //! Feature `tokio` (default) or `smol` (also for async-std, which shares
 //! smol's async-io reactor) selects the `redis` crate's IO and provides a
-//! [`Runtime`]: [`TokioRuntime`] or [`SmolRuntime`]. The broker needs only
+//! [`Runtime`]: `TokioRuntime` or `SmolRuntime` (from `rtm-runtime`). The broker needs only
 //! *spawn* and *sleep* from it; another executor is a ten-line [`Runtime`]
 //! impl. With both features on, `redis` uses tokio IO when called on a
 //! thread with a current tokio runtime and smol IO otherwise; the broker opens

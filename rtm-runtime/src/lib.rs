@@ -2,7 +2,7 @@
 //!
 //! [`rtm_core::Runtime`] (spawn and sleep) for the runtimes RTM supports,
 //! written once and shared by the adapters and the Redis broker:
-//! [`TokioRuntime`] (feature `tokio`) and [`SmolRuntime`] (feature `smol`;
+//! `TokioRuntime` (feature `tokio`) and `SmolRuntime` (feature `smol`;
 //! also right for async-std, which runs on the same async-io reactor).
 #![warn(missing_docs)]
 

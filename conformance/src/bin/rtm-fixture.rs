@@ -33,7 +33,7 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
-    /// Require auth: data[0] = "user:<id>".
+    /// Require auth: `data[0]` = `"user:<id>"`.
     #[arg(long)]
     auth: bool,
     /// Auth timeout in milliseconds (default 10 s).
