@@ -62,7 +62,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let server_id = builder.config().server_id.clone();
         let config = rtm_redis::RedisBrokerConfig::new(url, "chat", &server_id);
         let broker = rtm_redis::RedisBroker::new(config, rtm_tokio::TokioRuntime::current())?;
-        builder = builder.namespace("chat").broker(std::sync::Arc::new(broker));
+        builder = builder
+            .namespace("chat")
+            .broker(std::sync::Arc::new(broker));
         println!("cluster: rooms and DMs shared through {url}");
     }
     let (router, rtm) = app(builder);
