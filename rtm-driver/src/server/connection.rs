@@ -19,8 +19,28 @@ impl ServerHandle {
     /// Serves one WebSocket connection until it closes. `incoming` and
     /// `outgoing` are the two halves of an already-upgraded WebSocket,
     /// mapped to [`Incoming`] / [`Outgoing`] by the adapter.
-    pub async fn serve<In, Out>(&self, mut incoming: In, mut outgoing: Out, meta: ConnMeta)
+    ///
+    /// Everything it logs is inside a `rtm.conn` tracing span carrying the peer address.
+    pub async fn serve<In, Out>(&self, incoming: In, outgoing: Out, meta: ConnMeta)
     where
+        In: Stream<Item = Incoming> + Unpin + Send,
+        Out: Sink<Outgoing> + Unpin + Send,
+    {
+        use tracing::Instrument;
+        let span =
+            tracing::info_span!("rtm.conn", peer = ?meta.peer_addr, conn = tracing::field::Empty);
+        self.serve_inner(incoming, outgoing, meta, span.clone())
+            .instrument(span)
+            .await;
+    }
+
+    async fn serve_inner<In, Out>(
+        &self,
+        mut incoming: In,
+        mut outgoing: Out,
+        meta: ConnMeta,
+        span: tracing::Span,
+    ) where
         In: Stream<Item = Incoming> + Unpin + Send,
         Out: Sink<Outgoing> + Unpin + Send,
     {
@@ -62,7 +82,8 @@ impl ServerHandle {
             }
         };
         shared.active.fetch_add(1, Ordering::SeqCst);
-        tracing::debug!(%conn, "connected");
+        span.record("conn", tracing::field::display(conn));
+        tracing::debug!("connected");
 
         let writer = async {
             loop {
