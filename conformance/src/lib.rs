@@ -2,5 +2,19 @@
 //!
 //! The RTM conformance kit: the `rtm-fixture` server (the same fixture
 //! functions on every adapter, driven by foreign clients and by our
-//! tests), the `rtm-load` load generator, and the shared scenario suite.
+//! tests), the `rtm-load` load generator, and the helpers the scenario
+//! suite is written with:
+//!
+//! - [`Fixture`]: an `rtm-fixture` child process, started with flags, killed on drop;
+//! - [`RawConn`]: a hand-rolled protocol client over tokio-tungstenite that sees exact frames;
+//! - [`SocketWire`]: the shared wire-vector interpreter's
+//!   [`Wire`](rtm_core::testkit::vectors::Wire) over a real socket.
 #![warn(missing_docs)]
+
+pub mod conn;
+pub mod fixture;
+pub mod wire;
+
+pub use conn::RawConn;
+pub use fixture::Fixture;
+pub use wire::SocketWire;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use common::harness::{Delivery, Harness};
-use common::wire::{parse_cases, run_case, Received, Wire};
+use rtm_core::testkit::vectors::{pad_to, parse_cases, run_case, Case, Received, Wire};
 use rtm_core::ConnId;
 
 /// One connection to a fresh core: the [`Wire`] of the vector runner.
@@ -17,7 +17,7 @@ struct CoreWire {
 }
 
 impl CoreWire {
-    fn new(case: &common::wire::Case) -> Self {
+    fn new(case: &Case) -> Self {
         let mut harness = Harness::new(case.server_config());
         let conn = harness.open();
         CoreWire { harness, conn }
@@ -114,6 +114,6 @@ fn the_runner_rejects_wrong_expectations() {
 fn padding_makes_the_frame_exactly_the_size_asked() {
     let frame =
         serde_json::json!({"id": "1", "type": "invoke", "function": "echo", "data": ["PAD"]});
-    assert_eq!(common::wire::pad_to(&frame, 1024).unwrap().len(), 1024);
-    assert!(common::wire::pad_to(&frame, 10).is_err());
+    assert_eq!(pad_to(&frame, 1024).unwrap().len(), 1024);
+    assert!(pad_to(&frame, 10).is_err());
 }

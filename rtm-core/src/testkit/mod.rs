@@ -6,11 +6,13 @@
 //!   functions), called synchronously by the cluster; [`TokenApp`] is a small
 //!   default (token → user id, `echo`, `whoami`, `publish`, `push`, `fail`);
 //! - [`QueuedBroker`]: the broker on its own, sans-IO: subscriptions and a FIFO
-//!   queue of [`Delivery`]s that moves only when stepped.
+//!   queue of [`Delivery`]s that moves only when stepped;
+//! - [`vectors`]: the interpreter of the shared wire vectors, over any [`vectors::Wire`].
 //!
 //! Everything is deterministic: no threads, no sockets, time only moves when
 //! the test passes a later `Instant`.
 pub mod fixture;
+pub mod vectors;
 
 mod app;
 mod cluster;

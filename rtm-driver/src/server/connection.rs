@@ -133,7 +133,11 @@ impl ServerHandle {
                     Incoming::Activity => {
                         shared.with_core(|core| core.handle_activity(conn, now));
                     }
-                    Incoming::TooLarge => shared.with_core(|core| core.handle_oversized(conn)),
+                    Incoming::TooLarge => {
+                        shared.with_core(|core| core.handle_oversized(conn));
+                        // A stream ends after a capacity error: stop reading, let the writer send the 1009 close.
+                        return true;
+                    }
                     Incoming::Closed(..) => break,
                     Incoming::Error(err) => {
                         tracing::debug!(%conn, %err, "connection error");
@@ -141,10 +145,14 @@ impl ServerHandle {
                     }
                 }
             }
+            false
         };
         futures_util::pin_mut!(writer, reader);
         match select(reader, writer).await {
-            Either::Left(((), _)) => {}
+            Either::Left((false, _)) => {}
+            Either::Left((true, writer)) => {
+                let _ = timeout(&*shared.runtime, CLOSE_GRACE, writer).await;
+            }
             Either::Right(((), reader)) => {
                 // We sent a close: read until the peer answers it (or give up),
                 // so the socket is not reset under data the peer has yet to read.

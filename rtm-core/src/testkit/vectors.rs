@@ -1,11 +1,56 @@
-//! The wire-vector interpreter (`shared/vectors/protocol.jsonl`), written
-//! against a [`Wire`] so the same steps can run against the core here and
-//! against a real socket in the adapters' tests.
+//! The wire-vector interpreter: runs the cases of `shared/vectors/protocol.jsonl`
+//! against anything that can act as one client connection.
+//!
+//! The vectors are written once and run everywhere: against the sans-IO core
+//! (rtm-core's own tests, time jumped at will) and over a real socket against
+//! every adapter's `rtm-fixture` (the `conformance` crate). What differs is
+//! only the [`Wire`]: how a frame is sent, how the next frame or close is read,
+//! and what "time passes" means.
+//!
+//! | step | meaning |
+//! |---|---|
+//! | `send` | send this exact text frame |
+//! | `send_binary_hex` | send a binary frame with these bytes |
+//! | `send_padded_to` + `frame` | send `frame` with its `"PAD"` string grown so the whole text is exactly N bytes ([`pad_to`]) |
+//! | `expect_frame` | the next frame equals this JSON value exactly |
+//! | `expect_error` | the next frame is an error reply with this `id` and `error.code` (and `error.message` if given) |
+//! | `expect_error_any_code` | the next frame is an error reply with this `id` |
+//! | `expect_reply_id` | the next frame is a reply with this `id` |
+//! | `expect_frames_any_order` | the next frames are exactly these, in any order |
+//! | `expect_one_of` | one of the listed expectations holds |
+//! | `expect_close` | the server closes the connection with this code |
+//! | `expect_nothing` | nothing more arrives ([`Wire::next_if_any`] answers [`Received::Nothing`]) |
+//! | `advance_ms` | time moves forward this much ([`Wire::advance`]) |
+//!
+//! A wire over a socket makes `next_frame_or_close` wait a bounded while
+//! (seconds) and answer [`Received::Nothing`] when nothing came, makes
+//! `next_if_any` wait only ~200 ms, and makes `advance` a real sleep.
+//!
+//! ```
+//! use rtm_core::testkit::vectors::{parse_cases, run_case, Received, Wire};
+//!
+//! /// A wire that answers every frame with a fixed reply (a stand-in for a server).
+//! struct Parrot(Vec<Received>);
+//! impl Wire for Parrot {
+//!     fn send_text(&mut self, _text: &str) {
+//!         self.0.push(Received::Frame(r#"{"id":"1","data":"hi"}"#.into()));
+//!     }
+//!     fn send_binary(&mut self, _bytes: &[u8]) {}
+//!     fn next_frame_or_close(&mut self) -> Received {
+//!         if self.0.is_empty() { Received::Nothing } else { self.0.remove(0) }
+//!     }
+//!     fn advance(&mut self, _ms: u64) {}
+//! }
+//!
+//! let line = r#"{"name":"echo","steps":[{"send":"x"},{"expect_frame":{"id":"1","data":"hi"}},{"expect_nothing":true}]}"#;
+//! let cases = parse_cases(line).unwrap();
+//! assert_eq!(run_case(&cases[0], &mut Parrot(Vec::new())), Ok(()));
+//! ```
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rtm_core::ServerConfig;
+use crate::config::ServerConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -26,10 +71,12 @@ pub trait Wire {
     fn send_text(&mut self, text: &str);
     /// Sends a binary frame.
     fn send_binary(&mut self, bytes: &[u8]);
-    /// The next frame or close, waiting as long as a reply may reasonably take.
+    /// The next frame or close, waiting as long as a reply may reasonably take
+    /// (a socket wire: a few seconds), else [`Received::Nothing`].
     fn next_frame_or_close(&mut self) -> Received;
-    /// The next frame or close, waiting only briefly (~200 ms over a socket):
-    /// used by `expect_nothing`.
+    /// The next frame or close, waiting only briefly (a socket wire: ~200 ms):
+    /// used by `expect_nothing`. Defaults to [`Wire::next_frame_or_close`],
+    /// right for a core whose pending output is known at once.
     fn next_if_any(&mut self) -> Received {
         self.next_frame_or_close()
     }
@@ -56,6 +103,33 @@ pub struct Case {
 }
 
 impl Case {
+    /// The `rtm-fixture` flags that start a server the case can run against
+    /// (`--auth`, `--auth-timeout-ms N`, `--max-frame-bytes N`, `--max-in-flight N`;
+    /// `--runtime` and `--listen` are the caller's).
+    ///
+    /// ```
+    /// let case = &rtm_core::testkit::vectors::parse_cases(
+    ///     r#"{"name":"t","auth":true,"auth_timeout_ms":300,"steps":[]}"#,
+    /// ).unwrap()[0];
+    /// assert_eq!(case.fixture_flags(), ["--auth", "--auth-timeout-ms", "300"]);
+    /// ```
+    pub fn fixture_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if self.auth {
+            flags.push("--auth".to_owned());
+            if let Some(ms) = self.auth_timeout_ms {
+                flags.extend(["--auth-timeout-ms".to_owned(), ms.to_string()]);
+            }
+        }
+        if let Some(max) = self.max_frame_bytes {
+            flags.extend(["--max-frame-bytes".to_owned(), max.to_string()]);
+        }
+        if let Some(max) = self.max_in_flight {
+            flags.extend(["--max-in-flight".to_owned(), max.to_string()]);
+        }
+        flags
+    }
+
     /// The server configuration the case asks for (subscriptions go through the fixture's authorizer).
     pub fn server_config(&self) -> ServerConfig {
         let mut config = ServerConfig::new("vectors");

@@ -1,0 +1,350 @@
+//! The `rtm-fixture` contract, function by function and flag by flag, over
+//! real sockets against `rtm-fixture --runtime tokio`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fixture, FIXTURE_BIN};
+use conformance::fixture::run_to_exit;
+use conformance::{Fixture, RawConn};
+use rtm_core::testkit::vectors::pad_to;
+use serde_json::{json, Value};
+
+async fn conn(fixture: &Fixture) -> RawConn {
+    RawConn::connect(fixture.url()).await.unwrap()
+}
+
+async fn user(fixture: &Fixture, name: &str) -> RawConn {
+    RawConn::connect_as(fixture.url(), name).await.unwrap()
+}
+
+fn code(error: &Value) -> &str {
+    error.get("code").and_then(Value::as_str).unwrap_or("")
+}
+
+// ----- functions -----
+
+#[tokio::test]
+async fn echo_add_and_fail_answer_as_documented() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    assert_eq!(
+        c.call_ok("echo", json!([{"a": [1]}])).await.unwrap(),
+        json!({"a": [1]})
+    );
+    assert_eq!(c.call_ok("add", json!([2, 3.5])).await.unwrap(), json!(5.5));
+    let error = c.call_err("add", json!([1, "2"])).await.unwrap();
+    assert_eq!(code(&error), "rtm/handler-error");
+    let error = c.call_err("fail", json!(["boom"])).await.unwrap();
+    assert_eq!(
+        (code(&error), &error["message"]),
+        ("rtm/handler-error", &json!("boom"))
+    );
+}
+
+#[tokio::test]
+async fn big_n_returns_a_string_of_n_x() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    assert_eq!(c.call_ok("big", json!([0])).await.unwrap(), json!(""));
+    let big = c.call_ok("big", json!([100_000])).await.unwrap();
+    let big = big.as_str().unwrap();
+    assert_eq!(big.len(), 100_000);
+    assert!(big.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
+async fn count_is_the_number_of_local_connections() {
+    let f = fixture(&[]);
+    let mut a = conn(&f).await;
+    let mut b = conn(&f).await;
+    let mut c = conn(&f).await;
+    // Each has been served once, so each is registered.
+    for x in [&mut a, &mut b, &mut c] {
+        x.call_ok("echo", json!([1])).await.unwrap();
+    }
+    assert_eq!(a.call_ok("count", json!([])).await.unwrap(), json!(3));
+    c.close().await;
+    common::within("count to drop to 2", common::EVENT_TIMEOUT, async {
+        while a.call_ok("count", json!([])).await.unwrap() != json!(2) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    b.expect_nothing().await.unwrap();
+}
+
+#[tokio::test]
+async fn broadcast_emits_alert_to_every_connection() {
+    let f = fixture(&[]);
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut c = conn(&f).await;
+        c.call_ok("echo", json!([1])).await.unwrap();
+        conns.push(c);
+    }
+    assert_eq!(
+        conns[0].call_ok("broadcast", json!(["hi"])).await.unwrap(),
+        json!(3)
+    );
+    for c in &mut conns {
+        assert_eq!(
+            c.next_event().await.unwrap(),
+            json!({"event": "alert", "data": ["hi"]})
+        );
+        c.expect_nothing().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn emit_sends_event_and_args_to_every_connection() {
+    let f = fixture(&[]);
+    let mut a = conn(&f).await;
+    let mut b = conn(&f).await;
+    b.call_ok("echo", json!([1])).await.unwrap();
+    assert_eq!(
+        a.call_ok("emit", json!(["e", 1, {"k": 2}])).await.unwrap(),
+        json!(2)
+    );
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.next_event().await.unwrap(),
+            json!({"event": "e", "data": [1, {"k": 2}]})
+        );
+        c.expect_nothing().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn emit_to_reaches_only_that_users_connections() {
+    let f = fixture(&["--auth"]);
+    let mut alice1 = user(&f, "alice").await;
+    let mut alice2 = user(&f, "alice").await;
+    let mut bob = user(&f, "bob").await;
+    assert_eq!(
+        bob.call_ok("emit_to", json!(["alice", "dm", 1]))
+            .await
+            .unwrap(),
+        json!(2)
+    );
+    for alice in [&mut alice1, &mut alice2] {
+        assert_eq!(
+            alice.next_event().await.unwrap(),
+            json!({"event": "dm", "data": [1]})
+        );
+        alice.expect_nothing().await.unwrap();
+    }
+    bob.expect_nothing().await.unwrap();
+    assert_eq!(
+        bob.call_ok("emit_to", json!(["carol", "dm"]))
+            .await
+            .unwrap(),
+        json!(0)
+    );
+}
+
+#[tokio::test]
+async fn publish_with_auth_reaches_every_connection_of_the_user_once() {
+    let f = fixture(&["--auth"]);
+    let mut alice1 = user(&f, "alice").await;
+    let mut alice2 = user(&f, "alice").await;
+    let mut bob = user(&f, "bob").await;
+    assert_eq!(
+        bob.call_ok("publish", json!(["alice", "dm", "x"]))
+            .await
+            .unwrap(),
+        Value::Null
+    );
+    for alice in [&mut alice1, &mut alice2] {
+        assert_eq!(
+            alice.next_event().await.unwrap(),
+            json!({"event": "dm", "data": ["x"]})
+        );
+        alice.expect_nothing().await.unwrap();
+    }
+    bob.expect_nothing().await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_without_auth_is_an_error_reply() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    c.call_err("publish", json!(["bob", "dm", "x"]))
+        .await
+        .unwrap();
+    c.expect_nothing().await.unwrap();
+}
+
+#[tokio::test]
+async fn push_reaches_each_matching_subscription_once() {
+    let f = fixture(&[]);
+    let mut one_tag = conn(&f).await;
+    let mut two_tags = conn(&f).await;
+    let mut other_event = conn(&f).await;
+    one_tag.subscribe("score", &["a"]).await.unwrap();
+    two_tags.subscribe("score", &["b", "c"]).await.unwrap();
+    other_event.subscribe("goal", &["a"]).await.unwrap();
+    let pushed = other_event
+        .call_ok("push", json!(["score", ["a", "b", "c"], 42]))
+        .await;
+    assert_eq!(pushed.unwrap(), Value::Null);
+    for c in [&mut one_tag, &mut two_tags] {
+        assert_eq!(
+            c.next_event().await.unwrap(),
+            json!({"event": "score", "data": [42]})
+        );
+        c.expect_nothing().await.unwrap();
+    }
+    other_event.expect_nothing().await.unwrap();
+}
+
+#[tokio::test]
+async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    for tags in [&["private-x"][..], &["open", "private-y"][..]] {
+        let reply = c.subscription(true, "score", tags).await.unwrap();
+        let error = conformance::conn::error_of(&reply).unwrap();
+        assert_eq!(code(error), "rtm/forbidden", "{tags:?}");
+    }
+    c.subscribe("score", &["public-x", "xprivate-"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn panic_answers_internal_and_the_connection_and_server_keep_working() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    let error = c.call_err("panic", json!([])).await.unwrap();
+    assert_eq!(code(&error), "rtm/internal");
+    assert_eq!(
+        c.call_ok("echo", json!(["still here"])).await.unwrap(),
+        json!("still here")
+    );
+    let mut other = conn(&f).await;
+    assert_eq!(other.call_ok("add", json!([1, 1])).await.unwrap(), json!(2));
+}
+
+#[tokio::test]
+async fn sleep_runs_concurrently_so_a_later_call_can_answer_first() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    let slow = c.invoke("sleep", json!([300])).await.unwrap();
+    let fast = c.invoke("echo", json!(["fast"])).await.unwrap();
+    let first = c.next_frame().await.unwrap();
+    assert_eq!(first, json!({"id": fast, "data": "fast"}));
+    let second = c.next_frame().await.unwrap();
+    assert_eq!(second, json!({"id": slow, "data": 300}));
+}
+
+#[tokio::test]
+async fn whoami_is_null_without_auth() {
+    let f = fixture(&[]);
+    let mut c = conn(&f).await;
+    assert_eq!(c.call_ok("whoami", json!([])).await.unwrap(), Value::Null);
+}
+
+#[tokio::test]
+async fn whoami_is_the_authentication_data_with_auth() {
+    let f = fixture(&["--auth"]);
+    let mut c = user(&f, "alice").await;
+    assert_eq!(
+        c.call_ok("whoami", json!([])).await.unwrap(),
+        json!({"user": "alice"})
+    );
+}
+
+// ----- flags -----
+
+#[tokio::test]
+async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token() {
+    let f = fixture(&["--auth"]);
+    for token in ["alice", "user:", "User:alice"] {
+        let mut c = conn(&f).await;
+        let reply = c.auth(token).await.unwrap();
+        assert_eq!(
+            reply.get("error"),
+            Some(&json!({"code": "rtm/auth-rejected", "message": "bad token"})),
+            "{token:?}: {reply}"
+        );
+        assert_eq!(c.expect_close().await.unwrap(), 4003);
+    }
+}
+
+#[tokio::test]
+async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008() {
+    let f = fixture(&["--auth", "--auth-timeout-ms", "300"]);
+    let started = Instant::now();
+    let mut c = conn(&f).await;
+    assert_eq!(c.expect_close().await.unwrap(), 4008);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_over() {
+    let f = fixture(&["--max-frame-bytes", "512"]);
+    let frame = json!({"id": "1", "type": "invoke", "function": "echo", "data": ["PAD"]});
+    let mut at_limit = conn(&f).await;
+    at_limit
+        .send_text(&pad_to(&frame, 512).unwrap())
+        .await
+        .unwrap();
+    let reply = at_limit.next_frame().await.unwrap();
+    assert_eq!(reply["id"], json!("1"));
+    let mut over = conn(&f).await;
+    over.send_text(&pad_to(&frame, 513).unwrap()).await.unwrap();
+    assert_eq!(over.expect_close().await.unwrap(), 1009);
+}
+
+#[tokio::test]
+async fn max_in_flight_allows_exactly_n_calls_at_once() {
+    let f = fixture(&["--max-in-flight", "2"]);
+    let mut c = conn(&f).await;
+    let first = c.invoke("sleep", json!([300])).await.unwrap();
+    let second = c.invoke("sleep", json!([300])).await.unwrap();
+    let error = c.call_err("echo", json!([3])).await.unwrap();
+    assert_eq!(code(&error), "rtm/too-many-requests");
+    for id in [first, second] {
+        assert_eq!(c.reply_to(&id).await.unwrap()["data"], json!(300));
+    }
+    assert_eq!(c.call_ok("echo", json!([4])).await.unwrap(), json!(4));
+}
+
+#[tokio::test]
+async fn port_0_prints_the_real_port() {
+    let f = fixture(&[]);
+    assert_ne!(f.port(), 0);
+    assert_eq!(f.url(), format!("ws://127.0.0.1:{}/", f.port()));
+    let mut c = conn(&f).await;
+    assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
+}
+
+#[tokio::test]
+async fn an_explicit_port_is_the_one_listened_on_and_printed() {
+    let port = rtm_redis::testing::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let f = Fixture::spawn(FIXTURE_BIN, ["--runtime", "tokio", "--listen", &listen]).unwrap();
+    assert_eq!(f.url(), format!("ws://127.0.0.1:{port}/"));
+    let mut c = conn(&f).await;
+    assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
+}
+
+#[test]
+fn runtimes_other_than_tokio_exit_2_with_a_clear_message() {
+    for runtime in ["async-std", "smol"] {
+        let args = ["--runtime", runtime, "--listen", "127.0.0.1:0"];
+        let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
+        assert_eq!(exited.status.code(), Some(2), "{runtime}: {exited:?}");
+        assert!(exited.stdout.is_empty(), "{runtime}: {exited:?}");
+        assert!(
+            exited.stderr.contains("not available"),
+            "{runtime}: {exited:?}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Every case of `shared/vectors/protocol.jsonl`, over a real socket, against
+//! `rtm-fixture --runtime tokio` started with the case's flags.
+//!
+//! Each case gets its own fixture process (emit counts and events must not
+//! leak between cases); cases run [`PARALLEL`] at a time.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use common::FIXTURE_BIN;
+use conformance::{Fixture, SocketWire};
+use rtm_core::testkit::vectors::{parse_cases, run_case, Case};
+
+/// How many cases run at once (each waits on sockets far more than it computes).
+const PARALLEL: usize = 8;
+
+fn vectors_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/protocol.jsonl")
+}
+
+/// Starts a fixture for `case` and runs it over a socket.
+fn run_over_socket(case: &Case) -> Result<(), String> {
+    let fixture = Fixture::start(FIXTURE_BIN, case.fixture_flags())?;
+    let mut wire = SocketWire::connect(fixture.url())?;
+    run_case(case, &mut wire).map_err(|e| format!("{e}\n    fixture stderr: {}", fixture.stderr()))
+}
+
+/// Runs `cases` on [`PARALLEL`] threads; returns each case's name and outcome, in input order.
+fn run_all(cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
+    let queue = Arc::new(Mutex::new(cases.into_iter().enumerate()));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..PARALLEL)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let results = Arc::clone(&results);
+            std::thread::spawn(move || loop {
+                let next = queue.lock().unwrap().next();
+                let Some((n, case)) = next else { return };
+                let outcome = run_over_socket(&case);
+                results.lock().unwrap().push((n, case.name, outcome));
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut results = std::mem::take(&mut *results.lock().unwrap());
+    results.sort_by_key(|(n, _, _)| *n);
+    results
+        .into_iter()
+        .map(|(_, name, outcome)| (name, outcome))
+        .collect()
+}
+
+#[test]
+fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_tokio() {
+    let path = vectors_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    let cases = parse_cases(&text).unwrap();
+
+    let results = run_all(cases);
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| format!("{name}: {e}")))
+        .collect();
+
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed over a socket:\n  {}",
+        failures.len(),
+        results.len(),
+        failures.join("\n  ")
+    );
+    assert_eq!(
+        results.len(),
+        lines,
+        "every line of {} is a case that ran",
+        path.display()
+    );
+}
+
+/// The socket runner must fail loudly, not pass vacuously: each case is wrong on purpose.
+#[test]
+fn the_socket_runner_rejects_wrong_expectations() {
+    let wrong = [
+        r#"{"name":"wrong data","steps":[{"send":"{\"id\":\"1\",\"type\":\"invoke\",\"function\":\"echo\",\"data\":[1]}"},{"expect_frame":{"id":"1","data":2}}]}"#,
+        r#"{"name":"wrong close","steps":[{"send":"nope"},{"expect_close":1003}]}"#,
+        r#"{"name":"not nothing","steps":[{"send":"{\"id\":\"1\",\"type\":\"invoke\",\"function\":\"echo\"}"},{"expect_nothing":true}]}"#,
+        r#"{"name":"in-flight limit not set","steps":[{"send":"{\"id\":\"1\",\"type\":\"invoke\",\"function\":\"sleep\",\"data\":[100]}"},{"send":"{\"id\":\"2\",\"type\":\"invoke\",\"function\":\"sleep\",\"data\":[100]}"},{"send":"{\"id\":\"3\",\"type\":\"invoke\",\"function\":\"sleep\",\"data\":[100]}"},{"expect_error":{"id":"3","code":"rtm/too-many-requests"}}]}"#,
+    ];
+    let cases: Vec<Case> = wrong
+        .iter()
+        .map(|line| parse_cases(line).unwrap().remove(0))
+        .collect();
+    for (name, outcome) in run_all(cases) {
+        assert!(outcome.is_err(), "case {name:?} should fail");
+    }
+}
