@@ -37,12 +37,15 @@ fn arithmetic() -> ServerBuilder {
         .register("add", |_ctx: CallContext, (a, b): (i64, i64)| async move {
             Ok::<_, RtmError>(a + b)
         })
-        .register("sum", |_ctx: CallContext, (terms,): (Vec<i64>,)| async move {
-            Ok::<_, RtmError>(Sum {
-                total: terms.iter().sum(),
-                terms: terms.len(),
-            })
-        })
+        .register(
+            "sum",
+            |_ctx: CallContext, (terms,): (Vec<i64>,)| async move {
+                Ok::<_, RtmError>(Sum {
+                    total: terms.iter().sum(),
+                    terms: terms.len(),
+                })
+            },
+        )
 }
 
 async fn listen(builder: ServerBuilder) -> Listening {
@@ -145,9 +148,12 @@ async fn call_without_reply_within_the_call_timeout_fails_with_timeout() {
     )
     .await
     .unwrap();
-    let err = soon("the call timeout", client.call_wait::<Value, _>("hang", &NO_ARGS))
-        .await
-        .unwrap_err();
+    let err = soon(
+        "the call timeout",
+        client.call_wait::<Value, _>("hang", &NO_ARGS),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
     recv("the function to have run", &mut started_rx).await;
     // The connection is still usable.
@@ -182,7 +188,10 @@ async fn subscribe_gets_events_and_dropping_the_guard_unsubscribes() {
     // Events arrive in order: once the marker is here, the second alert was
     // dispatched too, to no one.
     assert_eq!(recv("the marker", &mut markers_rx).await, 1);
-    assert!(alerts_rx.try_recv().is_err(), "a dropped subscription got an event");
+    assert!(
+        alerts_rx.try_recv().is_err(),
+        "a dropped subscription got an event"
+    );
     client.close();
 }
 
@@ -295,14 +304,25 @@ async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect()
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::AuthRejected);
     assert_eq!(client.state(), ClientState::Closed);
-    let after = soon("a call after rejection", client.call_wait::<i64, _>("add", &(1, 2))).await;
+    let after = soon(
+        "a call after rejection",
+        client.call_wait::<i64, _>("add", &(1, 2)),
+    )
+    .await;
     assert_eq!(after.unwrap_err().code, ErrorCode::Closed);
     recv("the second auth call", &mut calls_rx).await;
 
     // Proving an absence needs some time to pass: ten reconnect delays.
     tokio::time::sleep(reconnect * 10).await;
-    assert_eq!(connects.load(Ordering::SeqCst), 2, "a rejected client reconnected");
-    assert!(calls_rx.try_recv().is_err(), "a rejected client authenticated again");
+    assert_eq!(
+        connects.load(Ordering::SeqCst),
+        2,
+        "a rejected client reconnected"
+    );
+    assert!(
+        calls_rx.try_recv().is_err(),
+        "a rejected client authenticated again"
+    );
 }
 
 #[tokio::test]
@@ -338,7 +358,9 @@ async fn calls_made_before_open_are_queued_and_flushed_once_open() {
 
     let mut first = Box::pin(client.call_wait::<i64, _>("add", &(1, 2)));
     assert!(poll!(first.as_mut()).is_pending());
-    soon("a queued call", client.call("note", &(7,))).await.unwrap();
+    soon("a queued call", client.call("note", &(7,)))
+        .await
+        .unwrap();
     let mut second = Box::pin(client.call_wait::<i64, _>("add", &(3, 4)));
     assert!(poll!(second.as_mut()).is_pending());
     assert_ne!(client.state(), ClientState::Open);
@@ -374,14 +396,20 @@ async fn offline_queue_accepts_its_bound_and_refuses_one_more_with_queue_full() 
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::QueueFull);
-    let err = soon("call_wait over the bound", client.call_wait::<Value, _>("note", &(99,)))
-        .await
-        .unwrap_err();
+    let err = soon(
+        "call_wait over the bound",
+        client.call_wait::<Value, _>("note", &(99,)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::QueueFull);
 
     // Closing fails what is still queued.
     client.close();
-    assert_eq!(soon("the queued call", last).await.unwrap_err().code, ErrorCode::Closed);
+    assert_eq!(
+        soon("the queued call", last).await.unwrap_err().code,
+        ErrorCode::Closed
+    );
 }
 
 #[tokio::test]
@@ -395,11 +423,17 @@ async fn close_fails_pending_calls_with_closed() {
     });
     recv("the function to start", &mut started_rx).await;
     client.close();
-    let err = soon("the pending call", waiting).await.unwrap().unwrap_err();
-    assert_eq!(err.code, ErrorCode::Closed);
-    let err = soon("a call after close", client.call_wait::<i64, _>("add", &(1, 2)))
+    let err = soon("the pending call", waiting)
         .await
+        .unwrap()
         .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Closed);
+    let err = soon(
+        "a call after close",
+        client.call_wait::<i64, _>("add", &(1, 2)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::Closed);
     assert_eq!(client.state(), ClientState::Closed);
 }

@@ -86,7 +86,10 @@ async fn client_reconnects_to_a_restarted_server_and_resumes() {
     let client = soon("connect", Client::connect(&first.url(), options))
         .await
         .unwrap();
-    assert_eq!(recv("the first auth", &mut auths_rx).await, json!("token-1"));
+    assert_eq!(
+        recv("the first auth", &mut auths_rx).await,
+        json!("token-1")
+    );
 
     let (scores, mut scores_rx) = unbounded_channel();
     let _sub = soon(
@@ -131,15 +134,21 @@ async fn client_reconnects_to_a_restarted_server_and_resumes() {
     assert_ne!(client.state(), ClientState::Open);
     let mut queued = Box::pin(client.call_wait::<i64, _>("add", &(20, 22)));
     assert!(poll!(queued.as_mut()).is_pending());
-    soon("a queued fire-and-forget call", client.call("note", &("while down",)))
-        .await
-        .unwrap();
+    soon(
+        "a queued fire-and-forget call",
+        client.call("note", &("while down",)),
+    )
+    .await
+    .unwrap();
 
     // The same address again.
     let second = start(addr, &probes).await;
     assert_eq!(soon("the queued call", queued).await.unwrap(), 42);
     assert_eq!(recv("the queued note", &mut notes_rx).await, "while down");
-    assert_eq!(recv("the second auth", &mut auths_rx).await, json!("token-1"));
+    assert_eq!(
+        recv("the second auth", &mut auths_rx).await,
+        json!("token-1")
+    );
     assert_eq!(client.state(), ClientState::Open);
 
     // The push subscription was re-sent before the queue was flushed, and
@@ -151,7 +160,10 @@ async fn client_reconnects_to_a_restarted_server_and_resumes() {
         .unwrap();
     assert_eq!(three, 3);
     // Only one `hang` ever ran: the invoke in flight at the drop was not re-sent.
-    assert!(hangs_rx.try_recv().is_err(), "an in-flight invoke was re-sent");
+    assert!(
+        hangs_rx.try_recv().is_err(),
+        "an in-flight invoke was re-sent"
+    );
     assert!(auths_rx.try_recv().is_err(), "more than one auth per open");
 
     client.close();

@@ -89,3 +89,40 @@ pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// Opens a raw WebSocket with small buffers, for tests holding thousands.
+pub async fn raw_connect_small(url: &str) -> Ws {
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = soon(
+        "websocket handshake",
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    ws
+}
+
+/// Opens `count` raw sockets, `batch` handshakes at a time.
+pub async fn raw_connect_many(url: &str, count: usize, batch: usize) -> Vec<Ws> {
+    let mut sockets = Vec::with_capacity(count);
+    while sockets.len() < count {
+        let n = batch.min(count - sockets.len());
+        let opened = futures_util::future::join_all((0..n).map(|_| raw_connect_small(url))).await;
+        sockets.extend(opened);
+    }
+    sockets
+}
+
+/// Waits until `rx` delivered `count` values, loudly.
+pub async fn recv_n<T>(what: &str, count: usize, rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) {
+    soon(what, async {
+        for _ in 0..count {
+            rx.recv()
+                .await
+                .unwrap_or_else(|| panic!("channel closed waiting for {what}"));
+        }
+    })
+    .await;
+}
