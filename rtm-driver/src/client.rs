@@ -62,6 +62,9 @@ struct Listeners {
     events: HashMap<String, Vec<(u64, Callback)>>,
     lifecycle: Vec<async_channel::Sender<ClientEvent>>,
     state: Option<ClientState>,
+    /// Push guards alive per (event, tag): the server is told to unsubscribe
+    /// a tag only when the last guard holding it is dropped.
+    push_guards: HashMap<(String, String), usize>,
 }
 
 /// A connected (or connecting) client: cloneable; the connection closes when
@@ -172,6 +175,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let mut push = self.push.take();
         if let Some(listeners) = self.listeners.upgrade() {
             let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(list) = l.events.get_mut(&self.event) {
@@ -180,8 +184,24 @@ impl Drop for Subscription {
                     l.events.remove(&self.event);
                 }
             }
+            if let Some((tags, _)) = &mut push {
+                // Keep the tags another guard still holds.
+                tags.retain(|tag| {
+                    let key = (self.event.clone(), tag.clone());
+                    match l.push_guards.get_mut(&key) {
+                        Some(count) if *count > 1 => {
+                            *count -= 1;
+                            false
+                        }
+                        _ => {
+                            l.push_guards.remove(&key);
+                            true
+                        }
+                    }
+                });
+            }
         }
-        if let Some((tags, commands)) = self.push.take() {
+        if let Some((tags, commands)) = push.filter(|(tags, _)| !tags.is_empty()) {
             let _ = commands.try_send(Command::UnsubscribePush {
                 event: std::mem::take(&mut self.event),
                 tags,
@@ -341,6 +361,14 @@ impl ClientHandle {
             reply,
         })?;
         let mut guard = self.subscribe(event, callback);
+        {
+            let mut l = self.lock();
+            for tag in &tags {
+                *l.push_guards
+                    .entry((event.to_owned(), tag.clone()))
+                    .or_default() += 1;
+            }
+        }
         guard.push = Some((tags, self.commands.clone()));
         result.await.unwrap_or_else(|_| Err(closed()))?;
         Ok(guard)
