@@ -437,3 +437,34 @@ async fn close_fails_pending_calls_with_closed() {
     assert_eq!(err.code, ErrorCode::Closed);
     assert_eq!(client.state(), ClientState::Closed);
 }
+
+#[tokio::test]
+async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other() {
+    let server = listen(arithmetic()).await;
+    let client = Client::connect(&server.url(), options()).await.unwrap();
+    let (scores, mut scores_rx) = unbounded_channel();
+    let first = soon(
+        "the first subscription",
+        client.subscribe_push("score", &["m1"], |(_,): (u32,)| {}),
+    )
+    .await
+    .unwrap();
+    let _second = soon(
+        "the second subscription",
+        client.subscribe_push("score", &["m1"], move |(score,): (u32,)| {
+            let _ = scores.send(score);
+        }),
+    )
+    .await
+    .unwrap();
+    drop(first);
+    // Frames are handled in order: after this reply, any unsubscribe is done.
+    let _: i64 = soon("add", client.call_wait("add", &(1, 1))).await.unwrap();
+    let tags = ["m1".to_owned()];
+    assert_eq!(server.handle().push("score", &tags, &(5,)).unwrap(), 1);
+    assert_eq!(
+        recv("a push to the remaining guard", &mut scores_rx).await,
+        5
+    );
+    client.close();
+}
