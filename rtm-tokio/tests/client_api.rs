@@ -468,3 +468,48 @@ async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other() {
     );
     client.close();
 }
+
+#[tokio::test]
+async fn call_timeout_fires_even_when_the_server_stops_reading() {
+    // A WebSocket server that upgrades, then never reads: the socket fills up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (held, mut held_rx) = unbounded_channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let _ = held.send(());
+        std::future::pending::<()>().await;
+        drop(ws);
+    });
+    let client = Client::connect(
+        &format!("ws://{addr}/"),
+        options().call_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    recv("the upgrade", &mut held_rx).await;
+    let big = "x".repeat(512 * 1024);
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let client = client.clone();
+            let big = big.clone();
+            tokio::spawn(async move { client.call_wait::<Value, _>("f", &(big,)).await })
+        })
+        .collect();
+    for call in calls {
+        let err = soon("the call timeout", call).await.unwrap().unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout);
+    }
+    client.close();
+    assert_eq!(
+        soon(
+            "a call after close",
+            client.call_wait::<Value, _>("f", &NO_ARGS)
+        )
+        .await
+        .unwrap_err()
+        .code,
+        ErrorCode::Closed
+    );
+}

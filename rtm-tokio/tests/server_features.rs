@@ -220,6 +220,11 @@ async fn heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings() {
     // makes a peer that never answers.
     let mut silent = raw_connect(&format!("{}?silent", server.url())).await;
     let mut alive = raw_connect(&format!("{}?alive", server.url())).await;
+    // Our client answers pings by itself.
+    let client = Client::connect(&format!("{}?client", server.url()), options())
+        .await
+        .unwrap();
+    let lifecycle = client.lifecycle();
 
     // Reading the live peer answers its pings; count enough of them to span
     // twice the silence deadline.
@@ -243,10 +248,15 @@ async fn heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings() {
     );
     assert_eq!(
         server.handle().connection_count(),
-        1,
-        "the live peer was closed"
+        2,
+        "a live peer was closed"
     );
     assert!(gone_rx.try_recv().is_err());
+    assert!(
+        lifecycle.try_recv().is_err(),
+        "the client's connection changed"
+    );
+    client.close();
 
     // What the silent peer finds once it reads: pings, then the close.
     assert_eq!(expect_close(&mut silent).await.0, 1001);
