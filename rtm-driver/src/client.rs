@@ -6,13 +6,13 @@
 //! schedule) lives in the core; this task only moves bytes, runs the timer
 //! and dispatches events to callbacks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use rtm_core::client::{CallId, ClientEvent, ClientState};
 use rtm_core::{Args, Client, ClientConfig, ClientOutput, ErrorCode, RtmError};
 use serde::de::DeserializeOwned;
@@ -62,6 +62,9 @@ struct Listeners {
     events: HashMap<String, Vec<(u64, Callback)>>,
     lifecycle: Vec<async_channel::Sender<ClientEvent>>,
     state: Option<ClientState>,
+    /// Push guards alive per (event, tag): the server is told to unsubscribe
+    /// a tag only when the last guard holding it is dropped.
+    push_guards: HashMap<(String, String), usize>,
 }
 
 /// A connected (or connecting) client: cloneable; the connection closes when
@@ -172,6 +175,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let mut push = self.push.take();
         if let Some(listeners) = self.listeners.upgrade() {
             let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(list) = l.events.get_mut(&self.event) {
@@ -180,8 +184,24 @@ impl Drop for Subscription {
                     l.events.remove(&self.event);
                 }
             }
+            if let Some((tags, _)) = &mut push {
+                // Keep the tags another guard still holds.
+                tags.retain(|tag| {
+                    let key = (self.event.clone(), tag.clone());
+                    match l.push_guards.get_mut(&key) {
+                        Some(count) if *count > 1 => {
+                            *count -= 1;
+                            false
+                        }
+                        _ => {
+                            l.push_guards.remove(&key);
+                            true
+                        }
+                    }
+                });
+            }
         }
-        if let Some((tags, commands)) = self.push.take() {
+        if let Some((tags, commands)) = push.filter(|(tags, _)| !tags.is_empty()) {
             let _ = commands.try_send(Command::UnsubscribePush {
                 event: std::mem::take(&mut self.event),
                 tags,
@@ -205,6 +225,8 @@ impl ClientHandle {
             replies: HashMap::new(),
             stream: None,
             sink: None,
+            unsent: VecDeque::new(),
+            unflushed: false,
             connecting: None,
         };
         runtime.spawn(Box::pin(driver.run()));
@@ -341,6 +363,14 @@ impl ClientHandle {
             reply,
         })?;
         let mut guard = self.subscribe(event, callback);
+        {
+            let mut l = self.lock();
+            for tag in &tags {
+                *l.push_guards
+                    .entry((event.to_owned(), tag.clone()))
+                    .or_default() += 1;
+            }
+        }
         guard.push = Some((tags, self.commands.clone()));
         result.await.unwrap_or_else(|_| Err(closed()))?;
         Ok(guard)
@@ -386,13 +416,42 @@ struct Driver {
     replies: HashMap<CallId, Reply>,
     stream: Option<IncomingStream>,
     sink: Option<OutgoingSink>,
+    /// Frames not yet handed to the sink. Writing happens inside `wait`, next
+    /// to everything else, so a server that stops reading (a full socket)
+    /// cannot stall timers, incoming frames or commands.
+    unsent: VecDeque<Outgoing>,
+    /// Frames handed to the sink but not flushed yet.
+    unflushed: bool,
     connecting: Option<BoxFuture<Result<(IncomingStream, OutgoingSink), String>>>,
+}
+
+/// Hands `unsent` to `sink` and flushes it; completes when all is written.
+async fn write_all(
+    sink: &mut OutgoingSink,
+    unsent: &mut VecDeque<Outgoing>,
+    unflushed: &mut bool,
+) -> Result<(), WriteError> {
+    loop {
+        if unsent.is_empty() {
+            if *unflushed {
+                std::future::poll_fn(|cx| sink.as_mut().poll_flush(cx)).await?;
+                *unflushed = false;
+            }
+            return Ok(());
+        }
+        std::future::poll_fn(|cx| sink.as_mut().poll_ready(cx)).await?;
+        if let Some(message) = unsent.pop_front() {
+            sink.as_mut().start_send(message)?;
+            *unflushed = true;
+        }
+    }
 }
 
 enum Wake {
     Command(Option<Command>),
     Incoming(Option<Incoming>),
     Connected(Result<(IncomingStream, OutgoingSink), String>),
+    Written(Result<(), WriteError>),
     Timer,
 }
 
@@ -434,6 +493,11 @@ impl Driver {
                     self.core.handle_open(now);
                 }
                 Wake::Connected(Err(err)) => self.core.handle_close(None, &err, now),
+                Wake::Written(Ok(())) => {}
+                Wake::Written(Err(err)) => {
+                    self.drop_socket();
+                    self.core.handle_close(None, &err.to_string(), now);
+                }
                 Wake::Timer => self.core.handle_timeout(now),
             }
         }
@@ -467,13 +531,27 @@ impl Driver {
         }
         .boxed()
         .fuse();
+        let sink = self.sink.as_mut();
+        let (unsent, unflushed) = (&mut self.unsent, &mut self.unflushed);
+        let mut written = async move {
+            match sink {
+                Some(sink) if !unsent.is_empty() || *unflushed => {
+                    write_all(sink, unsent, unflushed).await
+                }
+                _ => std::future::pending().await,
+            }
+        }
+        .boxed()
+        .fuse();
+        // Writing first: a flood of incoming frames must not starve it.
         let wake = futures_util::select_biased! {
+            w = written => Wake::Written(w),
             m = incoming => Wake::Incoming(m),
             c = connected => Wake::Connected(c),
             c = command => Wake::Command(c.ok()),
             () = sleep => Wake::Timer,
         };
-        drop((incoming, connected));
+        drop((incoming, connected, written));
         if matches!(wake, Wake::Connected(_)) {
             self.connecting = None;
         }
@@ -521,6 +599,8 @@ impl Driver {
     fn drop_socket(&mut self) {
         self.stream = None;
         self.sink = None;
+        self.unsent.clear();
+        self.unflushed = false;
     }
 
     async fn drain(&mut self) {
@@ -531,22 +611,18 @@ impl Driver {
                     self.connecting = Some((self.connector)());
                 }
                 ClientOutput::Transmit(frame) => {
-                    let Some(sink) = self.sink.as_mut() else {
-                        continue;
-                    };
-                    if let Err(err) = sink.send(Outgoing::Text(frame)).await {
-                        self.drop_socket();
-                        self.core
-                            .handle_close(None, &err.to_string(), Instant::now());
+                    // Written by `wait`; without a socket there is no one to send to.
+                    if self.sink.is_some() {
+                        self.unsent.push_back(Outgoing::Text(frame));
                     }
                 }
                 ClientOutput::Disconnect => {
                     if let Some(sink) = self.sink.as_mut() {
-                        let close = Outgoing::Close(1000, String::new());
+                        self.unsent.push_back(Outgoing::Close(1000, String::new()));
                         let _ = crate::runtime::timeout(
                             &*self.runtime,
                             Duration::from_secs(1),
-                            sink.send(close),
+                            write_all(sink, &mut self.unsent, &mut self.unflushed),
                         )
                         .await;
                     }

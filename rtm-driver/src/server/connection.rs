@@ -114,12 +114,21 @@ impl ServerHandle {
                     outgoing.flush().await.map_err(|_| ())
                 };
                 // A close on the urgent lane interrupts a write stuck on a full socket.
-                let urgent = urgent_rx.recv();
-                futures_util::pin_mut!(write, urgent);
-                match select(write, urgent).await {
-                    Either::Left((Ok(()), _)) => {}
-                    _ => break,
+                let interrupted = {
+                    let urgent = urgent_rx.recv();
+                    futures_util::pin_mut!(write, urgent);
+                    match select(write, urgent).await {
+                        Either::Left((Ok(()), _)) => continue,
+                        Either::Left((Err(()), _)) => None,
+                        Either::Right((close, _)) => close.ok(),
+                    }
+                };
+                // The socket is full, which is why the close jumped the queue: give
+                // a slow but live peer a bounded chance to read up to it (1013).
+                if let Some(close) = interrupted {
+                    let _ = timeout(&*shared.runtime, CLOSE_GRACE, outgoing.send(close)).await;
                 }
+                break;
             }
         };
         let reader = async {
