@@ -83,6 +83,10 @@ impl Args {
     /// let (a, b): (i64, i64) = args.deserialize().unwrap();
     /// assert_eq!(a + b, 3);
     /// assert!(rtm_core::Args::from_json(bytes::Bytes::from_static(b"{}")).is_err());
+    /// // No arguments: `()` encodes as `[]` and decodes from it.
+    /// let none = rtm_core::Args::encode(&()).unwrap();
+    /// assert_eq!(none.as_str(), "[]");
+    /// let () = none.deserialize().unwrap();
     /// ```
     pub fn from_json(json: Bytes) -> Result<Self, RtmError> {
         let raw: &RawValue = serde_json::from_slice(&json)
@@ -97,6 +101,10 @@ impl Args {
     pub fn encode<T: Serialize + ?Sized>(args: &T) -> Result<Self, RtmError> {
         let json = serde_json::to_vec(args)
             .map_err(|e| RtmError::bad_request(format!("arguments cannot be encoded: {e}")))?;
+        if json == b"null" {
+            // `()`: no arguments.
+            return Ok(Args::empty());
+        }
         if json.first() != Some(&b'[') {
             return Err(RtmError::bad_request(
                 "arguments must serialize to a JSON array (a tuple, Vec or slice)",
@@ -118,9 +126,19 @@ impl Args {
 
     /// Deserializes the array, typically into a tuple or a `Vec<Value>`.
     /// A mismatch is `rtm/bad-request`.
+    ///
+    /// `()` accepts the empty array, so a function without arguments can say so.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, RtmError> {
-        serde_json::from_slice(&self.0)
-            .map_err(|e| RtmError::bad_request(format!("invalid arguments: {e}")))
+        serde_json::from_slice(&self.0).or_else(|e| {
+            let empty = self
+                .0
+                .iter()
+                .all(|b| matches!(b, b'[' | b']' | b' ' | b'\t' | b'\n' | b'\r'));
+            match serde_json::from_slice::<T>(b"null") {
+                Ok(unit) if empty => Ok(unit),
+                _ => Err(RtmError::bad_request(format!("invalid arguments: {e}"))),
+            }
+        })
     }
 
     /// The underlying bytes.
