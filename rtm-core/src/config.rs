@@ -10,7 +10,8 @@ pub struct Limits {
     /// Invokes (and subscribe authorizations) in flight per connection (default 256);
     /// more get `rtm/too-many-requests`.
     pub max_in_flight: u32,
-    /// Frames queued for one connection before it is closed as a slow consumer (default 1024).
+    /// Frames queued for one connection (beyond the one being written) before it is
+    /// closed as a slow consumer (default 1024).
     /// Enforced by the adapter's outbound queue.
     pub outbound_queue: usize,
     /// Connections a server holds at once (default 100,000); more are refused with 1013.

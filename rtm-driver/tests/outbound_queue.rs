@@ -1,0 +1,80 @@
+//! The outbound queue bound, at its edge, with an in-memory transport whose
+//! sink never accepts a write (a peer that stopped reading).
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Sink;
+use rtm_core::ConnMeta;
+use rtm_driver::{Incoming, Outgoing, ServerBuilder, ServerHandle};
+use rtm_runtime::TokioRuntime;
+
+/// A sink that is never ready, and says when a write first waits on it.
+struct StuckSink {
+    waiting: Arc<AtomicBool>,
+}
+
+impl Sink<Outgoing> for StuckSink {
+    type Error = ();
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.waiting.store(true, Ordering::SeqCst);
+        Poll::Pending
+    }
+    fn start_send(self: Pin<&mut Self>, _: Outgoing) -> Result<(), ()> {
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Pending
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Pending
+    }
+}
+
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+fn emit(server: &ServerHandle) -> usize {
+    server.emit("tick", |_| true, &[1]).unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_holds_exactly_outbound_queue_frames_beyond_the_one_being_written() {
+    const BOUND: usize = 4;
+    let server = ServerBuilder::new()
+        .outbound_queue(BOUND)
+        .heartbeat(None)
+        .start(Arc::new(TokioRuntime::current()));
+    let waiting = Arc::new(AtomicBool::new(false));
+    let (_peer, incoming) = futures_channel::mpsc::unbounded::<Incoming>();
+    let sink = StuckSink {
+        waiting: waiting.clone(),
+    };
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve(incoming, sink, ConnMeta::default()).await });
+    until("the connection is open", || server.connection_count() == 1).await;
+
+    // The first frame leaves the queue and blocks in the socket write.
+    assert_eq!(emit(&server), 1);
+    until("the writer waits on the socket", || {
+        waiting.load(Ordering::SeqCst)
+    })
+    .await;
+    // Exactly BOUND more fit in the queue.
+    for _ in 0..BOUND {
+        assert_eq!(emit(&server), 1);
+    }
+    assert_eq!(server.connection_count(), 1, "closed before the bound");
+    // One more is over the bound: the connection is closed as a slow consumer.
+    emit(&server);
+    assert_eq!(server.connection_count(), 0, "not closed past the bound");
+}
