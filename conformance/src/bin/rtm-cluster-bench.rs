@@ -268,7 +268,11 @@ async fn connect_users(url: &str, n: usize) -> Result<Vec<Ws>, String> {
 
 /// Publishes warm-up events to every user until every receiver has one, so
 /// that every subscription is in place in Redis before measuring.
-async fn warm_up(server: &ServerHandle, users: &[String], progress: &Progress) -> Result<(), String> {
+async fn warm_up(
+    server: &ServerHandle,
+    users: &[String],
+    progress: &Progress,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while progress.warmed.load(Ordering::SeqCst) < users.len() as u64 {
         if Instant::now() > deadline {
