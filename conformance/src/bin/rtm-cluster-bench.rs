@@ -26,6 +26,7 @@ use rtm_redis::testing::{RedisServer, REDIS_URL_ENV};
 use rtm_redis::{RedisBroker, RedisBrokerConfig};
 use rtm_tokio::{Listening, Server, ServerBuilderExt, ServerHandle, TokioRuntime};
 use tokio::sync::{watch, Notify};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The sequence number of warm-up publishes (ignored by the measurement).
@@ -154,6 +155,8 @@ async fn run(args: Args) -> Result<(), String> {
     warm_up(&publisher, &names, &progress).await?;
 
     let errors_before = publisher.broker_errors();
+    let redis_pid = _owned.as_ref().and_then(RedisServer::pid);
+    let cpu_before = (cpu_seconds(None), redis_pid.and_then(|p| cpu_seconds(Some(p))));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let (sent, publish_errors) = if args.rate == 0 {
@@ -179,6 +182,13 @@ async fn run(args: Args) -> Result<(), String> {
             last = last.max(at);
         }
     }
+    let cpu = cpu_seconds(None)
+        .zip(cpu_before.0)
+        .map(|(after, before)| after - before);
+    let redis_cpu = redis_pid
+        .and_then(|p| cpu_seconds(Some(p)))
+        .zip(cpu_before.1)
+        .map(|(after, before)| after - before);
     latencies.sort_unstable();
     let received = latencies.len() as u64;
     let elapsed = last.max(publish_ended) - started;
@@ -206,6 +216,18 @@ async fn run(args: Args) -> Result<(), String> {
         sent.saturating_sub(received),
         progress.closed.load(Ordering::Relaxed)
     );
+    if let Some(cpu) = cpu {
+        let per = |seconds: f64| seconds * 1e6 / received.max(1) as f64;
+        let redis = match redis_cpu {
+            Some(r) => format!(", redis-server {r:.2} s ({:.1} us/delivery)", per(r)),
+            None => String::new(),
+        };
+        println!(
+            "cpu: this process {cpu:.2} s ({:.1} us/delivery){redis}; load average {}",
+            per(cpu),
+            load_average()
+        );
+    }
     server2.shutdown().await;
     server1.shutdown().await;
     Ok(())
@@ -246,7 +268,10 @@ async fn connect_users(url: &str, n: usize) -> Result<Vec<Ws>, String> {
     let mut sockets = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let batch = futures_util::future::join_all(chunk.iter().map(|&i| async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            // tungstenite zero-fills the whole read buffer before every read
+            // (128 KiB by default): a small one keeps the receivers cheap.
+            let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
             let auth = format!(r#"{{"id":"a","type":"auth","data":["user:u{i}"]}}"#);
@@ -433,4 +458,26 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
+}
+
+/// User + system CPU seconds of `pid` (this process if `None`), from /proc.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Clock ticks; 100 per second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
