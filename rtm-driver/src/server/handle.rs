@@ -25,6 +25,9 @@ use crate::transport::Outgoing;
 /// Publishes handed to the broker and not yet confirmed, at most.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 4096;
 
+/// Broker events handled under one lock of the server state, at most.
+const MAX_BROKER_EVENTS_PER_LOCK: usize = 256;
+
 /// The two ways into a connection's writer: the ordered, bounded queue, and
 /// a one-slot lane for a close that must get through when the queue is full.
 pub(crate) struct ConnSender {
@@ -358,22 +361,35 @@ impl ServerHandle {
         }));
         let handle = self.clone();
         self.shared.runtime.spawn(Box::pin(async move {
-            while let Ok(event) = events_rx.recv().await {
-                match event {
-                    BrokerEvent::Message { topic, payload } => {
-                        let result = handle
-                            .shared
-                            .with_core(|core| core.handle_broker_message(topic.as_str(), payload));
-                        if let Err(err) = result {
-                            tracing::warn!(%err, %topic, "broker message dropped");
-                        }
-                    }
-                    BrokerEvent::State(state) => {
-                        let up = state == BrokerState::Up;
-                        tracing::info!(?state, "broker state");
-                        handle.shared.with_core(|core| core.handle_broker_state(up));
+            let mut batch = Vec::with_capacity(MAX_BROKER_EVENTS_PER_LOCK);
+            while let Ok(first) = events_rx.recv().await {
+                // Everything that arrived meanwhile, in order, under one lock:
+                // fewer lock round trips, and each connection's writer finds
+                // a burst to send with one flush.
+                batch.push(first);
+                while batch.len() < MAX_BROKER_EVENTS_PER_LOCK {
+                    match events_rx.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
                     }
                 }
+                handle.shared.with_core(|core| {
+                    for event in batch.drain(..) {
+                        match event {
+                            BrokerEvent::Message { topic, payload } => {
+                                if let Err(err) =
+                                    core.handle_broker_message(topic.as_str(), payload)
+                                {
+                                    tracing::warn!(%err, %topic, "broker message dropped");
+                                }
+                            }
+                            BrokerEvent::State(state) => {
+                                tracing::info!(?state, "broker state");
+                                core.handle_broker_state(state == BrokerState::Up);
+                            }
+                        }
+                    }
+                });
             }
         }));
     }
