@@ -109,8 +109,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let seconds = args.seconds.clamp(1, 120);
     let users = args.users.max(1);
-    // Keep the private Redis alive for the whole run.
-    let mut _owned = None;
+    // Keeps the private Redis alive for the whole run.
+    let mut owned = None;
     let url = match args
         .redis
         .clone()
@@ -120,7 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
         None => {
             let server = RedisServer::start()?;
             let url = server.url();
-            _owned = Some(server);
+            owned = Some(server);
             url
         }
     };
@@ -155,8 +155,11 @@ async fn run(args: Args) -> Result<(), String> {
     warm_up(&publisher, &names, &progress).await?;
 
     let errors_before = publisher.broker_errors();
-    let redis_pid = _owned.as_ref().and_then(RedisServer::pid);
-    let cpu_before = (cpu_seconds(None), redis_pid.and_then(|p| cpu_seconds(Some(p))));
+    let redis_pid = owned.as_ref().and_then(RedisServer::pid);
+    let cpu_before = (
+        cpu_seconds(None),
+        redis_pid.and_then(|p| cpu_seconds(Some(p))),
+    );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let (sent, publish_errors) = if args.rate == 0 {
@@ -269,8 +272,9 @@ async fn connect_users(url: &str, n: usize) -> Result<Vec<Ws>, String> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let batch = futures_util::future::join_all(chunk.iter().map(|&i| async move {
             // tungstenite zero-fills the whole read buffer before every read
-            // (128 KiB by default): a small one keeps the receivers cheap.
-            let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+            // (128 KiB by default): a small one keeps the receivers cheap (a read still
+            // takes ~80 events).
+            let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
             let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
