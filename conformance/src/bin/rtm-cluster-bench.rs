@@ -365,8 +365,8 @@ async fn closed_loop(
             progress.waiting.store(false, Ordering::SeqCst);
             continue;
         }
-        // Up to 64 at a time, then let the other tasks run.
-        for _ in 0..(window - in_flight).min(64) {
+        // Up to 512 at a time, then let the other tasks run.
+        for _ in 0..(window - in_flight).min(512) {
             match publish_one(server, users, progress, sent) {
                 Ok(_) => sent += 1,
                 Err(_) => errors += 1,
