@@ -14,6 +14,7 @@ use rtm_core::Topic;
 
 use crate::config::RedisBrokerConfig;
 use crate::driver;
+use crate::publisher::{self, Queued};
 use rtm_core::Runtime;
 
 /// A [`Broker`] over Redis pub/sub.
@@ -22,6 +23,9 @@ use rtm_core::Runtime;
 /// background task and closes its connections.
 pub struct RedisBroker {
     shared: Arc<Shared>,
+    /// Publishes in call order, for the publisher task (which ends when this drops).
+    queue: UnboundedSender<Queued>,
+    queue_rx: Mutex<Option<UnboundedReceiver<Queued>>>,
 }
 
 /// Counters for observability; a snapshot from [`RedisBroker::stats`].
@@ -141,7 +145,10 @@ impl RedisBroker {
             NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
         );
         let control = Topic::control(&config.namespace, &config.server_id);
+        let (queue, queue_rx) = futures_channel::mpsc::unbounded();
         Ok(Self {
+            queue,
+            queue_rx: Mutex::new(Some(queue_rx)),
             shared: Arc::new(Shared {
                 config,
                 client,
@@ -343,9 +350,14 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let shared = &self.shared;
             let signals = lock(&shared.signals_rx).take();
-            let (Some(signals), Ok(())) = (signals, shared.sink.set(sink)) else {
+            let queue = lock(&self.queue_rx).take();
+            let (Some(signals), Some(queue), Ok(())) = (signals, queue, shared.sink.set(sink))
+            else {
                 return Err(BrokerError::Failed("broker already started".into()));
             };
+            shared
+                .runtime
+                .spawn(Box::pin(publisher::run(shared.clone(), queue)));
             let (first_tx, first_rx) = oneshot::channel();
             shared
                 .runtime
@@ -357,41 +369,40 @@ impl Broker for RedisBroker {
         })
     }
 
+    /// Queues the publish at once: publishes reach Redis in call order, even
+    /// when their futures are polled out of order (or not awaited one by one).
     fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
         let shared = &self.shared;
-        let publisher = {
+        let refused = {
             let live = lock(&shared.live);
             match (&live.state, &live.publisher) {
-                (BrokerState::Up, Some(conn)) => Ok(conn.clone()),
-                (BrokerState::Down { reason }, _) => Err(reason.clone()),
-                (BrokerState::Up, None) => Err("no connection".to_string()),
+                (BrokerState::Up, Some(_)) => None,
+                (BrokerState::Down { reason }, _) => Some(reason.clone()),
+                (BrokerState::Up, None) => Some("no connection".to_string()),
             }
         };
+        if let Some(reason) = refused {
+            shared
+                .counters
+                .publish_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return Box::pin(std::future::ready(Err(BrokerError::Unavailable(reason))));
+        }
+        let (done, answer) = oneshot::channel();
         let cmd = shared.publish_cmd(topic, &payload);
+        if self.queue.unbounded_send(Queued { cmd, done }).is_err() {
+            shared
+                .counters
+                .publish_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return Box::pin(std::future::ready(Err(BrokerError::Unavailable(
+                "publisher stopped".into(),
+            ))));
+        }
         Box::pin(async move {
-            let counters = &shared.counters;
-            let mut conn = match publisher {
-                Ok(conn) => conn,
-                Err(reason) => {
-                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(BrokerError::Unavailable(reason));
-                }
-            };
-            match cmd.query_async::<Value>(&mut conn).await {
-                Ok(_) => {
-                    counters.published.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-                Err(e) => {
-                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    let _ = shared.signals.unbounded_send(Signal::Check);
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                        Err(BrokerError::Unavailable(e.to_string()))
-                    } else {
-                        Err(BrokerError::Failed(e.to_string()))
-                    }
-                }
-            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("publisher stopped".into())))
         })
     }
 

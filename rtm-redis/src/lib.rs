@@ -62,6 +62,7 @@
 mod broker;
 mod config;
 mod driver;
+mod publisher;
 #[cfg(feature = "testing")]
 pub mod testing;
 

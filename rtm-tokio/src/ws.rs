@@ -16,7 +16,8 @@ pub(crate) fn server_ws_config(handle: &ServerHandle) -> WebSocketConfig {
     let max = handle.config().limits.max_frame_bytes;
     WebSocketConfig::default()
         .read_buffer_size(handle.transport().read_buffer_bytes)
-        .write_buffer_size(0)
+        // Frames gather until the writer's flush (up to 16 KiB): one send per burst.
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }

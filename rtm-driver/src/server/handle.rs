@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-use rtm_core::broker::{Broker, BrokerEvent, BrokerState};
+use futures_util::future::{select, Either};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use rtm_core::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_core::{
     Args, BrokerCommand, CloseCode, ConnId, ConnInfo, ErrorCode, FunctionId, RtmError, Server,
     ServerConfig, ServerOutput,
@@ -19,6 +21,12 @@ use crate::function::{CallContext, ErasedFunction};
 use crate::runtime::RuntimeRef;
 use crate::server::builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
 use crate::transport::Outgoing;
+
+/// Publishes handed to the broker and not yet confirmed, at most.
+const MAX_PUBLISHES_IN_FLIGHT: usize = 4096;
+
+/// Broker events handled under one lock of the server state, at most.
+const MAX_BROKER_EVENTS_PER_LOCK: usize = 256;
 
 /// The two ways into a connection's writer: the ordered, bounded queue, and
 /// a one-slot lane for a close that must get through when the queue is full.
@@ -293,39 +301,95 @@ impl ServerHandle {
                     .shared
                     .with_core(|core| core.handle_broker_state(false));
             }
-            // Commands run in order: Publish order per server is kept.
-            while let Ok(command) = commands.recv().await {
+            let failed = |err: BrokerError, command: &dyn std::fmt::Debug| {
+                handle.shared.broker_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%err, ?command, "broker operation failed");
+            };
+            // Commands start in order. Publishes are not awaited one by one:
+            // brokers queue a publish when it is called (MemoryHub and
+            // RedisBroker do), so Publish order per server is kept while many
+            // are in flight. A subscribe or unsubscribe first waits for every
+            // earlier publish, so their relative order is kept too.
+            let mut publishing = FuturesOrdered::new();
+            loop {
+                let command = if publishing.is_empty() {
+                    commands.recv().await.ok()
+                } else if publishing.len() >= MAX_PUBLISHES_IN_FLIGHT {
+                    if let Some((topic, Err(err))) = publishing.next().await {
+                        failed(err, &topic);
+                    }
+                    continue;
+                } else {
+                    let recv = commands.recv();
+                    futures_util::pin_mut!(recv);
+                    match select(recv, publishing.next()).await {
+                        Either::Left((command, _)) => command.ok(),
+                        Either::Right((done, _)) => {
+                            if let Some((topic, Err(err))) = done {
+                                failed(err, &topic);
+                            }
+                            continue;
+                        }
+                    }
+                };
+                let Some(command) = command else { break };
+                if let BrokerCommand::Publish { topic, payload } = command {
+                    let publish = broker.publish(&topic, payload);
+                    publishing.push_back(publish.map(move |result| (topic, result)));
+                    continue;
+                }
+                while let Some(done) = publishing.next().await {
+                    if let (topic, Err(err)) = done {
+                        failed(err, &topic);
+                    }
+                }
                 let result = match &command {
                     BrokerCommand::Subscribe(topic) => broker.subscribe(topic).await,
                     BrokerCommand::Unsubscribe(topic) => broker.unsubscribe(topic).await,
-                    BrokerCommand::Publish { topic, payload } => {
-                        broker.publish(topic, payload.clone()).await
-                    }
+                    BrokerCommand::Publish { .. } => Ok(()),
                 };
                 if let Err(err) = result {
-                    handle.shared.broker_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%err, ?command, "broker operation failed");
+                    failed(err, &command);
+                }
+            }
+            // The server is gone: let the publishes already started finish.
+            while let Some(done) = publishing.next().await {
+                if let (topic, Err(err)) = done {
+                    failed(err, &topic);
                 }
             }
         }));
         let handle = self.clone();
         self.shared.runtime.spawn(Box::pin(async move {
-            while let Ok(event) = events_rx.recv().await {
-                match event {
-                    BrokerEvent::Message { topic, payload } => {
-                        let result = handle
-                            .shared
-                            .with_core(|core| core.handle_broker_message(topic.as_str(), payload));
-                        if let Err(err) = result {
-                            tracing::warn!(%err, %topic, "broker message dropped");
-                        }
-                    }
-                    BrokerEvent::State(state) => {
-                        let up = state == BrokerState::Up;
-                        tracing::info!(?state, "broker state");
-                        handle.shared.with_core(|core| core.handle_broker_state(up));
+            let mut batch = Vec::with_capacity(MAX_BROKER_EVENTS_PER_LOCK);
+            while let Ok(first) = events_rx.recv().await {
+                // Everything that arrived meanwhile, in order, under one lock:
+                // fewer lock round trips, and each connection's writer finds
+                // a burst to send with one flush.
+                batch.push(first);
+                while batch.len() < MAX_BROKER_EVENTS_PER_LOCK {
+                    match events_rx.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
                     }
                 }
+                handle.shared.with_core(|core| {
+                    for event in batch.drain(..) {
+                        match event {
+                            BrokerEvent::Message { topic, payload } => {
+                                if let Err(err) =
+                                    core.handle_broker_message(topic.as_str(), payload)
+                                {
+                                    tracing::warn!(%err, %topic, "broker message dropped");
+                                }
+                            }
+                            BrokerEvent::State(state) => {
+                                tracing::info!(?state, "broker state");
+                                core.handle_broker_state(state == BrokerState::Up);
+                            }
+                        }
+                    }
+                });
             }
         }));
     }
