@@ -256,8 +256,11 @@ fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 /// }
 /// ```
 pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
+    // One UTF-8 check for the whole frame (SIMD-fast), then a parser that
+    // skips per-string checks: measurably faster than `from_slice`.
+    let text = std::str::from_utf8(frame).map_err(|e| RequestError::Malformed(e.to_string()))?;
     let raw: RawRequest<'_> =
-        serde_json::from_slice(frame).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
     let id_raw = raw
         .id
         .ok_or_else(|| RequestError::Malformed("missing id".into()))?;
