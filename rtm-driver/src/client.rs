@@ -612,9 +612,21 @@ impl Driver {
                 }
                 ClientOutput::Transmit(frame) => {
                     // Written by `wait`; without a socket there is no one to send to.
-                    if self.sink.is_some() {
-                        self.unsent.push_back(Outgoing::Text(frame));
+                    if self.sink.is_none() {
+                        continue;
                     }
+                    // A server that stopped reading: as many frames may wait as the
+                    // offline queue holds; past that the connection counts as lost.
+                    if self.unsent.len() >= self.core.config().offline_queue.max(1) {
+                        self.drop_socket();
+                        self.core.handle_close(
+                            None,
+                            "the server stopped reading (unsent frames over the offline_queue bound)",
+                            Instant::now(),
+                        );
+                        continue;
+                    }
+                    self.unsent.push_back(Outgoing::Text(frame));
                 }
                 ClientOutput::Disconnect => {
                     if let Some(sink) = self.sink.as_mut() {

@@ -60,7 +60,9 @@ pub struct ClientConfig {
     /// Default 30 s.
     pub call_timeout: Option<Duration>,
     /// Calls made while not open wait in a queue of this many (default 1024);
-    /// beyond it a call fails at once with `rtm/queue-full`.
+    /// beyond it a call fails at once with `rtm/queue-full`. Adapters also bound
+    /// the frames waiting for a server that stopped reading by it: past it the
+    /// connection counts as lost.
     pub offline_queue: usize,
     /// Reconnect schedule (default `Fixed(1 s)`).
     pub reconnect: Reconnect,
