@@ -49,7 +49,7 @@ async fn frames_for_a_server_that_stopped_reading_are_bounded_by_the_offline_que
         })
         .collect();
     assert!(
-        codes.iter().any(|c| *c == ErrorCode::Disconnected),
+        codes.contains(&ErrorCode::Disconnected),
         "the stalled connection was not dropped: {codes:?}"
     );
     server.abort();
