@@ -785,9 +785,12 @@ impl Server {
                         self.close(conn, CloseCode::GOING_AWAY, "heartbeat timeout");
                         self.outputs.push_back(ServerOutput::PeerSilent { info });
                     } else {
+                        // Next: the next ping, or the silence deadline if that comes first,
+                        // so a silent peer is closed at `timeout`, not up to an interval late.
+                        let deadline = c.last_activity + hb.timeout;
                         self.outputs.push_back(ServerOutput::Ping { conn });
-                        self.timers
-                            .push(Reverse((now + hb.interval, raw, TimerKind::Heartbeat)));
+                        let next = (now + hb.interval).min(deadline);
+                        self.timers.push(Reverse((next, raw, TimerKind::Heartbeat)));
                     }
                 }
             }

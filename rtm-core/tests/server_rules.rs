@@ -779,6 +779,18 @@ fn heartbeat_pings_then_closes_a_silent_peer() {
 }
 
 #[test]
+fn heartbeat_closes_a_silent_peer_at_the_timeout_not_an_interval_later() {
+    let mut h = Harness::new(heartbeat_config());
+    let c = h.open();
+    h.advance(50_000); // pings at 25 s and 50 s
+    assert!(h.server.is_open(c));
+    h.advance(9_999); // 59.999 s of silence
+    assert!(h.server.is_open(c), "closed before the timeout");
+    h.advance(1); // 60 s
+    assert!(!h.server.is_open(c), "still open at the timeout");
+}
+
+#[test]
 fn heartbeat_activity_keeps_the_peer_alive() {
     let mut h = Harness::new(heartbeat_config());
     let c = h.open();
