@@ -67,6 +67,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Starts delivering messages (and state changes) to `sink`. Called once, before any other method.
     fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Sends `payload` to every server subscribed to `topic`.
+    ///
+    /// Order: callers start several publishes before awaiting them, so an
+    /// implementation must take the message, in call order, when `publish`
+    /// is called (not when its future is first polled).
     fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Starts receiving `topic`. Kept across reconnects until unsubscribed.
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;
