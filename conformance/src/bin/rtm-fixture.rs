@@ -64,8 +64,13 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.runtime {
         RuntimeName::Tokio => {}
-        other => {
-            eprintln!("rtm-fixture: runtime {other:?} is not available yet (tokio only)");
+        RuntimeName::AsyncStd | RuntimeName::Smol => {
+            let name = if matches!(args.runtime, RuntimeName::Smol) {
+                "smol"
+            } else {
+                "async-std"
+            };
+            eprintln!("rtm-fixture: runtime {name} is not available yet (tokio only)");
             return ExitCode::from(2);
         }
     }
