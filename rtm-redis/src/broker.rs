@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
-use redis::aio::MultiplexedConnection;
+use redis::cluster_routing::Slot;
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
 use rtm_core::Topic;
 
 use crate::config::RedisBrokerConfig;
+use crate::conn::{cluster_builder, Conn, Target};
 use crate::driver;
 use crate::publisher::{self, Queued};
 use rtm_core::Runtime;
@@ -70,7 +71,7 @@ pub(crate) enum Signal {
 /// The state the handle and the driver share.
 pub(crate) struct Shared {
     pub(crate) config: RedisBrokerConfig,
-    pub(crate) client: redis::Client,
+    pub(crate) target: Target,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) control: Topic,
     /// State and the publishing connection, which is `Some` exactly while `Up`.
@@ -78,7 +79,7 @@ pub(crate) struct Shared {
     /// The pub/sub connection. Held across every (un)subscribe and the
     /// resubscribe after a reconnect, so they reach Redis in the order they
     /// changed `topics`.
-    pub(crate) subscriber: futures_util::lock::Mutex<Option<MultiplexedConnection>>,
+    pub(crate) subscriber: futures_util::lock::Mutex<Option<Conn>>,
     /// The topics the server wants (changed only under `subscriber`).
     pub(crate) topics: Mutex<HashSet<Topic>>,
     pub(crate) sink: OnceLock<BrokerSink>,
@@ -93,7 +94,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct Live {
     pub(crate) state: BrokerState,
-    pub(crate) publisher: Option<MultiplexedConnection>,
+    pub(crate) publisher: Option<Conn>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +104,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RedisBroker {
     /// A broker for `config`, running its background task on `runtime`.
     ///
-    /// Nothing connects before [`Broker::start`]. Fails only if the URL is invalid.
+    /// Nothing connects before [`Broker::start`]. Fails only if the URL is
+    /// invalid, or a cluster configuration is not [sharded](RedisBrokerConfig::sharded).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), rtm_core::broker::BrokerError> {
@@ -120,20 +122,41 @@ impl RedisBroker {
     /// # Ok(()) }
     /// ```
     pub fn new(config: RedisBrokerConfig, runtime: impl Runtime) -> Result<Self, BrokerError> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
-        // RESP3: subscription messages arrive as push frames on an ordinary
-        // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+        let target = if config.is_cluster() {
+            if !config.sharded {
+                return Err(BrokerError::Failed(
+                    "a Redis Cluster needs sharded pub/sub (with_sharded(true))".into(),
+                ));
+            }
+            let nodes = config
+                .cluster_nodes
+                .iter()
+                .map(|url| url.as_str().into_connection_info())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+            // Checks the seeds now, so a bad configuration fails here, not in the background.
+            cluster_builder(nodes.clone())
+                .build()
+                .map_err(|e| BrokerError::Failed(format!("invalid Redis Cluster config: {e}")))?;
+            Target::Cluster(nodes)
+        } else {
+            let info = config
+                .url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+            // RESP3: subscription messages arrive as push frames on an ordinary
+            // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let info = info.set_redis_settings(settings);
+            Target::Single(
+                redis::Client::open(info)
+                    .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?,
+            )
+        };
         let (signals, signals_rx) = futures_channel::mpsc::unbounded();
         let nonce = format!(
             "{}-{}-{}",
@@ -151,7 +174,7 @@ impl RedisBroker {
             queue_rx: Mutex::new(Some(queue_rx)),
             shared: Arc::new(Shared {
                 config,
-                client,
+                target,
                 runtime: Arc::new(runtime),
                 control,
                 live: Mutex::new(Live {
@@ -215,7 +238,7 @@ impl Shared {
         cmd
     }
 
-    fn unsubscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
+    pub(crate) fn unsubscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
         let mut cmd = self.command("UNSUBSCRIBE", "SUNSUBSCRIBE");
         cmd.arg(topic.as_str());
         cmd
@@ -324,7 +347,7 @@ impl Shared {
         was_up
     }
 
-    pub(crate) fn mark_up(&self, publisher: MultiplexedConnection) {
+    pub(crate) fn mark_up(&self, publisher: Conn) {
         let mut live = lock(&self.live);
         live.state = BrokerState::Up;
         live.publisher = Some(publisher);
@@ -390,7 +413,13 @@ impl Broker for RedisBroker {
         }
         let (done, answer) = oneshot::channel();
         let cmd = shared.publish_cmd(topic, &payload);
-        if self.queue.unbounded_send(Queued { cmd, done }).is_err() {
+        // Used only on a cluster, where a pipeline may hold one slot.
+        let slot = Slot::for_key(topic.as_str());
+        if self
+            .queue
+            .unbounded_send(Queued { cmd, done, slot })
+            .is_err()
+        {
             shared
                 .counters
                 .publish_errors
@@ -419,7 +448,7 @@ impl Broker for RedisBroker {
                 return Ok(());
             };
             let generation = shared.current_generation();
-            match shared.subscribe_cmd(&topic).exec_async(&mut conn).await {
+            match conn.subscribe(shared, &topic).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // The topic stays wanted; a full reconnect puts it in place.
@@ -442,7 +471,7 @@ impl Broker for RedisBroker {
                 return Ok(());
             };
             let generation = shared.current_generation();
-            match shared.unsubscribe_cmd(&topic).exec_async(&mut conn).await {
+            match conn.unsubscribe(shared, &topic).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // A fresh connection subscribes only what is still wanted.

@@ -15,12 +15,11 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use rtm_core::broker::{BrokerEvent, BrokerState};
 
 use crate::broker::{lock, Shared, Signal};
 use crate::config::Backoff;
+use crate::conn::Conn;
 
 /// Why a phase ended.
 enum Exit {
@@ -29,9 +28,6 @@ enum Exit {
     /// The connection is unusable; reconnect.
     Lost(String),
 }
-
-/// Resubscribing sends this many SUBSCRIBE commands per pipeline.
-const SUBSCRIBE_BATCH: usize = 256;
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -88,22 +84,15 @@ async fn connect(
     signals: &mut UnboundedReceiver<Signal>,
 ) -> Result<u64, Exit> {
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.config.connect_timeout))
-        .set_response_timeout(Some(shared.config.command_timeout));
     let lost = |what: &str, e: redis::RedisError| Exit::Lost(format!("{what}: {e}"));
-
-    let sub_config = config
-        .clone()
-        .set_push_sender(Shared::push_handler(shared, generation));
     let subscriber = shared
-        .client
-        .get_multiplexed_async_connection_with_config(&sub_config)
+        .target
+        .open(shared, generation, true)
         .await
         .map_err(|e| lost("connecting", e))?;
     let publisher = shared
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
+        .target
+        .open(shared, generation, false)
         .await
         .map_err(|e| lost("connecting", e))?;
 
@@ -116,17 +105,9 @@ async fn connect(
         let mut topics: Vec<_> = lock(&shared.topics).iter().cloned().collect();
         topics.push(shared.control.clone());
         let mut conn = subscriber;
-        for batch in topics.chunks(SUBSCRIBE_BATCH) {
-            // One channel per command: a multi-channel SUBSCRIBE has one reply
-            // per channel, which the multiplexer would pair with later requests.
-            let mut pipe = redis::pipe();
-            for topic in batch {
-                pipe.add_command(shared.subscribe_cmd(topic));
-            }
-            if let Err(e) = pipe.exec_async(&mut conn).await {
-                *slot = None;
-                return Err(lost("resubscribing", e));
-            }
+        if let Err(e) = conn.subscribe_all(shared, &topics).await {
+            *slot = None;
+            return Err(lost("resubscribing", e));
         }
     }
 
@@ -173,7 +154,7 @@ async fn supervise(
 async fn probe(
     shared: &Arc<Shared>,
     signals: &mut UnboundedReceiver<Signal>,
-    mut publisher: MultiplexedConnection,
+    mut publisher: Conn,
     generation: u64,
 ) -> Result<(), Exit> {
     let counters = &shared.counters;
@@ -185,7 +166,7 @@ async fn probe(
         counters.probes_failed.fetch_add(1, Ordering::Relaxed);
         Exit::Lost(reason)
     };
-    match select(Box::pin(cmd.exec_async(&mut publisher)), &mut timer).await {
+    match select(Box::pin(publisher.exec(&cmd)), &mut timer).await {
         Either::Left((Ok(()), _)) => {}
         Either::Left((Err(e), _)) => return Err(failed(format!("probe publish failed: {e}"))),
         Either::Right(_) => return Err(failed("probe publish timed out".into())),

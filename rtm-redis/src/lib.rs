@@ -61,6 +61,7 @@
 
 mod broker;
 mod config;
+mod conn;
 mod driver;
 mod publisher;
 #[cfg(feature = "testing")]
