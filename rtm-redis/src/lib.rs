@@ -18,8 +18,11 @@
 //! Two RESP3 connections per broker, both opened by one background task:
 //! a multiplexed one for `PUBLISH` and a dedicated one for subscriptions,
 //! whose messages arrive as push frames. With [`RedisBrokerConfig::sharded`]
-//! the commands are `SPUBLISH`/`SSUBSCRIBE`/`SUNSUBSCRIBE` (Redis 7+; against a
-//! single node, not a multi-node cluster, see the README).
+//! the commands are `SPUBLISH`/`SSUBSCRIBE`/`SUNSUBSCRIBE` (Redis 7+). With
+//! [`RedisBrokerConfig::cluster`] both connections are Redis Cluster
+//! connections that send each command to the node owning the topic's slot;
+//! publishes are pipelined per slot. The probe then checks only the shard
+//! owning the control topic (see the README).
 //!
 //! # Failure handling
 //!

@@ -208,3 +208,35 @@ fn a_cluster_without_sharded_pubsub_is_rejected() {
         other => panic!("expected a config error, got {:?}", other.err()),
     }
 }
+
+#[test]
+fn cluster_round_trip_works_on_smol_without_tokio() {
+    let cluster = cluster();
+    smol::block_on(async {
+        let ns = unique_ns("cluster-smol");
+        let topics = topics_on_every_node(&cluster, &ns);
+        let a = RedisBroker::new(cluster_config(&cluster, &ns, "a"), SmolRuntime).unwrap();
+        let b = RedisBroker::new(cluster_config(&cluster, &ns, "b"), SmolRuntime).unwrap();
+        let (a_sink, mut a_events) = capture();
+        let (b_sink, mut b_events) = capture();
+        a.start(a_sink).await.unwrap();
+        b.start(b_sink).await.unwrap();
+        a_events.wait_up();
+        b_events.wait_up();
+        for topic in &topics {
+            b.subscribe(topic).await.unwrap();
+        }
+        for topic in &topics {
+            a.publish(topic, "smol".into()).await.unwrap();
+        }
+        let want: Vec<_> = topics
+            .iter()
+            .map(|t| (t.clone(), "smol".to_string()))
+            .collect();
+        wait_all(&mut b_events, &want);
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "this test must not run inside tokio"
+        );
+    });
+}
