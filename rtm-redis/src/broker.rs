@@ -40,7 +40,7 @@ pub struct BrokerStats {
     pub received: u64,
     /// Times the broker came back up after being down.
     pub reconnects: u64,
-    /// Probes sent on the control topic.
+    /// Probe rounds sent (one token on the control topic, and on a cluster one per other shard).
     pub probes_sent: u64,
     /// Probes that did not come back in time (each one forced a reconnect).
     pub probes_failed: u64,
@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) subscriber: futures_util::lock::Mutex<Option<Conn>>,
     /// The topics the server wants (changed only under `subscriber`).
     pub(crate) topics: Mutex<HashSet<Topic>>,
+    /// The topics probes go to: `control`, and on a cluster one per other
+    /// shard (set on every connect, from the topology).
+    pub(crate) probe_topics: Mutex<Vec<Topic>>,
     pub(crate) sink: OnceLock<BrokerSink>,
     /// Bumped for every new and every dropped connection; pushes from older generations are ignored.
     pub(crate) generation: AtomicU64,
@@ -176,7 +179,7 @@ impl RedisBroker {
                 config,
                 target,
                 runtime: Arc::new(runtime),
-                control,
+                control: control.clone(),
                 live: Mutex::new(Live {
                     state: BrokerState::Down {
                         reason: "not started".into(),
@@ -185,6 +188,7 @@ impl RedisBroker {
                 }),
                 subscriber: futures_util::lock::Mutex::new(None),
                 topics: Mutex::new(HashSet::new()),
+                probe_topics: Mutex::new(vec![control.clone()]),
                 sink: OnceLock::new(),
                 generation: AtomicU64::new(0),
                 signals,
@@ -301,7 +305,7 @@ impl Shared {
                     return;
                 };
                 let payload = Bytes::from(payload);
-                if channel == self.control.as_str() {
+                if self.is_probe_topic(channel) {
                     let _ = self.signals.unbounded_send(Signal::Echo {
                         generation,
                         token: payload,
@@ -320,7 +324,7 @@ impl Shared {
                 // if that hits a topic we still want, resubscribe everything.
                 let wanted = match info.data.first() {
                     Some(Value::BulkString(name)) => std::str::from_utf8(name)
-                        .map(|n| n == self.control.as_str() || lock(&self.topics).contains(n))
+                        .map(|n| self.is_probe_topic(n) || lock(&self.topics).contains(n))
                         .unwrap_or(false),
                     _ => false,
                 };
@@ -333,6 +337,12 @@ impl Shared {
             }
             _ => {}
         }
+    }
+
+    fn is_probe_topic(&self, channel: &str) -> bool {
+        lock(&self.probe_topics)
+            .iter()
+            .any(|t| t.as_str() == channel)
     }
 
     /// Marks the broker down at once: publishes fail from here on.

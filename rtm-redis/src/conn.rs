@@ -13,7 +13,7 @@ use futures_util::future::{join_all, try_join_all};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, RedisResult, Value};
 use rtm_core::Topic;
 
@@ -187,6 +187,146 @@ impl Conn {
                 }
                 results
             }
+        }
+    }
+
+    /// The topics to probe: `control` alone on one node; on a cluster,
+    /// `control` plus one `{control}:{n}` per primary that does not own
+    /// `control`'s slot, so every shard's subscriptions are proven.
+    pub(crate) async fn probe_topics(&mut self, control: &Topic) -> RedisResult<Vec<Topic>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(vec![control.clone()]);
+        };
+        let reply = c
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        Ok(shard_probe_topics(control, &slot_ranges_by_primary(&reply)))
+    }
+}
+
+/// `CLUSTER SLOTS` as the slot ranges of each primary (`host:port`).
+fn slot_ranges_by_primary(reply: &Value) -> HashMap<String, Vec<(u16, u16)>> {
+    let mut primaries: HashMap<String, Vec<(u16, u16)>> = HashMap::new();
+    let Value::Array(ranges) = reply else {
+        return primaries;
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            continue;
+        };
+        let (Some(Value::BulkString(host)), Some(Value::Int(port))) =
+            (primary.first(), primary.get(1))
+        else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (u16::try_from(*lo), u16::try_from(*hi)) else {
+            continue;
+        };
+        let name = format!("{}:{port}", String::from_utf8_lossy(host));
+        primaries.entry(name).or_default().push((lo, hi));
+    }
+    primaries
+}
+
+/// `control`, plus for every primary not owning its slot the first
+/// `{control}:{n}` whose slot that primary owns.
+fn shard_probe_topics(control: &Topic, primaries: &HashMap<String, Vec<(u16, u16)>>) -> Vec<Topic> {
+    let owns = |ranges: &[(u16, u16)], topic: &str| {
+        let slot = slot_number(topic);
+        ranges.iter().any(|&(lo, hi)| lo <= slot && slot <= hi)
+    };
+    let mut topics = vec![control.clone()];
+    let mut names: Vec<_> = primaries.keys().collect();
+    names.sort();
+    for name in names {
+        let ranges = &primaries[name];
+        if owns(ranges, control.as_str()) {
+            continue;
+        }
+        // 16384 slots: a primary owning any slots is found well within the bound.
+        if let Some(topic) = (0..100_000)
+            .map(|n| format!("{}:{n}", control.as_str()))
+            .find(|t| owns(ranges, t))
+        {
+            topics.push(Topic::from_raw(&topic));
+        }
+    }
+    topics
+}
+
+/// The cluster slot of `key` as a number: CRC16/XMODEM of its hash tag (or
+/// of the key) mod 16384, as Redis computes it. (`Slot` exposes no number.)
+fn slot_number(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+        let tag = &key[open + 1..open + 1 + close];
+        (!tag.is_empty()).then_some(tag)
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_number_matches_redis() {
+        assert_eq!(slot_number("123456789"), 12739);
+        assert_eq!(slot_number("foo"), 12182);
+        for key in [
+            "",
+            "a",
+            "{user1000}.following",
+            "x{}y",
+            "{a}{b}",
+            "ns:ctl:s1:7",
+        ] {
+            assert_eq!(
+                Slot::new(slot_number(key)),
+                Some(Slot::for_key(key)),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_primary_gets_a_probe_topic_it_owns() {
+        let control = Topic::from_raw("ns:ctl:server-1");
+        let primaries: HashMap<String, Vec<(u16, u16)>> = [
+            ("a:1".to_string(), vec![(0, 5460)]),
+            ("b:2".to_string(), vec![(5461, 10922)]),
+            ("c:3".to_string(), vec![(10923, 16383), (100, 100)]),
+        ]
+        .into_iter()
+        .collect();
+        let topics = shard_probe_topics(&control, &primaries);
+        assert_eq!(topics.len(), 3);
+        assert_eq!(topics[0], control);
+        for ranges in primaries.values() {
+            assert!(topics.iter().any(|t| {
+                let slot = slot_number(t.as_str());
+                ranges.iter().any(|&(lo, hi)| lo <= slot && slot <= hi)
+            }));
         }
     }
 }

@@ -6,6 +6,7 @@
 //!      └──── backoff sleep <──── Down <───────────────────┘   command or missing probe)
 //! ```
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,13 @@ async fn connect(
         .open(shared, generation, false)
         .await
         .map_err(|e| lost("connecting", e))?;
+    // Set before subscribing, so the push handler knows the probe topics.
+    let probes = publisher
+        .clone()
+        .probe_topics(&shared.control)
+        .await
+        .map_err(|e| lost("reading the cluster topology", e))?;
+    *lock(&shared.probe_topics) = probes.clone();
 
     {
         // Held while resubscribing, so a concurrent subscribe/unsubscribe
@@ -103,7 +111,7 @@ async fn connect(
         let mut slot = shared.subscriber.lock().await;
         *slot = Some(subscriber.clone());
         let mut topics: Vec<_> = lock(&shared.topics).iter().cloned().collect();
-        topics.push(shared.control.clone());
+        topics.extend(probes);
         let mut conn = subscriber;
         if let Err(e) = conn.subscribe_all(shared, &topics).await {
             *slot = None;
@@ -149,8 +157,9 @@ async fn supervise(
     }
 }
 
-/// Publishes a fresh token on the control topic and waits for it to come
-/// back on the pub/sub connection of `generation`.
+/// Publishes a fresh token on each probe topic (the control topic; on a
+/// cluster also one per other shard) and waits for all of them to come back
+/// on the pub/sub connection of `generation`.
 async fn probe(
     shared: &Arc<Shared>,
     signals: &mut UnboundedReceiver<Signal>,
@@ -159,23 +168,32 @@ async fn probe(
 ) -> Result<(), Exit> {
     let counters = &shared.counters;
     let seq = counters.probes_sent.fetch_add(1, Ordering::Relaxed);
-    let token = Bytes::from(format!("probe:{}:{seq}", shared.nonce));
-    let cmd = shared.publish_cmd(&shared.control, &token);
+    let topics = lock(&shared.probe_topics).clone();
     let mut timer = shared.runtime.sleep(shared.config.probe_timeout);
     let failed = |reason: String| {
         counters.probes_failed.fetch_add(1, Ordering::Relaxed);
         Exit::Lost(reason)
     };
-    match select(Box::pin(publisher.exec(&cmd)), &mut timer).await {
-        Either::Left((Ok(()), _)) => {}
-        Either::Left((Err(e), _)) => return Err(failed(format!("probe publish failed: {e}"))),
-        Either::Right(_) => return Err(failed("probe publish timed out".into())),
+    let mut waiting = HashSet::with_capacity(topics.len());
+    for (i, topic) in topics.iter().enumerate() {
+        let token = Bytes::from(format!("probe:{}:{seq}:{i}", shared.nonce));
+        let cmd = shared.publish_cmd(topic, &token);
+        match select(Box::pin(publisher.exec(&cmd)), &mut timer).await {
+            Either::Left((Ok(()), _)) => {}
+            Either::Left((Err(e), _)) => {
+                return Err(failed(format!("probe publish on {topic} failed: {e}")))
+            }
+            Either::Right(_) => return Err(failed(format!("probe publish on {topic} timed out"))),
+        }
+        waiting.insert(token);
     }
-    loop {
+    while !waiting.is_empty() {
         match select(signals.next(), &mut timer).await {
             Either::Right(_) => {
                 return Err(failed(format!(
-                    "probe not received within {:?}",
+                    "{} of {} probes not received within {:?}",
+                    waiting.len(),
+                    topics.len(),
                     shared.config.probe_timeout
                 )))
             }
@@ -184,16 +202,20 @@ async fn probe(
                 Some(Signal::Echo {
                     generation: g,
                     token: t,
-                }) if g == generation && t == token => return Ok(()),
+                }) if g == generation => {
+                    // Late echoes of earlier rounds are not in `waiting`.
+                    waiting.remove(&t);
+                }
                 Some(Signal::Lost {
                     generation: g,
                     reason,
                 }) if g == generation => return Err(Exit::Lost(reason)),
-                // Late echoes, stale generations, publish failures: already probing.
+                // Stale generations, publish failures: already probing.
                 Some(_) => {}
             },
         }
     }
+    Ok(())
 }
 
 /// Waits `delay` before the next connection attempt, unless shut down.

@@ -21,8 +21,7 @@
 //! the commands are `SPUBLISH`/`SSUBSCRIBE`/`SUNSUBSCRIBE` (Redis 7+). With
 //! [`RedisBrokerConfig::cluster`] both connections are Redis Cluster
 //! connections that send each command to the node owning the topic's slot;
-//! publishes are pipelined per slot. The probe then checks only the shard
-//! owning the control topic (see the README).
+//! publishes are pipelined per slot, and probes go to one topic per shard.
 //!
 //! # Failure handling
 //!

@@ -240,3 +240,31 @@ fn cluster_round_trip_works_on_smol_without_tokio() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shard_carries_a_probe_topic_of_the_broker() {
+    let cluster = cluster();
+    let ns = unique_ns("cluster-probe");
+    let (a, _a_events) = started(cluster_config(&cluster, &ns, "a")).await;
+    let pattern = format!("{}*", a.control_topic());
+    for url in cluster.urls() {
+        // PUBSUB SHARDCHANNELS lists only the channels of the node asked.
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let names: Vec<String> = redis::cmd("PUBSUB")
+            .arg("SHARDCHANNELS")
+            .arg(&pattern)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(names.len(), 1, "{url}: {names:?}");
+    }
+    // Probing every shard keeps the broker up, round after round.
+    let sent = a.stats().probes_sent;
+    eventually("three more probe rounds", || {
+        a.stats().probes_sent >= sent + 3
+    });
+    assert_eq!(a.stats().probes_failed, 0);
+    assert_eq!(a.state(), BrokerState::Up);
+}
