@@ -143,7 +143,7 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends publish commands of `(topic, command)` and returns one result per
+    /// Sends publish commands, each with its topic's slot, and returns one result per
     /// command, in order: one pipeline on a single node, one per slot on a cluster.
     pub(crate) async fn publish_all(
         &mut self,

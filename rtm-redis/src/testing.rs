@@ -269,8 +269,8 @@ impl RedisCluster {
         &mut self.nodes
     }
 
-    /// The port of the node that owns `key`'s slot (by `CLUSTER SLOTS` on a
-    /// node), or `None` if no node answers.
+    /// The port of the node that owns `key`'s slot (`CLUSTER KEYSLOT`, then each node's
+    /// own ranges from `CLUSTER NODES`), or `None` if no node answers.
     pub fn owner_port(&self, key: &str) -> Option<u16> {
         let port = self.nodes.first()?.port();
         let reply = command(port, &format!("CLUSTER KEYSLOT {key}"))?;
