@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
-use redis::aio::MultiplexedConnection;
+use redis::cluster_routing::Slot;
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
 use rtm_core::Topic;
 
 use crate::config::RedisBrokerConfig;
+use crate::conn::{cluster_builder, Conn, Target};
 use crate::driver;
 use crate::publisher::{self, Queued};
 use rtm_core::Runtime;
@@ -39,7 +40,7 @@ pub struct BrokerStats {
     pub received: u64,
     /// Times the broker came back up after being down.
     pub reconnects: u64,
-    /// Probes sent on the control topic.
+    /// Probe rounds sent (one token on the control topic, and on a cluster one per other shard).
     pub probes_sent: u64,
     /// Probes that did not come back in time (each one forced a reconnect).
     pub probes_failed: u64,
@@ -70,7 +71,7 @@ pub(crate) enum Signal {
 /// The state the handle and the driver share.
 pub(crate) struct Shared {
     pub(crate) config: RedisBrokerConfig,
-    pub(crate) client: redis::Client,
+    pub(crate) target: Target,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) control: Topic,
     /// State and the publishing connection, which is `Some` exactly while `Up`.
@@ -78,9 +79,12 @@ pub(crate) struct Shared {
     /// The pub/sub connection. Held across every (un)subscribe and the
     /// resubscribe after a reconnect, so they reach Redis in the order they
     /// changed `topics`.
-    pub(crate) subscriber: futures_util::lock::Mutex<Option<MultiplexedConnection>>,
+    pub(crate) subscriber: futures_util::lock::Mutex<Option<Conn>>,
     /// The topics the server wants (changed only under `subscriber`).
     pub(crate) topics: Mutex<HashSet<Topic>>,
+    /// The topics probes go to: `control`, and on a cluster one per other
+    /// shard (set on every connect, from the topology).
+    pub(crate) probe_topics: Mutex<Vec<Topic>>,
     pub(crate) sink: OnceLock<BrokerSink>,
     /// Bumped for every new and every dropped connection; pushes from older generations are ignored.
     pub(crate) generation: AtomicU64,
@@ -93,7 +97,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct Live {
     pub(crate) state: BrokerState,
-    pub(crate) publisher: Option<MultiplexedConnection>,
+    pub(crate) publisher: Option<Conn>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +107,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RedisBroker {
     /// A broker for `config`, running its background task on `runtime`.
     ///
-    /// Nothing connects before [`Broker::start`]. Fails only if the URL is invalid.
+    /// Nothing connects before [`Broker::start`]. Fails only if the URL is
+    /// invalid, or a cluster configuration is not [sharded](RedisBrokerConfig::sharded).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), rtm_core::broker::BrokerError> {
@@ -120,20 +125,41 @@ impl RedisBroker {
     /// # Ok(()) }
     /// ```
     pub fn new(config: RedisBrokerConfig, runtime: impl Runtime) -> Result<Self, BrokerError> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
-        // RESP3: subscription messages arrive as push frames on an ordinary
-        // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+        let target = if config.is_cluster() {
+            if !config.sharded {
+                return Err(BrokerError::Failed(
+                    "a Redis Cluster needs sharded pub/sub (with_sharded(true))".into(),
+                ));
+            }
+            let nodes = config
+                .cluster_nodes
+                .iter()
+                .map(|url| url.as_str().into_connection_info())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+            // Checks the seeds now, so a bad configuration fails here, not in the background.
+            cluster_builder(nodes.clone())
+                .build()
+                .map_err(|e| BrokerError::Failed(format!("invalid Redis Cluster config: {e}")))?;
+            Target::Cluster(nodes)
+        } else {
+            let info = config
+                .url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+            // RESP3: subscription messages arrive as push frames on an ordinary
+            // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let info = info.set_redis_settings(settings);
+            Target::Single(
+                redis::Client::open(info)
+                    .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?,
+            )
+        };
         let (signals, signals_rx) = futures_channel::mpsc::unbounded();
         let nonce = format!(
             "{}-{}-{}",
@@ -151,9 +177,9 @@ impl RedisBroker {
             queue_rx: Mutex::new(Some(queue_rx)),
             shared: Arc::new(Shared {
                 config,
-                client,
+                target,
                 runtime: Arc::new(runtime),
-                control,
+                control: control.clone(),
                 live: Mutex::new(Live {
                     state: BrokerState::Down {
                         reason: "not started".into(),
@@ -162,6 +188,7 @@ impl RedisBroker {
                 }),
                 subscriber: futures_util::lock::Mutex::new(None),
                 topics: Mutex::new(HashSet::new()),
+                probe_topics: Mutex::new(vec![control.clone()]),
                 sink: OnceLock::new(),
                 generation: AtomicU64::new(0),
                 signals,
@@ -215,7 +242,7 @@ impl Shared {
         cmd
     }
 
-    fn unsubscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
+    pub(crate) fn unsubscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
         let mut cmd = self.command("UNSUBSCRIBE", "SUNSUBSCRIBE");
         cmd.arg(topic.as_str());
         cmd
@@ -278,7 +305,7 @@ impl Shared {
                     return;
                 };
                 let payload = Bytes::from(payload);
-                if channel == self.control.as_str() {
+                if self.is_probe_topic(channel) {
                     let _ = self.signals.unbounded_send(Signal::Echo {
                         generation,
                         token: payload,
@@ -297,7 +324,7 @@ impl Shared {
                 // if that hits a topic we still want, resubscribe everything.
                 let wanted = match info.data.first() {
                     Some(Value::BulkString(name)) => std::str::from_utf8(name)
-                        .map(|n| n == self.control.as_str() || lock(&self.topics).contains(n))
+                        .map(|n| self.is_probe_topic(n) || lock(&self.topics).contains(n))
                         .unwrap_or(false),
                     _ => false,
                 };
@@ -312,6 +339,12 @@ impl Shared {
         }
     }
 
+    fn is_probe_topic(&self, channel: &str) -> bool {
+        lock(&self.probe_topics)
+            .iter()
+            .any(|t| t.as_str() == channel)
+    }
+
     /// Marks the broker down at once: publishes fail from here on.
     /// Returns whether it was up.
     pub(crate) fn mark_down(&self, reason: &str) -> bool {
@@ -324,7 +357,7 @@ impl Shared {
         was_up
     }
 
-    pub(crate) fn mark_up(&self, publisher: MultiplexedConnection) {
+    pub(crate) fn mark_up(&self, publisher: Conn) {
         let mut live = lock(&self.live);
         live.state = BrokerState::Up;
         live.publisher = Some(publisher);
@@ -390,7 +423,13 @@ impl Broker for RedisBroker {
         }
         let (done, answer) = oneshot::channel();
         let cmd = shared.publish_cmd(topic, &payload);
-        if self.queue.unbounded_send(Queued { cmd, done }).is_err() {
+        // Used only on a cluster, where a pipeline may hold one slot.
+        let slot = Slot::for_key(topic.as_str());
+        if self
+            .queue
+            .unbounded_send(Queued { cmd, done, slot })
+            .is_err()
+        {
             shared
                 .counters
                 .publish_errors
@@ -419,7 +458,7 @@ impl Broker for RedisBroker {
                 return Ok(());
             };
             let generation = shared.current_generation();
-            match shared.subscribe_cmd(&topic).exec_async(&mut conn).await {
+            match conn.subscribe(shared, &topic).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // The topic stays wanted; a full reconnect puts it in place.
@@ -442,7 +481,7 @@ impl Broker for RedisBroker {
                 return Ok(());
             };
             let generation = shared.current_generation();
-            match shared.unsubscribe_cmd(&topic).exec_async(&mut conn).await {
+            match conn.unsubscribe(shared, &topic).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // A fresh connection subscribes only what is still wanted.

@@ -15,8 +15,13 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisBrokerConfig {
-    /// The Redis URL (`redis://[user:pass@]host:port[/db]`).
+    /// The Redis URL (`redis://[user:pass@]host:port[/db]`). Unused when
+    /// [`Self::cluster_nodes`] is set.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (URLs as [`Self::url`]). When non-empty
+    /// the broker talks to the cluster through slot-routed connections and
+    /// needs [`Self::sharded`] (see [`Self::cluster`]).
+    pub cluster_nodes: Vec<String>,
     /// The RTM namespace; the control topic is `{namespace}:ctl:{server_id}`.
     pub namespace: String,
     /// This server's id, unique in the cluster (names the control topic).
@@ -47,6 +52,7 @@ impl RedisBrokerConfig {
     ) -> Self {
         Self {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             namespace: namespace.into(),
             server_id: server_id.into(),
             sharded: false,
@@ -57,6 +63,38 @@ impl RedisBrokerConfig {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
         }
+    }
+
+    /// A broker on a Redis Cluster (Redis 7+) with sharded pub/sub:
+    /// `SPUBLISH`/`SSUBSCRIBE` routed to the node that owns each topic's slot.
+    /// `nodes` are seed URLs; the rest of the cluster is discovered from them.
+    ///
+    /// ```
+    /// use rtm_redis::RedisBrokerConfig;
+    ///
+    /// let config = RedisBrokerConfig::cluster(
+    ///     ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"],
+    ///     "chat",
+    ///     "server-1",
+    /// );
+    /// assert!(config.sharded);
+    /// assert_eq!(config.cluster_nodes.len(), 2);
+    /// ```
+    pub fn cluster(
+        nodes: impl IntoIterator<Item = impl Into<String>>,
+        namespace: impl Into<String>,
+        server_id: impl Into<String>,
+    ) -> Self {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let mut config = Self::new(nodes.join(","), namespace, server_id);
+        config.cluster_nodes = nodes;
+        config.sharded = true;
+        config
+    }
+
+    /// Whether this is a Redis Cluster configuration ([`Self::cluster_nodes`] set).
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
     }
 
     /// Sets [`Self::sharded`].

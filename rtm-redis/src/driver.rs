@@ -6,6 +6,7 @@
 //!      └──── backoff sleep <──── Down <───────────────────┘   command or missing probe)
 //! ```
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +16,11 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use rtm_core::broker::{BrokerEvent, BrokerState};
 
 use crate::broker::{lock, Shared, Signal};
 use crate::config::Backoff;
+use crate::conn::Conn;
 
 /// Why a phase ended.
 enum Exit {
@@ -29,9 +29,6 @@ enum Exit {
     /// The connection is unusable; reconnect.
     Lost(String),
 }
-
-/// Resubscribing sends this many SUBSCRIBE commands per pipeline.
-const SUBSCRIBE_BATCH: usize = 256;
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -88,24 +85,24 @@ async fn connect(
     signals: &mut UnboundedReceiver<Signal>,
 ) -> Result<u64, Exit> {
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.config.connect_timeout))
-        .set_response_timeout(Some(shared.config.command_timeout));
     let lost = |what: &str, e: redis::RedisError| Exit::Lost(format!("{what}: {e}"));
-
-    let sub_config = config
-        .clone()
-        .set_push_sender(Shared::push_handler(shared, generation));
     let subscriber = shared
-        .client
-        .get_multiplexed_async_connection_with_config(&sub_config)
+        .target
+        .open(shared, generation, true)
         .await
         .map_err(|e| lost("connecting", e))?;
     let publisher = shared
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
+        .target
+        .open(shared, generation, false)
         .await
         .map_err(|e| lost("connecting", e))?;
+    // Set before subscribing, so the push handler knows the probe topics.
+    let probes = publisher
+        .clone()
+        .probe_topics(&shared.control)
+        .await
+        .map_err(|e| lost("reading the cluster topology", e))?;
+    *lock(&shared.probe_topics) = probes.clone();
 
     {
         // Held while resubscribing, so a concurrent subscribe/unsubscribe
@@ -114,19 +111,11 @@ async fn connect(
         let mut slot = shared.subscriber.lock().await;
         *slot = Some(subscriber.clone());
         let mut topics: Vec<_> = lock(&shared.topics).iter().cloned().collect();
-        topics.push(shared.control.clone());
+        topics.extend(probes);
         let mut conn = subscriber;
-        for batch in topics.chunks(SUBSCRIBE_BATCH) {
-            // One channel per command: a multi-channel SUBSCRIBE has one reply
-            // per channel, which the multiplexer would pair with later requests.
-            let mut pipe = redis::pipe();
-            for topic in batch {
-                pipe.add_command(shared.subscribe_cmd(topic));
-            }
-            if let Err(e) = pipe.exec_async(&mut conn).await {
-                *slot = None;
-                return Err(lost("resubscribing", e));
-            }
+        if let Err(e) = conn.subscribe_all(shared, &topics).await {
+            *slot = None;
+            return Err(lost("resubscribing", e));
         }
     }
 
@@ -168,33 +157,43 @@ async fn supervise(
     }
 }
 
-/// Publishes a fresh token on the control topic and waits for it to come
-/// back on the pub/sub connection of `generation`.
+/// Publishes a fresh token on each probe topic (the control topic; on a
+/// cluster also one per other shard) and waits for all of them to come back
+/// on the pub/sub connection of `generation`.
 async fn probe(
     shared: &Arc<Shared>,
     signals: &mut UnboundedReceiver<Signal>,
-    mut publisher: MultiplexedConnection,
+    mut publisher: Conn,
     generation: u64,
 ) -> Result<(), Exit> {
     let counters = &shared.counters;
     let seq = counters.probes_sent.fetch_add(1, Ordering::Relaxed);
-    let token = Bytes::from(format!("probe:{}:{seq}", shared.nonce));
-    let cmd = shared.publish_cmd(&shared.control, &token);
+    let topics = lock(&shared.probe_topics).clone();
     let mut timer = shared.runtime.sleep(shared.config.probe_timeout);
     let failed = |reason: String| {
         counters.probes_failed.fetch_add(1, Ordering::Relaxed);
         Exit::Lost(reason)
     };
-    match select(Box::pin(cmd.exec_async(&mut publisher)), &mut timer).await {
-        Either::Left((Ok(()), _)) => {}
-        Either::Left((Err(e), _)) => return Err(failed(format!("probe publish failed: {e}"))),
-        Either::Right(_) => return Err(failed("probe publish timed out".into())),
+    let mut waiting = HashSet::with_capacity(topics.len());
+    for (i, topic) in topics.iter().enumerate() {
+        let token = Bytes::from(format!("probe:{}:{seq}:{i}", shared.nonce));
+        let cmd = shared.publish_cmd(topic, &token);
+        match select(Box::pin(publisher.exec(&cmd)), &mut timer).await {
+            Either::Left((Ok(()), _)) => {}
+            Either::Left((Err(e), _)) => {
+                return Err(failed(format!("probe publish on {topic} failed: {e}")))
+            }
+            Either::Right(_) => return Err(failed(format!("probe publish on {topic} timed out"))),
+        }
+        waiting.insert(token);
     }
-    loop {
+    while !waiting.is_empty() {
         match select(signals.next(), &mut timer).await {
             Either::Right(_) => {
                 return Err(failed(format!(
-                    "probe not received within {:?}",
+                    "{} of {} probes not received within {:?}",
+                    waiting.len(),
+                    topics.len(),
                     shared.config.probe_timeout
                 )))
             }
@@ -203,16 +202,20 @@ async fn probe(
                 Some(Signal::Echo {
                     generation: g,
                     token: t,
-                }) if g == generation && t == token => return Ok(()),
+                }) if g == generation => {
+                    // Late echoes of earlier rounds are not in `waiting`.
+                    waiting.remove(&t);
+                }
                 Some(Signal::Lost {
                     generation: g,
                     reason,
                 }) if g == generation => return Err(Exit::Lost(reason)),
-                // Late echoes, stale generations, publish failures: already probing.
+                // Stale generations, publish failures: already probing.
                 Some(_) => {}
             },
         }
     }
+    Ok(())
 }
 
 /// Waits `delay` before the next connection attempt, unless shut down.

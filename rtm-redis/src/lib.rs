@@ -18,8 +18,10 @@
 //! Two RESP3 connections per broker, both opened by one background task:
 //! a multiplexed one for `PUBLISH` and a dedicated one for subscriptions,
 //! whose messages arrive as push frames. With [`RedisBrokerConfig::sharded`]
-//! the commands are `SPUBLISH`/`SSUBSCRIBE`/`SUNSUBSCRIBE` (Redis 7+; against a
-//! single node, not a multi-node cluster, see the README).
+//! the commands are `SPUBLISH`/`SSUBSCRIBE`/`SUNSUBSCRIBE` (Redis 7+). With
+//! [`RedisBrokerConfig::cluster`] both connections are Redis Cluster
+//! connections that send each command to the node owning the topic's slot;
+//! publishes are pipelined per slot, and probes go to one topic per shard.
 //!
 //! # Failure handling
 //!
@@ -61,6 +63,7 @@
 
 mod broker;
 mod config;
+mod conn;
 mod driver;
 mod publisher;
 #[cfg(feature = "testing")]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
-use redis::Value;
+use redis::cluster_routing::Slot;
 use rtm_core::broker::{BrokerError, BrokerState};
 
 use crate::broker::{lock, Shared, Signal};
@@ -23,6 +23,8 @@ const MAX_BATCH: usize = 512;
 /// One publish waiting to be sent.
 pub(crate) struct Queued {
     pub(crate) cmd: redis::Cmd,
+    /// The topic's cluster slot (a pipeline on a cluster holds one slot only).
+    pub(crate) slot: Slot,
     pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
@@ -41,10 +43,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: UnboundedReceiver<Queued
     }
 }
 
-/// Sends `batch` as one pipeline and answers every publish in it.
+/// Sends `batch` (one pipeline per node, or per slot on a cluster) and
+/// answers every publish in it.
 async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
     let counters = &shared.counters;
-    let count = batch.len() as u64;
     let publisher = {
         let live = lock(&shared.live);
         match (&live.state, &live.publisher) {
@@ -53,31 +55,35 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
             (BrokerState::Up, None) => Err("no connection".to_string()),
         }
     };
-    let result = match publisher {
-        Err(reason) => Err(BrokerError::Unavailable(reason)),
+    let results: Vec<Result<(), BrokerError>> = match publisher {
+        Err(reason) => vec![Err(BrokerError::Unavailable(reason)); batch.len()],
         Ok(mut conn) => {
-            let mut pipe = redis::pipe();
-            for queued in batch.iter_mut() {
-                pipe.add_command(std::mem::take(&mut queued.cmd));
+            let cmds = batch
+                .iter_mut()
+                .map(|queued| (queued.slot, std::mem::take(&mut queued.cmd)))
+                .collect();
+            let sent = conn.publish_all(cmds).await;
+            if sent.iter().any(Result::is_err) {
+                let _ = shared.signals.unbounded_send(Signal::Check);
             }
-            match pipe.query_async::<Vec<Value>>(&mut conn).await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let _ = shared.signals.unbounded_send(Signal::Check);
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                        Err(BrokerError::Unavailable(e.to_string()))
-                    } else {
-                        Err(BrokerError::Failed(e.to_string()))
-                    }
-                }
-            }
+            sent.into_iter()
+                .map(|r| {
+                    r.map_err(|e| {
+                        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                            BrokerError::Unavailable(e.to_string())
+                        } else {
+                            BrokerError::Failed(e.to_string())
+                        }
+                    })
+                })
+                .collect()
         }
     };
-    match &result {
-        Ok(()) => counters.published.fetch_add(count, Ordering::Relaxed),
-        Err(_) => counters.publish_errors.fetch_add(count, Ordering::Relaxed),
-    };
-    for queued in batch.drain(..) {
-        let _ = queued.done.send(result.clone());
+    for (queued, result) in batch.drain(..).zip(results) {
+        match &result {
+            Ok(()) => counters.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counters.publish_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        let _ = queued.done.send(result);
     }
 }

@@ -100,8 +100,7 @@ impl RedisServer {
     /// Starts it (again) on the same port and waits until it answers PING.
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        let dir =
-            std::env::temp_dir().join(format!("rtm-redis-{}-{}", std::process::id(), self.port));
+        let dir = server_dir(self.port);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -150,6 +149,11 @@ impl Drop for RedisServer {
     }
 }
 
+/// The private working directory (`--dir`) of this process's server on `port`.
+fn server_dir(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rtm-redis-{}-{}", std::process::id(), port))
+}
+
 /// A port that was free a moment ago (bind 127.0.0.1:0, then release it).
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
@@ -168,4 +172,147 @@ fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG\r\n"
+}
+
+/// How long a fresh cluster may take to report `cluster_state:ok` on every node.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A throwaway 3-node Redis Cluster (3 primaries, no replicas) on 127.0.0.1,
+/// without persistence; every node is killed when it drops.
+///
+/// ```no_run
+/// let cluster = rtm_redis::testing::RedisCluster::start().unwrap();
+/// println!("{:?}", cluster.urls());
+/// ```
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts 3 cluster-enabled `redis-server`s on free ports, joins them
+    /// with `redis-cli --cluster create`, and waits until each node reports
+    /// `cluster_state:ok`.
+    ///
+    /// Fails with a message naming what is missing (redis-server, redis-cli)
+    /// or what did not happen in time.
+    pub fn start() -> Result<RedisCluster, String> {
+        let mut nodes = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let port = free_port()?;
+            let config_file = format!("nodes-{port}.conf");
+            // A port reused within this process would find the old cluster's
+            // nodes.conf in its --dir and refuse to join a new cluster.
+            let _ = std::fs::remove_file(server_dir(port).join(&config_file));
+            nodes.push(RedisServer::start_with(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &config_file,
+                ],
+            )?);
+        }
+        let cluster = RedisCluster { nodes };
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "redis-cli not found: install redis-server (it includes redis-cli)".to_string()
+                }
+                _ => format!("cannot run redis-cli: {e}"),
+            })?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        for node in &cluster.nodes {
+            loop {
+                match command(node.port(), "CLUSTER INFO") {
+                    Some(info) if info.contains("cluster_state:ok") => break,
+                    last => {
+                        if Instant::now() > deadline {
+                            return Err(format!(
+                                "cluster node {} not ok after {CLUSTER_READY_TIMEOUT:?}: {last:?}",
+                                node.port()
+                            ));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes' URLs (seeds for [`crate::RedisBrokerConfig::cluster`]).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, e.g. to kill one.
+    pub fn nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The port of the node that owns `key`'s slot (`CLUSTER KEYSLOT`, then each node's
+    /// own ranges from `CLUSTER NODES`), or `None` if no node answers.
+    pub fn owner_port(&self, key: &str) -> Option<u16> {
+        let port = self.nodes.first()?.port();
+        let reply = command(port, &format!("CLUSTER KEYSLOT {key}"))?;
+        let slot: u16 = reply.trim().trim_start_matches(':').parse().ok()?;
+        self.nodes.iter().map(RedisServer::port).find(|&p| {
+            owned_slots(p)
+                .iter()
+                .any(|&(lo, hi)| lo <= slot && slot <= hi)
+        })
+    }
+}
+
+/// The slot ranges a node owns, parsed from its `CLUSTER NODES` `myself` line.
+fn owned_slots(port: u16) -> Vec<(u16, u16)> {
+    let Some(nodes) = command(port, "CLUSTER NODES") else {
+        return vec![];
+    };
+    let Some(myself) = nodes.lines().find(|l| l.contains("myself")) else {
+        return vec![];
+    };
+    myself
+        .split_whitespace()
+        .skip(8)
+        .filter_map(|range| {
+            let mut ends = range.split('-');
+            let lo = ends.next()?.parse().ok()?;
+            let hi = ends.next().map_or(Some(lo), |h| h.parse().ok())?;
+            Some((lo, hi))
+        })
+        .collect()
+}
+
+/// Runs an inline command with `redis-cli -p PORT` and returns its raw output.
+fn command(port: u16, cmd: &str) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(cmd.split_whitespace())
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
