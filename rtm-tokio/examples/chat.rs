@@ -60,7 +60,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Push (rooms) and Publish (DMs) then reach users on every chat
         // server sharing this Redis. Presence stays per server (it is an Emit).
         let server_id = builder.config().server_id.clone();
-        let config = rtm_redis::RedisBrokerConfig::new(url, "chat", &server_id);
+        // Comma-separated URLs: the seed nodes of a Redis Cluster (sharded pub/sub).
+        let config = if url.contains(',') {
+            rtm_redis::RedisBrokerConfig::cluster(url.split(','), "chat", &server_id)
+        } else {
+            rtm_redis::RedisBrokerConfig::new(url, "chat", &server_id)
+        };
         let broker = rtm_redis::RedisBroker::new(config, rtm_tokio::TokioRuntime::current())?;
         builder = builder
             .namespace("chat")

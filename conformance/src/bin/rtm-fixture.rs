@@ -39,7 +39,7 @@ struct Args {
     /// Auth timeout in milliseconds (default 10 s).
     #[arg(long)]
     auth_timeout_ms: Option<u64>,
-    /// Join a cluster through this Redis.
+    /// Join a cluster through this Redis (comma-separated URLs: a Redis Cluster's seed nodes).
     #[arg(long)]
     redis: Option<String>,
     /// Broker topic namespace.
@@ -99,7 +99,12 @@ async fn run(args: Args) -> ExitCode {
     if let Some(url) = &args.redis {
         let namespace = args.namespace.clone().unwrap_or_else(|| "rtm".into());
         let server_id = builder.config().server_id.clone();
-        let config = RedisBrokerConfig::new(url, &namespace, &server_id);
+        // Several comma-separated URLs: the seed nodes of a Redis Cluster (sharded pub/sub).
+        let config = if url.contains(',') {
+            RedisBrokerConfig::cluster(url.split(','), &namespace, &server_id)
+        } else {
+            RedisBrokerConfig::new(url, &namespace, &server_id)
+        };
         match RedisBroker::new(config, TokioRuntime::current()) {
             Ok(broker) => builder = builder.broker(Arc::new(broker)),
             Err(err) => {
