@@ -279,14 +279,4 @@ pub fn is_reply(frame: &Value) -> bool {
     frame.get("id").is_some() && frame.get("event").is_none()
 }
 
-/// The `error` object of an error reply: `data.error`, or the top-level
-/// `error` of a rejected auth (`data: false`).
-pub fn error_of(frame: &Value) -> Option<&Value> {
-    frame
-        .get("data")
-        .and_then(|d| d.get("error"))
-        .or_else(|| match frame.get("data") {
-            Some(Value::Bool(false)) => frame.get("error"),
-            _ => None,
-        })
-}
+pub use rtm_core::testkit::vectors::error_of;

@@ -10,17 +10,10 @@ use common::*;
 use rtm_core::broker::{Broker, BrokerError, BrokerState};
 use rtm_core::Topic;
 use rtm_redis::testing::{free_port, RedisServer, TestRedis};
-use rtm_redis::{RedisBroker, RedisBrokerConfig, SmolRuntime, TokioRuntime};
+use rtm_redis::{RedisBroker, SmolRuntime};
 
 fn redis() -> TestRedis {
     TestRedis::get().unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn started_tokio(config: RedisBrokerConfig) -> (RedisBroker, Events) {
-    let broker = RedisBroker::new(config, TokioRuntime::current()).unwrap();
-    let (sink, events) = capture();
-    broker.start(sink).await.unwrap();
-    (broker, events)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use common::*;
 use rtm_core::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_core::Topic;
 use rtm_redis::testing::RedisCluster;
-use rtm_redis::{RedisBroker, RedisBrokerConfig, SmolRuntime, TokioRuntime};
+use rtm_redis::{RedisBroker, RedisBrokerConfig, SmolRuntime};
 
 fn cluster() -> RedisCluster {
     RedisCluster::start().unwrap_or_else(|e| panic!("cannot start a Redis Cluster: {e}"))
@@ -27,9 +27,7 @@ fn cluster_config(cluster: &RedisCluster, ns: &str, server_id: &str) -> RedisBro
 }
 
 async fn started(config: RedisBrokerConfig) -> (RedisBroker, Events) {
-    let broker = RedisBroker::new(config, TokioRuntime::current()).unwrap();
-    let (sink, mut events) = capture();
-    broker.start(sink).await.unwrap();
+    let (broker, mut events) = started_tokio(config).await;
     events.wait_up();
     (broker, events)
 }

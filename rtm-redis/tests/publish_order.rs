@@ -6,18 +6,13 @@ use common::*;
 use rtm_core::broker::Broker;
 use rtm_core::Topic;
 use rtm_redis::testing::TestRedis;
-use rtm_redis::{RedisBroker, TokioRuntime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_arrive_in_call_order_even_when_awaited_out_of_order() {
     let redis = TestRedis::get().unwrap_or_else(|e| panic!("{e}"));
     let ns = unique_ns("order");
-    let a = RedisBroker::new(fast_config(&redis.url(), &ns, "a"), TokioRuntime::current()).unwrap();
-    let b = RedisBroker::new(fast_config(&redis.url(), &ns, "b"), TokioRuntime::current()).unwrap();
-    let (a_sink, mut a_events) = capture();
-    let (b_sink, mut b_events) = capture();
-    a.start(a_sink).await.unwrap();
-    b.start(b_sink).await.unwrap();
+    let (a, mut a_events) = started_tokio(fast_config(&redis.url(), &ns, "a")).await;
+    let (b, mut b_events) = started_tokio(fast_config(&redis.url(), &ns, "b")).await;
     a_events.wait_up();
     b_events.wait_up();
     let topic = Topic::user(&ns, "alice");

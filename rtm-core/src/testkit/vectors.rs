@@ -308,7 +308,7 @@ fn frame_at(reader: &mut Reader<'_>, at: usize) -> Result<Value, String> {
 
 /// The `error` object of an error reply: `data.error`, or the top-level
 /// `error` of a rejected auth (`data: false`).
-fn error_of(frame: &Value) -> Option<&Value> {
+pub fn error_of(frame: &Value) -> Option<&Value> {
     frame
         .get("data")
         .and_then(|d| d.get("error"))

@@ -187,3 +187,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>
         let _ = to.shutdown(Shutdown::Both);
     });
 }
+
+/// A broker on the current tokio runtime, started with a capturing sink (not waiting for `Up`).
+pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
+    use rtm_core::broker::Broker;
+    let broker = rtm_redis::RedisBroker::new(config, rtm_redis::TokioRuntime::current()).unwrap();
+    let (sink, events) = capture();
+    broker.start(sink).await.unwrap();
+    (broker, events)
+}
