@@ -55,6 +55,10 @@ struct Args {
     /// With `--rate 0`: publishes sent but not yet delivered, at most.
     #[arg(long, default_value_t = 4096)]
     window: u64,
+    /// Server 2's write delay in microseconds (`ServerBuilder::write_delay`;
+    /// 0 = every burst written at once).
+    #[arg(long, default_value_t = 0)]
+    write_delay_us: u64,
     /// Broker topic namespace (default: unique per run).
     #[arg(long)]
     namespace: Option<String>,
@@ -137,8 +141,9 @@ async fn run(args: Args) -> Result<(), String> {
             .map_or(0, |d| d.subsec_nanos());
         format!("bench{}x{nanos}", std::process::id())
     });
-    let server1 = start_server(&url, &namespace, "bench-1").await?;
-    let server2 = start_server(&url, &namespace, "bench-2").await?;
+    let write_delay = Duration::from_micros(args.write_delay_us);
+    let server1 = start_server(&url, &namespace, "bench-1", Duration::ZERO).await?;
+    let server2 = start_server(&url, &namespace, "bench-2", write_delay).await?;
     wait_up(server1.handle()).await?;
     wait_up(server2.handle()).await?;
 
@@ -207,6 +212,10 @@ async fn run(args: Args) -> Result<(), String> {
         0 => format!("closed loop, window {}", args.window.max(1)),
         rate => format!("open loop, {rate}/s target"),
     };
+    let mode = match args.write_delay_us {
+        0 => mode,
+        us => format!("{mode}, write delay {us} us"),
+    };
     println!("cross-server: {users} users on server 2, publisher on server 1, {mode}, {seconds} s");
     println!(
         "publishes sent {sent} ({:.0}/s), deliveries received {received} in {:.2?} = {:.0} deliveries/s",
@@ -243,7 +252,12 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn start_server(url: &str, namespace: &str, id: &str) -> Result<Listening, String> {
+async fn start_server(
+    url: &str,
+    namespace: &str,
+    id: &str,
+    write_delay: Duration,
+) -> Result<Listening, String> {
     let options = FixtureOptions {
         auth: true,
         namespace: Some(namespace.to_owned()),
@@ -252,7 +266,8 @@ async fn start_server(url: &str, namespace: &str, id: &str) -> Result<Listening,
     // No heartbeat: the receivers only read, they never answer pings.
     let builder = fixture_builder(Server::builder(), &options)
         .server_id(id)
-        .heartbeat(None);
+        .heartbeat(None)
+        .write_delay(write_delay);
     let config = RedisBrokerConfig::new(url, namespace, id);
     let broker = RedisBroker::new(config, TokioRuntime::current()).map_err(|e| e.to_string())?;
     builder

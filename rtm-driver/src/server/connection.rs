@@ -85,6 +85,7 @@ impl ServerHandle {
         span.record("conn", tracing::field::display(conn));
         tracing::debug!("connected");
 
+        let write_delay = shared.transport.write_delay;
         let writer = async {
             loop {
                 let next = {
@@ -96,9 +97,11 @@ impl ServerHandle {
                     }
                 };
                 let Ok(first) = next else { break };
-                // Write everything already queued, then flush once: one syscall per burst.
+                // Write everything already queued (and, with a write delay, what
+                // comes meanwhile), then flush once: one syscall per burst.
                 let write = async {
                     let mut message = first;
+                    let mut waited = write_delay.is_zero();
                     loop {
                         let closing = matches!(message, Outgoing::Close(..));
                         outgoing.feed(message).await.map_err(|_| ())?;
@@ -106,10 +109,18 @@ impl ServerHandle {
                             let _ = outgoing.flush().await;
                             return Err(());
                         }
-                        match queue_rx.try_recv() {
-                            Ok(more) => message = more,
-                            Err(_) => break,
-                        }
+                        message = match queue_rx.try_recv() {
+                            Ok(more) => more,
+                            Err(_) if waited => break,
+                            Err(_) => {
+                                waited = true;
+                                shared.runtime.sleep(write_delay).await;
+                                match queue_rx.try_recv() {
+                                    Ok(more) => more,
+                                    Err(_) => break,
+                                }
+                            }
+                        };
                     }
                     outgoing.flush().await.map_err(|_| ())
                 };
