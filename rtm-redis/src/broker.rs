@@ -423,8 +423,11 @@ impl Broker for RedisBroker {
         }
         let (done, answer) = oneshot::channel();
         let cmd = shared.publish_cmd(topic, &payload);
-        // Used only on a cluster, where a pipeline may hold one slot.
-        let slot = Slot::for_key(topic.as_str());
+        // Only a cluster needs it: a pipeline there may hold one slot.
+        let slot = shared
+            .config
+            .is_cluster()
+            .then(|| Slot::for_key(topic.as_str()));
         if self
             .queue
             .unbounded_send(Queued { cmd, done, slot })

@@ -143,11 +143,12 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends publish commands, each with its topic's slot, and returns one result per
-    /// command, in order: one pipeline on a single node, one per slot on a cluster.
+    /// Sends publish commands, each with its topic's slot (on a cluster), and
+    /// returns one result per command, in order: one pipeline on a single
+    /// node, one per slot on a cluster.
     pub(crate) async fn publish_all(
         &mut self,
-        cmds: Vec<(Slot, redis::Cmd)>,
+        cmds: Vec<(Option<Slot>, redis::Cmd)>,
     ) -> Vec<Result<(), redis::RedisError>> {
         match self {
             Conn::Single(c) => {
@@ -163,7 +164,8 @@ impl Conn {
             }
             Conn::Cluster(c) => {
                 // Group by slot, keeping call order within each group.
-                let mut groups: HashMap<Slot, (Vec<usize>, redis::Pipeline)> = HashMap::new();
+                let mut groups: HashMap<Option<Slot>, (Vec<usize>, redis::Pipeline)> =
+                    HashMap::new();
                 let count = cmds.len();
                 for (i, (slot, cmd)) in cmds.into_iter().enumerate() {
                     let (idx, pipe) = groups

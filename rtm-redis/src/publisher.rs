@@ -23,8 +23,9 @@ const MAX_BATCH: usize = 512;
 /// One publish waiting to be sent.
 pub(crate) struct Queued {
     pub(crate) cmd: redis::Cmd,
-    /// The topic's cluster slot (a pipeline on a cluster holds one slot only).
-    pub(crate) slot: Slot,
+    /// The topic's cluster slot, on a cluster only (a pipeline there holds
+    /// one slot only).
+    pub(crate) slot: Option<Slot>,
     pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
