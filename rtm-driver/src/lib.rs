@@ -18,6 +18,8 @@ pub mod function;
 pub mod runtime;
 pub mod server;
 pub mod transport;
+#[cfg(feature = "tungstenite")]
+pub mod ws;
 
 pub use client::{
     ClientHandle, ClientOptions, Connector, IncomingStream, OutgoingSink, Subscription,
