@@ -1,7 +1,8 @@
 //! Running the `rtm-fixture` binary as a child process.
 //!
 //! [`Fixture::start`] spawns `rtm-fixture --runtime tokio --listen 127.0.0.1:0`
-//! plus the given flags, waits (bounded by [`READY_TIMEOUT`]) for its
+//! plus the given flags ([`Fixture::start_on`] picks the runtime: every
+//! [`ServerRuntime`] runs the same fixture server), waits (bounded by [`READY_TIMEOUT`]) for its
 //! `listening on ws://127.0.0.1:PORT/` line, and kills the process when the
 //! [`Fixture`] drops. Everything the process writes to stderr is kept, so a
 //! failure to start says why.
@@ -27,6 +28,41 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The most stderr kept per process (the tail is kept).
 const STDERR_KEEP_BYTES: usize = 64 * 1024;
 
+/// The adapter and executor an `rtm-fixture` runs on (its `--runtime`).
+///
+/// ```
+/// use conformance::ServerRuntime;
+/// let names: Vec<_> = ServerRuntime::ALL.iter().map(|r| r.arg()).collect();
+/// assert_eq!(names, ["tokio", "async-std", "smol"]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRuntime {
+    /// rtm-tokio.
+    Tokio,
+    /// rtm-async-std on async-std's executor.
+    AsyncStd,
+    /// rtm-async-std on smol's executor.
+    Smol,
+}
+
+impl ServerRuntime {
+    /// Every runtime the fixture runs on.
+    pub const ALL: [ServerRuntime; 3] = [
+        ServerRuntime::Tokio,
+        ServerRuntime::AsyncStd,
+        ServerRuntime::Smol,
+    ];
+
+    /// Its `--runtime` value.
+    pub fn arg(self) -> &'static str {
+        match self {
+            ServerRuntime::Tokio => "tokio",
+            ServerRuntime::AsyncStd => "async-std",
+            ServerRuntime::Smol => "smol",
+        }
+    }
+}
+
 /// A running `rtm-fixture` process, killed on drop.
 pub struct Fixture {
     child: Child,
@@ -42,10 +78,24 @@ impl Fixture {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut args: Vec<std::ffi::OsString> = ["--runtime", "tokio", "--listen", "127.0.0.1:0"]
-            .iter()
-            .map(Into::into)
-            .collect();
+        Fixture::start_on(bin, ServerRuntime::Tokio, flags)
+    }
+
+    /// Starts `bin --runtime RUNTIME --listen 127.0.0.1:0 FLAGS…` and waits for it to listen.
+    pub fn start_on<I, S>(
+        bin: impl AsRef<Path>,
+        runtime: ServerRuntime,
+        flags: I,
+    ) -> Result<Fixture, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut args: Vec<std::ffi::OsString> =
+            ["--runtime", runtime.arg(), "--listen", "127.0.0.1:0"]
+                .iter()
+                .map(Into::into)
+                .collect();
         args.extend(flags.into_iter().map(|f| f.as_ref().to_owned()));
         Fixture::spawn(bin, args)
     }

@@ -16,5 +16,5 @@ pub mod fixture;
 pub mod wire;
 
 pub use conn::RawConn;
-pub use fixture::Fixture;
+pub use fixture::{Fixture, ServerRuntime};
 pub use wire::SocketWire;

@@ -1,13 +1,13 @@
 //! The `rtm-fixture` contract, function by function and flag by flag, over
-//! real sockets against `rtm-fixture --runtime tokio`.
+//! real sockets against `rtm-fixture` on every runtime (tokio, async-std, smol).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fixture, FIXTURE_BIN};
+use common::{fixture_on, FIXTURE_BIN};
 use conformance::fixture::run_to_exit;
-use conformance::{Fixture, RawConn};
+use conformance::{Fixture, RawConn, ServerRuntime};
 use rtm_core::testkit::vectors::pad_to;
 use serde_json::{json, Value};
 
@@ -25,9 +25,8 @@ fn code(error: &Value) -> &str {
 
 // ----- functions -----
 
-#[tokio::test]
-async fn echo_add_and_fail_answer_as_documented() {
-    let f = fixture(&[]);
+async fn echo_add_and_fail_answer_as_documented(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     assert_eq!(
         c.call_ok("echo", json!([{"a": [1]}])).await.unwrap(),
@@ -43,9 +42,8 @@ async fn echo_add_and_fail_answer_as_documented() {
     );
 }
 
-#[tokio::test]
-async fn big_n_returns_a_string_of_n_x() {
-    let f = fixture(&[]);
+async fn big_n_returns_a_string_of_n_x(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     assert_eq!(c.call_ok("big", json!([0])).await.unwrap(), json!(""));
     let big = c.call_ok("big", json!([100_000])).await.unwrap();
@@ -54,9 +52,8 @@ async fn big_n_returns_a_string_of_n_x() {
     assert!(big.bytes().all(|b| b == b'x'));
 }
 
-#[tokio::test]
-async fn count_is_the_number_of_local_connections() {
-    let f = fixture(&[]);
+async fn count_is_the_number_of_local_connections(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut a = conn(&f).await;
     let mut b = conn(&f).await;
     let mut c = conn(&f).await;
@@ -75,9 +72,8 @@ async fn count_is_the_number_of_local_connections() {
     b.expect_nothing().await.unwrap();
 }
 
-#[tokio::test]
-async fn broadcast_emits_alert_to_every_connection() {
-    let f = fixture(&[]);
+async fn broadcast_emits_alert_to_every_connection(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut conns = Vec::new();
     for _ in 0..3 {
         let mut c = conn(&f).await;
@@ -97,9 +93,8 @@ async fn broadcast_emits_alert_to_every_connection() {
     }
 }
 
-#[tokio::test]
-async fn emit_sends_event_and_args_to_every_connection() {
-    let f = fixture(&[]);
+async fn emit_sends_event_and_args_to_every_connection(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut a = conn(&f).await;
     let mut b = conn(&f).await;
     b.call_ok("echo", json!([1])).await.unwrap();
@@ -116,9 +111,8 @@ async fn emit_sends_event_and_args_to_every_connection() {
     }
 }
 
-#[tokio::test]
-async fn emit_to_reaches_only_that_users_connections() {
-    let f = fixture(&["--auth"]);
+async fn emit_to_reaches_only_that_users_connections(rt: ServerRuntime) {
+    let f = fixture_on(rt, &["--auth"]);
     let mut alice1 = user(&f, "alice").await;
     let mut alice2 = user(&f, "alice").await;
     let mut bob = user(&f, "bob").await;
@@ -144,9 +138,8 @@ async fn emit_to_reaches_only_that_users_connections() {
     );
 }
 
-#[tokio::test]
-async fn publish_with_auth_reaches_every_connection_of_the_user_once() {
-    let f = fixture(&["--auth"]);
+async fn publish_with_auth_reaches_every_connection_of_the_user_once(rt: ServerRuntime) {
+    let f = fixture_on(rt, &["--auth"]);
     let mut alice1 = user(&f, "alice").await;
     let mut alice2 = user(&f, "alice").await;
     let mut bob = user(&f, "bob").await;
@@ -166,9 +159,8 @@ async fn publish_with_auth_reaches_every_connection_of_the_user_once() {
     bob.expect_nothing().await.unwrap();
 }
 
-#[tokio::test]
-async fn publish_without_auth_is_an_error_reply() {
-    let f = fixture(&[]);
+async fn publish_without_auth_is_an_error_reply(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     c.call_err("publish", json!(["bob", "dm", "x"]))
         .await
@@ -176,9 +168,8 @@ async fn publish_without_auth_is_an_error_reply() {
     c.expect_nothing().await.unwrap();
 }
 
-#[tokio::test]
-async fn push_reaches_each_matching_subscription_once() {
-    let f = fixture(&[]);
+async fn push_reaches_each_matching_subscription_once(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut one_tag = conn(&f).await;
     let mut two_tags = conn(&f).await;
     let mut other_event = conn(&f).await;
@@ -199,9 +190,8 @@ async fn push_reaches_each_matching_subscription_once() {
     other_event.expect_nothing().await.unwrap();
 }
 
-#[tokio::test]
-async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed() {
-    let f = fixture(&[]);
+async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     for tags in [&["private-x"][..], &["open", "private-y"][..]] {
         let reply = c.subscription(true, "score", tags).await.unwrap();
@@ -213,9 +203,8 @@ async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn panic_answers_internal_and_the_connection_and_server_keep_working() {
-    let f = fixture(&[]);
+async fn panic_answers_internal_and_the_connection_and_server_keep_working(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     let error = c.call_err("panic", json!([])).await.unwrap();
     assert_eq!(code(&error), "rtm/internal");
@@ -227,9 +216,8 @@ async fn panic_answers_internal_and_the_connection_and_server_keep_working() {
     assert_eq!(other.call_ok("add", json!([1, 1])).await.unwrap(), json!(2));
 }
 
-#[tokio::test]
-async fn sleep_runs_concurrently_so_a_later_call_can_answer_first() {
-    let f = fixture(&[]);
+async fn sleep_runs_concurrently_so_a_later_call_can_answer_first(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     let slow = c.invoke("sleep", json!([300])).await.unwrap();
     let fast = c.invoke("echo", json!(["fast"])).await.unwrap();
@@ -239,16 +227,14 @@ async fn sleep_runs_concurrently_so_a_later_call_can_answer_first() {
     assert_eq!(second, json!({"id": slow, "data": 300}));
 }
 
-#[tokio::test]
-async fn whoami_is_null_without_auth() {
-    let f = fixture(&[]);
+async fn whoami_is_null_without_auth(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     assert_eq!(c.call_ok("whoami", json!([])).await.unwrap(), Value::Null);
 }
 
-#[tokio::test]
-async fn whoami_is_the_authentication_data_with_auth() {
-    let f = fixture(&["--auth"]);
+async fn whoami_is_the_authentication_data_with_auth(rt: ServerRuntime) {
+    let f = fixture_on(rt, &["--auth"]);
     let mut c = user(&f, "alice").await;
     assert_eq!(
         c.call_ok("whoami", json!([])).await.unwrap(),
@@ -258,9 +244,8 @@ async fn whoami_is_the_authentication_data_with_auth() {
 
 // ----- flags -----
 
-#[tokio::test]
-async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token() {
-    let f = fixture(&["--auth"]);
+async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token(rt: ServerRuntime) {
+    let f = fixture_on(rt, &["--auth"]);
     for token in ["alice", "user:", "User:alice"] {
         let mut c = conn(&f).await;
         let reply = c.auth(token).await.unwrap();
@@ -273,9 +258,8 @@ async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token() {
     }
 }
 
-#[tokio::test]
-async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008() {
-    let f = fixture(&["--auth", "--auth-timeout-ms", "300"]);
+async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008(rt: ServerRuntime) {
+    let f = fixture_on(rt, &["--auth", "--auth-timeout-ms", "300"]);
     let started = Instant::now();
     let mut c = conn(&f).await;
     assert_eq!(c.expect_close().await.unwrap(), 4008);
@@ -286,9 +270,10 @@ async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008() {
     );
 }
 
-#[tokio::test]
-async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_over() {
-    let f = fixture(&["--max-frame-bytes", "512"]);
+async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_over(
+    rt: ServerRuntime,
+) {
+    let f = fixture_on(rt, &["--max-frame-bytes", "512"]);
     let frame = json!({"id": "1", "type": "invoke", "function": "echo", "data": ["PAD"]});
     let mut at_limit = conn(&f).await;
     at_limit
@@ -302,9 +287,8 @@ async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_ov
     assert_eq!(over.expect_close().await.unwrap(), 1009);
 }
 
-#[tokio::test]
-async fn max_in_flight_allows_exactly_n_calls_at_once() {
-    let f = fixture(&["--max-in-flight", "2"]);
+async fn max_in_flight_allows_exactly_n_calls_at_once(rt: ServerRuntime) {
+    let f = fixture_on(rt, &["--max-in-flight", "2"]);
     let mut c = conn(&f).await;
     let first = c.invoke("sleep", json!([300])).await.unwrap();
     let second = c.invoke("sleep", json!([300])).await.unwrap();
@@ -316,35 +300,69 @@ async fn max_in_flight_allows_exactly_n_calls_at_once() {
     assert_eq!(c.call_ok("echo", json!([4])).await.unwrap(), json!(4));
 }
 
-#[tokio::test]
-async fn port_0_prints_the_real_port() {
-    let f = fixture(&[]);
+async fn port_0_prints_the_real_port(rt: ServerRuntime) {
+    let f = fixture_on(rt, &[]);
     assert_ne!(f.port(), 0);
     assert_eq!(f.url(), format!("ws://127.0.0.1:{}/", f.port()));
     let mut c = conn(&f).await;
     assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
 }
 
-#[tokio::test]
-async fn an_explicit_port_is_the_one_listened_on_and_printed() {
+async fn an_explicit_port_is_the_one_listened_on_and_printed(rt: ServerRuntime) {
     let port = rtm_redis::testing::free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
-    let f = Fixture::spawn(FIXTURE_BIN, ["--runtime", "tokio", "--listen", &listen]).unwrap();
+    let f = Fixture::spawn(FIXTURE_BIN, ["--runtime", rt.arg(), "--listen", &listen]).unwrap();
     assert_eq!(f.url(), format!("ws://127.0.0.1:{port}/"));
     let mut c = conn(&f).await;
     assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
 }
 
 #[test]
-fn runtimes_other_than_tokio_exit_2_with_a_clear_message() {
-    for runtime in ["async-std", "smol"] {
-        let args = ["--runtime", runtime, "--listen", "127.0.0.1:0"];
-        let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
-        assert_eq!(exited.status.code(), Some(2), "{runtime}: {exited:?}");
-        assert!(exited.stdout.is_empty(), "{runtime}: {exited:?}");
-        assert!(
-            exited.stderr.contains("not available"),
-            "{runtime}: {exited:?}"
-        );
-    }
+fn an_unknown_runtime_exits_2_with_a_clear_message() {
+    let args = ["--runtime", "glommio", "--listen", "127.0.0.1:0"];
+    let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert!(exited.stdout.is_empty(), "{exited:?}");
+    assert!(exited.stderr.contains("invalid value"), "{exited:?}");
 }
+
+/// One `#[tokio::test]` per scenario and fixture runtime: `tokio_server::NAME`,
+/// `async_std_server::NAME`, `smol_server::NAME` (the client side is always tokio).
+macro_rules! on_every_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        on_every_runtime!(@one tokio_server, Tokio, $($scenario),*);
+        on_every_runtime!(@one async_std_server, AsyncStd, $($scenario),*);
+        on_every_runtime!(@one smol_server, Smol, $($scenario),*);
+    };
+    (@one $module:ident, $runtime:ident, $($scenario:ident),*) => {
+        mod $module {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(conformance::ServerRuntime::$runtime).await
+            })*
+        }
+    };
+}
+
+on_every_runtime!(
+    echo_add_and_fail_answer_as_documented,
+    big_n_returns_a_string_of_n_x,
+    count_is_the_number_of_local_connections,
+    broadcast_emits_alert_to_every_connection,
+    emit_sends_event_and_args_to_every_connection,
+    emit_to_reaches_only_that_users_connections,
+    publish_with_auth_reaches_every_connection_of_the_user_once,
+    publish_without_auth_is_an_error_reply,
+    push_reaches_each_matching_subscription_once,
+    subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed,
+    panic_answers_internal_and_the_connection_and_server_keep_working,
+    sleep_runs_concurrently_so_a_later_call_can_answer_first,
+    whoami_is_null_without_auth,
+    whoami_is_the_authentication_data_with_auth,
+    auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token,
+    auth_timeout_ms_closes_an_unauthenticated_connection_4008,
+    max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_over,
+    max_in_flight_allows_exactly_n_calls_at_once,
+    port_0_prints_the_real_port,
+    an_explicit_port_is_the_one_listened_on_and_printed,
+);

@@ -1,6 +1,7 @@
 //! Two `rtm-fixture --redis URL --namespace NS` processes sharing one Redis:
 //! Publish and Push cross servers exactly once per connection, keep order per
-//! publisher, stay inside their namespace, and leave no topics behind.
+//! publisher, stay inside their namespace, and leave no topics behind; one
+//! cluster mixes servers on tokio, async-std and smol.
 //!
 //! Redis comes from `RTM_REDIS_URL`, else a private `redis-server` per test.
 //! A server subscribes to broker topics asynchronously, so before sending
@@ -8,8 +9,8 @@
 
 mod common;
 
-use common::{eventually, fixture};
-use conformance::{Fixture, RawConn};
+use common::{eventually, fixture, fixture_on};
+use conformance::{Fixture, RawConn, ServerRuntime};
 use rtm_core::Topic;
 use rtm_redis::testing::TestRedis;
 use serde_json::{json, Value};
@@ -45,6 +46,13 @@ impl Cluster {
 
     fn server(&self, auth: bool) -> Fixture {
         self.server_in(&self.namespace, auth)
+    }
+
+    /// A fixture server on `runtime` in this cluster's namespace, with `--auth`.
+    fn server_on(&self, runtime: ServerRuntime) -> Fixture {
+        let url = self.redis.url();
+        let flags = ["--redis", &url, "--namespace", &self.namespace, "--auth"];
+        fixture_on(runtime, &flags)
     }
 
     /// How many servers are subscribed to `topic` (PUBSUB NUMSUB).
@@ -138,6 +146,30 @@ async fn publish_from_either_server_reaches_each_connection_of_the_user_once() {
 
     bob_a.expect_nothing().await.unwrap();
     carol_b.expect_nothing().await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_reaches_each_connection_once_across_servers_on_tokio_async_std_and_smol() {
+    let cluster = Cluster::new("runtimes");
+    let servers: Vec<Fixture> = ServerRuntime::ALL
+        .iter()
+        .map(|runtime| cluster.server_on(*runtime))
+        .collect();
+    let mut alices = Vec::new();
+    for server in &servers {
+        alices.push(user(server, "alice").await);
+    }
+    cluster
+        .wait_subscribed(cluster.user_topic("alice"), servers.len() as u64)
+        .await;
+    for (n, server) in servers.iter().enumerate() {
+        let mut bob = user(server, "bob").await;
+        let sent = bob.call_ok("publish", json!(["alice", "dm", n])).await;
+        assert_eq!(sent.unwrap(), Value::Null);
+        let event = json!({"event": "dm", "data": [n]});
+        each_got_once(&mut alices.iter_mut().collect::<Vec<_>>(), &event).await;
+        bob.expect_nothing().await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Every case of `shared/vectors/protocol.jsonl`, over a real socket, against
-//! `rtm-fixture --runtime tokio` started with the case's flags.
+//! `rtm-fixture` started with the case's flags, on each runtime (tokio,
+//! async-std, smol): one test per runtime.
 //!
 //! Each case gets its own fixture process (emit counts and events must not
 //! leak between cases); cases run [`PARALLEL`] at a time.
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use common::FIXTURE_BIN;
-use conformance::{Fixture, SocketWire};
+use conformance::{Fixture, ServerRuntime, SocketWire};
 use rtm_core::testkit::vectors::{parse_cases, run_case, Case};
 
 /// How many cases run at once (each waits on sockets far more than it computes).
@@ -20,15 +21,16 @@ fn vectors_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/protocol.jsonl")
 }
 
-/// Starts a fixture for `case` and runs it over a socket.
-fn run_over_socket(case: &Case) -> Result<(), String> {
-    let fixture = Fixture::start(FIXTURE_BIN, case.fixture_flags())?;
+/// Starts a fixture on `runtime` for `case` and runs it over a socket.
+fn run_over_socket(runtime: ServerRuntime, case: &Case) -> Result<(), String> {
+    let fixture = Fixture::start_on(FIXTURE_BIN, runtime, case.fixture_flags())?;
     let mut wire = SocketWire::connect(fixture.url())?;
     run_case(case, &mut wire).map_err(|e| format!("{e}\n    fixture stderr: {}", fixture.stderr()))
 }
 
-/// Runs `cases` on [`PARALLEL`] threads; returns each case's name and outcome, in input order.
-fn run_all(cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
+/// Runs `cases` against `runtime` on [`PARALLEL`] threads; returns each
+/// case's name and outcome, in input order.
+fn run_all(runtime: ServerRuntime, cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
     let queue = Arc::new(Mutex::new(cases.into_iter().enumerate()));
     let results = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..PARALLEL)
@@ -38,7 +40,7 @@ fn run_all(cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
             std::thread::spawn(move || loop {
                 let next = queue.lock().unwrap().next();
                 let Some((n, case)) = next else { return };
-                let outcome = run_over_socket(&case);
+                let outcome = run_over_socket(runtime, &case);
                 results.lock().unwrap().push((n, case.name, outcome));
             })
         })
@@ -56,13 +58,27 @@ fn run_all(cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_tokio() {
+    every_vector_passes_against(ServerRuntime::Tokio);
+}
+
+#[test]
+fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_async_std() {
+    every_vector_passes_against(ServerRuntime::AsyncStd);
+}
+
+#[test]
+fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_smol() {
+    every_vector_passes_against(ServerRuntime::Smol);
+}
+
+fn every_vector_passes_against(runtime: ServerRuntime) {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
     let cases = parse_cases(&text).unwrap();
 
-    let results = run_all(cases);
+    let results = run_all(runtime, cases);
     let failures: Vec<String> = results
         .iter()
         .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| format!("{name}: {e}")))
@@ -70,9 +86,10 @@ fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_tokio() {
 
     assert!(
         failures.is_empty(),
-        "{} of {} vectors failed over a socket:\n  {}",
+        "{} of {} vectors failed over a socket against {}:\n  {}",
         failures.len(),
         results.len(),
+        runtime.arg(),
         failures.join("\n  ")
     );
     assert_eq!(
@@ -96,7 +113,7 @@ fn the_socket_runner_rejects_wrong_expectations() {
         .iter()
         .map(|line| parse_cases(line).unwrap().remove(0))
         .collect();
-    for (name, outcome) in run_all(cases) {
+    for (name, outcome) in run_all(ServerRuntime::Tokio, cases) {
         assert!(outcome.is_err(), "case {name:?} should fail");
     }
 }

@@ -7,7 +7,9 @@
 //!   [`ServerHandle::serve`] to run one already-upgraded WebSocket;
 //! - the function registry ([`CallContext`], typed handlers);
 //! - the seam to a runtime ([`Runtime`]: spawn and sleep) and to a WebSocket
-//!   library ([`Incoming`] / [`Outgoing`]).
+//!   library ([`Incoming`] / [`Outgoing`]);
+//! - with feature `tungstenite`, `ws`: the tungstenite glue (configs, message
+//!   mappings, the upgrade's path check) both tungstenite-based adapters share.
 //!
 //! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
 #![warn(missing_docs)]
@@ -18,6 +20,8 @@ pub mod function;
 pub mod runtime;
 pub mod server;
 pub mod transport;
+#[cfg(feature = "tungstenite")]
+pub mod ws;
 
 pub use client::{
     ClientHandle, ClientOptions, Connector, IncomingStream, OutgoingSink, Subscription,

@@ -2,14 +2,15 @@
 //!
 //! [`rtm_core::Runtime`] (spawn and sleep) for the runtimes RTM supports,
 //! written once and shared by the adapters and the Redis broker:
-//! `TokioRuntime` (feature `tokio`) and `SmolRuntime` (feature `smol`;
-//! also right for async-std, which runs on the same async-io reactor).
+//! `TokioRuntime` (feature `tokio`), `SmolRuntime` (feature `smol`) and
+//! `AsyncStdRuntime` (feature `async-std`). smol and async-std share the
+//! async-io reactor, so IO started on either works under both.
 #![warn(missing_docs)]
 
-#[cfg(any(feature = "tokio", feature = "smol"))]
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
 use std::time::Duration;
 
-#[cfg(any(feature = "tokio", feature = "smol"))]
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
 use rtm_core::broker::BoxFuture;
 pub use rtm_core::Runtime;
 
@@ -55,6 +56,20 @@ impl Runtime for TokioRuntime {
 }
 
 /// Spawns on smol's global executor and sleeps with async-io's timer.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtm_runtime::{Runtime, SmolRuntime};
+///
+/// smol::block_on(async {
+///     let (tx, rx) = async_channel::bounded(1);
+///     SmolRuntime.spawn(Box::pin(async move {
+///         let _ = tx.send(7).await;
+///     }));
+///     SmolRuntime.sleep(Duration::from_millis(1)).await;
+///     assert_eq!(rx.recv().await, Ok(7));
+/// });
+/// ```
 #[cfg(feature = "smol")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SmolRuntime;
@@ -69,5 +84,36 @@ impl Runtime for SmolRuntime {
         Box::pin(async move {
             smol::Timer::after(duration).await;
         })
+    }
+}
+
+/// Spawns on async-std's executor and sleeps with its (async-io) timer.
+///
+/// ```
+/// use std::time::Duration;
+/// use rtm_runtime::{AsyncStdRuntime, Runtime};
+///
+/// async_std::task::block_on(async {
+///     let (tx, rx) = async_channel::bounded(1);
+///     AsyncStdRuntime.spawn(Box::pin(async move {
+///         let _ = tx.send(7).await;
+///     }));
+///     AsyncStdRuntime.sleep(Duration::from_millis(1)).await;
+///     assert_eq!(rx.recv().await, Ok(7));
+/// });
+/// ```
+#[cfg(feature = "async-std")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncStdRuntime;
+
+#[cfg(feature = "async-std")]
+impl Runtime for AsyncStdRuntime {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        // Detached: dropping an async-std JoinHandle does not cancel the task.
+        drop(async_std::task::spawn(task));
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async_std::task::sleep(duration))
     }
 }

@@ -3,14 +3,11 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rtm_core::RtmError;
-use rtm_driver::client::{Connector, IncomingStream, OutgoingSink};
-use rtm_driver::transport::WriteError;
+use rtm_driver::client::Connector;
+use rtm_driver::ws::{client_halves, client_ws_config};
 use rtm_driver::{ClientHandle, ClientOptions};
-use tungstenite::protocol::WebSocketConfig;
-
-use crate::ws::{incoming, outgoing};
 use rtm_runtime::TokioRuntime;
 
 /// An RTM client on tokio. Derefs to [`ClientHandle`] for `call`,
@@ -43,9 +40,7 @@ impl Client {
     /// Starts a client without waiting: calls made before it opens are queued.
     pub fn start(url: &str, options: ClientOptions) -> Client {
         let url = url.to_owned();
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(options.max_frame_bytes))
-            .max_frame_size(Some(options.max_frame_bytes));
+        let config = client_ws_config(options.max_frame_bytes);
         let connector: Connector = Arc::new(move || {
             let url = url.clone();
             Box::pin(async move {
@@ -54,12 +49,7 @@ impl Client {
                         .await
                         .map_err(|e| e.to_string())?;
                 let (sink, stream) = socket.split();
-                let stream: IncomingStream = Box::pin(stream.map(incoming));
-                let sink: OutgoingSink =
-                    Box::pin(sink.sink_map_err(|e| WriteError(e.to_string())).with(|m| {
-                        std::future::ready(outgoing(m).map_err(|e| WriteError(e.to_string())))
-                    }));
-                Ok((stream, sink))
+                Ok(client_halves(stream, sink))
             })
         });
         let handle =

@@ -5,17 +5,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rtm_core::ConnMeta;
+use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
 use rtm_driver::{ServerBuilder, ServerHandle};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tungstenite::http::StatusCode;
 
-use crate::ws::{serve_websocket, server_ws_config};
+use crate::ws::serve_websocket;
 use rtm_runtime::TokioRuntime;
-
-/// How long a peer may take to complete the WebSocket handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Entry point: `Server::builder()` → register functions, set options → `.listen(addr)`.
 pub struct Server;
@@ -110,23 +105,13 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
     }
 }
 
-#[allow(clippy::result_large_err)] // the callback signature is tungstenite's
 async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let expected = handle.transport().path.clone();
-    let mut path = None;
-    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        if request.uri().path() != expected {
-            let mut refusal = ErrorResponse::new(Some("not found".into()));
-            *refusal.status_mut() = StatusCode::NOT_FOUND;
-            return Err(refusal);
-        }
-        path = request.uri().path_and_query().map(|p| p.to_string());
-        Ok(response)
-    };
+    let mut upgrade = Upgrade::new(&handle.transport().path);
     let config = server_ws_config(&handle);
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config));
-    let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(tcp, upgrade.callback(), Some(config));
+    let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "websocket handshake failed");
@@ -137,9 +122,5 @@ async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let meta = ConnMeta {
-        peer_addr: Some(peer),
-        path,
-    };
-    serve_websocket(&handle, socket, meta).await;
+    serve_websocket(&handle, socket, upgrade.meta(peer)).await;
 }

@@ -1,57 +1,13 @@
-//! Mapping tungstenite (and axum) WebSocket messages to the driver's
-//! [`Incoming`] / [`Outgoing`], and serving one upgraded socket.
+//! Serving one upgraded socket: tokio-tungstenite through the shared
+//! tungstenite glue (`rtm_driver::ws`), and axum's own message types.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtm_core::ConnMeta;
+use rtm_driver::ws::serve_messages;
 use rtm_driver::{Incoming, Outgoing, ServerHandle};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::error::{CapacityError, Error as WsError};
-use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
-
-/// The tungstenite configuration for a server's limits and buffers.
-pub(crate) fn server_ws_config(handle: &ServerHandle) -> WebSocketConfig {
-    let max = handle.config().limits.max_frame_bytes;
-    WebSocketConfig::default()
-        .read_buffer_size(handle.transport().read_buffer_bytes)
-        // Frames gather until the writer's flush (up to 16 KiB): one send per burst.
-        .write_buffer_size(16 * 1024)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
-
-pub(crate) fn incoming(message: Result<Message, WsError>) -> Incoming {
-    match message {
-        Ok(Message::Text(text)) => Incoming::Text(Bytes::from(text)),
-        Ok(Message::Binary(_)) => Incoming::Binary,
-        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Incoming::Activity,
-        Ok(Message::Close(frame)) => match frame {
-            Some(frame) => Incoming::Closed(Some(frame.code.into()), frame.reason.to_string()),
-            None => Incoming::Closed(None, String::new()),
-        },
-        Err(WsError::Capacity(
-            CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
-        )) => Incoming::TooLarge,
-        Err(err) => Incoming::Error(err.to_string()),
-    }
-}
-
-pub(crate) fn outgoing(message: Outgoing) -> Result<Message, WsError> {
-    Ok(match message {
-        Outgoing::Text(bytes) => Message::Text(
-            bytes
-                .try_into()
-                .map_err(|_| WsError::Utf8("outgoing frame is not UTF-8".into()))?,
-        ),
-        Outgoing::Ping => Message::Ping(Bytes::new()),
-        Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
-            code: WsCloseCode::from(code),
-            reason: reason.into(),
-        })),
-    })
-}
 
 /// Serves one WebSocket that was already upgraded (by hyper, or by
 /// `tokio_tungstenite::accept_async`), until it closes.
@@ -60,10 +16,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (sink, stream) = socket.split();
-    let stream = stream.map(incoming);
-    let sink = sink.with(|m| std::future::ready(outgoing(m)));
-    futures_util::pin_mut!(sink);
-    handle.serve(stream, sink, meta).await;
+    serve_messages(handle, stream, sink, meta).await;
 }
 
 /// Serves one axum WebSocket (from `WebSocketUpgrade::on_upgrade`), until it closes.

@@ -1,8 +1,9 @@
 //! `rtm-fixture`: the fixture server, the same on every adapter, for our
-//! conformance tests and for foreign clients.
+//! conformance tests and for foreign clients: `--runtime tokio` runs it on
+//! rtm-tokio, `async-std` and `smol` on rtm-async-std with that executor.
 //!
 //! ```text
-//! rtm-fixture --runtime tokio --listen 127.0.0.1:PORT [--auth] [--auth-timeout-ms N]
+//! rtm-fixture --runtime tokio|async-std|smol --listen 127.0.0.1:PORT [--auth] [--auth-timeout-ms N]
 //!             [--redis URL] [--namespace NS] [--max-frame-bytes N] [--max-in-flight N]
 //! ```
 //! Prints `listening on ws://127.0.0.1:PORT/` on stdout when ready.
@@ -12,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use rtm_async_std::{AsyncStdRuntime, SmolRuntime};
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
+use rtm_driver::ServerBuilder;
 use rtm_redis::{RedisBroker, RedisBrokerConfig};
-use rtm_tokio::{Server, ServerBuilderExt, TokioRuntime};
+use rtm_tokio::TokioRuntime;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum RuntimeName {
@@ -63,28 +66,55 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     match args.runtime {
-        RuntimeName::Tokio => {}
-        RuntimeName::AsyncStd | RuntimeName::Smol => {
-            let name = if matches!(args.runtime, RuntimeName::Smol) {
-                "smol"
-            } else {
-                "async-std"
+        RuntimeName::Tokio => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("rtm-fixture: cannot start tokio: {err}");
+                    return ExitCode::FAILURE;
+                }
             };
-            eprintln!("rtm-fixture: runtime {name} is not available yet (tokio only)");
-            return ExitCode::from(2);
+            runtime.block_on(run(args))
+        }
+        RuntimeName::AsyncStd => async_std::task::block_on(run(args)),
+        RuntimeName::Smol => smol::block_on(run(args)),
+    }
+}
+
+/// The running server, on whichever adapter `--runtime` picked.
+enum Running {
+    Tokio(rtm_tokio::Listening),
+    AsyncIo(rtm_async_std::Listening),
+}
+
+impl Running {
+    fn url(&self) -> String {
+        match self {
+            Running::Tokio(server) => server.url(),
+            Running::AsyncIo(server) => server.url(),
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("rtm-fixture: cannot start tokio: {err}");
-            return ExitCode::FAILURE;
+
+    async fn shutdown(&self) {
+        match self {
+            Running::Tokio(server) => server.shutdown().await,
+            Running::AsyncIo(server) => server.shutdown().await,
         }
+    }
+}
+
+/// The broker's runtime: the executor `--runtime` named. On async-std and
+/// smol, redis does its IO on async-io (rtm-redis' `smol` feature).
+fn redis_broker(args: &Args, config: RedisBrokerConfig) -> Result<RedisBroker, String> {
+    let broker = match args.runtime {
+        RuntimeName::Tokio => RedisBroker::new(config, TokioRuntime::current()),
+        RuntimeName::AsyncStd => RedisBroker::new(config, AsyncStdRuntime),
+        RuntimeName::Smol => RedisBroker::new(config, SmolRuntime),
     };
-    runtime.block_on(run(args))
+    broker.map_err(|err| err.to_string())
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -95,7 +125,7 @@ async fn run(args: Args) -> ExitCode {
         max_in_flight: args.max_in_flight,
         namespace: args.namespace.clone(),
     };
-    let mut builder = fixture_builder(Server::builder(), &options);
+    let mut builder = fixture_builder(ServerBuilder::new(), &options);
     if let Some(url) = &args.redis {
         let namespace = args.namespace.clone().unwrap_or_else(|| "rtm".into());
         let server_id = builder.config().server_id.clone();
@@ -105,7 +135,7 @@ async fn run(args: Args) -> ExitCode {
         } else {
             RedisBrokerConfig::new(url, &namespace, &server_id)
         };
-        match RedisBroker::new(config, TokioRuntime::current()) {
+        match redis_broker(&args, config) {
             Ok(broker) => builder = builder.broker(Arc::new(broker)),
             Err(err) => {
                 eprintln!("rtm-fixture: {err}");
@@ -113,7 +143,23 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
-    let server = match builder.listen(args.listen.as_str()).await {
+    let addr = args.listen.as_str();
+    let listened = match args.runtime {
+        RuntimeName::Tokio => rtm_tokio::ServerBuilderExt::listen(builder, addr)
+            .await
+            .map(Running::Tokio),
+        RuntimeName::AsyncStd => {
+            rtm_async_std::ServerBuilderExt::listen_on(builder, addr, Arc::new(AsyncStdRuntime))
+                .await
+                .map(Running::AsyncIo)
+        }
+        RuntimeName::Smol => {
+            rtm_async_std::ServerBuilderExt::listen_on(builder, addr, Arc::new(SmolRuntime))
+                .await
+                .map(Running::AsyncIo)
+        }
+    };
+    let server = match listened {
         Ok(server) => server,
         Err(err) => {
             eprintln!("rtm-fixture: cannot listen on {}: {err}", args.listen);
@@ -122,7 +168,14 @@ async fn run(args: Args) -> ExitCode {
     };
     println!("listening on {}", server.url());
     let _ = std::io::stdout().flush();
-    let _ = tokio::signal::ctrl_c().await;
+    match args.runtime {
+        RuntimeName::Tokio => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        // No runtime-neutral Ctrl-C here: run until killed (the default
+        // SIGINT / SIGTERM action ends the process).
+        RuntimeName::AsyncStd | RuntimeName::Smol => std::future::pending::<()>().await,
+    }
     server.shutdown().await;
     ExitCode::SUCCESS
 }

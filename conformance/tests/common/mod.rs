@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use conformance::Fixture;
+use conformance::{Fixture, ServerRuntime};
 
 /// The `rtm-fixture` binary cargo built for these tests.
 pub const FIXTURE_BIN: &str = env!("CARGO_BIN_EXE_rtm-fixture");
@@ -16,6 +16,11 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts `rtm-fixture --runtime tokio --listen 127.0.0.1:0 FLAGS…`; panics with its stderr if it fails.
 pub fn fixture(flags: &[&str]) -> Fixture {
     Fixture::start(FIXTURE_BIN, flags).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts `rtm-fixture --runtime RUNTIME --listen 127.0.0.1:0 FLAGS…`; panics with its stderr if it fails.
+pub fn fixture_on(runtime: ServerRuntime, flags: &[&str]) -> Fixture {
+    Fixture::start_on(FIXTURE_BIN, runtime, flags).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Bounds a future: panics naming `what` if it takes longer than `limit`.

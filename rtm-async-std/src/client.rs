@@ -1,0 +1,115 @@
+//! The async-std / smol client: async-net sockets and async-tungstenite
+//! under the shared client driver.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use async_net::TcpStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use rtm_core::RtmError;
+use rtm_driver::client::Connector;
+use rtm_driver::ws::{client_halves, client_ws_config};
+use rtm_driver::{ClientHandle, ClientOptions, RuntimeRef};
+
+/// An RTM client on async-std or smol. Derefs to [`ClientHandle`] for `call`,
+/// `call_wait`, `subscribe`, `subscribe_push`, `close`, ….
+///
+/// Plain `ws://` only (no TLS), like `rtm_tokio::Client`.
+///
+/// ```no_run
+/// use rtm_async_std::{Client, ClientOptions};
+/// # async fn run() -> Result<(), rtm_async_std::RtmError> {
+/// let client = Client::connect("ws://127.0.0.1:7070/", ClientOptions::default()).await?;
+/// let _alerts = client.subscribe("alert", |(text,): (String,)| println!("alert: {text}"));
+/// let greeting: String = client.call_wait("hello", &("world",)).await?;
+/// client.close();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    handle: ClientHandle,
+}
+
+impl Client {
+    /// Connects on the default runtime ([`crate::default_runtime`]) and waits
+    /// for the first open (and auth), at most `options.connect_timeout`.
+    /// Reconnects afterwards as the options say.
+    #[cfg(any(feature = "async-std", feature = "smol"))]
+    pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, RtmError> {
+        Client::connect_on(url, options, crate::default_runtime()).await
+    }
+
+    /// Starts a client on the default runtime without waiting: calls made
+    /// before it opens are queued.
+    #[cfg(any(feature = "async-std", feature = "smol"))]
+    pub fn start(url: &str, options: ClientOptions) -> Client {
+        Client::start_on(url, options, crate::default_runtime())
+    }
+
+    /// [`Client::connect`] on the given runtime.
+    pub async fn connect_on(
+        url: &str,
+        options: ClientOptions,
+        runtime: RuntimeRef,
+    ) -> Result<Client, RtmError> {
+        let limit = options.connect_timeout;
+        let client = Client::start_on(url, options, runtime);
+        client.handle.wait_open(limit).await?;
+        Ok(client)
+    }
+
+    /// [`Client::start`] on the given runtime.
+    pub fn start_on(url: &str, options: ClientOptions, runtime: RuntimeRef) -> Client {
+        let url = url.to_owned();
+        let config = client_ws_config(options.max_frame_bytes);
+        let connector: Connector = Arc::new(move || {
+            let url = url.clone();
+            Box::pin(async move {
+                let request = url
+                    .as_str()
+                    .into_client_request()
+                    .map_err(|e| e.to_string())?;
+                let (host, port) = host_and_port(request.uri())?;
+                let tcp = TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+                let _ = tcp.set_nodelay(true);
+                let (socket, _) =
+                    async_tungstenite::client_async_with_config(request, tcp, Some(config))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let (sink, stream) = socket.split();
+                Ok(client_halves(stream, sink))
+            })
+        });
+        let handle = ClientHandle::start(options.core, connector, runtime);
+        Client { handle }
+    }
+
+    /// The handle (also reachable through `Deref`).
+    pub fn handle(&self) -> &ClientHandle {
+        &self.handle
+    }
+}
+
+impl Deref for Client {
+    type Target = ClientHandle;
+
+    fn deref(&self) -> &ClientHandle {
+        &self.handle
+    }
+}
+
+/// Where to open the TCP connection for a `ws://` URL.
+fn host_and_port(uri: &async_tungstenite::tungstenite::http::Uri) -> Result<(String, u16), String> {
+    if uri.scheme_str() != Some("ws") {
+        return Err(format!("{uri}: only ws:// URLs are supported"));
+    }
+    let host = uri.host().ok_or_else(|| format!("{uri}: no host"))?;
+    // An IPv6 literal comes bracketed: `[::1]`.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((host, uri.port_u16().unwrap_or(80)))
+}

@@ -1,0 +1,170 @@
+//! A server listening on its own TCP port, on whichever async-io executor
+//! runs it (async-std or smol).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use rtm_driver::runtime::timeout;
+use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
+use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
+
+use crate::ws::serve_websocket;
+
+/// Entry point: `Server::builder()` → register functions, set options → `.listen(addr)`.
+pub struct Server;
+
+impl Server {
+    /// A new server builder (see [`ServerBuilder`] for the options).
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
+
+/// Starting a [`ServerBuilder`] on async-std or smol.
+///
+/// `listen` / `embedded` use the crate's default runtime ([`crate::default_runtime`]:
+/// async-std with the `async-std` feature, else smol); `listen_on` /
+/// `embedded_on` take the runtime explicitly, so one binary can pick at run time.
+#[allow(async_fn_in_trait)]
+pub trait ServerBuilderExt {
+    /// Starts the server on the default runtime and listens on `addr` (port 0 picks a free port).
+    #[cfg(any(feature = "async-std", feature = "smol"))]
+    async fn listen(self, addr: impl AsyncToSocketAddrs) -> io::Result<Listening>;
+    /// Starts the server on the default runtime without a listener, to serve
+    /// sockets upgraded elsewhere ([`crate::serve_websocket`]).
+    #[cfg(any(feature = "async-std", feature = "smol"))]
+    fn embedded(self) -> ServerHandle;
+    /// Starts the server on `runtime` and listens on `addr`.
+    async fn listen_on(
+        self,
+        addr: impl AsyncToSocketAddrs,
+        runtime: RuntimeRef,
+    ) -> io::Result<Listening>;
+    /// Starts the server on `runtime` without a listener.
+    fn embedded_on(self, runtime: RuntimeRef) -> ServerHandle;
+}
+
+impl ServerBuilderExt for ServerBuilder {
+    #[cfg(any(feature = "async-std", feature = "smol"))]
+    async fn listen(self, addr: impl AsyncToSocketAddrs) -> io::Result<Listening> {
+        self.listen_on(addr, crate::default_runtime()).await
+    }
+
+    #[cfg(any(feature = "async-std", feature = "smol"))]
+    fn embedded(self) -> ServerHandle {
+        self.embedded_on(crate::default_runtime())
+    }
+
+    async fn listen_on(
+        self,
+        addr: impl AsyncToSocketAddrs,
+        runtime: RuntimeRef,
+    ) -> io::Result<Listening> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let handle = self.embedded_on(Arc::clone(&runtime));
+        let (done, accept_done) = oneshot::channel::<()>();
+        let accept = accept_loop(handle.clone(), listener);
+        runtime.spawn(Box::pin(async move {
+            accept.await;
+            // Dropping `done` tells `shutdown` the listener is closed.
+            drop(done);
+        }));
+        Ok(Listening {
+            handle,
+            local_addr,
+            accept_done: Mutex::new(Some(accept_done)),
+        })
+    }
+
+    fn embedded_on(self, runtime: RuntimeRef) -> ServerHandle {
+        self.start(runtime)
+    }
+}
+
+/// A running server with its listener.
+pub struct Listening {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    accept_done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Listening {
+    /// The server: emit, publish, push, counts.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/PATH`, for clients.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.local_addr, self.handle.transport().path)
+    }
+
+    /// Graceful shutdown: stop accepting, finish (or time out) in-flight
+    /// calls, close every connection with 1001. Returns once the listening
+    /// socket is closed too.
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
+        let accept_done = self.accept_done.lock().ok().and_then(|mut a| a.take());
+        if let Some(accept_done) = accept_done {
+            // The accept loop ends as shutdown starts; its end drops the sender.
+            let _ = accept_done.await;
+        }
+    }
+}
+
+async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
+    let runtime = Arc::clone(handle.runtime());
+    loop {
+        let accepted = {
+            let stop = pin!(handle.shutdown_started());
+            let accept = pin!(listener.accept());
+            match select(stop, accept).await {
+                Either::Left(_) => return,
+                Either::Right((accepted, _)) => accepted,
+            }
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let handle = handle.clone();
+                runtime.spawn(Box::pin(accept_one(handle, tcp, peer)));
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                runtime.sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut upgrade = Upgrade::new(&handle.transport().path);
+    let config = server_ws_config(&handle);
+    let accept =
+        async_tungstenite::accept_hdr_async_with_config(tcp, upgrade.callback(), Some(config));
+    let socket = match timeout(&**handle.runtime(), HANDSHAKE_TIMEOUT, accept).await {
+        Some(Ok(socket)) => socket,
+        Some(Err(err)) => {
+            tracing::debug!(%peer, %err, "websocket handshake failed");
+            return;
+        }
+        None => {
+            tracing::debug!(%peer, "websocket handshake timed out");
+            return;
+        }
+    };
+    serve_websocket(&handle, socket, upgrade.meta(peer)).await;
+}

@@ -1,0 +1,195 @@
+//! Calls, authentication and events between our Client and Server, every
+//! scenario on async-std and on smol.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{expect_close, invoke, next_json, raw_connect, recv, soon};
+use rtm_async_std::{
+    CallContext, Client, ClientOptions, ClientState, ErrorCode, Identity, Listening, RtmError,
+    RuntimeRef, Server, ServerBuilder, ServerBuilderExt, Subscription,
+};
+use serde_json::{json, Value};
+
+const NO_ARGS: [u8; 0] = [];
+
+fn options() -> ClientOptions {
+    ClientOptions::default()
+        .reconnect_delay(Duration::from_millis(50))
+        .connect_timeout(Duration::from_secs(5))
+}
+
+async fn listen(builder: ServerBuilder, rt: &RuntimeRef) -> Listening {
+    builder.listen_on("127.0.0.1:0", rt.clone()).await.unwrap()
+}
+
+async fn connect(server: &Listening, options: ClientOptions, rt: &RuntimeRef) -> Client {
+    soon(
+        "connect",
+        Client::connect_on(&server.url(), options, rt.clone()),
+    )
+    .await
+    .unwrap()
+}
+
+/// `add(a, b)` and `note(text)` (reported on `notes`).
+fn arithmetic(notes: async_channel::Sender<String>) -> ServerBuilder {
+    Server::builder()
+        .register("add", |_ctx: CallContext, (a, b): (i64, i64)| async move {
+            Ok::<_, RtmError>(a + b)
+        })
+        .register("note", move |_ctx: CallContext, (text,): (String,)| {
+            let notes = notes.clone();
+            async move {
+                let _ = notes.send(text).await;
+                Ok::<_, RtmError>(())
+            }
+        })
+}
+
+/// Accepts `{"user": …, "role": …}` as that user with that authentication data.
+fn with_roles() -> ServerBuilder {
+    arithmetic(async_channel::unbounded().0)
+        .auth(|data: Vec<Value>, _info| async move {
+            let token = data.into_iter().next().unwrap_or(Value::Null);
+            match token["user"].as_str() {
+                Some(user) => Ok(Identity::new(user, json!({"role": token["role"]}))),
+                None => Err(RtmError::new(ErrorCode::AuthRejected, "no user")),
+            }
+        })
+        .register("whoami", |ctx: CallContext, _: Vec<Value>| async move {
+            Ok::<_, RtmError>(ctx.user_id().map(str::to_owned))
+        })
+}
+
+fn collect(client: &Client, event: &str) -> (Subscription, async_channel::Receiver<Value>) {
+    let (tx, rx) = async_channel::unbounded();
+    let sub = client.subscribe(event, move |(value,): (Value,)| {
+        let _ = tx.try_send(value);
+    });
+    (sub, rx)
+}
+
+async fn call_wait_returns_the_typed_result(rt: RuntimeRef) {
+    let server = listen(arithmetic(async_channel::unbounded().0), &rt).await;
+    let client = connect(&server, options(), &rt).await;
+    let sum: i64 = soon("add", client.call_wait("add", &(2, 3))).await.unwrap();
+    assert_eq!(sum, 5);
+    let err = soon(
+        "a missing function",
+        client.call_wait::<Value, _>("nope", &NO_ARGS),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FunctionNotFound);
+    client.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn call_without_waiting_reaches_the_server(rt: RuntimeRef) {
+    let (notes, notes_rx) = async_channel::unbounded();
+    let server = listen(arithmetic(notes), &rt).await;
+    let client = connect(&server, options(), &rt).await;
+    soon("call", client.call("note", &("fire and forget",)))
+        .await
+        .unwrap();
+    assert_eq!(recv("the note", &notes_rx).await, "fire and forget");
+    client.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn accepted_auth_opens_the_client_with_its_identity(rt: RuntimeRef) {
+    let server = listen(with_roles(), &rt).await;
+    let client = connect(&server, options().auth(json!({"user": "alice"})), &rt).await;
+    assert_eq!(client.state(), ClientState::Open);
+    let me: Option<String> = soon("whoami", client.call_wait("whoami", &NO_ARGS))
+        .await
+        .unwrap();
+    assert_eq!(me.as_deref(), Some("alice"));
+    client.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn rejected_auth_fails_connect_with_auth_rejected(rt: RuntimeRef) {
+    let server = listen(with_roles(), &rt).await;
+    let url = server.url();
+    let connecting = Client::connect_on(&url, options().auth(json!("nobody")), rt.clone());
+    let err = soon("connect", connecting).await.err().unwrap();
+    assert_eq!(err.code, ErrorCode::AuthRejected);
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn an_unauthenticated_connection_is_closed_4008_after_the_auth_timeout(rt: RuntimeRef) {
+    let server = listen(with_roles().auth_timeout(Duration::from_millis(200)), &rt).await;
+    let mut silent = raw_connect(&server.url()).await;
+    assert_eq!(expect_close(&mut silent).await.0, 4008);
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn emit_with_a_filter_reaches_only_matching_connections(rt: RuntimeRef) {
+    let server = listen(with_roles(), &rt).await;
+    let admin_auth = json!({"user": "ann", "role": "admin"});
+    let admin = connect(&server, options().auth(admin_auth), &rt).await;
+    let member_auth = json!({"user": "bob", "role": "member"});
+    let member = connect(&server, options().auth(member_auth), &rt).await;
+    let mut anonymous = raw_connect(&server.url()).await;
+    let (_a, admin_notices) = collect(&admin, "notice");
+    let (_m, member_notices) = collect(&member, "notice");
+    let (_m2, member_all) = collect(&member, "everyone");
+
+    let handle = server.handle();
+    let admins_only = |info: &rtm_async_std::ConnInfo| info.authentication()["role"] == "admin";
+    let sent = handle
+        .emit("notice", admins_only, &("for admins",))
+        .unwrap();
+    assert_eq!(sent, 1);
+    assert_eq!(recv("the admin notice", &admin_notices).await, "for admins");
+
+    // Unauthenticated connections are never candidates.
+    assert_eq!(handle.emit("everyone", |_| true, &("all",)).unwrap(), 2);
+    assert_eq!(recv("the event for all", &member_all).await, "all");
+    // Events reach a connection in order: the notice would have come first.
+    assert!(
+        member_notices.try_recv().is_err(),
+        "the filter let a member through"
+    );
+    invoke(&mut anonymous, "1", "add", json!([1, 2])).await;
+    let reply = next_json(&mut anonymous).await;
+    assert_eq!(reply["data"]["error"]["code"], "rtm/unauthenticated");
+    admin.close();
+    member.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn push_reaches_a_subscription_with_a_matching_tag_only(rt: RuntimeRef) {
+    let server = listen(arithmetic(async_channel::unbounded().0), &rt).await;
+    let client = connect(&server, options(), &rt).await;
+    let (scores, scores_rx) = async_channel::unbounded();
+    let _sub = soon(
+        "subscribe_push",
+        client.subscribe_push("score", &["match-7"], move |(score,): (u32,)| {
+            let _ = scores.try_send(score);
+        }),
+    )
+    .await
+    .unwrap();
+    let handle = server.handle();
+    assert_eq!(handle.push("score", &["match-8".into()], &(0,)).unwrap(), 0);
+    assert_eq!(handle.push("score", &["match-7".into()], &(1,)).unwrap(), 1);
+    assert_eq!(recv("the push", &scores_rx).await, 1);
+    assert!(scores_rx.try_recv().is_err(), "another tag's push arrived");
+    client.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+on_both_executors!(
+    call_wait_returns_the_typed_result,
+    call_without_waiting_reaches_the_server,
+    accepted_auth_opens_the_client_with_its_identity,
+    rejected_auth_fails_connect_with_auth_rejected,
+    an_unauthenticated_connection_is_closed_4008_after_the_auth_timeout,
+    emit_with_a_filter_reaches_only_matching_connections,
+    push_reaches_a_subscription_with_a_matching_tag_only,
+);

@@ -1,0 +1,133 @@
+//! The socket side: frame limits, the served path, graceful shutdown, and
+//! serving a socket upgraded elsewhere; every scenario on async-std and on smol.
+
+#[macro_use]
+mod common;
+
+use async_net::TcpStream;
+use common::{expect_close, invoke, next_json, raw_connect, recv, soon, try_raw_connect, until};
+use rtm_async_std::{
+    CallContext, ConnMeta, Listening, RtmError, RuntimeRef, Server, ServerBuilder, ServerBuilderExt,
+};
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+async fn listen(builder: ServerBuilder, rt: &RuntimeRef) -> Listening {
+    builder.listen_on("127.0.0.1:0", rt.clone()).await.unwrap()
+}
+
+fn echo() -> ServerBuilder {
+    Server::builder().register("echo", |_ctx: CallContext, (x,): (Value,)| async move {
+        Ok::<_, RtmError>(x)
+    })
+}
+
+async fn a_frame_over_max_frame_bytes_is_closed_with_1009(rt: RuntimeRef) {
+    let server = listen(echo().max_frame_bytes(256), &rt).await;
+    let mut ws = raw_connect(&server.url()).await;
+    invoke(&mut ws, "1", "echo", json!(["small"])).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"id": "1", "data": "small"})
+    );
+    let big = "x".repeat(300);
+    invoke(&mut ws, "2", "echo", json!([big])).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn a_path_other_than_the_servers_is_refused_with_404(rt: RuntimeRef) {
+    let server = listen(echo().path("/rtm"), &rt).await;
+    assert!(server.url().ends_with("/rtm"));
+    let wrong = server.url().replace("/rtm", "/other");
+    match try_raw_connect(&wrong).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        Err(other) => panic!("expected a 404, got {other}"),
+        Ok(_) => panic!("a wrong path was upgraded"),
+    }
+    let mut ws = raw_connect(&server.url()).await;
+    invoke(&mut ws, "1", "echo", json!([1])).await;
+    assert_eq!(next_json(&mut ws).await, json!({"id": "1", "data": 1}));
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections(
+    rt: RuntimeRef,
+) {
+    let (started, started_rx) = async_channel::unbounded();
+    let (release, release_rx) = async_channel::unbounded::<()>();
+    let builder = echo().register("slow", move |_ctx: CallContext, _: Vec<Value>| {
+        let (started, release_rx) = (started.clone(), release_rx.clone());
+        async move {
+            let _ = started.send(()).await;
+            let _ = release_rx.recv().await;
+            Ok::<_, RtmError>("done")
+        }
+    });
+    let server = listen(builder, &rt).await;
+    let addr = server.local_addr();
+    let mut busy = raw_connect(&server.url()).await;
+    let mut idle = raw_connect(&server.url()).await;
+    invoke(&mut idle, "1", "echo", json!([1])).await;
+    next_json(&mut idle).await;
+    invoke(&mut busy, "1", "slow", json!([])).await;
+    recv("the slow call to start", &started_rx).await;
+
+    // Shutdown waits for the in-flight call: release it once shutdown started.
+    let release_once_shutting_down = async {
+        until("the shutdown to start", || {
+            server.handle().is_shutting_down()
+        })
+        .await;
+        release.send(()).await.unwrap();
+    };
+    soon(
+        "shutdown",
+        futures_util::future::join(server.shutdown(), release_once_shutting_down),
+    )
+    .await;
+
+    assert_eq!(
+        next_json(&mut busy).await,
+        json!({"id": "1", "data": "done"})
+    );
+    assert_eq!(expect_close(&mut busy).await.0, 1001);
+    assert_eq!(expect_close(&mut idle).await.0, 1001);
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "a connection was accepted after shutdown"
+    );
+}
+
+async fn serve_websocket_serves_a_socket_upgraded_elsewhere(rt: RuntimeRef) {
+    let handle = echo().embedded_on(rt.clone());
+    let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let served = handle.clone();
+    rt.spawn(Box::pin(async move {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let socket = async_tungstenite::accept_async(tcp).await.unwrap();
+        let meta = ConnMeta {
+            peer_addr: Some(peer),
+            path: None,
+        };
+        rtm_async_std::serve_websocket(&served, socket, meta).await;
+    }));
+    let mut ws = raw_connect(&url).await;
+    futures_util::SinkExt::send(
+        &mut ws,
+        Message::text(r#"{"id":"7","type":"invoke","function":"echo","data":["hi"]}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"id": "7", "data": "hi"}));
+    soon("shutdown", handle.shutdown()).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1001);
+}
+
+on_both_executors!(
+    a_frame_over_max_frame_bytes_is_closed_with_1009,
+    a_path_other_than_the_servers_is_refused_with_404,
+    graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections,
+    serve_websocket_serves_a_socket_upgraded_elsewhere,
+);

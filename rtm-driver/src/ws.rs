@@ -1,0 +1,161 @@
+//! The tungstenite glue every tungstenite-based adapter shares (feature
+//! `tungstenite`): WebSocket configuration from the builder's options, the
+//! mapping of tungstenite [`Message`]s to [`Incoming`] / [`Outgoing`], and
+//! the upgrade check (path, 404 otherwise) that builds a connection's
+//! [`ConnMeta`].
+//!
+//! It depends on `tungstenite` only, not on any async wrapper of it, so
+//! `tokio-tungstenite` (rtm-tokio) and `async-tungstenite` (rtm-async-std)
+//! both plug their streams in here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use rtm_core::ConnMeta;
+use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
+
+use crate::client::{IncomingStream, OutgoingSink};
+use crate::server::ServerHandle;
+use crate::transport::{Incoming, Outgoing, WriteError};
+
+/// How long a peer may take to complete the WebSocket handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tungstenite configuration for a server's limits and buffers.
+pub fn server_ws_config(handle: &ServerHandle) -> WebSocketConfig {
+    let max = handle.config().limits.max_frame_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(handle.transport().read_buffer_bytes)
+        // Frames gather until the writer's flush (up to 16 KiB): one send per burst.
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// The tungstenite configuration for a client accepting frames up to `max_frame_bytes`.
+pub fn client_ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// Maps one read from a tungstenite stream to what the drivers understand.
+///
+/// ```
+/// use rtm_driver::{ws::incoming, Incoming};
+/// use tungstenite::Message;
+/// assert_eq!(incoming(Ok(Message::text("hi"))), Incoming::Text("hi".into()));
+/// assert_eq!(incoming(Ok(Message::Ping(Default::default()))), Incoming::Activity);
+/// ```
+pub fn incoming(message: Result<Message, WsError>) -> Incoming {
+    match message {
+        Ok(Message::Text(text)) => Incoming::Text(Bytes::from(text)),
+        Ok(Message::Binary(_)) => Incoming::Binary,
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Incoming::Activity,
+        Ok(Message::Close(frame)) => match frame {
+            Some(frame) => Incoming::Closed(Some(frame.code.into()), frame.reason.to_string()),
+            None => Incoming::Closed(None, String::new()),
+        },
+        Err(WsError::Capacity(
+            CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
+        )) => Incoming::TooLarge,
+        Err(err) => Incoming::Error(err.to_string()),
+    }
+}
+
+/// Maps one driver write to a tungstenite message (text that is not UTF-8 is an error).
+pub fn outgoing(message: Outgoing) -> Result<Message, WsError> {
+    Ok(match message {
+        Outgoing::Text(bytes) => Message::Text(
+            bytes
+                .try_into()
+                .map_err(|_| WsError::Utf8("outgoing frame is not UTF-8".into()))?,
+        ),
+        Outgoing::Ping => Message::Ping(Bytes::new()),
+        Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
+            code: WsCloseCode::from(code),
+            reason: reason.into(),
+        })),
+    })
+}
+
+/// Serves one upgraded tungstenite WebSocket, given as its two halves, until it closes.
+pub async fn serve_messages<St, Si>(handle: &ServerHandle, stream: St, sink: Si, meta: ConnMeta)
+where
+    St: Stream<Item = Result<Message, WsError>> + Unpin + Send,
+    Si: Sink<Message, Error = WsError> + Unpin + Send,
+{
+    let stream = stream.map(incoming);
+    let sink = sink.with(|m| std::future::ready(outgoing(m)));
+    futures_util::pin_mut!(sink);
+    handle.serve(stream, sink, meta).await;
+}
+
+/// Boxes the two halves of a client's tungstenite WebSocket for the client driver
+/// (what a [`crate::Connector`] returns).
+pub fn client_halves<St, Si>(stream: St, sink: Si) -> (IncomingStream, OutgoingSink)
+where
+    St: Stream<Item = Result<Message, WsError>> + Send + 'static,
+    Si: Sink<Message, Error = WsError> + Send + 'static,
+{
+    let stream: IncomingStream = Box::pin(stream.map(incoming));
+    let sink: OutgoingSink = Box::pin(
+        sink.sink_map_err(|e| WriteError(e.to_string()))
+            .with(|m| std::future::ready(outgoing(m).map_err(|e| WriteError(e.to_string())))),
+    );
+    (stream, sink)
+}
+
+/// The server side of one WebSocket upgrade: answers 404 to any path but the
+/// server's, and remembers the request path for the connection's [`ConnMeta`].
+///
+/// ```
+/// use rtm_driver::ws::Upgrade;
+/// let mut upgrade = Upgrade::new("/rtm");
+/// // tokio_tungstenite::accept_hdr_async(tcp, upgrade.callback()) …
+/// let meta = upgrade.meta("127.0.0.1:4000".parse().unwrap());
+/// assert_eq!(meta.path, None); // no request was seen
+/// ```
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    expected: String,
+    path: Option<String>,
+}
+
+impl Upgrade {
+    /// An upgrade check for a server serving `path` (`ServerHandle::transport().path`).
+    pub fn new(path: &str) -> Upgrade {
+        Upgrade {
+            expected: path.to_owned(),
+            path: None,
+        }
+    }
+
+    /// The handshake callback to give `accept_hdr_async*`: refuses other paths with 404.
+    #[allow(clippy::result_large_err)] // the callback signature is tungstenite's
+    pub fn callback(&mut self) -> impl Callback + Unpin + Send + '_ {
+        move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            if request.uri().path() != self.expected {
+                let mut refusal = ErrorResponse::new(Some("not found".into()));
+                *refusal.status_mut() = StatusCode::NOT_FOUND;
+                return Err(refusal);
+            }
+            self.path = request.uri().path_and_query().map(|p| p.to_string());
+            Ok(response)
+        }
+    }
+
+    /// The connection's metadata: the peer's address and the request path seen.
+    pub fn meta(self, peer: SocketAddr) -> ConnMeta {
+        ConnMeta {
+            peer_addr: Some(peer),
+            path: self.path,
+        }
+    }
+}
