@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
@@ -12,6 +12,7 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use rtm_driver::runtime::timeout;
 use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
+pub use rtm_driver::Listening;
 use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
 
 use crate::ws::serve_websocket;
@@ -76,51 +77,14 @@ impl ServerBuilderExt for ServerBuilder {
             // Dropping `done` tells `shutdown` the listener is closed.
             drop(done);
         }));
-        Ok(Listening {
-            handle,
-            local_addr,
-            accept_done: Mutex::new(Some(accept_done)),
-        })
+        let accept_stopped = Box::pin(async move {
+            let _ = accept_done.await;
+        });
+        Ok(Listening::new(handle, local_addr, accept_stopped))
     }
 
     fn embedded_on(self, runtime: RuntimeRef) -> ServerHandle {
         self.start(runtime)
-    }
-}
-
-/// A running server with its listener.
-pub struct Listening {
-    handle: ServerHandle,
-    local_addr: SocketAddr,
-    accept_done: Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-impl Listening {
-    /// The server: emit, publish, push, counts.
-    pub fn handle(&self) -> &ServerHandle {
-        &self.handle
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// `ws://ADDR/PATH`, for clients.
-    pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, self.handle.transport().path)
-    }
-
-    /// Graceful shutdown: stop accepting, finish (or time out) in-flight
-    /// calls, close every connection with 1001. Returns once the listening
-    /// socket is closed too.
-    pub async fn shutdown(&self) {
-        self.handle.shutdown().await;
-        let accept_done = self.accept_done.lock().ok().and_then(|mut a| a.take());
-        if let Some(accept_done) = accept_done {
-            // The accept loop ends as shutdown starts; its end drops the sender.
-            let _ = accept_done.await;
-        }
     }
 }
 

@@ -2,10 +2,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
+pub use rtm_driver::Listening;
 use rtm_driver::{ServerBuilder, ServerHandle};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
@@ -38,50 +39,16 @@ impl ServerBuilderExt for ServerBuilder {
         let local_addr = listener.local_addr()?;
         let handle = self.embedded();
         let accept = tokio::spawn(accept_loop(handle.clone(), listener));
-        Ok(Listening {
-            handle,
-            local_addr,
-            accept: Mutex::new(Some(accept)),
-        })
+        // The loop ends as shutdown starts; aborting it as well costs nothing.
+        let accept_stopped = Box::pin(async move {
+            accept.abort();
+            let _ = accept.await;
+        });
+        Ok(Listening::new(handle, local_addr, accept_stopped))
     }
 
     fn embedded(self) -> ServerHandle {
         self.start(Arc::new(TokioRuntime::current()))
-    }
-}
-
-/// A running server with its listener.
-pub struct Listening {
-    handle: ServerHandle,
-    local_addr: SocketAddr,
-    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Listening {
-    /// The server: emit, publish, push, counts.
-    pub fn handle(&self) -> &ServerHandle {
-        &self.handle
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// `ws://ADDR/PATH`, for clients.
-    pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, self.handle.transport().path)
-    }
-
-    /// Graceful shutdown: stop accepting, finish (or time out) in-flight
-    /// calls, close every connection with 1001.
-    pub async fn shutdown(&self) {
-        self.handle.shutdown().await;
-        let accept = self.accept.lock().ok().and_then(|mut a| a.take());
-        if let Some(accept) = accept {
-            accept.abort();
-            let _ = accept.await;
-        }
     }
 }
 

@@ -10,6 +10,8 @@
 mod builder;
 mod connection;
 mod handle;
+mod listening;
 
 pub use builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
 pub use handle::ServerHandle;
+pub use listening::Listening;

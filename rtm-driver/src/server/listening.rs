@@ -1,0 +1,58 @@
+//! A started server with its own listener: what `listen` returns in every adapter.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use crate::runtime::BoxFuture;
+use crate::server::ServerHandle;
+
+/// A running server with its listener (from an adapter's `listen`).
+pub struct Listening {
+    handle: ServerHandle,
+    local_addr: SocketAddr,
+    /// Completes once the accept loop has stopped; awaited by `shutdown`.
+    accept_stopped: Mutex<Option<BoxFuture<()>>>,
+}
+
+impl Listening {
+    /// For adapters: a server listening on `local_addr`. `accept_stopped`
+    /// is awaited after the server's shutdown has begun, and completes once
+    /// the adapter's accept loop has ended and closed the listening socket.
+    pub fn new(
+        handle: ServerHandle,
+        local_addr: SocketAddr,
+        accept_stopped: BoxFuture<()>,
+    ) -> Self {
+        Listening {
+            handle,
+            local_addr,
+            accept_stopped: Mutex::new(Some(accept_stopped)),
+        }
+    }
+
+    /// The server: emit, publish, push, counts.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/PATH`, for clients.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.local_addr, self.handle.transport().path)
+    }
+
+    /// Graceful shutdown: stop accepting, finish (or time out) in-flight
+    /// calls, close every connection with 1001. Returns once the listening
+    /// socket is closed too.
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
+        let stopped = self.accept_stopped.lock().ok().and_then(|mut s| s.take());
+        if let Some(stopped) = stopped {
+            stopped.await;
+        }
+    }
+}
