@@ -62,6 +62,9 @@ struct Listeners {
     events: HashMap<String, Vec<(u64, Callback)>>,
     lifecycle: Vec<async_channel::Sender<ClientEvent>>,
     state: Option<ClientState>,
+    /// The last error event: why a client ended `Closed`, for a `wait_open`
+    /// that starts listening after the fact.
+    last_error: Option<RtmError>,
     /// Push guards alive per (event, tag): the server is told to unsubscribe
     /// a tag only when the last guard holding it is dropped.
     push_guards: HashMap<(String, String), usize>,
@@ -244,19 +247,23 @@ impl ClientHandle {
         let events = self.lifecycle();
         let deadline = Instant::now() + limit;
         let mut last_error = None;
+        // Why it closed: the error seen here, else the one recorded before
+        // this call started listening (the driver may run ahead of us).
+        let why_closed = |seen: Option<RtmError>| {
+            seen.or_else(|| self.lock().last_error.clone())
+                .unwrap_or_else(closed)
+        };
         loop {
             match self.state() {
                 ClientState::Open => return Ok(()),
-                ClientState::Closed => {
-                    return Err(last_error.unwrap_or_else(closed));
-                }
+                ClientState::Closed => return Err(why_closed(last_error)),
                 _ => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match crate::runtime::timeout(&*self.runtime, left, events.recv()).await {
                 Some(Ok(ClientEvent::Error(err))) => last_error = Some(err),
                 Some(Ok(_)) => {}
-                Some(Err(_)) => return Err(last_error.unwrap_or_else(closed)),
+                Some(Err(_)) => return Err(why_closed(last_error)),
                 None => {
                     return Err(RtmError::new(
                         ErrorCode::Timeout,
@@ -675,6 +682,9 @@ impl Driver {
         };
         let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
         l.state = Some(self.core.state().clone());
+        if let ClientEvent::Error(err) = &event {
+            l.last_error = Some(err.clone());
+        }
         l.lifecycle.retain(|tx| match tx.try_send(event.clone()) {
             Ok(()) | Err(async_channel::TrySendError::Full(_)) => true,
             Err(async_channel::TrySendError::Closed(_)) => false,

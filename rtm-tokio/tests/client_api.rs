@@ -275,6 +275,24 @@ async fn accepted_auth_opens_the_client_with_its_identity() {
 }
 
 #[tokio::test]
+async fn wait_open_after_a_rejection_already_happened_still_says_auth_rejected() {
+    let (calls, _calls_rx) = unbounded_channel();
+    let server = listen(authenticated(calls)).await;
+    let client = Client::start(&server.url(), options().auth(json!("wrong")));
+    // The rejection and the close happen before anyone waits for them.
+    soon("the client to close", async {
+        while client.state() != ClientState::Closed {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let err = soon("wait_open", client.wait_open(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::AuthRejected);
+}
+
+#[tokio::test]
 async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect() {
     let (calls, mut calls_rx) = unbounded_channel();
     let connects = Arc::new(AtomicUsize::new(0));
