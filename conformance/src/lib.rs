@@ -5,12 +5,15 @@
 //! tests), the `rtm-load` load generator, and the helpers the scenario
 //! suite is written with:
 //!
+//! - [`adapter`]: client/server scenarios written once, run on tokio,
+//!   async-std and smol ([`on_every_adapter!`]);
 //! - [`Fixture`]: an `rtm-fixture` child process, started with flags, killed on drop;
 //! - [`RawConn`]: a hand-rolled protocol client over tokio-tungstenite that sees exact frames;
 //! - [`SocketWire`]: the shared wire-vector interpreter's
 //!   [`Wire`](rtm_core::testkit::vectors::Wire) over a real socket.
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod conn;
 pub mod fixture;
 pub mod wire;

@@ -1,21 +1,20 @@
-//! The client survives a server restart on the same address, on async-std
-//! and on smol: it reconnects, re-authenticates, re-sends its push
-//! subscriptions and flushes the calls made while the server was down; calls
-//! in flight when it dropped fail with `rtm/disconnected`.
-
-#[macro_use]
-mod common;
+//! Client/server scenarios written once and run on every adapter (tokio,
+//! async-std, smol): `cargo test -p conformance --test adapters`.
+//!
+//! The client survives a server restart on the same address: it reconnects,
+//! re-authenticates, re-sends its push subscriptions and flushes the calls
+//! made while the server was down; calls in flight when it dropped fail with
+//! `rtm/disconnected` (they are not re-sent: they may not be idempotent).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_channel::{unbounded, Sender};
-use common::{recv, soon};
+use conformance::adapter::{recv, soon, Adapter};
+use conformance::on_every_adapter;
 use futures_util::poll;
-use rtm_async_std::{
-    CallContext, Client, ClientEvent, ClientOptions, ClientState, ErrorCode, Identity, Listening,
-    RtmError, RuntimeRef, Server, ServerBuilderExt,
-};
+use rtm_core::{ClientEvent, ClientState, ErrorCode, Identity, RtmError};
+use rtm_driver::{CallContext, ClientOptions, Listening, ServerBuilder};
 use serde_json::{json, Value};
 
 struct Probes {
@@ -27,13 +26,13 @@ struct Probes {
 /// The same application on every start: auth (reported), `add`, `note`
 /// (reported) and `hang` (reported, never finishes). A short shutdown
 /// timeout drops the `hang` call: a server going away under a call.
-async fn start(addr: SocketAddr, probes: &Probes, rt: &RuntimeRef) -> Listening {
+async fn start(adapter: Adapter, addr: SocketAddr, probes: &Probes) -> Listening {
     let (auths, notes, hangs) = (
         probes.auths.clone(),
         probes.notes.clone(),
         probes.hangs.clone(),
     );
-    Server::builder()
+    let builder = ServerBuilder::new()
         .auth(move |data: Vec<Value>, _info| {
             let auths = auths.clone();
             async move {
@@ -58,13 +57,16 @@ async fn start(addr: SocketAddr, probes: &Probes, rt: &RuntimeRef) -> Listening 
                 Ok::<_, RtmError>(())
             }
         })
-        .shutdown_timeout(Duration::from_millis(100))
-        .listen_on(addr, rt.clone())
+        .shutdown_timeout(Duration::from_millis(100));
+    adapter
+        .listen(builder, addr)
         .await
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }
 
-async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribes(rt: RuntimeRef) {
+async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribes(
+    adapter: Adapter,
+) {
     let (auths, auths_rx) = unbounded();
     let (notes, notes_rx) = unbounded();
     let (hangs, hangs_rx) = unbounded();
@@ -73,7 +75,7 @@ async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribe
         notes,
         hangs,
     };
-    let first = start("127.0.0.1:0".parse().unwrap(), &probes, &rt).await;
+    let first = start(adapter, "127.0.0.1:0".parse().unwrap(), &probes).await;
     let addr = first.local_addr();
 
     let options = ClientOptions::default()
@@ -81,7 +83,7 @@ async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribe
         .reconnect_delay(Duration::from_millis(100))
         .call_timeout(Duration::from_secs(10));
     let url = first.url();
-    let client = soon("connect", Client::connect_on(&url, options, rt.clone()))
+    let client = soon("connect", adapter.connect(&url, options))
         .await
         .unwrap();
     assert_eq!(recv("the first auth", &auths_rx).await, json!("token-1"));
@@ -102,7 +104,7 @@ async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribe
     // A call in flight when the server goes away.
     let (in_flight, in_flight_rx) = unbounded();
     let caller = client.clone();
-    rt.spawn(Box::pin(async move {
+    adapter.runtime().spawn(Box::pin(async move {
         let outcome = caller.call_wait::<Value, _>("hang", &[0u8; 0]).await;
         let _ = in_flight.send(outcome).await;
     }));
@@ -136,7 +138,7 @@ async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribe
     .unwrap();
 
     // The same address again.
-    let second = start(addr, &probes, &rt).await;
+    let second = start(adapter, addr, &probes).await;
     assert_eq!(soon("the queued call", queued).await.unwrap(), 42);
     assert_eq!(recv("the queued note", &notes_rx).await, "while down");
     assert_eq!(recv("the second auth", &auths_rx).await, json!("token-1"));
@@ -145,6 +147,11 @@ async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribe
     // The push subscription was re-sent before the queue was flushed.
     assert_eq!(second.handle().push("score", &tags, &(2,)).unwrap(), 1);
     assert_eq!(recv("a push after the restart", &scores_rx).await, 2);
+    let three: i64 = soon("a fresh call", client.call_wait("add", &(1, 2)))
+        .await
+        .unwrap();
+    assert_eq!(three, 3);
+    // Only one `hang` ever ran: the invoke in flight at the drop was not re-sent.
     assert!(
         hangs_rx.try_recv().is_err(),
         "an in-flight invoke was re-sent"
@@ -155,4 +162,4 @@ async fn client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribe
     soon("shutdown", second.shutdown()).await;
 }
 
-on_both_executors!(client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribes);
+on_every_adapter!(client_reconnects_to_a_restarted_server_reauthenticates_and_resubscribes);

@@ -1,29 +1,31 @@
 //! The socket side: frame limits, the served path, graceful shutdown, and
-//! serving a socket upgraded elsewhere; every scenario on async-std and on smol.
+//! serving a socket upgraded elsewhere; every scenario on every adapter
+//! (tokio, async-std, smol).
 
-#[macro_use]
-mod common;
+mod raw_ws;
 
 use async_net::TcpStream;
-use common::{expect_close, invoke, next_json, raw_connect, recv, soon, try_raw_connect, until};
-use rtm_async_std::{
-    CallContext, ConnMeta, Listening, RtmError, RuntimeRef, Server, ServerBuilder, ServerBuilderExt,
-};
+use conformance::adapter::{recv, soon, Adapter};
+use conformance::on_every_adapter;
+use raw_ws::{expect_close, invoke, next_json, raw_connect, try_raw_connect, until};
+use rtm_core::RtmError;
+use rtm_driver::{CallContext, Listening, ServerBuilder};
 use serde_json::{json, Value};
 use tungstenite::Message;
 
-async fn listen(builder: ServerBuilder, rt: &RuntimeRef) -> Listening {
-    builder.listen_on("127.0.0.1:0", rt.clone()).await.unwrap()
+async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    adapter.listen(builder, addr).await.unwrap()
 }
 
 fn echo() -> ServerBuilder {
-    Server::builder().register("echo", |_ctx: CallContext, (x,): (Value,)| async move {
+    ServerBuilder::new().register("echo", |_ctx: CallContext, (x,): (Value,)| async move {
         Ok::<_, RtmError>(x)
     })
 }
 
-async fn a_frame_over_max_frame_bytes_is_closed_with_1009(rt: RuntimeRef) {
-    let server = listen(echo().max_frame_bytes(256), &rt).await;
+async fn a_frame_over_max_frame_bytes_is_closed_with_1009(adapter: Adapter) {
+    let server = listen(adapter, echo().max_frame_bytes(256)).await;
     let mut ws = raw_connect(&server.url()).await;
     invoke(&mut ws, "1", "echo", json!(["small"])).await;
     assert_eq!(
@@ -36,8 +38,8 @@ async fn a_frame_over_max_frame_bytes_is_closed_with_1009(rt: RuntimeRef) {
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn a_path_other_than_the_servers_is_refused_with_404(rt: RuntimeRef) {
-    let server = listen(echo().path("/rtm"), &rt).await;
+async fn a_path_other_than_the_servers_is_refused_with_404(adapter: Adapter) {
+    let server = listen(adapter, echo().path("/rtm")).await;
     assert!(server.url().ends_with("/rtm"));
     let wrong = server.url().replace("/rtm", "/other");
     match try_raw_connect(&wrong).await {
@@ -52,7 +54,7 @@ async fn a_path_other_than_the_servers_is_refused_with_404(rt: RuntimeRef) {
 }
 
 async fn graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections(
-    rt: RuntimeRef,
+    adapter: Adapter,
 ) {
     let (started, started_rx) = async_channel::unbounded();
     let (release, release_rx) = async_channel::unbounded::<()>();
@@ -64,7 +66,7 @@ async fn graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses
             Ok::<_, RtmError>("done")
         }
     });
-    let server = listen(builder, &rt).await;
+    let server = listen(adapter, builder).await;
     let addr = server.local_addr();
     let mut busy = raw_connect(&server.url()).await;
     let mut idle = raw_connect(&server.url()).await;
@@ -99,20 +101,9 @@ async fn graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses
     );
 }
 
-async fn serve_websocket_serves_a_socket_upgraded_elsewhere(rt: RuntimeRef) {
-    let handle = echo().embedded_on(rt.clone());
-    let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let served = handle.clone();
-    rt.spawn(Box::pin(async move {
-        let (tcp, peer) = listener.accept().await.unwrap();
-        let socket = async_tungstenite::accept_async(tcp).await.unwrap();
-        let meta = ConnMeta {
-            peer_addr: Some(peer),
-            path: None,
-        };
-        rtm_async_std::serve_websocket(&served, socket, meta).await;
-    }));
+async fn serve_websocket_serves_a_socket_upgraded_elsewhere(adapter: Adapter) {
+    let handle = adapter.embedded(echo());
+    let url = adapter.serve_one_upgraded(handle.clone()).await.unwrap();
     let mut ws = raw_connect(&url).await;
     futures_util::SinkExt::send(
         &mut ws,
@@ -125,7 +116,7 @@ async fn serve_websocket_serves_a_socket_upgraded_elsewhere(rt: RuntimeRef) {
     assert_eq!(expect_close(&mut ws).await.0, 1001);
 }
 
-on_both_executors!(
+on_every_adapter!(
     a_frame_over_max_frame_bytes_is_closed_with_1009,
     a_path_other_than_the_servers_is_refused_with_404,
     graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections,

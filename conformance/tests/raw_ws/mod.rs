@@ -1,91 +1,25 @@
-//! Helpers shared by the integration tests: running one scenario on each
-//! executor, loud timeouts, and a raw WebSocket peer (async-tungstenite) for
-//! what our Client cannot show.
+//! The raw WebSocket peer (async-tungstenite over async-net, so it runs on
+//! every executor) the adapter scenarios use for what our Client cannot show.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
 use async_tungstenite::WebSocketStream;
-use futures_util::future::{select, Either};
+use conformance::adapter::{soon, SOON};
 use futures_util::StreamExt;
-use rtm_async_std::RuntimeRef;
-use rtm_runtime::{AsyncStdRuntime, SmolRuntime};
 use serde_json::{json, Value};
 use tungstenite::Message;
 
 /// A raw client socket.
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// How long anything that should happen promptly may take.
-pub const SOON: Duration = Duration::from_secs(5);
-
-/// Runs `scenario` to completion on async-std's executor, with async-std's runtime.
-pub fn on_async_std<F, Fut>(scenario: F)
-where
-    F: FnOnce(RuntimeRef) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    async_std::task::block_on(scenario(Arc::new(AsyncStdRuntime)));
-}
-
-/// Runs `scenario` to completion on smol's executor, with smol's runtime.
-pub fn on_smol<F, Fut>(scenario: F)
-where
-    F: FnOnce(RuntimeRef) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    smol::block_on(scenario(Arc::new(SmolRuntime)));
-}
-
-/// One `#[test]` per scenario and executor: `on_async_std::NAME` and `on_smol::NAME`.
-macro_rules! on_both_executors {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_async_std {
-            $(#[test]
-            fn $scenario() {
-                crate::common::on_async_std(super::$scenario)
-            })*
-        }
-        mod on_smol {
-            $(#[test]
-            fn $scenario() {
-                crate::common::on_smol(super::$scenario)
-            })*
-        }
-    };
-}
-
-/// Awaits `future` at most `limit`; panics naming `what` when it does not complete.
-pub async fn within<F: Future>(what: &str, limit: Duration, future: F) -> F::Output {
-    // async-io's timer: the reactor both executors share.
-    let future = std::pin::pin!(future);
-    match select(future, smol::Timer::after(limit)).await {
-        Either::Left((value, _)) => value,
-        Either::Right(_) => panic!("timed out after {limit:?} waiting for {what}"),
-    }
-}
-
-/// [`within`] the default [`SOON`].
-pub async fn soon<F: Future>(what: &str, future: F) -> F::Output {
-    within(what, SOON, future).await
-}
-
-/// Receives the next value of a test channel, loudly.
-pub async fn recv<T>(what: &str, rx: &async_channel::Receiver<T>) -> T {
-    soon(what, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("channel closed waiting for {what}"))
-}
-
 /// Polls `condition` (state with no event to await) until it holds; panics after [`SOON`].
 pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + SOON;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        smol::Timer::after(Duration::from_millis(5)).await;
+        async_io::Timer::after(Duration::from_millis(5)).await;
     }
 }
 

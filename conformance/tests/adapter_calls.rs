@@ -1,15 +1,16 @@
 //! Calls, authentication and events between our Client and Server, every
-//! scenario on async-std and on smol.
+//! scenario on every adapter (tokio, async-std, smol).
 
-#[macro_use]
-mod common;
+mod raw_ws;
 
 use std::time::Duration;
 
-use common::{expect_close, invoke, next_json, raw_connect, recv, soon};
-use rtm_async_std::{
-    CallContext, Client, ClientOptions, ClientState, ErrorCode, Identity, Listening, RtmError,
-    RuntimeRef, Server, ServerBuilder, ServerBuilderExt, Subscription,
+use conformance::adapter::{recv, soon, Adapter};
+use conformance::on_every_adapter;
+use raw_ws::{expect_close, invoke, next_json, raw_connect};
+use rtm_core::{ClientState, ConnInfo, ErrorCode, Identity, RtmError};
+use rtm_driver::{
+    CallContext, ClientHandle, ClientOptions, Listening, ServerBuilder, Subscription,
 };
 use serde_json::{json, Value};
 
@@ -21,22 +22,20 @@ fn options() -> ClientOptions {
         .connect_timeout(Duration::from_secs(5))
 }
 
-async fn listen(builder: ServerBuilder, rt: &RuntimeRef) -> Listening {
-    builder.listen_on("127.0.0.1:0", rt.clone()).await.unwrap()
+async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    adapter.listen(builder, addr).await.unwrap()
 }
 
-async fn connect(server: &Listening, options: ClientOptions, rt: &RuntimeRef) -> Client {
-    soon(
-        "connect",
-        Client::connect_on(&server.url(), options, rt.clone()),
-    )
-    .await
-    .unwrap()
+async fn connect(adapter: Adapter, server: &Listening, options: ClientOptions) -> ClientHandle {
+    soon("connect", adapter.connect(&server.url(), options))
+        .await
+        .unwrap()
 }
 
 /// `add(a, b)` and `note(text)` (reported on `notes`).
 fn arithmetic(notes: async_channel::Sender<String>) -> ServerBuilder {
-    Server::builder()
+    ServerBuilder::new()
         .register("add", |_ctx: CallContext, (a, b): (i64, i64)| async move {
             Ok::<_, RtmError>(a + b)
         })
@@ -64,7 +63,7 @@ fn with_roles() -> ServerBuilder {
         })
 }
 
-fn collect(client: &Client, event: &str) -> (Subscription, async_channel::Receiver<Value>) {
+fn collect(client: &ClientHandle, event: &str) -> (Subscription, async_channel::Receiver<Value>) {
     let (tx, rx) = async_channel::unbounded();
     let sub = client.subscribe(event, move |(value,): (Value,)| {
         let _ = tx.try_send(value);
@@ -72,9 +71,9 @@ fn collect(client: &Client, event: &str) -> (Subscription, async_channel::Receiv
     (sub, rx)
 }
 
-async fn call_wait_returns_the_typed_result(rt: RuntimeRef) {
-    let server = listen(arithmetic(async_channel::unbounded().0), &rt).await;
-    let client = connect(&server, options(), &rt).await;
+async fn call_wait_returns_the_typed_result(adapter: Adapter) {
+    let server = listen(adapter, arithmetic(async_channel::unbounded().0)).await;
+    let client = connect(adapter, &server, options()).await;
     let sum: i64 = soon("add", client.call_wait("add", &(2, 3))).await.unwrap();
     assert_eq!(sum, 5);
     let err = soon(
@@ -88,10 +87,10 @@ async fn call_wait_returns_the_typed_result(rt: RuntimeRef) {
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn call_without_waiting_reaches_the_server(rt: RuntimeRef) {
+async fn call_without_waiting_reaches_the_server(adapter: Adapter) {
     let (notes, notes_rx) = async_channel::unbounded();
-    let server = listen(arithmetic(notes), &rt).await;
-    let client = connect(&server, options(), &rt).await;
+    let server = listen(adapter, arithmetic(notes)).await;
+    let client = connect(adapter, &server, options()).await;
     soon("call", client.call("note", &("fire and forget",)))
         .await
         .unwrap();
@@ -100,9 +99,9 @@ async fn call_without_waiting_reaches_the_server(rt: RuntimeRef) {
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn accepted_auth_opens_the_client_with_its_identity(rt: RuntimeRef) {
-    let server = listen(with_roles(), &rt).await;
-    let client = connect(&server, options().auth(json!({"user": "alice"})), &rt).await;
+async fn accepted_auth_opens_the_client_with_its_identity(adapter: Adapter) {
+    let server = listen(adapter, with_roles()).await;
+    let client = connect(adapter, &server, options().auth(json!({"user": "alice"}))).await;
     assert_eq!(client.state(), ClientState::Open);
     let me: Option<String> = soon("whoami", client.call_wait("whoami", &NO_ARGS))
         .await
@@ -112,35 +111,39 @@ async fn accepted_auth_opens_the_client_with_its_identity(rt: RuntimeRef) {
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn rejected_auth_fails_connect_with_auth_rejected(rt: RuntimeRef) {
-    let server = listen(with_roles(), &rt).await;
+async fn rejected_auth_fails_connect_with_auth_rejected(adapter: Adapter) {
+    let server = listen(adapter, with_roles()).await;
     let url = server.url();
-    let connecting = Client::connect_on(&url, options().auth(json!("nobody")), rt.clone());
+    let connecting = adapter.connect(&url, options().auth(json!("nobody")));
     let err = soon("connect", connecting).await.err().unwrap();
     assert_eq!(err.code, ErrorCode::AuthRejected);
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn an_unauthenticated_connection_is_closed_4008_after_the_auth_timeout(rt: RuntimeRef) {
-    let server = listen(with_roles().auth_timeout(Duration::from_millis(200)), &rt).await;
+async fn an_unauthenticated_connection_is_closed_4008_after_the_auth_timeout(adapter: Adapter) {
+    let server = listen(
+        adapter,
+        with_roles().auth_timeout(Duration::from_millis(200)),
+    )
+    .await;
     let mut silent = raw_connect(&server.url()).await;
     assert_eq!(expect_close(&mut silent).await.0, 4008);
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn emit_with_a_filter_reaches_only_matching_connections(rt: RuntimeRef) {
-    let server = listen(with_roles(), &rt).await;
+async fn emit_with_a_filter_reaches_only_matching_connections(adapter: Adapter) {
+    let server = listen(adapter, with_roles()).await;
     let admin_auth = json!({"user": "ann", "role": "admin"});
-    let admin = connect(&server, options().auth(admin_auth), &rt).await;
+    let admin = connect(adapter, &server, options().auth(admin_auth)).await;
     let member_auth = json!({"user": "bob", "role": "member"});
-    let member = connect(&server, options().auth(member_auth), &rt).await;
+    let member = connect(adapter, &server, options().auth(member_auth)).await;
     let mut anonymous = raw_connect(&server.url()).await;
     let (_a, admin_notices) = collect(&admin, "notice");
     let (_m, member_notices) = collect(&member, "notice");
     let (_m2, member_all) = collect(&member, "everyone");
 
     let handle = server.handle();
-    let admins_only = |info: &rtm_async_std::ConnInfo| info.authentication()["role"] == "admin";
+    let admins_only = |info: &ConnInfo| info.authentication()["role"] == "admin";
     let sent = handle
         .emit("notice", admins_only, &("for admins",))
         .unwrap();
@@ -163,9 +166,9 @@ async fn emit_with_a_filter_reaches_only_matching_connections(rt: RuntimeRef) {
     soon("shutdown", server.shutdown()).await;
 }
 
-async fn push_reaches_a_subscription_with_a_matching_tag_only(rt: RuntimeRef) {
-    let server = listen(arithmetic(async_channel::unbounded().0), &rt).await;
-    let client = connect(&server, options(), &rt).await;
+async fn push_reaches_a_subscription_with_a_matching_tag_only(adapter: Adapter) {
+    let server = listen(adapter, arithmetic(async_channel::unbounded().0)).await;
+    let client = connect(adapter, &server, options()).await;
     let (scores, scores_rx) = async_channel::unbounded();
     let _sub = soon(
         "subscribe_push",
@@ -184,7 +187,7 @@ async fn push_reaches_a_subscription_with_a_matching_tag_only(rt: RuntimeRef) {
     soon("shutdown", server.shutdown()).await;
 }
 
-on_both_executors!(
+on_every_adapter!(
     call_wait_returns_the_typed_result,
     call_without_waiting_reaches_the_server,
     accepted_auth_opens_the_client_with_its_identity,
