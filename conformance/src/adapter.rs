@@ -3,7 +3,7 @@
 //!
 //! A scenario is an `async fn(Adapter)`; [`Adapter::run`] drives it on that
 //! adapter's executor, where [`Adapter::listen`] and [`Adapter::connect`] give
-//! it a server and clients of that adapter. [`on_every_adapter!`] turns a
+//! it a server and clients of that adapter. [`on_every_adapter!`](crate::on_every_adapter) turns a
 //! list of scenarios into one `#[test]` per scenario and adapter.
 //!
 //! ```

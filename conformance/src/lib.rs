@@ -6,7 +6,7 @@
 //! suite is written with:
 //!
 //! - [`adapter`]: client/server scenarios written once, run on tokio,
-//!   async-std and smol ([`on_every_adapter!`]);
+//!   async-std and smol ([`on_every_adapter!`](crate::on_every_adapter));
 //! - [`Fixture`]: an `rtm-fixture` child process, started with flags, killed on drop;
 //! - [`RawConn`]: a hand-rolled protocol client over tokio-tungstenite that sees exact frames;
 //! - [`SocketWire`]: the shared wire-vector interpreter's

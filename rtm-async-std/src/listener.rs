@@ -12,20 +12,10 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use rtm_driver::runtime::timeout;
 use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
-pub use rtm_driver::Listening;
+pub use rtm_driver::{Listening, Server};
 use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
 
 use crate::ws::serve_websocket;
-
-/// Entry point: `Server::builder()` → register functions, set options → `.listen(addr)`.
-pub struct Server;
-
-impl Server {
-    /// A new server builder (see [`ServerBuilder`] for the options).
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::new()
-    }
-}
 
 /// Starting a [`ServerBuilder`] on async-std or smol.
 ///

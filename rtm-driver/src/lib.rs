@@ -28,5 +28,5 @@ pub use client::{
 };
 pub use function::{CallContext, ErasedFunction};
 pub use runtime::{BoxFuture, Runtime, RuntimeRef};
-pub use server::{Listening, ServerBuilder, ServerHandle, TransportOptions};
+pub use server::{Listening, Server, ServerBuilder, ServerHandle, TransportOptions};
 pub use transport::{Incoming, Outgoing};

@@ -6,22 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
-pub use rtm_driver::Listening;
+pub use rtm_driver::{Listening, Server};
 use rtm_driver::{ServerBuilder, ServerHandle};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::ws::serve_websocket;
 use rtm_runtime::TokioRuntime;
-
-/// Entry point: `Server::builder()` → register functions, set options → `.listen(addr)`.
-pub struct Server;
-
-impl Server {
-    /// A new server builder (see [`ServerBuilder`] for the options).
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::new()
-    }
-}
 
 /// Starting a [`ServerBuilder`] on tokio.
 #[allow(async_fn_in_trait)]

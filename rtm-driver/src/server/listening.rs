@@ -1,10 +1,21 @@
-//! A started server with its own listener: what `listen` returns in every adapter.
+//! The adapters' shared entry points: `Server::builder()`, and the
+//! `Listening` server that their `listen` returns.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use crate::runtime::BoxFuture;
-use crate::server::ServerHandle;
+use crate::server::{ServerBuilder, ServerHandle};
+
+/// Entry point of every adapter: `Server::builder()` → register functions, set options → `.listen(addr)`.
+pub struct Server;
+
+impl Server {
+    /// A new server builder (see [`ServerBuilder`] for the options).
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+}
 
 /// A running server with its listener (from an adapter's `listen`).
 pub struct Listening {

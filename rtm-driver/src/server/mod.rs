@@ -14,4 +14,4 @@ mod listening;
 
 pub use builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
 pub use handle::ServerHandle;
-pub use listening::Listening;
+pub use listening::{Listening, Server};
