@@ -28,3 +28,20 @@ pub async fn timeout<T>(
         Either::Right(_) => None,
     }
 }
+
+/// Lets every other ready task of the executor run once before continuing
+/// (on any executor: the task wakes itself and yields, which puts it at the
+/// back of the run queue).
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,5 +1,6 @@
-//! Write coalescing (`ServerBuilder::write_delay`), observed on an in-memory
-//! transport that records every frame and every flush.
+//! Write coalescing, observed on an in-memory transport that records every
+//! frame and every flush: without a write delay a burst waits one scheduler
+//! pass before its write; with `ServerBuilder::write_delay` it waits that long.
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -102,6 +103,22 @@ async fn without_a_write_delay_each_frame_is_flushed_at_once() {
         *log.lock().unwrap(),
         [frame(1), Written::Flush, frame(2), Written::Flush]
     );
+}
+
+#[tokio::test]
+async fn without_a_write_delay_frames_ready_in_the_same_scheduler_pass_share_one_flush() {
+    // One thread: the writer, woken by the first emit, runs before the task
+    // spawned after it; its one yield before writing lets that task's frame in.
+    let (server, log) = connected(Duration::ZERO).await;
+    let emitter = server.clone();
+    tokio::spawn(async move {
+        emit(&emitter, 1);
+        let later = emitter.clone();
+        tokio::spawn(async move { emit(&later, 2) });
+    });
+    until("the burst is flushed", || flushes(&log) >= 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(*log.lock().unwrap(), [frame(1), frame(2), Written::Flush]);
 }
 
 #[tokio::test]

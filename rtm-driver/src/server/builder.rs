@@ -37,8 +37,8 @@ pub struct TransportOptions {
     /// How long graceful shutdown waits for in-flight calls (default 10 s).
     pub shutdown_timeout: Duration,
     /// How long a connection's writer waits, after its first queued frame,
-    /// for more frames to send in the same socket write (default zero: every
-    /// burst is written at once). See [`ServerBuilder::write_delay`].
+    /// for more frames to send in the same socket write (default zero: one
+    /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
     pub write_delay: Duration,
 }
 
@@ -235,7 +235,9 @@ impl ServerBuilder {
 
     /// Coalesces writes: after a frame is queued for a connection, its writer
     /// waits `delay` for more before writing them all in one socket write
-    /// (default zero: no wait). Every frame then arrives up to `delay` later
+    /// (default zero: the writer only lets the tasks already ready run once,
+    /// so replies and events produced in the same scheduler pass share a
+    /// write, and adds no timer). Every frame then arrives up to `delay` later
     /// (a little more with a timer of millisecond resolution, such as
     /// tokio's), in exchange for fewer syscalls on both ends when a
     /// connection receives many small events: at 1,000 events/s per

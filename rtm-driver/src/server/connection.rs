@@ -101,7 +101,7 @@ impl ServerHandle {
                 // comes meanwhile), then flush once: one syscall per burst.
                 let write = async {
                     let mut message = first;
-                    let mut waited = write_delay.is_zero();
+                    let mut waited = false;
                     loop {
                         let closing = matches!(message, Outgoing::Close(..));
                         outgoing.feed(message).await.map_err(|_| ())?;
@@ -113,8 +113,16 @@ impl ServerHandle {
                             Ok(more) => more,
                             Err(_) if waited => break,
                             Err(_) => {
+                                // Once per burst, before the syscall: with no write
+                                // delay, let the tasks already ready (replies, events
+                                // for this connection) run first, so one write
+                                // carries them too.
                                 waited = true;
-                                shared.runtime.sleep(write_delay).await;
+                                if write_delay.is_zero() {
+                                    crate::runtime::yield_now().await;
+                                } else {
+                                    shared.runtime.sleep(write_delay).await;
+                                }
                                 match queue_rx.try_recv() {
                                     Ok(more) => more,
                                     Err(_) => break,
