@@ -7,7 +7,7 @@ mod raw_ws;
 use async_net::TcpStream;
 use conformance::adapter::{recv, soon, Adapter};
 use conformance::on_every_adapter;
-use raw_ws::{expect_close, invoke, next_json, raw_connect, try_raw_connect, until};
+use raw_ws::{expect_close, invoke, next_json, next_message, raw_connect, try_raw_connect, until};
 use rtm_core::RtmError;
 use rtm_driver::{CallContext, Listening, ServerBuilder};
 use serde_json::{json, Value};
@@ -116,7 +116,52 @@ async fn serve_websocket_serves_a_socket_upgraded_elsewhere(adapter: Adapter) {
     assert_eq!(expect_close(&mut ws).await.0, 1001);
 }
 
+/// A peer that stops reading is closed as a slow consumer once its socket
+/// and its outbound queue (16 frames here) are full; reading again, it gets
+/// what was buffered and then the 1013 close.
+async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter: Adapter) {
+    /// Bound of the flood: 2,000 × 64 KiB is far more than loopback buffers hold.
+    const MAX_FLOOD: usize = 2000;
+    let (gone, gone_rx) = async_channel::unbounded();
+    let builder = echo().outbound_queue(16).on_disconnect(move |_| {
+        let _ = gone.try_send(());
+    });
+    let server = listen(adapter, builder).await;
+    let mut slow = raw_connect(&server.url()).await;
+    let handle = server.handle();
+    let big = "x".repeat(64 * 1024);
+    let mut flooded = 0;
+    for i in 0..MAX_FLOOD {
+        if handle.emit("flood", |_| true, &(i, &big)).unwrap() == 0 {
+            break;
+        }
+        flooded += 1;
+        // Let the writer run: the peer's socket must really be full.
+        rtm_driver::runtime::yield_now().await;
+    }
+    assert!(
+        flooded < MAX_FLOOD,
+        "{flooded} big events never overflowed the peer"
+    );
+    recv("the slow peer's disconnect", &gone_rx).await;
+    // The server's writer waits up to 2 s for the peer to read up to the close.
+    let mut close = None;
+    for _ in 0..flooded + 10 {
+        match next_message(&mut slow).await {
+            Some(Message::Close(Some(frame))) => {
+                close = Some((u16::from(frame.code), frame.reason.to_string()));
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(close, Some((1013, "rtm/slow-consumer".to_owned())));
+    soon("shutdown", server.shutdown()).await;
+}
+
 on_every_adapter!(
+    a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer,
     a_frame_over_max_frame_bytes_is_closed_with_1009,
     a_path_other_than_the_servers_is_refused_with_404,
     graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections,
