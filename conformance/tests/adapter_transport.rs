@@ -1,15 +1,19 @@
-//! The socket side: frame limits, the served path, graceful shutdown, and
-//! serving a socket upgraded elsewhere; every scenario on every adapter
+//! The socket side: the connection limit, heartbeats, slow consumers, frame
+//! limits, the served path, graceful shutdown, and serving a socket upgraded
+//! elsewhere; every scenario on every adapter
 //! (tokio, async-std, smol).
 
 mod raw_ws;
 
+use std::time::{Duration, Instant};
+
 use async_net::TcpStream;
 use conformance::adapter::{recv, soon, Adapter};
 use conformance::on_every_adapter;
+use futures_util::StreamExt;
 use raw_ws::{expect_close, invoke, next_json, next_message, raw_connect, try_raw_connect, until};
-use rtm_core::RtmError;
-use rtm_driver::{CallContext, Listening, ServerBuilder};
+use rtm_core::{Heartbeat, RtmError};
+use rtm_driver::{CallContext, ClientOptions, Listening, ServerBuilder};
 use serde_json::{json, Value};
 use tungstenite::Message;
 
@@ -160,7 +164,108 @@ async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter:
     soon("shutdown", server.shutdown()).await;
 }
 
+/// The connection limit: one more connection than `max_connections` is
+/// closed with 1013; once one leaves, there is room again.
+async fn max_connections_refuses_the_next_connection_with_1013(adapter: Adapter) {
+    let (connects, connects_rx) = async_channel::unbounded();
+    let (disconnects, disconnects_rx) = async_channel::unbounded();
+    let builder = echo()
+        .max_connections(2)
+        .on_connect(move |_| {
+            let _ = connects.try_send(());
+        })
+        .on_disconnect(move |_| {
+            let _ = disconnects.try_send(());
+        });
+    let server = listen(adapter, builder).await;
+    let mut first = raw_connect(&server.url()).await;
+    let _second = raw_connect(&server.url()).await;
+    recv("the first connection", &connects_rx).await;
+    recv("the second connection", &connects_rx).await;
+
+    let mut third = raw_connect(&server.url()).await;
+    assert_eq!(expect_close(&mut third).await.0, 1013);
+    assert_eq!(server.handle().connection_count(), 2);
+
+    // Once one leaves, there is room again.
+    soon("closing the first", first.close(None)).await.unwrap();
+    while next_message(&mut first).await.is_some() {}
+    recv("a disconnect", &disconnects_rx).await;
+    let mut fourth = raw_connect(&server.url()).await;
+    invoke(&mut fourth, "1", "echo", json!([4])).await;
+    assert_eq!(next_json(&mut fourth).await, json!({"id": "1", "data": 4}));
+    soon("shutdown", server.shutdown()).await;
+}
+
+/// The heartbeat closes a peer that does not answer pings within the
+/// timeout, and keeps a raw peer that answers them and our own client.
+async fn heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings(adapter: Adapter) {
+    let heartbeat = Heartbeat {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(300),
+    };
+    let (gone, gone_rx) = async_channel::unbounded();
+    let builder = echo()
+        .heartbeat(Some(heartbeat))
+        .on_disconnect(move |info| {
+            let _ = gone.try_send(info.meta.path.clone());
+        });
+    let server = listen(adapter, builder).await;
+    // tungstenite answers pings only while it is read: never reading it
+    // makes a peer that never answers.
+    let mut silent = raw_connect(&format!("{}?silent", server.url())).await;
+    let mut alive = raw_connect(&format!("{}?alive", server.url())).await;
+    // Our client answers pings by itself.
+    let client = soon(
+        "connect",
+        adapter.connect(
+            &format!("{}?client", server.url()),
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let lifecycle = client.lifecycle();
+
+    // Reading the live peer answers its pings; count enough of them to span
+    // twice the silence deadline.
+    let started = Instant::now();
+    soon("pings on the live peer", async {
+        let mut pings = 0;
+        while pings < 6 {
+            match alive.next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("the live peer got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(started.elapsed() >= heartbeat.timeout);
+    assert_eq!(
+        recv("the silent peer's disconnect", &gone_rx)
+            .await
+            .as_deref(),
+        Some("/?silent")
+    );
+    assert_eq!(
+        server.handle().connection_count(),
+        2,
+        "a live peer was closed"
+    );
+    assert!(gone_rx.try_recv().is_err());
+    assert!(
+        lifecycle.try_recv().is_err(),
+        "the client's connection changed"
+    );
+    client.close();
+    // What the silent peer finds once it reads: pings, then the close.
+    assert_eq!(expect_close(&mut silent).await.0, 1001);
+    soon("shutdown", server.shutdown()).await;
+}
+
 on_every_adapter!(
+    max_connections_refuses_the_next_connection_with_1013,
+    heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings,
     a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer,
     a_frame_over_max_frame_bytes_is_closed_with_1009,
     a_path_other_than_the_servers_is_refused_with_404,

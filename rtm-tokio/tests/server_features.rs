@@ -1,22 +1,22 @@
-//! Server features over real sockets: graceful shutdown, lifecycle hooks,
-//! panics, the connection limit, heartbeats, Emit filters and Publish
-//! across servers sharing a broker.
+//! Server features over real sockets: lifecycle hooks, panics, Emit filters
+//! and Publish across servers sharing a broker. (Graceful shutdown, the
+//! connection limit and heartbeats run on every adapter in
+//! `conformance/tests/adapter_transport.rs`.)
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{expect_close, invoke, next_json, raw_connect, recv, recv_n, soon, Ws};
+use common::{expect_close, invoke, next_json, raw_connect, recv, soon, Ws};
 use futures_util::StreamExt;
 use rtm_core::broker::MemoryHub;
 use rtm_tokio::{
-    CallContext, Client, ClientOptions, ConnId, ErrorCode, Heartbeat, Identity, Listening,
-    RtmError, Server, ServerBuilder, ServerBuilderExt,
+    CallContext, Client, ClientOptions, ConnId, ErrorCode, Identity, Listening, RtmError, Server,
+    ServerBuilder, ServerBuilderExt,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tungstenite::Message;
 
 const NO_ARGS: [u8; 0] = [];
 
@@ -42,48 +42,6 @@ async fn finish(mut ws: Ws) {
         panic!("the socket kept sending after its close");
     })
     .await;
-}
-
-#[tokio::test]
-async fn graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections() {
-    let (started, mut started_rx) = unbounded_channel();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let waiting = gate.clone();
-    let server = listen(Server::builder().register(
-        "slow",
-        move |_ctx: CallContext, _: Vec<Value>| {
-            let (started, gate) = (started.clone(), waiting.clone());
-            async move {
-                let _ = started.send(());
-                let _permit = gate.acquire().await;
-                Ok::<_, RtmError>("done")
-            }
-        },
-    ))
-    .await;
-    let (handle, url) = (server.handle().clone(), server.url());
-    let mut ws = raw_connect(&url).await;
-    invoke(&mut ws, "1", "slow", json!([])).await;
-    recv("the slow call to start", &mut started_rx).await;
-
-    let shutdown = tokio::spawn(async move { server.shutdown().await });
-    soon("shutdown to start", handle.shutdown_started()).await;
-
-    // New connections are refused: no listener any more, or closed 1001 at once.
-    match tokio_tungstenite::connect_async(url.as_str()).await {
-        Err(_) => {}
-        Ok((mut late, _)) => assert_eq!(expect_close(&mut late).await.0, 1001),
-    }
-    // The call in flight still holds its connection open.
-    assert_eq!(handle.connection_count(), 1);
-    assert!(!shutdown.is_finished());
-
-    gate.add_permits(1);
-    assert_eq!(next_json(&mut ws).await, json!({"id": "1", "data": "done"}));
-    assert_eq!(expect_close(&mut ws).await.0, 1001);
-    finish(ws).await;
-    soon("shutdown to end", shutdown).await.unwrap();
-    assert_eq!(handle.connection_count(), 0);
 }
 
 #[tokio::test]
@@ -166,100 +124,6 @@ async fn a_panicking_function_answers_internal_and_the_server_keeps_serving() {
     assert_eq!(seven, 7);
     client.close();
     other.close();
-}
-
-#[tokio::test]
-async fn max_connections_refuses_the_next_connection_with_1013() {
-    let (connects, mut connects_rx) = unbounded_channel();
-    let (disconnects, mut disconnects_rx) = unbounded_channel();
-    let server = listen(
-        Server::builder()
-            .max_connections(2)
-            .on_connect(move |_| {
-                let _ = connects.send(());
-            })
-            .on_disconnect(move |_| {
-                let _ = disconnects.send(());
-            }),
-    )
-    .await;
-    let mut first = raw_connect(&server.url()).await;
-    let _second = raw_connect(&server.url()).await;
-    recv_n("two connections", 2, &mut connects_rx).await;
-
-    let mut third = raw_connect(&server.url()).await;
-    assert_eq!(expect_close(&mut third).await.0, 1013);
-    assert_eq!(server.handle().connection_count(), 2);
-
-    // Once one leaves, there is room again.
-    first.close(None).await.unwrap();
-    finish(first).await;
-    recv("a disconnect", &mut disconnects_rx).await;
-    let mut fourth = raw_connect(&server.url()).await;
-    invoke(&mut fourth, "1", "missing", json!([])).await;
-    let reply = next_json(&mut fourth).await;
-    assert_eq!(reply["data"]["error"]["code"], "rtm/function-not-found");
-}
-
-#[tokio::test]
-async fn heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings() {
-    let heartbeat = Heartbeat {
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(300),
-    };
-    let (gone, mut gone_rx) = unbounded_channel();
-    let server = listen(
-        Server::builder()
-            .heartbeat(Some(heartbeat))
-            .on_disconnect(move |info| {
-                let _ = gone.send(info.meta.path.clone());
-            }),
-    )
-    .await;
-    // tungstenite answers pings only while it is read: never reading it
-    // makes a peer that never answers.
-    let mut silent = raw_connect(&format!("{}?silent", server.url())).await;
-    let mut alive = raw_connect(&format!("{}?alive", server.url())).await;
-    // Our client answers pings by itself.
-    let client = Client::connect(&format!("{}?client", server.url()), options())
-        .await
-        .unwrap();
-    let lifecycle = client.lifecycle();
-
-    // Reading the live peer answers its pings; count enough of them to span
-    // twice the silence deadline.
-    let started = Instant::now();
-    let mut pings = 0;
-    soon("pings on the live peer", async {
-        while pings < 6 {
-            match alive.next().await {
-                Some(Ok(Message::Ping(_))) => pings += 1,
-                other => panic!("the live peer got {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert!(started.elapsed() >= heartbeat.timeout);
-    assert_eq!(
-        recv("the silent peer's disconnect", &mut gone_rx)
-            .await
-            .as_deref(),
-        Some("/?silent")
-    );
-    assert_eq!(
-        server.handle().connection_count(),
-        2,
-        "a live peer was closed"
-    );
-    assert!(gone_rx.try_recv().is_err());
-    assert!(
-        lifecycle.try_recv().is_err(),
-        "the client's connection changed"
-    );
-    client.close();
-
-    // What the silent peer finds once it reads: pings, then the close.
-    assert_eq!(expect_close(&mut silent).await.0, 1001);
 }
 
 /// Accepts `{"user": …, "role": …}` as that user with that authentication data.
