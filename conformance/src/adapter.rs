@@ -75,6 +75,21 @@ impl Adapter {
         }
     }
 
+    /// Its `rtm-fixture --runtime` value.
+    ///
+    /// ```
+    /// use conformance::adapter::Adapter;
+    /// let names: Vec<_> = Adapter::ALL.iter().map(|a| a.arg()).collect();
+    /// assert_eq!(names, ["tokio", "async-std", "smol"]);
+    /// ```
+    pub fn arg(self) -> &'static str {
+        match self {
+            Adapter::Tokio => "tokio",
+            Adapter::AsyncStd => "async-std",
+            Adapter::Smol => "smol",
+        }
+    }
+
     /// The runtime servers and clients of this adapter spawn on. For tokio,
     /// call it inside [`Adapter::run`].
     pub fn runtime(self) -> RuntimeRef {

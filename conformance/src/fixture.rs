@@ -2,7 +2,7 @@
 //!
 //! [`Fixture::start`] spawns `rtm-fixture --runtime tokio --listen 127.0.0.1:0`
 //! plus the given flags ([`Fixture::start_on`] picks the runtime: every
-//! [`ServerRuntime`] runs the same fixture server), waits (bounded by [`READY_TIMEOUT`]) for its
+//! [`Adapter`] runs the same fixture server), waits (bounded by [`READY_TIMEOUT`]) for its
 //! `listening on ws://127.0.0.1:PORT/` line, and kills the process when the
 //! [`Fixture`] drops. Everything the process writes to stderr is kept, so a
 //! failure to start says why.
@@ -22,46 +22,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::adapter::Adapter;
+
 /// How long a fixture may take to print its `listening on` line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The most stderr kept per process (the tail is kept).
 const STDERR_KEEP_BYTES: usize = 64 * 1024;
-
-/// The adapter and executor an `rtm-fixture` runs on (its `--runtime`).
-///
-/// ```
-/// use conformance::ServerRuntime;
-/// let names: Vec<_> = ServerRuntime::ALL.iter().map(|r| r.arg()).collect();
-/// assert_eq!(names, ["tokio", "async-std", "smol"]);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerRuntime {
-    /// rtm-tokio.
-    Tokio,
-    /// rtm-async-std on async-std's executor.
-    AsyncStd,
-    /// rtm-async-std on smol's executor.
-    Smol,
-}
-
-impl ServerRuntime {
-    /// Every runtime the fixture runs on.
-    pub const ALL: [ServerRuntime; 3] = [
-        ServerRuntime::Tokio,
-        ServerRuntime::AsyncStd,
-        ServerRuntime::Smol,
-    ];
-
-    /// Its `--runtime` value.
-    pub fn arg(self) -> &'static str {
-        match self {
-            ServerRuntime::Tokio => "tokio",
-            ServerRuntime::AsyncStd => "async-std",
-            ServerRuntime::Smol => "smol",
-        }
-    }
-}
 
 /// A running `rtm-fixture` process, killed on drop.
 pub struct Fixture {
@@ -78,13 +45,13 @@ impl Fixture {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Fixture::start_on(bin, ServerRuntime::Tokio, flags)
+        Fixture::start_on(bin, Adapter::Tokio, flags)
     }
 
     /// Starts `bin --runtime RUNTIME --listen 127.0.0.1:0 FLAGS…` and waits for it to listen.
     pub fn start_on<I, S>(
         bin: impl AsRef<Path>,
-        runtime: ServerRuntime,
+        runtime: Adapter,
         flags: I,
     ) -> Result<Fixture, String>
     where

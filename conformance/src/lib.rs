@@ -18,6 +18,7 @@ pub mod conn;
 pub mod fixture;
 pub mod wire;
 
+pub use adapter::Adapter;
 pub use conn::RawConn;
-pub use fixture::{Fixture, ServerRuntime};
+pub use fixture::Fixture;
 pub use wire::SocketWire;

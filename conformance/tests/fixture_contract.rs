@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{fixture_on, FIXTURE_BIN};
 use conformance::fixture::run_to_exit;
-use conformance::{Fixture, RawConn, ServerRuntime};
+use conformance::{Adapter, Fixture, RawConn};
 use rtm_core::testkit::vectors::pad_to;
 use serde_json::{json, Value};
 
@@ -25,7 +25,7 @@ fn code(error: &Value) -> &str {
 
 // ----- functions -----
 
-async fn echo_add_and_fail_answer_as_documented(rt: ServerRuntime) {
+async fn echo_add_and_fail_answer_as_documented(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     assert_eq!(
@@ -42,7 +42,7 @@ async fn echo_add_and_fail_answer_as_documented(rt: ServerRuntime) {
     );
 }
 
-async fn big_n_returns_a_string_of_n_x(rt: ServerRuntime) {
+async fn big_n_returns_a_string_of_n_x(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     assert_eq!(c.call_ok("big", json!([0])).await.unwrap(), json!(""));
@@ -52,7 +52,7 @@ async fn big_n_returns_a_string_of_n_x(rt: ServerRuntime) {
     assert!(big.bytes().all(|b| b == b'x'));
 }
 
-async fn count_is_the_number_of_local_connections(rt: ServerRuntime) {
+async fn count_is_the_number_of_local_connections(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut a = conn(&f).await;
     let mut b = conn(&f).await;
@@ -72,7 +72,7 @@ async fn count_is_the_number_of_local_connections(rt: ServerRuntime) {
     b.expect_nothing().await.unwrap();
 }
 
-async fn broadcast_emits_alert_to_every_connection(rt: ServerRuntime) {
+async fn broadcast_emits_alert_to_every_connection(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut conns = Vec::new();
     for _ in 0..3 {
@@ -93,7 +93,7 @@ async fn broadcast_emits_alert_to_every_connection(rt: ServerRuntime) {
     }
 }
 
-async fn emit_sends_event_and_args_to_every_connection(rt: ServerRuntime) {
+async fn emit_sends_event_and_args_to_every_connection(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut a = conn(&f).await;
     let mut b = conn(&f).await;
@@ -111,7 +111,7 @@ async fn emit_sends_event_and_args_to_every_connection(rt: ServerRuntime) {
     }
 }
 
-async fn emit_to_reaches_only_that_users_connections(rt: ServerRuntime) {
+async fn emit_to_reaches_only_that_users_connections(rt: Adapter) {
     let f = fixture_on(rt, &["--auth"]);
     let mut alice1 = user(&f, "alice").await;
     let mut alice2 = user(&f, "alice").await;
@@ -138,7 +138,7 @@ async fn emit_to_reaches_only_that_users_connections(rt: ServerRuntime) {
     );
 }
 
-async fn publish_with_auth_reaches_every_connection_of_the_user_once(rt: ServerRuntime) {
+async fn publish_with_auth_reaches_every_connection_of_the_user_once(rt: Adapter) {
     let f = fixture_on(rt, &["--auth"]);
     let mut alice1 = user(&f, "alice").await;
     let mut alice2 = user(&f, "alice").await;
@@ -159,7 +159,7 @@ async fn publish_with_auth_reaches_every_connection_of_the_user_once(rt: ServerR
     bob.expect_nothing().await.unwrap();
 }
 
-async fn publish_without_auth_is_an_error_reply(rt: ServerRuntime) {
+async fn publish_without_auth_is_an_error_reply(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     c.call_err("publish", json!(["bob", "dm", "x"]))
@@ -168,7 +168,7 @@ async fn publish_without_auth_is_an_error_reply(rt: ServerRuntime) {
     c.expect_nothing().await.unwrap();
 }
 
-async fn push_reaches_each_matching_subscription_once(rt: ServerRuntime) {
+async fn push_reaches_each_matching_subscription_once(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut one_tag = conn(&f).await;
     let mut two_tags = conn(&f).await;
@@ -190,7 +190,7 @@ async fn push_reaches_each_matching_subscription_once(rt: ServerRuntime) {
     other_event.expect_nothing().await.unwrap();
 }
 
-async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed(rt: ServerRuntime) {
+async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     for tags in [&["private-x"][..], &["open", "private-y"][..]] {
@@ -203,7 +203,7 @@ async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed(rt: Serv
         .unwrap();
 }
 
-async fn panic_answers_internal_and_the_connection_and_server_keep_working(rt: ServerRuntime) {
+async fn panic_answers_internal_and_the_connection_and_server_keep_working(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     let error = c.call_err("panic", json!([])).await.unwrap();
@@ -216,7 +216,7 @@ async fn panic_answers_internal_and_the_connection_and_server_keep_working(rt: S
     assert_eq!(other.call_ok("add", json!([1, 1])).await.unwrap(), json!(2));
 }
 
-async fn sleep_runs_concurrently_so_a_later_call_can_answer_first(rt: ServerRuntime) {
+async fn sleep_runs_concurrently_so_a_later_call_can_answer_first(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     let slow = c.invoke("sleep", json!([300])).await.unwrap();
@@ -227,13 +227,13 @@ async fn sleep_runs_concurrently_so_a_later_call_can_answer_first(rt: ServerRunt
     assert_eq!(second, json!({"id": slow, "data": 300}));
 }
 
-async fn whoami_is_null_without_auth(rt: ServerRuntime) {
+async fn whoami_is_null_without_auth(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
     assert_eq!(c.call_ok("whoami", json!([])).await.unwrap(), Value::Null);
 }
 
-async fn whoami_is_the_authentication_data_with_auth(rt: ServerRuntime) {
+async fn whoami_is_the_authentication_data_with_auth(rt: Adapter) {
     let f = fixture_on(rt, &["--auth"]);
     let mut c = user(&f, "alice").await;
     assert_eq!(
@@ -244,7 +244,7 @@ async fn whoami_is_the_authentication_data_with_auth(rt: ServerRuntime) {
 
 // ----- flags -----
 
-async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token(rt: ServerRuntime) {
+async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token(rt: Adapter) {
     let f = fixture_on(rt, &["--auth"]);
     for token in ["alice", "user:", "User:alice"] {
         let mut c = conn(&f).await;
@@ -258,7 +258,7 @@ async fn auth_accepts_only_user_tokens_and_rejects_the_rest_with_bad_token(rt: S
     }
 }
 
-async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008(rt: ServerRuntime) {
+async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008(rt: Adapter) {
     let f = fixture_on(rt, &["--auth", "--auth-timeout-ms", "300"]);
     let started = Instant::now();
     let mut c = conn(&f).await;
@@ -270,9 +270,7 @@ async fn auth_timeout_ms_closes_an_unauthenticated_connection_4008(rt: ServerRun
     );
 }
 
-async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_over(
-    rt: ServerRuntime,
-) {
+async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_over(rt: Adapter) {
     let f = fixture_on(rt, &["--max-frame-bytes", "512"]);
     let frame = json!({"id": "1", "type": "invoke", "function": "echo", "data": ["PAD"]});
     let mut at_limit = conn(&f).await;
@@ -287,7 +285,7 @@ async fn max_frame_bytes_serves_a_frame_at_the_limit_and_closes_1009_one_byte_ov
     assert_eq!(over.expect_close().await.unwrap(), 1009);
 }
 
-async fn max_in_flight_allows_exactly_n_calls_at_once(rt: ServerRuntime) {
+async fn max_in_flight_allows_exactly_n_calls_at_once(rt: Adapter) {
     let f = fixture_on(rt, &["--max-in-flight", "2"]);
     let mut c = conn(&f).await;
     let first = c.invoke("sleep", json!([300])).await.unwrap();
@@ -300,7 +298,7 @@ async fn max_in_flight_allows_exactly_n_calls_at_once(rt: ServerRuntime) {
     assert_eq!(c.call_ok("echo", json!([4])).await.unwrap(), json!(4));
 }
 
-async fn port_0_prints_the_real_port(rt: ServerRuntime) {
+async fn port_0_prints_the_real_port(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     assert_ne!(f.port(), 0);
     assert_eq!(f.url(), format!("ws://127.0.0.1:{}/", f.port()));
@@ -308,7 +306,7 @@ async fn port_0_prints_the_real_port(rt: ServerRuntime) {
     assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
 }
 
-async fn an_explicit_port_is_the_one_listened_on_and_printed(rt: ServerRuntime) {
+async fn an_explicit_port_is_the_one_listened_on_and_printed(rt: Adapter) {
     let port = rtm_redis::testing::free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let f = Fixture::spawn(FIXTURE_BIN, ["--runtime", rt.arg(), "--listen", &listen]).unwrap();
@@ -338,7 +336,7 @@ macro_rules! on_every_runtime {
         mod $module {
             $(#[tokio::test]
             async fn $scenario() {
-                super::$scenario(conformance::ServerRuntime::$runtime).await
+                super::$scenario(conformance::Adapter::$runtime).await
             })*
         }
     };

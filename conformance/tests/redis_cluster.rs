@@ -10,7 +10,7 @@
 mod common;
 
 use common::{eventually, fixture, fixture_on};
-use conformance::{Fixture, RawConn, ServerRuntime};
+use conformance::{Adapter, Fixture, RawConn};
 use rtm_core::Topic;
 use rtm_redis::testing::TestRedis;
 use serde_json::{json, Value};
@@ -49,7 +49,7 @@ impl Cluster {
     }
 
     /// A fixture server on `runtime` in this cluster's namespace, with `--auth`.
-    fn server_on(&self, runtime: ServerRuntime) -> Fixture {
+    fn server_on(&self, runtime: Adapter) -> Fixture {
         let url = self.redis.url();
         let flags = ["--redis", &url, "--namespace", &self.namespace, "--auth"];
         fixture_on(runtime, &flags)
@@ -151,7 +151,7 @@ async fn publish_from_either_server_reaches_each_connection_of_the_user_once() {
 #[tokio::test]
 async fn publish_reaches_each_connection_once_across_servers_on_tokio_async_std_and_smol() {
     let cluster = Cluster::new("runtimes");
-    let servers: Vec<Fixture> = ServerRuntime::ALL
+    let servers: Vec<Fixture> = Adapter::ALL
         .iter()
         .map(|runtime| cluster.server_on(*runtime))
         .collect();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use common::FIXTURE_BIN;
-use conformance::{Fixture, ServerRuntime, SocketWire};
+use conformance::{Adapter, Fixture, SocketWire};
 use rtm_core::testkit::vectors::{parse_cases, run_case, Case};
 
 /// How many cases run at once (each waits on sockets far more than it computes).
@@ -22,7 +22,7 @@ fn vectors_path() -> PathBuf {
 }
 
 /// Starts a fixture on `runtime` for `case` and runs it over a socket.
-fn run_over_socket(runtime: ServerRuntime, case: &Case) -> Result<(), String> {
+fn run_over_socket(runtime: Adapter, case: &Case) -> Result<(), String> {
     let fixture = Fixture::start_on(FIXTURE_BIN, runtime, case.fixture_flags())?;
     let mut wire = SocketWire::connect(fixture.url())?;
     run_case(case, &mut wire).map_err(|e| format!("{e}\n    fixture stderr: {}", fixture.stderr()))
@@ -30,7 +30,7 @@ fn run_over_socket(runtime: ServerRuntime, case: &Case) -> Result<(), String> {
 
 /// Runs `cases` against `runtime` on [`PARALLEL`] threads; returns each
 /// case's name and outcome, in input order.
-fn run_all(runtime: ServerRuntime, cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
+fn run_all(runtime: Adapter, cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
     let queue = Arc::new(Mutex::new(cases.into_iter().enumerate()));
     let results = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..PARALLEL)
@@ -58,20 +58,20 @@ fn run_all(runtime: ServerRuntime, cases: Vec<Case>) -> Vec<(String, Result<(), 
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_tokio() {
-    every_vector_passes_against(ServerRuntime::Tokio);
+    every_vector_passes_against(Adapter::Tokio);
 }
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_async_std() {
-    every_vector_passes_against(ServerRuntime::AsyncStd);
+    every_vector_passes_against(Adapter::AsyncStd);
 }
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_smol() {
-    every_vector_passes_against(ServerRuntime::Smol);
+    every_vector_passes_against(Adapter::Smol);
 }
 
-fn every_vector_passes_against(runtime: ServerRuntime) {
+fn every_vector_passes_against(runtime: Adapter) {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -113,7 +113,7 @@ fn the_socket_runner_rejects_wrong_expectations() {
         .iter()
         .map(|line| parse_cases(line).unwrap().remove(0))
         .collect();
-    for (name, outcome) in run_all(ServerRuntime::Tokio, cases) {
+    for (name, outcome) in run_all(Adapter::Tokio, cases) {
         assert!(outcome.is_err(), "case {name:?} should fail");
     }
 }

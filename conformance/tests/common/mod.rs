@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use conformance::{Fixture, ServerRuntime};
+use conformance::{Adapter, Fixture};
 
 /// The `rtm-fixture` binary cargo built for these tests.
 pub const FIXTURE_BIN: &str = env!("CARGO_BIN_EXE_rtm-fixture");
@@ -19,7 +19,7 @@ pub fn fixture(flags: &[&str]) -> Fixture {
 }
 
 /// Starts `rtm-fixture --runtime RUNTIME --listen 127.0.0.1:0 FLAGS…`; panics with its stderr if it fails.
-pub fn fixture_on(runtime: ServerRuntime, flags: &[&str]) -> Fixture {
+pub fn fixture_on(runtime: Adapter, flags: &[&str]) -> Fixture {
     Fixture::start_on(FIXTURE_BIN, runtime, flags).unwrap_or_else(|e| panic!("{e}"))
 }
 
