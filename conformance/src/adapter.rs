@@ -110,6 +110,19 @@ impl Adapter {
         }
     }
 
+    /// Starts a client of this adapter without waiting for it to open:
+    /// calls made meanwhile are queued.
+    pub fn start(self, url: &str, options: ClientOptions) -> ClientHandle {
+        match self {
+            Adapter::Tokio => rtm_tokio::Client::start(url, options).handle().clone(),
+            Adapter::AsyncStd | Adapter::Smol => {
+                rtm_async_std::Client::start_on(url, options, self.runtime())
+                    .handle()
+                    .clone()
+            }
+        }
+    }
+
     /// Connects a client of this adapter and waits until it is open.
     pub async fn connect(
         self,

@@ -187,7 +187,48 @@ async fn push_reaches_a_subscription_with_a_matching_tag_only(adapter: Adapter) 
     soon("shutdown", server.shutdown()).await;
 }
 
+/// An address nothing listens on (bound, then released).
+fn dead_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Offline, a client queues up to `offline_queue` calls and refuses one more
+/// with `rtm/queue-full`; closing fails what is still queued.
+async fn offline_queue_accepts_its_bound_and_refuses_one_more_with_queue_full(adapter: Adapter) {
+    const BOUND: usize = 4;
+    let url = format!("ws://{}/", dead_address());
+    let client = adapter.start(&url, options().offline_queue(BOUND));
+    for n in 0..BOUND - 1 {
+        soon("a queued call", client.call("note", &(n,)))
+            .await
+            .unwrap();
+    }
+    // The last slot goes to a call that waits for its reply.
+    let mut last = Box::pin(client.call_wait::<Value, _>("note", &(BOUND,)));
+    assert!(futures_util::poll!(last.as_mut()).is_pending());
+
+    let err = soon("call over the bound", client.call("note", &(99,)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::QueueFull);
+    let err = soon(
+        "call_wait over the bound",
+        client.call_wait::<Value, _>("note", &(99,)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::QueueFull);
+
+    client.close();
+    assert_eq!(
+        soon("the queued call", last).await.unwrap_err().code,
+        ErrorCode::Closed
+    );
+}
+
 on_every_adapter!(
+    offline_queue_accepts_its_bound_and_refuses_one_more_with_queue_full,
     call_wait_returns_the_typed_result,
     call_without_waiting_reaches_the_server,
     accepted_auth_opens_the_client_with_its_identity,

@@ -1,5 +1,7 @@
 //! Our Client against a real server: calls, errors, timeouts, events, push
-//! subscriptions, auth, the offline queue and close.
+//! subscriptions, auth, the offline queue and close. (The offline queue's
+//! bound and the scenarios in `conformance/tests/adapter_*.rs` run on every
+//! adapter.)
 
 mod common;
 
@@ -388,46 +390,6 @@ async fn calls_made_before_open_are_queued_and_flushed_once_open() {
     assert_eq!(soon("the second queued call", second).await.unwrap(), 7);
     assert_eq!(recv("the queued note", &mut notes_rx).await, 7);
     client.close();
-}
-
-/// An address nothing listens on (bound, then released).
-async fn dead_address() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
-#[tokio::test]
-async fn offline_queue_accepts_its_bound_and_refuses_one_more_with_queue_full() {
-    const BOUND: usize = 4;
-    let addr = dead_address().await;
-    let client = Client::start(&format!("ws://{addr}/"), options().offline_queue(BOUND));
-    for n in 0..BOUND - 1 {
-        soon("a queued call", client.call("note", &(n,)))
-            .await
-            .unwrap();
-    }
-    // The last slot goes to a call that waits for its reply.
-    let mut last = Box::pin(client.call_wait::<Value, _>("note", &(BOUND,)));
-    assert!(poll!(last.as_mut()).is_pending());
-
-    let err = soon("call over the bound", client.call("note", &(99,)))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, ErrorCode::QueueFull);
-    let err = soon(
-        "call_wait over the bound",
-        client.call_wait::<Value, _>("note", &(99,)),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code, ErrorCode::QueueFull);
-
-    // Closing fails what is still queued.
-    client.close();
-    assert_eq!(
-        soon("the queued call", last).await.unwrap_err().code,
-        ErrorCode::Closed
-    );
 }
 
 #[tokio::test]
