@@ -214,6 +214,19 @@ pub async fn soon<F: Future>(what: &str, future: F) -> F::Output {
     within(what, SOON, future).await
 }
 
+/// Polls `condition` (state with no event to await) until it holds; panics
+/// after [`SOON`].
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + SOON;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        async_io::Timer::after(Duration::from_millis(5)).await;
+    }
+}
+
 /// Receives the next value of a test channel, loudly.
 pub async fn recv<T>(what: &str, rx: &async_channel::Receiver<T>) -> T {
     soon(what, rx.recv())

@@ -1,5 +1,6 @@
-//! Calls, authentication and events between our Client and Server, every
-//! scenario on every adapter (tokio, async-std, smol).
+//! Authentication timeouts, Emit filters, Push by tag and the offline
+//! queue's bound between our Client and Server, on every adapter (tokio,
+//! async-std, smol). More of the client in `adapter_client.rs`.
 
 mod raw_ws;
 
@@ -8,13 +9,11 @@ use std::time::Duration;
 use conformance::adapter::{recv, soon, Adapter};
 use conformance::on_every_adapter;
 use raw_ws::{expect_close, invoke, next_json, raw_connect};
-use rtm_core::{ClientState, ConnInfo, ErrorCode, Identity, RtmError};
+use rtm_core::{ConnInfo, ErrorCode, Identity, RtmError};
 use rtm_driver::{
     CallContext, ClientHandle, ClientOptions, Listening, ServerBuilder, Subscription,
 };
 use serde_json::{json, Value};
-
-const NO_ARGS: [u8; 0] = [];
 
 fn options() -> ClientOptions {
     ClientOptions::default()
@@ -69,55 +68,6 @@ fn collect(client: &ClientHandle, event: &str) -> (Subscription, async_channel::
         let _ = tx.try_send(value);
     });
     (sub, rx)
-}
-
-async fn call_wait_returns_the_typed_result(adapter: Adapter) {
-    let server = listen(adapter, arithmetic(async_channel::unbounded().0)).await;
-    let client = connect(adapter, &server, options()).await;
-    let sum: i64 = soon("add", client.call_wait("add", &(2, 3))).await.unwrap();
-    assert_eq!(sum, 5);
-    let err = soon(
-        "a missing function",
-        client.call_wait::<Value, _>("nope", &NO_ARGS),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code, ErrorCode::FunctionNotFound);
-    client.close();
-    soon("shutdown", server.shutdown()).await;
-}
-
-async fn call_without_waiting_reaches_the_server(adapter: Adapter) {
-    let (notes, notes_rx) = async_channel::unbounded();
-    let server = listen(adapter, arithmetic(notes)).await;
-    let client = connect(adapter, &server, options()).await;
-    soon("call", client.call("note", &("fire and forget",)))
-        .await
-        .unwrap();
-    assert_eq!(recv("the note", &notes_rx).await, "fire and forget");
-    client.close();
-    soon("shutdown", server.shutdown()).await;
-}
-
-async fn accepted_auth_opens_the_client_with_its_identity(adapter: Adapter) {
-    let server = listen(adapter, with_roles()).await;
-    let client = connect(adapter, &server, options().auth(json!({"user": "alice"}))).await;
-    assert_eq!(client.state(), ClientState::Open);
-    let me: Option<String> = soon("whoami", client.call_wait("whoami", &NO_ARGS))
-        .await
-        .unwrap();
-    assert_eq!(me.as_deref(), Some("alice"));
-    client.close();
-    soon("shutdown", server.shutdown()).await;
-}
-
-async fn rejected_auth_fails_connect_with_auth_rejected(adapter: Adapter) {
-    let server = listen(adapter, with_roles()).await;
-    let url = server.url();
-    let connecting = adapter.connect(&url, options().auth(json!("nobody")));
-    let err = soon("connect", connecting).await.err().unwrap();
-    assert_eq!(err.code, ErrorCode::AuthRejected);
-    soon("shutdown", server.shutdown()).await;
 }
 
 async fn an_unauthenticated_connection_is_closed_4008_after_the_auth_timeout(adapter: Adapter) {
@@ -229,10 +179,6 @@ async fn offline_queue_accepts_its_bound_and_refuses_one_more_with_queue_full(ad
 
 on_every_adapter!(
     offline_queue_accepts_its_bound_and_refuses_one_more_with_queue_full,
-    call_wait_returns_the_typed_result,
-    call_without_waiting_reaches_the_server,
-    accepted_auth_opens_the_client_with_its_identity,
-    rejected_auth_fails_connect_with_auth_rejected,
     an_unauthenticated_connection_is_closed_4008_after_the_auth_timeout,
     emit_with_a_filter_reaches_only_matching_connections,
     push_reaches_a_subscription_with_a_matching_tag_only,

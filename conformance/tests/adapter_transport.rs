@@ -8,10 +8,10 @@ mod raw_ws;
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
-use conformance::adapter::{recv, soon, Adapter};
+use conformance::adapter::{recv, soon, until, Adapter};
 use conformance::on_every_adapter;
 use futures_util::StreamExt;
-use raw_ws::{expect_close, invoke, next_json, next_message, raw_connect, try_raw_connect, until};
+use raw_ws::{expect_close, invoke, next_json, next_message, raw_connect, try_raw_connect};
 use rtm_core::{Heartbeat, RtmError};
 use rtm_driver::{CallContext, ClientOptions, Listening, ServerBuilder};
 use serde_json::{json, Value};

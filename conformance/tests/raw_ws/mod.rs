@@ -2,26 +2,15 @@
 //! every executor) the adapter scenarios use for what our Client cannot show.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::time::{Duration, Instant};
-
 use async_net::TcpStream;
 use async_tungstenite::WebSocketStream;
-use conformance::adapter::{soon, SOON};
+use conformance::adapter::soon;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tungstenite::Message;
 
 /// A raw client socket.
 pub type Ws = WebSocketStream<TcpStream>;
-
-/// Polls `condition` (state with no event to await) until it holds; panics after [`SOON`].
-pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + SOON;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        async_io::Timer::after(Duration::from_millis(5)).await;
-    }
-}
 
 /// Opens a raw WebSocket to `ws://ADDR/PATH`, or returns the handshake's error.
 pub async fn try_raw_connect(url: &str) -> Result<Ws, tungstenite::Error> {

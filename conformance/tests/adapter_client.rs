@@ -1,23 +1,19 @@
-//! Our Client against a real server: calls, errors, timeouts, events, push
-//! subscriptions, auth, the offline queue and close. (The offline queue's
-//! bound and the scenarios in `conformance/tests/adapter_*.rs` run on every
-//! adapter.)
-
-mod common;
+//! Our Client against a real server, on every adapter (tokio, async-std,
+//! smol): calls, errors, timeouts, events, push subscriptions, auth, the
+//! offline queue and close.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{recv, soon};
+use async_channel::{unbounded, Sender};
+use conformance::adapter::{recv, soon, until, Adapter};
+use conformance::on_every_adapter;
 use futures_util::poll;
-use rtm_tokio::{
-    CallContext, Client, ClientOptions, ClientState, ErrorCode, Identity, Listening, RtmError,
-    Server, ServerBuilder, ServerBuilderExt,
-};
+use rtm_core::{ClientState, ErrorCode, Identity, RtmError};
+use rtm_driver::{CallContext, ClientOptions, Listening, ServerBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Sum {
@@ -35,7 +31,7 @@ fn options() -> ClientOptions {
 }
 
 fn arithmetic() -> ServerBuilder {
-    Server::builder()
+    ServerBuilder::new()
         .register("add", |_ctx: CallContext, (a, b): (i64, i64)| async move {
             Ok::<_, RtmError>(a + b)
         })
@@ -50,14 +46,15 @@ fn arithmetic() -> ServerBuilder {
         )
 }
 
-async fn listen(builder: ServerBuilder) -> Listening {
-    builder.listen("127.0.0.1:0").await.unwrap()
+async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    adapter.listen(builder, addr).await.unwrap()
 }
 
 /// A function that reports it started, then never finishes.
-fn hang(started: UnboundedSender<()>) -> ServerBuilder {
+fn hang(started: Sender<()>) -> ServerBuilder {
     arithmetic().register("hang", move |_ctx: CallContext, _: Vec<Value>| {
-        let _ = started.send(());
+        let _ = started.try_send(());
         async move {
             std::future::pending::<()>().await;
             Ok::<_, RtmError>(())
@@ -65,10 +62,9 @@ fn hang(started: UnboundedSender<()>) -> ServerBuilder {
     })
 }
 
-#[tokio::test]
-async fn call_wait_returns_the_typed_result() {
-    let server = listen(arithmetic()).await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
+async fn call_wait_returns_the_typed_result(adapter: Adapter) {
+    let server = listen(adapter, arithmetic()).await;
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
     let three: i64 = soon("add", client.call_wait("add", &(1, 2))).await.unwrap();
     assert_eq!(three, 3);
     let sum: Sum = soon("sum", client.call_wait("sum", &(vec![1, 2, 3],)))
@@ -81,32 +77,31 @@ async fn call_wait_returns_the_typed_result() {
     client.close();
 }
 
-#[tokio::test]
-async fn call_without_waiting_reaches_the_server() {
-    let (seen, mut seen_rx) = unbounded_channel();
-    let server = listen(Server::builder().register(
-        "note",
-        move |_ctx: CallContext, (text,): (String,)| {
+async fn call_without_waiting_reaches_the_server(adapter: Adapter) {
+    let (seen, seen_rx) = unbounded();
+    let server = listen(
+        adapter,
+        ServerBuilder::new().register("note", move |_ctx: CallContext, (text,): (String,)| {
             let seen = seen.clone();
             async move {
-                let _ = seen.send(text);
+                let _ = seen.try_send(text);
                 Ok::<_, RtmError>(())
             }
-        },
-    ))
+        }),
+    )
     .await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
     soon("call", client.call("note", &("written",)))
         .await
         .unwrap();
-    assert_eq!(recv("the note", &mut seen_rx).await, "written");
+    assert_eq!(recv("the note", &seen_rx).await, "written");
     client.close();
 }
 
-#[tokio::test]
-async fn server_errors_fail_call_wait_with_their_wire_code() {
+async fn server_errors_fail_call_wait_with_their_wire_code(adapter: Adapter) {
     let server = listen(
-        Server::builder()
+        adapter,
+        ServerBuilder::new()
             .register("refuse", |_ctx: CallContext, _: Vec<Value>| async move {
                 Err::<(), _>("out of stock")
             })
@@ -118,7 +113,7 @@ async fn server_errors_fail_call_wait_with_their_wire_code() {
             }),
     )
     .await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
 
     let err = soon("refuse", client.call_wait::<Value, _>("refuse", &NO_ARGS))
         .await
@@ -140,16 +135,16 @@ async fn server_errors_fail_call_wait_with_their_wire_code() {
     client.close();
 }
 
-#[tokio::test]
-async fn call_without_reply_within_the_call_timeout_fails_with_timeout() {
-    let (started, mut started_rx) = unbounded_channel();
-    let server = listen(hang(started)).await;
-    let client = Client::connect(
-        &server.url(),
-        options().call_timeout(Duration::from_millis(200)),
-    )
-    .await
-    .unwrap();
+async fn call_without_reply_within_the_call_timeout_fails_with_timeout(adapter: Adapter) {
+    let (started, started_rx) = unbounded();
+    let server = listen(adapter, hang(started)).await;
+    let client = adapter
+        .connect(
+            &server.url(),
+            options().call_timeout(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
     let err = soon(
         "the call timeout",
         client.call_wait::<Value, _>("hang", &NO_ARGS),
@@ -157,30 +152,35 @@ async fn call_without_reply_within_the_call_timeout_fails_with_timeout() {
     .await
     .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
-    recv("the function to have run", &mut started_rx).await;
+    recv("the function to have run", &started_rx).await;
     // The connection is still usable.
     let three: i64 = soon("add", client.call_wait("add", &(1, 2))).await.unwrap();
     assert_eq!(three, 3);
     client.close();
 }
 
-#[tokio::test]
-async fn subscribe_gets_events_and_dropping_the_guard_unsubscribes() {
-    let server = listen(Server::builder()).await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
-    let (alerts, mut alerts_rx) = unbounded_channel();
-    let (markers, mut markers_rx) = unbounded_channel();
+async fn subscribe_gets_events_and_dropping_the_guard_unsubscribes(adapter: Adapter) {
+    let server = listen(adapter, ServerBuilder::new()).await;
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
+    // Without auth nothing from the server marks the open: the client may be
+    // open before the server holds the connection.
+    until("the server to hold the connection", || {
+        server.handle().connection_count() == 1
+    })
+    .await;
+    let (alerts, alerts_rx) = unbounded();
+    let (markers, markers_rx) = unbounded();
     let alert = client.subscribe("alert", move |(text, n): (String, u32)| {
-        let _ = alerts.send((text, n));
+        let _ = alerts.try_send((text, n));
     });
     let _marker = client.subscribe("marker", move |(n,): (u32,)| {
-        let _ = markers.send(n);
+        let _ = markers.try_send(n);
     });
 
     let handle = server.handle();
     assert_eq!(handle.emit("alert", |_| true, &("hello", 1)).unwrap(), 1);
     assert_eq!(
-        recv("the first alert", &mut alerts_rx).await,
+        recv("the first alert", &alerts_rx).await,
         ("hello".to_owned(), 1)
     );
 
@@ -189,7 +189,7 @@ async fn subscribe_gets_events_and_dropping_the_guard_unsubscribes() {
     handle.emit("marker", |_| true, &(1,)).unwrap();
     // Events arrive in order: once the marker is here, the second alert was
     // dispatched too, to no one.
-    assert_eq!(recv("the marker", &mut markers_rx).await, 1);
+    assert_eq!(recv("the marker", &markers_rx).await, 1);
     assert!(
         alerts_rx.try_recv().is_err(),
         "a dropped subscription got an event"
@@ -197,20 +197,20 @@ async fn subscribe_gets_events_and_dropping_the_guard_unsubscribes() {
     client.close();
 }
 
-#[tokio::test]
-async fn subscribe_push_is_allowed_or_forbidden_by_the_authorizer() {
+async fn subscribe_push_is_allowed_or_forbidden_by_the_authorizer(adapter: Adapter) {
     let server = listen(
+        adapter,
         arithmetic().authorize_subscriptions(|_info, _event, tags: Vec<String>| async move {
             tags.iter().all(|t| t.starts_with("public-"))
         }),
     )
     .await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
-    let (scores, mut scores_rx) = unbounded_channel();
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
+    let (scores, scores_rx) = unbounded();
     let sub = soon(
         "an allowed subscription",
         client.subscribe_push("score", &["public-7"], move |(score,): (u32,)| {
-            let _ = scores.send(score);
+            let _ = scores.try_send(score);
         }),
     )
     .await
@@ -219,7 +219,7 @@ async fn subscribe_push_is_allowed_or_forbidden_by_the_authorizer() {
     let handle = server.handle();
     let tags = ["public-7".to_owned()];
     assert_eq!(handle.push("score", &tags, &(3,)).unwrap(), 1);
-    assert_eq!(recv("the pushed score", &mut scores_rx).await, 3);
+    assert_eq!(recv("the pushed score", &scores_rx).await, 3);
 
     let denied = soon(
         "a denied subscription",
@@ -238,13 +238,13 @@ async fn subscribe_push_is_allowed_or_forbidden_by_the_authorizer() {
 
 /// A server whose auth handler accepts the token "letmein" as user "alice",
 /// and reports every call.
-fn authenticated(calls: UnboundedSender<Value>) -> ServerBuilder {
+fn authenticated(calls: Sender<Value>) -> ServerBuilder {
     arithmetic()
         .auth(move |data: Vec<Value>, _info| {
             let calls = calls.clone();
             async move {
                 let token = data.first().cloned().unwrap_or(Value::Null);
-                let _ = calls.send(token.clone());
+                let _ = calls.try_send(token.clone());
                 if token == json!("letmein") {
                     Ok(Identity::new("alice", json!({"role": "admin"})))
                 } else {
@@ -257,18 +257,18 @@ fn authenticated(calls: UnboundedSender<Value>) -> ServerBuilder {
         })
 }
 
-#[tokio::test]
-async fn accepted_auth_opens_the_client_with_its_identity() {
-    let (calls, mut calls_rx) = unbounded_channel();
-    let server = listen(authenticated(calls)).await;
-    let client = Client::connect(&server.url(), options().auth(json!("letmein")))
+async fn accepted_auth_opens_the_client_with_its_identity(adapter: Adapter) {
+    let (calls, calls_rx) = unbounded();
+    let server = listen(adapter, authenticated(calls)).await;
+    let client = adapter
+        .connect(&server.url(), options().auth(json!("letmein")))
         .await
         .unwrap();
     assert_eq!(client.state(), ClientState::Open);
     soon("wait_open", client.wait_open(Duration::from_secs(1)))
         .await
         .unwrap();
-    assert_eq!(recv("the auth call", &mut calls_rx).await, json!("letmein"));
+    assert_eq!(recv("the auth call", &calls_rx).await, json!("letmein"));
     let me: Option<String> = soon("whoami", client.call_wait("whoami", &NO_ARGS))
         .await
         .unwrap();
@@ -276,15 +276,14 @@ async fn accepted_auth_opens_the_client_with_its_identity() {
     client.close();
 }
 
-#[tokio::test]
-async fn wait_open_after_a_rejection_already_happened_still_says_auth_rejected() {
-    let (calls, _calls_rx) = unbounded_channel();
-    let server = listen(authenticated(calls)).await;
-    let client = Client::start(&server.url(), options().auth(json!("wrong")));
+async fn wait_open_after_a_rejection_already_happened_still_says_auth_rejected(adapter: Adapter) {
+    let (calls, _calls_rx) = unbounded();
+    let server = listen(adapter, authenticated(calls)).await;
+    let client = adapter.start(&server.url(), options().auth(json!("wrong")));
     // The rejection and the close happen before anyone waits for them.
     soon("the client to close", async {
         while client.state() != ClientState::Closed {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            async_io::Timer::after(Duration::from_millis(2)).await;
         }
     })
     .await;
@@ -294,28 +293,31 @@ async fn wait_open_after_a_rejection_already_happened_still_says_auth_rejected()
     assert_eq!(err.code, ErrorCode::AuthRejected);
 }
 
-#[tokio::test]
-async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect() {
-    let (calls, mut calls_rx) = unbounded_channel();
+async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect(adapter: Adapter) {
+    let (calls, calls_rx) = unbounded();
     let connects = Arc::new(AtomicUsize::new(0));
     let counter = connects.clone();
-    let server = listen(authenticated(calls).on_connect(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-    }))
+    let server = listen(
+        adapter,
+        authenticated(calls).on_connect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
     .await;
     let reconnect = Duration::from_millis(20);
-    let err = Client::connect(
-        &server.url(),
-        options().auth(json!("wrong")).reconnect_delay(reconnect),
-    )
-    .await
-    .err()
-    .unwrap();
+    let err = adapter
+        .connect(
+            &server.url(),
+            options().auth(json!("wrong")).reconnect_delay(reconnect),
+        )
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.code, ErrorCode::AuthRejected);
-    assert_eq!(recv("the auth call", &mut calls_rx).await, json!("wrong"));
+    assert_eq!(recv("the auth call", &calls_rx).await, json!("wrong"));
 
     // The same through `start`: the client ends Closed and refuses calls.
-    let client = Client::start(
+    let client = adapter.start(
         &server.url(),
         options().auth(json!("wrong")).reconnect_delay(reconnect),
     );
@@ -330,10 +332,10 @@ async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect()
     )
     .await;
     assert_eq!(after.unwrap_err().code, ErrorCode::Closed);
-    recv("the second auth call", &mut calls_rx).await;
+    recv("the second auth call", &calls_rx).await;
 
     // Proving an absence needs some time to pass: ten reconnect delays.
-    tokio::time::sleep(reconnect * 10).await;
+    async_io::Timer::after(reconnect * 10).await;
     assert_eq!(
         connects.load(Ordering::SeqCst),
         2,
@@ -345,35 +347,34 @@ async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect()
     );
 }
 
-#[tokio::test]
-async fn calls_made_before_open_are_queued_and_flushed_once_open() {
+async fn calls_made_before_open_are_queued_and_flushed_once_open(adapter: Adapter) {
     // The auth handler holds the connection in Authenticating until released.
-    let (auth_seen, mut auth_seen_rx) = unbounded_channel();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let opener = gate.clone();
-    let (notes, mut notes_rx) = unbounded_channel();
+    let (auth_seen, auth_seen_rx) = unbounded();
+    let (opener, gate) = unbounded::<()>();
+    let (notes, notes_rx) = unbounded();
     let server = listen(
+        adapter,
         arithmetic()
             .auth(move |_data, _info| {
                 let gate = gate.clone();
                 let auth_seen = auth_seen.clone();
                 async move {
-                    let _ = auth_seen.send(());
-                    let _permit = gate.acquire().await;
+                    let _ = auth_seen.try_send(());
+                    let _ = gate.recv().await;
                     Ok(Identity::new("bob", Value::Null))
                 }
             })
             .register("note", move |_ctx: CallContext, (n,): (u32,)| {
                 let notes = notes.clone();
                 async move {
-                    let _ = notes.send(n);
+                    let _ = notes.try_send(n);
                     Ok::<_, RtmError>(())
                 }
             }),
     )
     .await;
-    let client = Client::start(&server.url(), options().auth(json!("any")));
-    recv("the auth handler", &mut auth_seen_rx).await;
+    let client = adapter.start(&server.url(), options().auth(json!("any")));
+    recv("the auth handler", &auth_seen_rx).await;
     assert_ne!(client.state(), ClientState::Open);
 
     let mut first = Box::pin(client.call_wait::<i64, _>("add", &(1, 2)));
@@ -385,28 +386,27 @@ async fn calls_made_before_open_are_queued_and_flushed_once_open() {
     assert!(poll!(second.as_mut()).is_pending());
     assert_ne!(client.state(), ClientState::Open);
 
-    opener.add_permits(1);
+    opener.try_send(()).unwrap();
     assert_eq!(soon("the first queued call", first).await.unwrap(), 3);
     assert_eq!(soon("the second queued call", second).await.unwrap(), 7);
-    assert_eq!(recv("the queued note", &mut notes_rx).await, 7);
+    assert_eq!(recv("the queued note", &notes_rx).await, 7);
     client.close();
 }
 
-#[tokio::test]
-async fn close_fails_pending_calls_with_closed() {
-    let (started, mut started_rx) = unbounded_channel();
-    let server = listen(hang(started)).await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
-    let waiting = tokio::spawn({
-        let client = client.clone();
-        async move { client.call_wait::<Value, _>("hang", &NO_ARGS).await }
-    });
-    recv("the function to start", &mut started_rx).await;
+async fn close_fails_pending_calls_with_closed(adapter: Adapter) {
+    let (started, started_rx) = unbounded();
+    let server = listen(adapter, hang(started)).await;
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
+    let (waiting, waiting_rx) = unbounded();
+    let caller = client.clone();
+    adapter.runtime().spawn(Box::pin(async move {
+        let _ = waiting
+            .send(caller.call_wait::<Value, _>("hang", &NO_ARGS).await)
+            .await;
+    }));
+    recv("the function to start", &started_rx).await;
     client.close();
-    let err = soon("the pending call", waiting)
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = recv("the pending call", &waiting_rx).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Closed);
     let err = soon(
         "a call after close",
@@ -418,11 +418,10 @@ async fn close_fails_pending_calls_with_closed() {
     assert_eq!(client.state(), ClientState::Closed);
 }
 
-#[tokio::test]
-async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other() {
-    let server = listen(arithmetic()).await;
-    let client = Client::connect(&server.url(), options()).await.unwrap();
-    let (scores, mut scores_rx) = unbounded_channel();
+async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other(adapter: Adapter) {
+    let server = listen(adapter, arithmetic()).await;
+    let client = adapter.connect(&server.url(), options()).await.unwrap();
+    let (scores, scores_rx) = unbounded();
     let first = soon(
         "the first subscription",
         client.subscribe_push("score", &["m1"], |(_,): (u32,)| {}),
@@ -432,7 +431,7 @@ async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other() {
     let _second = soon(
         "the second subscription",
         client.subscribe_push("score", &["m1"], move |(score,): (u32,)| {
-            let _ = scores.send(score);
+            let _ = scores.try_send(score);
         }),
     )
     .await
@@ -442,43 +441,42 @@ async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other() {
     let _: i64 = soon("add", client.call_wait("add", &(1, 1))).await.unwrap();
     let tags = ["m1".to_owned()];
     assert_eq!(server.handle().push("score", &tags, &(5,)).unwrap(), 1);
-    assert_eq!(
-        recv("a push to the remaining guard", &mut scores_rx).await,
-        5
-    );
+    assert_eq!(recv("a push to the remaining guard", &scores_rx).await, 5);
     client.close();
 }
 
-#[tokio::test]
-async fn call_timeout_fires_even_when_the_server_stops_reading() {
+async fn call_timeout_fires_even_when_the_server_stops_reading(adapter: Adapter) {
     // A WebSocket server that upgrades, then never reads: the socket fills up.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (held, mut held_rx) = unbounded_channel();
-    tokio::spawn(async move {
+    let (held, held_rx) = unbounded();
+    adapter.runtime().spawn(Box::pin(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let _ = held.send(());
+        let ws = async_tungstenite::accept_async(tcp).await.unwrap();
+        let _ = held.try_send(());
         std::future::pending::<()>().await;
         drop(ws);
-    });
-    let client = Client::connect(
-        &format!("ws://{addr}/"),
-        options().call_timeout(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
-    recv("the upgrade", &mut held_rx).await;
+    }));
+    let client = adapter
+        .connect(
+            &format!("ws://{addr}/"),
+            options().call_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    recv("the upgrade", &held_rx).await;
     let big = "x".repeat(512 * 1024);
-    let calls: Vec<_> = (0..40)
-        .map(|_| {
-            let client = client.clone();
-            let big = big.clone();
-            tokio::spawn(async move { client.call_wait::<Value, _>("f", &(big,)).await })
-        })
-        .collect();
-    for call in calls {
-        let err = soon("the call timeout", call).await.unwrap().unwrap_err();
+    let (outcomes, outcomes_rx) = unbounded();
+    for _ in 0..40 {
+        let (client, big, outcomes) = (client.clone(), big.clone(), outcomes.clone());
+        adapter.runtime().spawn(Box::pin(async move {
+            let _ = outcomes
+                .send(client.call_wait::<Value, _>("f", &(big,)).await)
+                .await;
+        }));
+    }
+    for _ in 0..40 {
+        let err = recv("the call timeout", &outcomes_rx).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::Timeout);
     }
     client.close();
@@ -493,3 +491,19 @@ async fn call_timeout_fires_even_when_the_server_stops_reading() {
         ErrorCode::Closed
     );
 }
+
+on_every_adapter!(
+    call_wait_returns_the_typed_result,
+    call_without_waiting_reaches_the_server,
+    server_errors_fail_call_wait_with_their_wire_code,
+    call_without_reply_within_the_call_timeout_fails_with_timeout,
+    subscribe_gets_events_and_dropping_the_guard_unsubscribes,
+    subscribe_push_is_allowed_or_forbidden_by_the_authorizer,
+    accepted_auth_opens_the_client_with_its_identity,
+    wait_open_after_a_rejection_already_happened_still_says_auth_rejected,
+    rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect,
+    calls_made_before_open_are_queued_and_flushed_once_open,
+    close_fails_pending_calls_with_closed,
+    dropping_one_of_two_equal_push_subscriptions_keeps_the_other,
+    call_timeout_fires_even_when_the_server_stops_reading,
+);
