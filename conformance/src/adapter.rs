@@ -40,7 +40,7 @@ use rtm_driver::{ClientHandle, ClientOptions, Listening, RuntimeRef, ServerBuild
 pub const SOON: Duration = Duration::from_secs(5);
 
 /// An adapter, with the executor it runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Adapter {
     /// rtm-tokio on a multi-threaded tokio runtime.
     Tokio,
@@ -63,16 +63,20 @@ impl Adapter {
         F: FnOnce(Adapter) -> Fut,
         Fut: Future<Output = ()>,
     {
-        match self {
+        self.block_on(scenario(self)).expect("a tokio runtime");
+    }
+
+    /// Drives `future` to completion on this adapter's executor; fails only
+    /// when the tokio runtime cannot be built.
+    pub fn block_on<T>(self, future: impl Future<Output = T>) -> io::Result<T> {
+        Ok(match self {
             Adapter::Tokio => tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
                 .enable_all()
-                .build()
-                .expect("a tokio runtime")
-                .block_on(scenario(self)),
-            Adapter::AsyncStd => async_std::task::block_on(scenario(self)),
-            Adapter::Smol => smol::block_on(scenario(self)),
-        }
+                .build()?
+                .block_on(future),
+            Adapter::AsyncStd => async_std::task::block_on(future),
+            Adapter::Smol => smol::block_on(future),
+        })
     }
 
     /// Its `rtm-fixture --runtime` value.

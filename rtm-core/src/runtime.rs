@@ -34,3 +34,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
+
+/// A shared runtime is a runtime (so an `Arc<dyn Runtime>` can be handed to
+/// anything that takes `impl Runtime`).
+impl<R: Runtime + ?Sized> Runtime for std::sync::Arc<R> {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        (**self).spawn(task)
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        (**self).sleep(duration)
+    }
+}

@@ -232,10 +232,7 @@ fn cluster_round_trip_works_on_smol_without_tokio() {
             .map(|t| (t.clone(), "smol".to_string()))
             .collect();
         wait_all(&mut b_events, &want);
-        assert!(
-            tokio::runtime::Handle::try_current().is_err(),
-            "this test must not run inside tokio"
-        );
+        assert_outside_tokio();
     });
 }
 

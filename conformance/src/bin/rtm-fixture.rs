@@ -8,23 +8,16 @@
 //! ```
 //! Prints `listening on ws://127.0.0.1:PORT/` on stdout when ready.
 use std::io::Write;
+use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use rtm_async_std::{AsyncStdRuntime, SmolRuntime};
+use clap::Parser;
+use conformance::Adapter;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
 use rtm_driver::ServerBuilder;
 use rtm_redis::{RedisBroker, RedisBrokerConfig};
-use rtm_tokio::TokioRuntime;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum RuntimeName {
-    Tokio,
-    AsyncStd,
-    Smol,
-}
 
 /// The RTM fixture server.
 #[derive(Parser, Debug)]
@@ -32,7 +25,7 @@ enum RuntimeName {
 struct Args {
     /// The adapter to run on.
     #[arg(long, value_enum, default_value = "tokio")]
-    runtime: RuntimeName,
+    runtime: Adapter,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
@@ -65,59 +58,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    match args.runtime {
-        RuntimeName::Tokio => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    eprintln!("rtm-fixture: cannot start tokio: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(run(args))
-        }
-        RuntimeName::AsyncStd => async_std::task::block_on(run(args)),
-        RuntimeName::Smol => smol::block_on(run(args)),
-    }
-}
-
-/// The running server, on whichever adapter `--runtime` picked.
-enum Running {
-    Tokio(rtm_tokio::Listening),
-    AsyncIo(rtm_async_std::Listening),
-}
-
-impl Running {
-    fn url(&self) -> String {
-        match self {
-            Running::Tokio(server) => server.url(),
-            Running::AsyncIo(server) => server.url(),
-        }
-    }
-
-    async fn shutdown(&self) {
-        match self {
-            Running::Tokio(server) => server.shutdown().await,
-            Running::AsyncIo(server) => server.shutdown().await,
-        }
-    }
-}
-
-/// The broker's runtime: the executor `--runtime` named. On async-std and
-/// smol, redis does its IO on async-io (rtm-redis' `smol` feature).
-fn redis_broker(args: &Args, config: RedisBrokerConfig) -> Result<RedisBroker, String> {
-    let broker = match args.runtime {
-        RuntimeName::Tokio => RedisBroker::new(config, TokioRuntime::current()),
-        RuntimeName::AsyncStd => RedisBroker::new(config, AsyncStdRuntime),
-        RuntimeName::Smol => RedisBroker::new(config, SmolRuntime),
-    };
-    broker.map_err(|err| err.to_string())
+    let adapter = args.runtime;
+    adapter.block_on(run(args)).unwrap_or_else(|err| {
+        eprintln!("rtm-fixture: cannot start {}: {err}", adapter.arg());
+        ExitCode::FAILURE
+    })
 }
 
 async fn run(args: Args) -> ExitCode {
+    let adapter = args.runtime;
     let options = FixtureOptions {
         auth: args.auth,
         auth_timeout: args.auth_timeout_ms.map(Duration::from_millis),
@@ -135,7 +84,8 @@ async fn run(args: Args) -> ExitCode {
         } else {
             RedisBrokerConfig::new(url, &namespace, &server_id)
         };
-        match redis_broker(&args, config) {
+        // On async-std and smol, redis does its IO on async-io (rtm-redis' `smol` feature).
+        match RedisBroker::new(config, adapter.runtime()) {
             Ok(broker) => builder = builder.broker(Arc::new(broker)),
             Err(err) => {
                 eprintln!("rtm-fixture: {err}");
@@ -143,21 +93,11 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
-    let addr = args.listen.as_str();
-    let listened = match args.runtime {
-        RuntimeName::Tokio => rtm_tokio::ServerBuilderExt::listen(builder, addr)
-            .await
-            .map(Running::Tokio),
-        RuntimeName::AsyncStd => {
-            rtm_async_std::ServerBuilderExt::listen_on(builder, addr, Arc::new(AsyncStdRuntime))
-                .await
-                .map(Running::AsyncIo)
-        }
-        RuntimeName::Smol => {
-            rtm_async_std::ServerBuilderExt::listen_on(builder, addr, Arc::new(SmolRuntime))
-                .await
-                .map(Running::AsyncIo)
-        }
+    // Resolved once, at start-up (a name such as `localhost:7400` works too).
+    let listened = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => adapter.listen(builder, addr).await,
+        Ok(None) => Err(std::io::Error::other("the address resolves to nothing")),
+        Err(err) => Err(err),
     };
     let server = match listened {
         Ok(server) => server,
@@ -168,13 +108,13 @@ async fn run(args: Args) -> ExitCode {
     };
     println!("listening on {}", server.url());
     let _ = std::io::stdout().flush();
-    match args.runtime {
-        RuntimeName::Tokio => {
+    match adapter {
+        Adapter::Tokio => {
             let _ = tokio::signal::ctrl_c().await;
         }
         // No runtime-neutral Ctrl-C here: run until killed (the default
         // SIGINT / SIGTERM action ends the process).
-        RuntimeName::AsyncStd | RuntimeName::Smol => std::future::pending::<()>().await,
+        Adapter::AsyncStd | Adapter::Smol => std::future::pending::<()>().await,
     }
     server.shutdown().await;
     ExitCode::SUCCESS

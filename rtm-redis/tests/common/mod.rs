@@ -196,3 +196,11 @@ pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker
     broker.start(sink).await.unwrap();
     (broker, events)
 }
+
+/// For the smol tests: the broker must have run with no tokio runtime around.
+pub fn assert_outside_tokio() {
+    assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "this test must not run inside tokio"
+    );
+}
