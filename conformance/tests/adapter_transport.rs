@@ -133,6 +133,12 @@ async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter:
     let server = listen(adapter, builder).await;
     let mut slow = raw_connect(&server.url()).await;
     let handle = server.handle();
+    // The handshake can finish on the peer's side before the server holds the
+    // connection; an Emit before that reaches nobody.
+    until("the server to hold the connection", || {
+        handle.connection_count() == 1
+    })
+    .await;
     let big = "x".repeat(64 * 1024);
     let mut flooded = 0;
     for i in 0..MAX_FLOOD {
@@ -143,6 +149,7 @@ async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter:
         // Let the writer run: the peer's socket must really be full.
         rtm_driver::runtime::yield_now().await;
     }
+    assert!(flooded > 0, "the first big event reached nobody");
     assert!(
         flooded < MAX_FLOOD,
         "{flooded} big events never overflowed the peer"
