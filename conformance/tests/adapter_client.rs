@@ -347,6 +347,50 @@ async fn rejected_auth_fails_connect_with_auth_rejected_and_does_not_reconnect(a
     );
 }
 
+/// A server URL no retry can fix fails `connect` at once with
+/// `rtm/bad-request`, long before the connect timeout, and fails the calls
+/// queued on a started client with the same error.
+async fn a_url_that_is_not_ws_fails_at_once_with_bad_request(adapter: Adapter) {
+    let patient = options().connect_timeout(Duration::from_secs(60));
+    for url in [
+        "http://127.0.0.1:7070/",
+        "wss://127.0.0.1:7070/",
+        "ws://",
+        "ws:///no-host",
+        "not a url",
+        "",
+    ] {
+        let err = soon(url, adapter.connect(url, patient.clone()))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{url:?} connected"));
+        assert_eq!(err.code, ErrorCode::BadRequest, "{url:?}: {err}");
+        assert!(err.message.contains(url), "{url:?}: {err}");
+    }
+    // A call on a started client fails with the reason, whether it was queued
+    // before the attempt (`rtm/bad-request`) or made after it (`rtm/closed`).
+    let client = adapter.start("wss://127.0.0.1:7070/", patient);
+    let call = soon("a call", client.call_wait::<i64, _>("add", &(1, 2))).await;
+    let err = call.unwrap_err();
+    assert!(
+        [ErrorCode::BadRequest, ErrorCode::Closed].contains(&err.code),
+        "{err}"
+    );
+    assert!(err.message.contains("TLS"), "{err}");
+    assert_eq!(client.state(), ClientState::Closed);
+}
+
+/// `ws://host:port` without a path means the root path, as in a browser.
+async fn a_url_without_a_path_means_the_root(adapter: Adapter) {
+    let server = listen(adapter, arithmetic()).await;
+    let url = server.url();
+    let bare = url.strip_suffix('/').expect("the server serves /");
+    let client = adapter.connect(bare, options()).await.unwrap();
+    let three: i64 = soon("add", client.call_wait("add", &(1, 2))).await.unwrap();
+    assert_eq!(three, 3);
+    client.close();
+}
+
 async fn calls_made_before_open_are_queued_and_flushed_once_open(adapter: Adapter) {
     // The auth handler holds the connection in Authenticating until released.
     let (auth_seen, auth_seen_rx) = unbounded();
@@ -506,4 +550,6 @@ on_every_adapter!(
     close_fails_pending_calls_with_closed,
     dropping_one_of_two_equal_push_subscriptions_keeps_the_other,
     call_timeout_fires_even_when_the_server_stops_reading,
+    a_url_that_is_not_ws_fails_at_once_with_bad_request,
+    a_url_without_a_path_means_the_root,
 );

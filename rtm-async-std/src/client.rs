@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use rtm_core::RtmError;
-use rtm_driver::client::Connector;
-use rtm_driver::ws::{client_halves, client_ws_config};
+use rtm_driver::client::{ConnectError, Connector};
+use rtm_driver::ws::{client_halves, client_ws_config, ServerUrl};
 use rtm_driver::{ClientHandle, ClientOptions, RuntimeRef};
 
 /// An RTM client on async-std or smol. Derefs to [`ClientHandle`] for `call`,
@@ -34,6 +34,9 @@ impl Client {
     /// Connects on the default runtime ([`crate::default_runtime`]) and waits
     /// for the first open (and auth), at most `options.connect_timeout`.
     /// Reconnects afterwards as the options say.
+    ///
+    /// A URL that is not `ws://host[:port][/path]` (`wss://` included: no
+    /// TLS here) fails at once with `rtm/bad-request`, without retrying.
     #[cfg(any(feature = "async-std", feature = "smol"))]
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, RtmError> {
         Client::connect_on(url, options, crate::default_runtime()).await
@@ -65,12 +68,14 @@ impl Client {
         let connector: Connector = Arc::new(move || {
             let url = url.clone();
             Box::pin(async move {
-                let request = url
+                let target = ServerUrl::parse(&url).map_err(ConnectError::Fatal)?;
+                let request = target
+                    .url
                     .as_str()
                     .into_client_request()
                     .map_err(|e| e.to_string())?;
-                let (host, port) = host_and_port(request.uri())?;
-                let tcp = TcpStream::connect((host.as_str(), port))
+                let (host, port) = (target.host.as_str(), target.port);
+                let tcp = TcpStream::connect((host, port))
                     .await
                     .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
                 let _ = tcp.set_nodelay(true);
@@ -98,18 +103,4 @@ impl Deref for Client {
     fn deref(&self) -> &ClientHandle {
         &self.handle
     }
-}
-
-/// Where to open the TCP connection for a `ws://` URL.
-fn host_and_port(uri: &async_tungstenite::tungstenite::http::Uri) -> Result<(String, u16), String> {
-    if uri.scheme_str() != Some("ws") {
-        return Err(format!("{uri}: only ws:// URLs are supported"));
-    }
-    let host = uri.host().ok_or_else(|| format!("{uri}: no host"))?;
-    // An IPv6 literal comes bracketed: `[::1]`.
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    Ok((host, uri.port_u16().unwrap_or(80)))
 }

@@ -281,6 +281,40 @@ fn auth_rejected_is_terminal() {
 }
 
 #[test]
+fn a_fatal_connect_error_fails_every_call_with_it_and_never_reconnects() {
+    let mut h = Harness::new(no_auth());
+    let queued = h.call_wait("f");
+    let bad_url = rtm_core::RtmError::new(ErrorCode::BadRequest, "not a ws:// URL");
+    h.client.handle_fatal_error(bad_url);
+    let out = h.drain();
+    assert!(events(&out).iter().any(|e| matches!(e,
+        ClientEvent::Error(err) if err.code == ErrorCode::BadRequest && err.message == "not a ws:// URL")));
+    assert_eq!(done(&out), [(queued, Err(ErrorCode::BadRequest))]);
+    // No socket was open: nothing to disconnect.
+    assert!(!out.iter().any(|o| matches!(o, ClientOutput::Disconnect)));
+    assert_eq!(h.client.state(), &ClientState::Closed);
+    assert_eq!(h.client.poll_timeout(), None);
+    assert_eq!(connects(&h.advance(3600 * SEC)), 0);
+    // Later calls fail with rtm/closed, saying why.
+    let err = h.client.call_wait("f", Args::empty(), h.now).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Closed);
+    assert!(err.message.contains("not a ws:// URL"), "{err}");
+}
+
+#[test]
+fn a_fatal_error_on_an_open_client_closes_its_socket() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    let in_flight = h.call_wait("f");
+    h.client
+        .handle_fatal_error(rtm_core::RtmError::new(ErrorCode::BadRequest, "bad"));
+    let out = h.drain();
+    assert_eq!(done(&out), [(in_flight, Err(ErrorCode::BadRequest))]);
+    assert!(out.iter().any(|o| matches!(o, ClientOutput::Disconnect)));
+    assert_eq!(h.client.state(), &ClientState::Closed);
+}
+
+#[test]
 fn auth_reply_with_falsy_data_is_a_rejection() {
     for data in [json!(false), json!(null), json!(0), json!("")] {
         let mut h = Harness::new(with_auth());

@@ -28,7 +28,30 @@ pub type IncomingStream = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
 pub type OutgoingSink = Pin<Box<dyn Sink<Outgoing, Error = WriteError> + Send>>;
 /// Opens a new socket to the server (called at start and on every reconnect).
 pub type Connector =
-    Arc<dyn Fn() -> BoxFuture<Result<(IncomingStream, OutgoingSink), String>> + Send + Sync>;
+    Arc<dyn Fn() -> BoxFuture<Result<(IncomingStream, OutgoingSink), ConnectError>> + Send + Sync>;
+
+/// Why a [`Connector`] could not open a socket.
+///
+/// ```
+/// use rtm_driver::ConnectError;
+/// // Plain strings are transient failures: the client retries on its schedule.
+/// let refused = ConnectError::from("connection refused".to_owned());
+/// assert!(matches!(refused, ConnectError::Retry(_)));
+/// ```
+#[derive(Debug, Clone)]
+pub enum ConnectError {
+    /// Worth another attempt: the server is down, refused, or the handshake failed.
+    Retry(String),
+    /// No attempt can succeed as configured (e.g. a malformed URL): the
+    /// client reports this error, fails every call with it and closes for good.
+    Fatal(RtmError),
+}
+
+impl From<String> for ConnectError {
+    fn from(message: String) -> Self {
+        ConnectError::Retry(message)
+    }
+}
 
 type Callback = Arc<dyn Fn(&Args) + Send + Sync>;
 type Reply = oneshot::Sender<Result<Box<RawValue>, RtmError>>;
@@ -429,7 +452,7 @@ struct Driver {
     unsent: VecDeque<Outgoing>,
     /// Frames handed to the sink but not flushed yet.
     unflushed: bool,
-    connecting: Option<BoxFuture<Result<(IncomingStream, OutgoingSink), String>>>,
+    connecting: Option<BoxFuture<Result<(IncomingStream, OutgoingSink), ConnectError>>>,
 }
 
 /// Hands `unsent` to `sink` and flushes it; completes when all is written.
@@ -457,7 +480,7 @@ async fn write_all(
 enum Wake {
     Command(Option<Command>),
     Incoming(Option<Incoming>),
-    Connected(Result<(IncomingStream, OutgoingSink), String>),
+    Connected(Result<(IncomingStream, OutgoingSink), ConnectError>),
     Written(Result<(), WriteError>),
     Timer,
 }
@@ -499,7 +522,10 @@ impl Driver {
                     self.sink = Some(sink);
                     self.core.handle_open(now);
                 }
-                Wake::Connected(Err(err)) => self.core.handle_close(None, &err, now),
+                Wake::Connected(Err(ConnectError::Retry(err))) => {
+                    self.core.handle_close(None, &err, now);
+                }
+                Wake::Connected(Err(ConnectError::Fatal(err))) => self.core.handle_fatal_error(err),
                 Wake::Written(Ok(())) => {}
                 Wake::Written(Err(err)) => {
                     self.drop_socket();

@@ -24,7 +24,8 @@ pub mod transport;
 pub mod ws;
 
 pub use client::{
-    ClientHandle, ClientOptions, Connector, IncomingStream, OutgoingSink, Subscription,
+    ClientHandle, ClientOptions, ConnectError, Connector, IncomingStream, OutgoingSink,
+    Subscription,
 };
 pub use function::{CallContext, ErasedFunction};
 pub use runtime::{BoxFuture, Runtime, RuntimeRef};

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use rtm_core::ConnMeta;
+use rtm_core::{ConnMeta, ErrorCode, RtmError};
 use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
-use tungstenite::http::StatusCode;
+use tungstenite::http::{StatusCode, Uri};
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
 
@@ -95,6 +95,65 @@ where
     let sink = sink.with(|m| std::future::ready(outgoing(m)));
     futures_util::pin_mut!(sink);
     handle.serve(stream, sink, meta).await;
+}
+
+/// A client's server URL, checked before any connection attempt.
+///
+/// Only `ws://` URLs are accepted; anything else fails with `rtm/bad-request`,
+/// which a client reports at once instead of retrying (no retry can fix it).
+///
+/// ```
+/// use rtm_driver::ws::ServerUrl;
+/// let url = ServerUrl::parse("ws://[::1]:7070/rtm?room=1").unwrap();
+/// assert_eq!((url.host.as_str(), url.port), ("::1", 7070));
+/// assert_eq!(ServerUrl::parse("ws://example.com").unwrap().port, 80);
+///
+/// let err = ServerUrl::parse("http://127.0.0.1:7070/").unwrap_err();
+/// assert_eq!(err.code.as_str(), "rtm/bad-request");
+/// assert!(ServerUrl::parse("wss://example.com/").unwrap_err().message.contains("TLS"));
+/// assert!(ServerUrl::parse("not a url").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// The URL to request, with `/` added when it names no path.
+    pub url: String,
+    /// The host to dial (an IPv6 literal without its brackets).
+    pub host: String,
+    /// The port to dial (80 when the URL names none).
+    pub port: u16,
+}
+
+impl ServerUrl {
+    /// Checks `url`: it must parse, use the `ws` scheme and name a host.
+    pub fn parse(url: &str) -> Result<ServerUrl, RtmError> {
+        let bad =
+            |why: &str| RtmError::new(ErrorCode::BadRequest, format!("server URL {url:?}: {why}"));
+        let uri: Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => {
+                return Err(bad(
+                    "wss:// needs TLS, which this client does not support; use a ws:// URL",
+                ))
+            }
+            _ => return Err(bad("only ws:// URLs are supported")),
+        }
+        let host = match uri.host() {
+            Some(host) if !host.is_empty() => host,
+            _ => return Err(bad("no host")),
+        };
+        // An IPv6 literal comes bracketed: `[::1]`.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let url = match uri.path_and_query() {
+            Some(path) if !path.as_str().is_empty() => url.to_owned(),
+            _ => format!("{url}/"),
+        };
+        Ok(ServerUrl { url, host, port })
+    }
 }
 
 /// Boxes the two halves of a client's tungstenite WebSocket for the client driver

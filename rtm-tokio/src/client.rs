@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use rtm_core::RtmError;
-use rtm_driver::client::Connector;
-use rtm_driver::ws::{client_halves, client_ws_config};
+use rtm_driver::client::{ConnectError, Connector};
+use rtm_driver::ws::{client_halves, client_ws_config, ServerUrl};
 use rtm_driver::{ClientHandle, ClientOptions};
 use rtm_runtime::TokioRuntime;
 
@@ -30,6 +30,9 @@ pub struct Client {
 impl Client {
     /// Connects and waits for the first open (and auth), at most
     /// `options.connect_timeout`. Reconnects afterwards as the options say.
+    ///
+    /// A URL that is not `ws://host[:port][/path]` (`wss://` included: no
+    /// TLS here) fails at once with `rtm/bad-request`, without retrying.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, RtmError> {
         let limit = options.connect_timeout;
         let client = Client::start(url, options);
@@ -44,10 +47,14 @@ impl Client {
         let connector: Connector = Arc::new(move || {
             let url = url.clone();
             Box::pin(async move {
-                let (socket, _) =
-                    tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let target = ServerUrl::parse(&url).map_err(ConnectError::Fatal)?;
+                let (socket, _) = tokio_tungstenite::connect_async_with_config(
+                    target.url.as_str(),
+                    Some(config),
+                    true,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 let (sink, stream) = socket.split();
                 Ok(client_halves(stream, sink))
             })

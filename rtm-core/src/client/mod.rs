@@ -114,6 +114,9 @@ pub struct Client {
     queue: VecDeque<Queued>,
     subs: Subscriptions,
     outputs: VecDeque<ClientOutput>,
+    /// Why the client closed for good, when it was not the application's
+    /// `close` (a rejected auth, a fatal error): told to later calls.
+    closed_by: Option<RtmError>,
 }
 
 impl Client {
@@ -134,6 +137,7 @@ impl Client {
             queue: VecDeque::new(),
             subs: Subscriptions::default(),
             outputs: VecDeque::new(),
+            closed_by: None,
         };
         client.start_connecting();
         client
@@ -368,6 +372,18 @@ impl Client {
         Ok(call)
     }
 
+    /// Something no retry can fix happened, such as a malformed server URL
+    /// or an unsupported scheme found when connecting: `err` is reported (a
+    /// [`ClientEvent::Error`]), every queued and in-flight call fails with
+    /// it, and the client ends [`ClientState::Closed`] without reconnecting.
+    pub fn handle_fatal_error(&mut self, err: RtmError) {
+        if self.state == ClientState::Closed {
+            return;
+        }
+        let has_socket = matches!(self.state, ClientState::Open | ClientState::Authenticating);
+        self.close_for_good(err, None, has_socket);
+    }
+
     /// Closes the client for good: every pending and queued call fails with
     /// `rtm/closed`, the socket is closed ([`ClientOutput::Disconnect`]) and no
     /// reconnect follows. Further commands fail with `rtm/closed`.
@@ -477,7 +493,11 @@ impl Client {
 
     fn check_not_closed(&self) -> Result<(), RtmError> {
         if self.state == ClientState::Closed {
-            return Err(RtmError::new(ErrorCode::Closed, "the client was closed"));
+            let message = match &self.closed_by {
+                Some(why) => format!("the client was closed: {why}"),
+                None => "the client was closed".to_owned(),
+            };
+            return Err(RtmError::new(ErrorCode::Closed, message));
         }
         Ok(())
     }
@@ -581,6 +601,12 @@ impl Client {
     /// The server rejected the auth: terminal, nothing is retried.
     fn auth_rejected(&mut self, message: &str, close_socket: bool) {
         let err = RtmError::new(ErrorCode::AuthRejected, message);
+        self.close_for_good(err, Some(CloseCode::AUTH_REJECTED.0), close_socket);
+    }
+
+    /// Reports `err`, fails every call with it and ends `Closed`.
+    fn close_for_good(&mut self, err: RtmError, code: Option<u16>, close_socket: bool) {
+        self.closed_by = Some(err.clone());
         self.lifecycle(ClientEvent::Error(err.clone()));
         self.fail_everything(&err);
         if close_socket {
@@ -588,8 +614,8 @@ impl Client {
         }
         self.state = ClientState::Closed;
         self.lifecycle(ClientEvent::Closed {
-            code: Some(CloseCode::AUTH_REJECTED.0),
-            reason: message.to_owned(),
+            code,
+            reason: err.message,
         });
     }
 

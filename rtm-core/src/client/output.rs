@@ -35,7 +35,8 @@ pub enum ClientState {
         /// The attempt that will start (1 for the first after a drop).
         attempt: u32,
     },
-    /// Closed for good: by [`Client::close`](super::Client::close), a rejected auth, or no reconnect left.
+    /// Closed for good: by [`Client::close`](super::Client::close), a rejected auth,
+    /// a fatal error ([`Client::handle_fatal_error`](super::Client::handle_fatal_error)), or no reconnect left.
     Closed,
 }
 
