@@ -147,6 +147,49 @@ impl Fixture {
     pub fn stderr(&self) -> String {
         tail(&self.stderr)
     }
+
+    /// Asks it to stop the way a service manager does: SIGTERM (the fixture
+    /// then shuts down gracefully). See [`Fixture::wait_exit`].
+    pub fn terminate(&self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        // `kill(1)` rather than unsafe libc: one signal, in a test tool.
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -TERM {pid}: {status}"))
+        }
+    }
+
+    /// Waits, at most `timeout`, for the process to exit; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        match wait_at_most(&mut self.child, timeout) {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err(format!(
+                "still running after {timeout:?}; stderr: {}",
+                self.stderr()
+            )),
+            Err(e) => Err(format!("cannot wait for the fixture: {e}")),
+        }
+    }
+}
+
+/// Waits for `child` to exit, at most `timeout`: `None` if it still runs.
+fn wait_at_most(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if Instant::now() < deadline => {
+                // No portable "wait with timeout" on a child: poll, bounded.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None => return Ok(None),
+        }
+    }
 }
 
 impl Drop for Fixture {
@@ -208,21 +251,14 @@ where
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let stdout = child.stdout.take().map(read_all);
     let stderr = child.stderr.take().map(read_all);
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                // No portable "wait with timeout" on a child: poll, bounded.
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{} still running after {timeout:?}", bin.display()));
-            }
-            Err(e) => return Err(format!("cannot wait for {}: {e}", bin.display())),
+    let status = match wait_at_most(&mut child, timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{} still running after {timeout:?}", bin.display()));
         }
+        Err(e) => return Err(format!("cannot wait for {}: {e}", bin.display())),
     };
     let collect = |reader: Option<std::thread::JoinHandle<String>>| {
         reader.and_then(|r| r.join().ok()).unwrap_or_default()

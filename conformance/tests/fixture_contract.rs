@@ -315,6 +315,27 @@ async fn an_explicit_port_is_the_one_listened_on_and_printed(rt: Adapter) {
     assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
 }
 
+// ----- signals -----
+
+/// SIGTERM (a service manager's stop; Ctrl-C's SIGINT does the same) shuts
+/// the fixture down gracefully: a call in flight still gets its reply, the
+/// connection is closed with 1001, and the process exits with 0.
+async fn sigterm_finishes_calls_in_flight_closes_1001_and_exits_0(rt: Adapter) {
+    let mut f = fixture_on(rt, &[]);
+    let mut c = conn(&f).await;
+    let slow = c.invoke("sleep", json!([300])).await.unwrap();
+    // Frames are read in order: once echo answers, the sleep is in flight.
+    assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
+    f.terminate().unwrap();
+    assert_eq!(
+        c.reply_to(&slow).await.unwrap(),
+        json!({"id": slow, "data": 300})
+    );
+    assert_eq!(c.expect_close().await.unwrap(), 1001);
+    let status = f.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}; stderr: {}", f.stderr());
+}
+
 #[test]
 fn an_unknown_runtime_exits_2_with_a_clear_message() {
     let args = ["--runtime", "glommio", "--listen", "127.0.0.1:0"];
@@ -363,4 +384,5 @@ on_every_runtime!(
     max_in_flight_allows_exactly_n_calls_at_once,
     port_0_prints_the_real_port,
     an_explicit_port_is_the_one_listened_on_and_printed,
+    sigterm_finishes_calls_in_flight_closes_1001_and_exits_0,
 );

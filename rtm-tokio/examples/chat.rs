@@ -77,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     println!("chat on http://{addr}/ (RTM on ws://{addr}/rtm)");
     let shutdown = async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_requested().await;
         tracing::info!("shutting down");
         // Closes every RTM socket (1001) once in-flight calls finish; then
         // axum stops accepting and drains its plain HTTP connections.
@@ -92,11 +92,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Ctrl-C, or SIGTERM (a service manager's stop) on Unix.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// The chat's RTM server (started) and the axum router serving the page and
 /// `/rtm`. Serve the router `with_connect_info::<SocketAddr>`.
 pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
-    // The disconnect hook runs under the server's lock, where Emit would
-    // deadlock: it only nudges this task, which emits afterwards.
+    // The disconnect hook only nudges this task, which announces the new
+    // presence list once for several departures at a time.
     let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let rtm = builder
         .auth(|data: Vec<Value>, _info| async move {

@@ -6,15 +6,19 @@
 //! rtm-fixture --runtime tokio|async-std|smol --listen 127.0.0.1:PORT [--auth] [--auth-timeout-ms N]
 //!             [--redis URL] [--namespace NS] [--max-frame-bytes N] [--max-in-flight N]
 //! ```
-//! Prints `listening on ws://127.0.0.1:PORT/` on stdout when ready.
+//! Prints `listening on ws://127.0.0.1:PORT/` on stdout when ready. On
+//! SIGINT (Ctrl-C) or SIGTERM it shuts down gracefully: in-flight calls
+//! finish, every connection is closed with 1001, and it exits with 0.
 use std::io::Write;
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_signal::{Signal, Signals};
 use clap::Parser;
 use conformance::Adapter;
+use futures_util::StreamExt;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
 use rtm_driver::ServerBuilder;
 use rtm_redis::{RedisBroker, RedisBrokerConfig};
@@ -108,13 +112,17 @@ async fn run(args: Args) -> ExitCode {
     };
     println!("listening on {}", server.url());
     let _ = std::io::stdout().flush();
-    match adapter {
-        Adapter::Tokio => {
-            let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C or a service manager's stop: a graceful shutdown, on every runtime.
+    match Signals::new([Signal::Int, Signal::Term]) {
+        Ok(mut signals) => {
+            if let Some(Ok(signal)) = signals.next().await {
+                tracing::info!(?signal, "shutting down");
+            }
         }
-        // No runtime-neutral Ctrl-C here: run until killed (the default
-        // SIGINT / SIGTERM action ends the process).
-        Adapter::AsyncStd | Adapter::Smol => std::future::pending::<()>().await,
+        Err(err) => {
+            eprintln!("rtm-fixture: cannot handle signals ({err}); running until killed");
+            std::future::pending::<()>().await;
+        }
     }
     server.shutdown().await;
     ExitCode::SUCCESS

@@ -132,6 +132,7 @@ impl ServerBuilder {
     }
 
     /// Called when a connection is closed for not authenticating in time.
+    /// Like every hook, it runs outside the server's lock (see [`ServerBuilder::on_connect`]).
     pub fn on_auth_timeout(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
         self.on_auth_timeout = Some(Arc::new(hook));
         self
@@ -150,12 +151,20 @@ impl ServerBuilder {
     }
 
     /// Called when a connection opens.
+    ///
+    /// Hooks run outside the server's lock, so one may call the server
+    /// (emit, publish, push through a [`ServerHandle`](crate::ServerHandle)
+    /// it holds); a panic in a hook is logged and goes no further.
     pub fn on_connect(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Arc::new(hook));
         self
     }
 
     /// Called when a connection's state is gone.
+    ///
+    /// Hooks run outside the server's lock, so one may call the server
+    /// (emit, publish, push through a [`ServerHandle`](crate::ServerHandle)
+    /// it holds); a panic in a hook is logged and goes no further.
     pub fn on_disconnect(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
         self.on_disconnect = Some(Arc::new(hook));
         self

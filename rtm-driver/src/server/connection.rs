@@ -9,7 +9,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rtm_core::{CloseCode, ConnMeta};
 
 use crate::runtime::timeout;
-use crate::server::handle::{ConnSender, ServerHandle};
+use crate::server::handle::{call_hook, ConnSender, ServerHandle};
 use crate::transport::{Incoming, Outgoing};
 
 /// After the server sent a close frame, how long it keeps reading for the peer's.
@@ -66,7 +66,7 @@ impl ServerHandle {
         let conn = match opened {
             Ok((conn, info)) => {
                 if let (Some(hook), Some(info)) = (&shared.on_connect, info) {
-                    hook(&info);
+                    call_hook(hook, &info);
                 }
                 conn
             }

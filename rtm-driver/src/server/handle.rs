@@ -124,6 +124,8 @@ impl ServerHandle {
     /// accepts (only authenticated ones on a server with auth). Returns how many.
     ///
     /// The event is encoded once; every connection gets the same bytes.
+    /// `filter` runs under the server's lock, once per connection: keep it a
+    /// quick test of [`ConnInfo`] that does not call the server.
     pub fn emit<A: Serialize + ?Sized>(
         &self,
         event: &str,
@@ -395,6 +397,14 @@ impl ServerHandle {
     }
 }
 
+/// Calls an application hook; a panic in it is logged, never spread into
+/// the server task that happened to run it.
+pub(crate) fn call_hook(hook: &ConnHook, info: &ConnInfo) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| hook(info))).is_err() {
+        tracing::error!(conn = %info.id, "a connection hook panicked");
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent core state
@@ -404,21 +414,25 @@ impl Shared {
 
     /// Runs `f` on the core, then carries out every output it produced.
     pub(crate) fn with_core<T>(self: &Arc<Self>, f: impl FnOnce(&mut Server) -> T) -> T {
-        let mut inner = self.lock();
-        let value = f(&mut inner.core);
-        self.drain(&mut inner);
-        value
+        self.with_inner(|inner| f(&mut inner.core))
     }
 
-    /// Runs `f` on the whole inner state (core and connection senders), then drains.
+    /// Runs `f` on the whole inner state (core and connection senders), then
+    /// drains; the application's hooks run last, once the lock is released,
+    /// so a hook may call the server (emit, publish, …) without deadlocking.
     pub(crate) fn with_inner<T>(self: &Arc<Self>, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut inner = self.lock();
         let value = f(&mut inner);
-        self.drain(&mut inner);
+        let mut hooks = Vec::new();
+        self.drain(&mut inner, &mut hooks);
+        drop(inner);
+        for (hook, info) in hooks {
+            call_hook(&hook, &info);
+        }
         value
     }
 
-    fn drain(self: &Arc<Self>, inner: &mut Inner) {
+    fn drain(self: &Arc<Self>, inner: &mut Inner, hooks: &mut Vec<(ConnHook, Arc<ConnInfo>)>) {
         while let Some(output) = inner.core.poll_output() {
             match output {
                 ServerOutput::Transmit { conn, frame } => {
@@ -491,7 +505,7 @@ impl Shared {
                 ServerOutput::AuthTimedOut { info } => {
                     tracing::info!(conn = %info.id, "authentication timed out");
                     if let Some(hook) = &self.on_auth_timeout {
-                        hook(&info);
+                        hooks.push((hook.clone(), info));
                     }
                 }
                 ServerOutput::PeerSilent { info } => {
@@ -501,7 +515,7 @@ impl Shared {
                     inner.conns.remove(&info.id);
                     tracing::debug!(conn = %info.id, "disconnected");
                     if let Some(hook) = &self.on_disconnect {
-                        hook(&info);
+                        hooks.push((hook.clone(), info));
                     }
                 }
                 ServerOutput::Broker(command) => {
