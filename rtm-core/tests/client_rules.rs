@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rtm_core::client::Jitter;
 use rtm_core::{
     Args, CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, ConnMeta,
-    ErrorCode, Identity, Reconnect, Server, ServerConfig, ServerOutput,
+    ErrorCode, Heartbeat, Identity, Reconnect, Server, ServerConfig, ServerOutput,
 };
 use serde_json::{json, Value};
 
@@ -507,11 +507,103 @@ fn a_queued_call_times_out_and_leaves_the_queue() {
 fn calls_never_time_out_without_a_call_timeout() {
     let mut h = Harness::new(ClientConfig {
         call_timeout: None,
+        heartbeat: None,
         ..no_auth()
     });
     h.ready();
     h.call_wait("f");
     h.drain();
+    assert_eq!(h.client.poll_timeout(), None);
+    assert!(h.advance(3600 * SEC).is_empty());
+}
+
+// ----- heartbeat: the server's liveness -----
+
+fn heartbeat(interval: u32, timeout: u32) -> ClientConfig {
+    ClientConfig {
+        heartbeat: Some(Heartbeat {
+            interval: interval * SEC,
+            timeout: timeout * SEC,
+        }),
+        call_timeout: None,
+        ..no_auth()
+    }
+}
+
+fn pings(out: &[ClientOutput]) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, ClientOutput::Ping))
+        .count()
+}
+
+#[test]
+fn a_quiet_server_is_pinged_once_per_heartbeat_interval_of_silence() {
+    let mut h = Harness::new(heartbeat(25, 60));
+    h.ready();
+    assert_eq!(h.client.poll_timeout(), Some(h.now + 25 * SEC));
+    assert_eq!(pings(&h.advance(24 * SEC)), 0);
+    assert_eq!(pings(&h.advance(SEC)), 1);
+    // The next ping waits for another interval.
+    assert_eq!(pings(&h.advance(24 * SEC)), 0);
+    assert_eq!(pings(&h.advance(SEC)), 1);
+}
+
+#[test]
+fn any_frame_ping_or_pong_from_the_server_is_a_sign_of_life() {
+    let mut h = Harness::new(heartbeat(25, 60));
+    h.ready();
+    h.advance(20 * SEC);
+    h.client.handle_activity(h.now);
+    assert_eq!(pings(&h.advance(20 * SEC)), 0, "heard from 20 s ago");
+    h.server(json!({"event": "tick", "data": []}));
+    assert_eq!(pings(&h.advance(24 * SEC)), 0, "an event 24 s ago");
+    assert_eq!(pings(&h.advance(SEC)), 1);
+    // Answered: the deadline moves on; no drop at 60 s from the first silence.
+    h.client.handle_activity(h.now);
+    let out = h.advance(50 * SEC);
+    assert!(
+        !out.iter().any(|o| matches!(o, ClientOutput::Disconnect)),
+        "{out:?}"
+    );
+    assert_eq!(h.client.state(), &ClientState::Open);
+}
+
+#[test]
+fn a_server_silent_past_the_heartbeat_timeout_is_dropped_and_reconnected() {
+    let mut h = Harness::new(ClientConfig {
+        call_timeout: Some(3600 * SEC),
+        ..heartbeat(25, 60)
+    });
+    h.ready();
+    let in_flight = h.call_wait("f");
+    h.drain();
+    h.advance(59 * SEC);
+    assert_eq!(h.client.state(), &ClientState::Open);
+    let out = h.advance(SEC);
+    assert!(
+        out.iter().any(|o| matches!(o, ClientOutput::Disconnect)),
+        "{out:?}"
+    );
+    assert_eq!(done(&out), [(in_flight, Err(ErrorCode::Disconnected))]);
+    assert!(events(&out).iter().any(|e| matches!(e,
+        ClientEvent::Closed { reason, .. } if reason.contains("nothing from the server"))));
+    assert!(matches!(
+        h.client.state(),
+        ClientState::WaitingToReconnect { .. }
+    ));
+    assert_eq!(connects(&h.jump()), 1);
+}
+
+#[test]
+fn no_heartbeat_while_no_socket_is_open_or_when_disabled() {
+    let h = Harness::new(heartbeat(25, 60));
+    // Connecting: no socket yet, nothing to ping.
+    assert_eq!(h.client.poll_timeout(), None);
+    let mut h = Harness::new(ClientConfig {
+        heartbeat: None,
+        ..heartbeat(25, 60)
+    });
+    h.ready();
     assert_eq!(h.client.poll_timeout(), None);
     assert!(h.advance(3600 * SEC).is_empty());
 }
@@ -851,6 +943,7 @@ fn client_and_server_cores_interoperate() {
                 }
                 ClientOutput::Lifecycle(_) => {}
                 ClientOutput::Disconnect => panic!("unexpected disconnect"),
+                ClientOutput::Ping => panic!("unexpected ping: no time passes here"),
             }
         }
         while let Some(out) = server.poll_output() {

@@ -176,6 +176,14 @@ impl ClientOptions {
         self
     }
 
+    /// The server's liveness check (default 25 s / 60 s; see
+    /// [`ClientConfig::heartbeat`]): ping after `interval` of silence, count
+    /// the connection as lost and reconnect after `timeout`. `None`: never.
+    pub fn heartbeat(mut self, heartbeat: Option<rtm_core::Heartbeat>) -> Self {
+        self.core.heartbeat = heartbeat;
+        self
+    }
+
     /// Largest frame accepted from the server.
     pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
         self.max_frame_bytes = bytes;
@@ -500,7 +508,9 @@ impl Driver {
                 }
                 Wake::Command(Some(command)) => self.command(command, now),
                 Wake::Incoming(Some(Incoming::Text(frame))) => self.core.handle_text(frame, now),
-                Wake::Incoming(Some(Incoming::Activity | Incoming::Binary)) => {}
+                Wake::Incoming(Some(Incoming::Activity | Incoming::Binary)) => {
+                    self.core.handle_activity(now);
+                }
                 Wake::Incoming(Some(Incoming::Closed(code, reason))) => {
                     self.drop_socket();
                     self.core.handle_close(code, &reason, now);
@@ -660,6 +670,11 @@ impl Driver {
                         continue;
                     }
                     self.unsent.push_back(Outgoing::Text(frame));
+                }
+                ClientOutput::Ping => {
+                    if self.sink.is_some() {
+                        self.unsent.push_back(Outgoing::Ping);
+                    }
                 }
                 ClientOutput::Disconnect => {
                     if let Some(sink) = self.sink.as_mut() {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::config::Heartbeat;
+
 /// How the client reconnects after a connection it did not close is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconnect {
@@ -71,6 +73,12 @@ pub struct ClientConfig {
     pub max_reconnect_attempts: Option<u32>,
     /// Seed of the PRNG behind backoff jitter, so schedules are reproducible in tests.
     pub jitter_seed: u64,
+    /// Liveness of the server: once nothing came from it for `interval`, a
+    /// WebSocket ping asks for a sign (every RFC 6455 server answers with a
+    /// pong); once nothing came for `timeout`, the connection counts as lost
+    /// and the client reconnects. Catches a server or network that vanished
+    /// without closing the socket. Default 25 s / 60 s; `None`: never.
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl Default for ClientConfig {
@@ -82,6 +90,7 @@ impl Default for ClientConfig {
             reconnect: Reconnect::Fixed(Duration::from_secs(1)),
             max_reconnect_attempts: None,
             jitter_seed: 0x5EED_7E57,
+            heartbeat: Some(Heartbeat::default()),
         }
     }
 }

@@ -117,12 +117,15 @@ pub struct Client {
     /// Why the client closed for good, when it was not the application's
     /// `close` (a rejected auth, a fatal error): told to later calls.
     closed_by: Option<RtmError>,
+    /// When the server last gave a sign of life (a frame, a ping or a pong),
+    /// and when we last pinged it; meaningful while a socket is open.
+    last_heard: Instant,
+    last_ping: Instant,
 }
 
 impl Client {
     /// A client core; its first output is [`ClientOutput::Connect`].
     pub fn new(config: ClientConfig, now: Instant) -> Self {
-        let _ = now;
         let mut client = Client {
             rng: XorShift::new(config.jitter_seed),
             config,
@@ -138,6 +141,8 @@ impl Client {
             subs: Subscriptions::default(),
             outputs: VecDeque::new(),
             closed_by: None,
+            last_heard: now,
+            last_ping: now,
         };
         client.start_connecting();
         client
@@ -177,10 +182,11 @@ impl Client {
 
     /// The socket opened: sends `auth` if configured, else the client is open.
     pub fn handle_open(&mut self, now: Instant) {
-        let _ = now;
         if self.state != ClientState::Connecting {
             return;
         }
+        self.last_heard = now;
+        self.last_ping = now;
         self.lifecycle(ClientEvent::Opened);
         match self.config.auth_data.clone() {
             Some(data) => {
@@ -197,10 +203,10 @@ impl Client {
     /// A text frame arrived. Bad frames are reported as [`ClientEvent::Error`]
     /// and otherwise ignored; replies to unknown ids are ignored.
     pub fn handle_text(&mut self, frame: Bytes, now: Instant) {
-        let _ = now;
-        if !matches!(self.state, ClientState::Authenticating | ClientState::Open) {
+        if !self.has_socket() {
             return;
         }
+        self.last_heard = now;
         match frame::parse_server_frame(&frame) {
             Err(err) => self.lifecycle(ClientEvent::Error(err)),
             Ok(ServerFrame::Event { event, args }) => {
@@ -252,8 +258,19 @@ impl Client {
         }
     }
 
-    /// Time passed: call deadlines (`rtm/timeout`) and the reconnect delay due by `now` fire.
+    /// Something other than a text frame came from the server (a ping, a
+    /// pong, a binary frame): it is alive.
+    pub fn handle_activity(&mut self, now: Instant) {
+        if self.has_socket() {
+            self.last_heard = now;
+        }
+    }
+
+    /// Time passed: call deadlines (`rtm/timeout`), the heartbeat (a
+    /// [`ClientOutput::Ping`], or the connection dropped as lost) and the
+    /// reconnect delay due by `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.heartbeat(now);
         while let Some(&(at, call)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -419,10 +436,10 @@ impl Client {
             ClientState::WaitingToReconnect { .. } => self.reconnect_at,
             _ => None,
         };
-        match (call, reconnect) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [call, reconnect, self.heartbeat_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals -----
@@ -488,6 +505,33 @@ impl Client {
                 }
                 Some(Pending::Auth) | None => {}
             },
+        }
+    }
+
+    /// A socket is open (authenticating or open).
+    fn has_socket(&self) -> bool {
+        matches!(self.state, ClientState::Authenticating | ClientState::Open)
+    }
+
+    /// When the heartbeat must act next: ping, or give up on the server.
+    fn heartbeat_due(&self) -> Option<Instant> {
+        let beat = self.config.heartbeat.filter(|_| self.has_socket())?;
+        let ping = self.last_heard.max(self.last_ping) + beat.interval;
+        Some(ping.min(self.last_heard + beat.timeout))
+    }
+
+    fn heartbeat(&mut self, now: Instant) {
+        let Some(beat) = self.config.heartbeat.filter(|_| self.has_socket()) else {
+            return;
+        };
+        if now >= self.last_heard + beat.timeout {
+            // The socket may look open forever: close it and reconnect.
+            self.outputs.push_back(ClientOutput::Disconnect);
+            let reason = format!("nothing from the server for {:?}", beat.timeout);
+            self.handle_close(None, &reason, now);
+        } else if now >= self.last_heard.max(self.last_ping) + beat.interval {
+            self.last_ping = now;
+            self.outputs.push_back(ClientOutput::Ping);
         }
     }
 

@@ -79,8 +79,10 @@ pub enum ClientOutput {
     Connect,
     /// Send this text frame.
     Transmit(Bytes),
-    /// Close the socket with 1000 (the application called [`Client::close`](super::Client::close), or
-    /// the auth was rejected).
+    /// Send a WebSocket ping: the server has been quiet for the heartbeat's interval.
+    Ping,
+    /// Close the socket with 1000 (the application called [`Client::close`](super::Client::close),
+    /// the auth was rejected, or the server stayed silent past the heartbeat's timeout).
     Disconnect,
     /// A call finished: the reply's `data`, or why it failed.
     CallDone {
