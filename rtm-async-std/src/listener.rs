@@ -5,10 +5,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use futures_channel::oneshot;
+use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::{select, Either};
 use rtm_driver::runtime::timeout;
 use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
@@ -105,11 +106,33 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
 
 async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
+    // TLS (if any) and the WebSocket upgrade share one deadline.
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &handle.transport().tls {
+        let acceptor = futures_rustls::TlsAcceptor::from(tls.rustls_config());
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(&**handle.runtime(), left, acceptor.accept(tcp)).await {
+            Some(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
+            Some(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+            None => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+        return;
+    }
+    upgrade(handle, tcp, peer, deadline).await;
+}
+
+/// The WebSocket upgrade (path check, limits) on a plain or TLS stream, then serving.
+async fn upgrade<S>(handle: ServerHandle, stream: S, peer: SocketAddr, deadline: Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut upgrade = Upgrade::new(&handle.transport().path);
     let config = server_ws_config(&handle);
     let accept =
-        async_tungstenite::accept_hdr_async_with_config(tcp, upgrade.callback(), Some(config));
-    let socket = match timeout(&**handle.runtime(), HANDSHAKE_TIMEOUT, accept).await {
+        async_tungstenite::accept_hdr_async_with_config(stream, upgrade.callback(), Some(config));
+    let left = deadline.saturating_duration_since(Instant::now());
+    let socket = match timeout(&**handle.runtime(), left, accept).await {
         Some(Ok(socket)) => socket,
         Some(Err(err)) => {
             tracing::debug!(%peer, %err, "websocket handshake failed");

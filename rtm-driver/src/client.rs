@@ -88,6 +88,9 @@ struct Listeners {
     /// The last error event: why a client ended `Closed`, for a `wait_open`
     /// that starts listening after the fact.
     last_error: Option<RtmError>,
+    /// Why the last connection (or attempt) closed: what a `wait_open` that
+    /// times out reports.
+    last_closed: Option<String>,
     /// Push guards alive per (event, tag): the server is told to unsubscribe
     /// a tag only when the last guard holding it is dropped.
     push_guards: HashMap<(String, String), usize>,
@@ -120,6 +123,10 @@ pub struct ClientOptions {
     pub max_frame_bytes: usize,
     /// How long `connect` waits for the first open (and auth) (default 10 s).
     pub connect_timeout: Duration,
+    /// What a `wss://` server must prove; `None` (default): Mozilla's roots
+    /// ([`ClientTls::webpki_roots`](crate::tls::ClientTls::webpki_roots)).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -131,6 +138,8 @@ impl Default for ClientOptions {
             },
             max_frame_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -181,6 +190,14 @@ impl ClientOptions {
     /// the connection as lost and reconnect after `timeout`. `None`: never.
     pub fn heartbeat(mut self, heartbeat: Option<rtm_core::Heartbeat>) -> Self {
         self.core.heartbeat = heartbeat;
+        self
+    }
+
+    /// Trust these roots for `wss://` instead of Mozilla's (a private CA, a
+    /// self-signed server).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -273,7 +290,8 @@ impl ClientHandle {
 
     /// Waits until the client is open (and authenticated, with auth data),
     /// at most `limit`. Fails with the reason when it closes for good
-    /// (e.g. `rtm/auth-rejected`), or `rtm/timeout`.
+    /// (e.g. `rtm/auth-rejected`), or `rtm/timeout` saying why the last
+    /// attempt failed (refused, a TLS certificate not trusted, …).
     pub async fn wait_open(&self, limit: Duration) -> Result<(), RtmError> {
         let events = self.lifecycle();
         let deadline = Instant::now() + limit;
@@ -296,10 +314,13 @@ impl ClientHandle {
                 Some(Ok(_)) => {}
                 Some(Err(_)) => return Err(why_closed(last_error)),
                 None => {
-                    return Err(RtmError::new(
-                        ErrorCode::Timeout,
-                        format!("not open within {limit:?}"),
-                    ))
+                    let message = match self.lock().last_closed.clone() {
+                        Some(reason) => {
+                            format!("not open within {limit:?} (last attempt: {reason})")
+                        }
+                        None => format!("not open within {limit:?}"),
+                    };
+                    return Err(RtmError::new(ErrorCode::Timeout, message));
                 }
             }
         }
@@ -723,8 +744,10 @@ impl Driver {
         };
         let mut l = listeners.lock().unwrap_or_else(|e| e.into_inner());
         l.state = Some(self.core.state().clone());
-        if let ClientEvent::Error(err) = &event {
-            l.last_error = Some(err.clone());
+        match &event {
+            ClientEvent::Error(err) => l.last_error = Some(err.clone()),
+            ClientEvent::Closed { reason, .. } => l.last_closed = Some(reason.clone()),
+            _ => {}
         }
         l.lifecycle.retain(|tx| match tx.try_send(event.clone()) {
             Ok(()) | Err(async_channel::TrySendError::Full(_)) => true,

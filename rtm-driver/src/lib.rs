@@ -9,7 +9,9 @@
 //! - the seam to a runtime ([`Runtime`]: spawn and sleep) and to a WebSocket
 //!   library ([`Incoming`] / [`Outgoing`]);
 //! - with feature `tungstenite`, `ws`: the tungstenite glue (configs, message
-//!   mappings, the upgrade's path check) both tungstenite-based adapters share.
+//!   mappings, the upgrade's path check) both tungstenite-based adapters share;
+//! - with feature `tls`, `tls`: the server's certificate and the client's
+//!   trusted roots for `wss://`, as rustls configurations.
 //!
 //! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
 #![warn(missing_docs)]
@@ -19,6 +21,8 @@ pub mod fixture;
 pub mod function;
 pub mod runtime;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 #[cfg(feature = "tungstenite")]
 pub mod ws;

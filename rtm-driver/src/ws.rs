@@ -99,28 +99,31 @@ where
 
 /// A client's server URL, checked before any connection attempt.
 ///
-/// Only `ws://` URLs are accepted; anything else fails with `rtm/bad-request`,
-/// which a client reports at once instead of retrying (no retry can fix it).
+/// `ws://` URLs are accepted, and `wss://` ones with the `tls` feature;
+/// anything else fails with `rtm/bad-request`, which a client reports at
+/// once instead of retrying (no retry can fix it).
 ///
 /// ```
 /// use rtm_driver::ws::ServerUrl;
 /// let url = ServerUrl::parse("ws://[::1]:7070/rtm?room=1").unwrap();
-/// assert_eq!((url.host.as_str(), url.port), ("::1", 7070));
+/// assert_eq!((url.host.as_str(), url.port, url.tls), ("::1", 7070, false));
 /// assert_eq!(ServerUrl::parse("ws://example.com").unwrap().port, 80);
 ///
 /// let err = ServerUrl::parse("http://127.0.0.1:7070/").unwrap_err();
 /// assert_eq!(err.code.as_str(), "rtm/bad-request");
-/// assert!(ServerUrl::parse("wss://example.com/").unwrap_err().message.contains("TLS"));
 /// assert!(ServerUrl::parse("not a url").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrl {
     /// The URL to request, with `/` added when it names no path.
     pub url: String,
-    /// The host to dial (an IPv6 literal without its brackets).
+    /// The host to dial (an IPv6 literal without its brackets), also the
+    /// name the server's certificate must carry with TLS.
     pub host: String,
-    /// The port to dial (80 when the URL names none).
+    /// The port to dial (80, or 443 with TLS, when the URL names none).
     pub port: u16,
+    /// `wss://`: TLS before the WebSocket handshake.
+    pub tls: bool,
 }
 
 impl ServerUrl {
@@ -129,15 +132,15 @@ impl ServerUrl {
         let bad =
             |why: &str| RtmError::new(ErrorCode::BadRequest, format!("server URL {url:?}: {why}"));
         let uri: Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => {
-                return Err(bad(
-                    "wss:// needs TLS, which this client does not support; use a ws:// URL",
-                ))
-            }
-            _ => return Err(bad("only ws:// URLs are supported")),
-        }
+        let tls =
+            match uri.scheme_str() {
+                Some("ws") => false,
+                Some("wss") if cfg!(feature = "tls") => true,
+                Some("wss") => return Err(bad(
+                    "wss:// needs TLS, which this build leaves out (the adapter's `tls` feature)",
+                )),
+                _ => return Err(bad("only ws:// and wss:// URLs are supported")),
+            };
         let host = match uri.host() {
             Some(host) if !host.is_empty() => host,
             _ => return Err(bad("no host")),
@@ -147,12 +150,33 @@ impl ServerUrl {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let url = match uri.path_and_query() {
             Some(path) if !path.as_str().is_empty() => url.to_owned(),
             _ => format!("{url}/"),
         };
-        Ok(ServerUrl { url, host, port })
+        Ok(ServerUrl {
+            url,
+            host,
+            port,
+            tls,
+        })
+    }
+
+    /// A fault of this URL found later (by the WebSocket library, or as a
+    /// TLS server name): fatal, as no retry can fix it.
+    pub fn fault(&self, why: impl std::fmt::Display) -> crate::ConnectError {
+        let message = format!("server URL {:?}: {why}", self.url);
+        crate::ConnectError::Fatal(RtmError::new(ErrorCode::BadRequest, message))
+    }
+
+    /// The name the server's certificate must carry: the URL's host.
+    #[cfg(feature = "tls")]
+    pub fn server_name(
+        &self,
+    ) -> Result<rustls_pki_types::ServerName<'static>, crate::ConnectError> {
+        rustls_pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| self.fault(format!("not a TLS server name ({e})")))
     }
 }
 

@@ -42,4 +42,9 @@ pub use ws::serve_websocket;
 pub use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,
 };
+/// `wss://`: the server's certificate ([`ServerTls`], for
+/// `ServerBuilder::tls`) and the roots a client trusts ([`ClientTls`], for
+/// `ClientOptions::tls`).
+#[cfg(feature = "tls")]
+pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
 pub use rtm_driver::{CallContext, Runtime, ServerBuilder, ServerHandle};

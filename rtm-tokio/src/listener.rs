@@ -8,6 +8,7 @@ use std::time::Duration;
 use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{ServerBuilder, ServerHandle};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::ws::serve_websocket;
@@ -64,11 +65,35 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
 
 async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
+    // TLS (if any) and the WebSocket upgrade share one deadline.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &handle.transport().tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
+        match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
+            Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+        return;
+    }
+    upgrade(handle, tcp, peer, deadline).await;
+}
+
+/// The WebSocket upgrade (path check, limits) on a plain or TLS stream, then serving.
+async fn upgrade<S>(
+    handle: ServerHandle,
+    stream: S,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut upgrade = Upgrade::new(&handle.transport().path);
     let config = server_ws_config(&handle);
     let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(tcp, upgrade.callback(), Some(config));
-    let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        tokio_tungstenite::accept_hdr_async_with_config(stream, upgrade.callback(), Some(config));
+    let socket = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "websocket handshake failed");

@@ -1,11 +1,10 @@
 //! Serving one upgraded socket: tokio-tungstenite through the shared
 //! tungstenite glue (`rtm_driver::ws`), and axum's own message types.
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rtm_core::ConnMeta;
 use rtm_driver::ws::serve_messages;
-use rtm_driver::{Incoming, Outgoing, ServerHandle};
+use rtm_driver::ServerHandle;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
@@ -42,6 +41,9 @@ pub async fn serve_axum(
     meta: ConnMeta,
 ) {
     use axum::extract::ws::{CloseFrame as AxCloseFrame, Message as AxMessage};
+    use bytes::Bytes;
+    use futures_util::SinkExt;
+    use rtm_driver::{Incoming, Outgoing};
     let (sink, stream) = socket.split();
     let stream = stream.map(|message| match message {
         Ok(AxMessage::Text(text)) => {

@@ -40,6 +40,10 @@ pub struct TransportOptions {
     /// for more frames to send in the same socket write (default zero: one
     /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
     pub write_delay: Duration,
+    /// TLS on the adapter's listener (`wss://`); `None` (default): plain `ws://`.
+    /// Sockets upgraded elsewhere (`serve_websocket`, axum) bring their own.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for TransportOptions {
@@ -49,6 +53,8 @@ impl Default for TransportOptions {
             read_buffer_bytes: 1024,
             shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -227,6 +233,23 @@ impl ServerBuilder {
     /// The WebSocket path (default `/`).
     pub fn path(mut self, path: &str) -> Self {
         self.transport.path = path.to_owned();
+        self
+    }
+
+    /// Serves `wss://`: the adapter's listener speaks TLS with this identity
+    /// on every connection, before the WebSocket upgrade (within the same
+    /// handshake timeout).
+    ///
+    /// ```no_run
+    /// use rtm_driver::{tls::ServerTls, ServerBuilder};
+    /// # fn run() -> Result<(), rtm_driver::tls::TlsError> {
+    /// let tls = ServerTls::from_pem_files("fullchain.pem", "privkey.pem")?;
+    /// let builder = ServerBuilder::new().tls(tls);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.transport.tls = Some(tls);
         self
     }
 

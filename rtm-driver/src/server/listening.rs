@@ -51,9 +51,20 @@ impl Listening {
         self.local_addr
     }
 
-    /// `ws://ADDR/PATH`, for clients.
+    /// `ws://ADDR/PATH` (`wss://` when the server has TLS), for clients.
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, self.handle.transport().path)
+        #[cfg(feature = "tls")]
+        let scheme = match self.handle.transport().tls {
+            Some(_) => "wss",
+            None => "ws",
+        };
+        #[cfg(not(feature = "tls"))]
+        let scheme = "ws";
+        format!(
+            "{scheme}://{}{}",
+            self.local_addr,
+            self.handle.transport().path
+        )
     }
 
     /// Graceful shutdown: stop accepting, finish (or time out) in-flight
