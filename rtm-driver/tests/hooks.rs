@@ -1,6 +1,9 @@
 //! The application's connection hooks run outside the server's lock: a hook
 //! may call the server, and a panicking hook is contained. In-memory
 //! transports (channels) stand in for sockets.
+mod common;
+
+use common::until;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -27,16 +30,6 @@ fn open(server: &ServerHandle) -> Peer {
     let serving = server.clone();
     tokio::spawn(async move { serving.serve(incoming, outgoing, ConnMeta::default()).await });
     Peer { send, written }
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !condition() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
 /// The next text frame the server wrote to `peer`, as JSON.

@@ -1,10 +1,12 @@
 //! The outbound queue bound, at its edge, with an in-memory transport whose
 //! sink never accepts a write (a peer that stopped reading).
+mod common;
+
+use common::until;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::Sink;
 use rtm_core::ConnMeta;
@@ -31,16 +33,6 @@ impl Sink<Outgoing> for StuckSink {
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
         Poll::Pending
     }
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !condition() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
 fn emit(server: &ServerHandle) -> usize {

@@ -1,6 +1,9 @@
 //! Write coalescing, observed on an in-memory transport that records every
 //! frame and every flush: without a write delay a burst waits one scheduler
 //! pass before its write; with `ServerBuilder::write_delay` it waits that long.
+mod common;
+
+use common::until;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -64,16 +67,6 @@ async fn connected(write_delay: Duration) -> (ServerHandle, Arc<Mutex<Vec<Writte
     });
     until("the connection is open", || server.connection_count() == 1).await;
     (server, log)
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
 fn emit(server: &ServerHandle, n: u32) {
