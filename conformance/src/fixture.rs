@@ -204,13 +204,16 @@ impl Drop for Fixture {
 /// ```
 /// let (url, port) = conformance::fixture::parse_listening_line("listening on ws://127.0.0.1:4100/").unwrap();
 /// assert_eq!((url.as_str(), port), ("ws://127.0.0.1:4100/", 4100));
+/// let (url, _) = conformance::fixture::parse_listening_line("listening on wss://127.0.0.1:4101/").unwrap();
+/// assert_eq!(url, "wss://127.0.0.1:4101/");
 /// assert!(conformance::fixture::parse_listening_line("ready").is_err());
 /// ```
 pub fn parse_listening_line(line: &str) -> Result<(String, u16), String> {
-    let bad = || format!("printed {line:?}, not \"listening on ws://HOST:PORT/\"");
+    let bad = || format!("printed {line:?}, not \"listening on ws://HOST:PORT/\" (or wss://)");
     let url = line.strip_prefix("listening on ").ok_or_else(bad)?;
     let authority = url
         .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
         .and_then(|rest| rest.strip_suffix('/'))
         .ok_or_else(bad)?;
     let port = authority

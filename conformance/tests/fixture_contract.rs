@@ -9,6 +9,8 @@ use common::{fixture_on, FIXTURE_BIN};
 use conformance::fixture::run_to_exit;
 use conformance::{Adapter, Fixture, RawConn};
 use rtm_core::testkit::vectors::pad_to;
+use rtm_driver::tls::ClientTls;
+use rtm_driver::ClientOptions;
 use serde_json::{json, Value};
 
 async fn conn(fixture: &Fixture) -> RawConn {
@@ -315,6 +317,68 @@ async fn an_explicit_port_is_the_one_listened_on_and_printed(rt: Adapter) {
     assert_eq!(c.call_ok("echo", json!([1])).await.unwrap(), json!(1));
 }
 
+// ----- TLS -----
+
+async fn tls_cert_and_key_serve_wss(rt: Adapter) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "rtm-fixture-tls-{}-{}",
+        std::process::id(),
+        rt.arg()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let flags = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let f = fixture_on(rt, &flags);
+    assert!(f.url().starts_with("wss://127.0.0.1:"), "{}", f.url());
+    let trust = ClientTls::trusting_pem(certified.cert.pem().as_bytes()).unwrap();
+    let client = rtm_tokio::Client::connect(f.url(), ClientOptions::default().tls(trust))
+        .await
+        .unwrap();
+    let echoed: Value = client
+        .call_wait("echo", &(json!({"over": "tls"}),))
+        .await
+        .unwrap();
+    assert_eq!(echoed, json!({"over": "tls"}));
+    client.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreadable_tls_files_exit_2_naming_the_file() {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ];
+    let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert!(
+        exited.stderr.contains("/nonexistent/cert.pem"),
+        "{exited:?}"
+    );
+    // One without the other is a usage error.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+    ];
+    let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert!(exited.stderr.contains("--tls-key"), "{exited:?}");
+}
+
 // ----- signals -----
 
 /// SIGTERM (a service manager's stop; Ctrl-C's SIGINT does the same) shuts
@@ -385,4 +449,5 @@ on_every_runtime!(
     port_0_prints_the_real_port,
     an_explicit_port_is_the_one_listened_on_and_printed,
     sigterm_finishes_calls_in_flight_closes_1001_and_exits_0,
+    tls_cert_and_key_serve_wss,
 );

@@ -5,8 +5,9 @@
 //! ```text
 //! rtm-fixture --runtime tokio|async-std|smol --listen 127.0.0.1:PORT [--auth] [--auth-timeout-ms N]
 //!             [--redis URL] [--namespace NS] [--max-frame-bytes N] [--max-in-flight N]
+//!             [--tls-cert PEM --tls-key PEM]
 //! ```
-//! Prints `listening on ws://127.0.0.1:PORT/` on stdout when ready. On
+//! Prints `listening on ws://127.0.0.1:PORT/` (`wss://` with TLS) on stdout when ready. On
 //! SIGINT (Ctrl-C) or SIGTERM it shuts down gracefully: in-flight calls
 //! finish, every connection is closed with 1001, and it exits with 0.
 use std::io::Write;
@@ -20,6 +21,7 @@ use clap::Parser;
 use conformance::Adapter;
 use futures_util::StreamExt;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
+use rtm_driver::tls::ServerTls;
 use rtm_driver::ServerBuilder;
 use rtm_redis::{RedisBroker, RedisBrokerConfig};
 
@@ -51,6 +53,12 @@ struct Args {
     /// Invokes in flight per connection.
     #[arg(long)]
     max_in_flight: Option<u32>,
+    /// Serve wss:// with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,15 @@ async fn run(args: Args) -> ExitCode {
         // On async-std and smol, redis does its IO on async-io (rtm-redis' `smol` feature).
         match RedisBroker::new(config, adapter.runtime()) {
             Ok(broker) => builder = builder.broker(Arc::new(broker)),
+            Err(err) => {
+                eprintln!("rtm-fixture: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match ServerTls::from_pem_files(cert, key) {
+            Ok(tls) => builder = builder.tls(tls),
             Err(err) => {
                 eprintln!("rtm-fixture: {err}");
                 return ExitCode::from(2);
