@@ -489,13 +489,28 @@ async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other(adapter: A
     client.close();
 }
 
+/// A loopback listener whose connections have a 64 KiB receive buffer
+/// (autotuning lets a loopback socket take tens of MiB: filling that costs
+/// seconds of CPU in a debug build, which starves the scenarios running
+/// alongside).
+fn small_buffer_listener() -> async_net::TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Set before listen: accepted sockets inherit it.
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(16).unwrap();
+    async_net::TcpListener::try_from(std::net::TcpListener::from(socket)).unwrap()
+}
+
 /// A WebSocket server that upgrades one connection, then never reads (its
 /// socket fills up) but keeps it open; our client connected to it.
 async fn client_of_a_server_that_stops_reading(
     adapter: Adapter,
     options: ClientOptions,
 ) -> ClientHandle {
-    let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = small_buffer_listener();
     let addr = listener.local_addr().unwrap();
     let (held, held_rx) = unbounded();
     adapter.runtime().spawn(Box::pin(async move {
@@ -566,8 +581,10 @@ async fn frames_for_a_server_that_stopped_reading_are_bounded_by_the_offline_que
         .reconnect_delay(Duration::ZERO)
         .call_timeout(Duration::from_secs(20));
     let client = client_of_a_server_that_stops_reading(adapter, options).await;
-    // 1 MiB arguments fill the socket buffers quickly; then frames pile up unsent.
-    let outcomes_rx = call_big_many_times(adapter, &client, CALLS, &"x".repeat(1024 * 1024));
+    // 16 MiB of arguments in all: four times what the socket buffers hold
+    // (a loopback send buffer grows to 4 MiB; the server's receive buffer is
+    // 64 KiB), so frames pile up unsent.
+    let outcomes_rx = call_big_many_times(adapter, &client, CALLS, &"x".repeat(256 * 1024));
     let outcomes = recv_n(
         "every call to fail: unsent frames were not bounded",
         CALLS,
