@@ -238,6 +238,27 @@ pub async fn recv<T>(what: &str, rx: &async_channel::Receiver<T>) -> T {
         .unwrap_or_else(|_| panic!("channel closed waiting for {what}"))
 }
 
+/// Receives `count` values of a test channel, loudly; panics when they did
+/// not all come within `limit`.
+pub async fn recv_n<T>(
+    what: &str,
+    count: usize,
+    limit: Duration,
+    rx: &async_channel::Receiver<T>,
+) -> Vec<T> {
+    within(what, limit, async {
+        let mut values = Vec::with_capacity(count);
+        while values.len() < count {
+            match rx.recv().await {
+                Ok(value) => values.push(value),
+                Err(_) => panic!("channel closed after {} of {count}: {what}", values.len()),
+            }
+        }
+        values
+    })
+    .await
+}
+
 /// One `#[test]` per scenario and adapter: `tokio::NAME`, `async_std::NAME`
 /// and `smol::NAME`, each running `NAME(adapter)` with [`Adapter::run`].
 #[macro_export]

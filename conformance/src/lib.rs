@@ -8,6 +8,8 @@
 //! - [`adapter`]: client/server scenarios written once, run on tokio,
 //!   async-std and smol ([`on_every_adapter!`](crate::on_every_adapter));
 //! - [`Fixture`]: an `rtm-fixture` child process, started with flags, killed on drop;
+//! - [`raw_ws`]: a raw WebSocket peer on any executor (exact frames, close
+//!   codes, thousands of sockets) for the adapter scenarios;
 //! - [`RawConn`]: a hand-rolled protocol client over tokio-tungstenite that sees exact frames;
 //! - [`SocketWire`]: the shared wire-vector interpreter's
 //!   [`Wire`](rtm_core::testkit::vectors::Wire) over a real socket.
@@ -16,6 +18,7 @@
 pub mod adapter;
 pub mod conn;
 pub mod fixture;
+pub mod raw_ws;
 pub mod wire;
 
 pub use adapter::Adapter;

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_channel::{unbounded, Sender};
-use conformance::adapter::{recv, soon, until, Adapter};
+use async_channel::{unbounded, Receiver, Sender};
+use conformance::adapter::{recv, recv_n, soon, until, Adapter};
 use conformance::on_every_adapter;
 use futures_util::poll;
 use rtm_core::{ClientState, ErrorCode, Identity, RtmError};
-use rtm_driver::{CallContext, ClientOptions, Listening, ServerBuilder};
+use rtm_driver::{CallContext, ClientHandle, ClientOptions, Listening, ServerBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -489,9 +489,28 @@ async fn dropping_one_of_two_equal_push_subscriptions_keeps_the_other(adapter: A
     client.close();
 }
 
-async fn call_timeout_fires_even_when_the_server_stops_reading(adapter: Adapter) {
-    // A WebSocket server that upgrades, then never reads: the socket fills up.
-    let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A loopback listener whose connections have a 64 KiB receive buffer
+/// (autotuning lets a loopback socket take tens of MiB: filling that costs
+/// seconds of CPU in a debug build, which starves the scenarios running
+/// alongside).
+fn small_buffer_listener() -> async_net::TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Set before listen: accepted sockets inherit it.
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(16).unwrap();
+    async_net::TcpListener::try_from(std::net::TcpListener::from(socket)).unwrap()
+}
+
+/// A WebSocket server that upgrades one connection, then never reads (its
+/// socket fills up) but keeps it open; our client connected to it.
+async fn client_of_a_server_that_stops_reading(
+    adapter: Adapter,
+    options: ClientOptions,
+) -> ClientHandle {
+    let listener = small_buffer_listener();
     let addr = listener.local_addr().unwrap();
     let (held, held_rx) = unbounded();
     adapter.runtime().spawn(Box::pin(async move {
@@ -502,23 +521,37 @@ async fn call_timeout_fires_even_when_the_server_stops_reading(adapter: Adapter)
         drop(ws);
     }));
     let client = adapter
-        .connect(
-            &format!("ws://{addr}/"),
-            options().call_timeout(Duration::from_millis(300)),
-        )
+        .connect(&format!("ws://{addr}/"), options)
         .await
         .unwrap();
     recv("the upgrade", &held_rx).await;
-    let big = "x".repeat(512 * 1024);
+    client
+}
+
+/// Starts `count` calls of `f(big)` at once, each in its own task; their
+/// outcomes arrive on the returned channel.
+fn call_big_many_times(
+    adapter: Adapter,
+    client: &ClientHandle,
+    count: usize,
+    big: &str,
+) -> Receiver<Result<Value, RtmError>> {
     let (outcomes, outcomes_rx) = unbounded();
-    for _ in 0..40 {
-        let (client, big, outcomes) = (client.clone(), big.clone(), outcomes.clone());
+    for _ in 0..count {
+        let (client, big, outcomes) = (client.clone(), big.to_owned(), outcomes.clone());
         adapter.runtime().spawn(Box::pin(async move {
             let _ = outcomes
                 .send(client.call_wait::<Value, _>("f", &(big,)).await)
                 .await;
         }));
     }
+    outcomes_rx
+}
+
+async fn call_timeout_fires_even_when_the_server_stops_reading(adapter: Adapter) {
+    let options = options().call_timeout(Duration::from_millis(300));
+    let client = client_of_a_server_that_stops_reading(adapter, options).await;
+    let outcomes_rx = call_big_many_times(adapter, &client, 40, &"x".repeat(512 * 1024));
     for _ in 0..40 {
         let err = recv("the call timeout", &outcomes_rx).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::Timeout);
@@ -536,6 +569,40 @@ async fn call_timeout_fires_even_when_the_server_stops_reading(adapter: Adapter)
     );
 }
 
+/// A server that stops reading cannot make the client grow memory without
+/// bound: past `offline_queue` unsent frames the connection counts as lost,
+/// and its calls fail `rtm/disconnected`.
+async fn frames_for_a_server_that_stopped_reading_are_bounded_by_the_offline_queue(
+    adapter: Adapter,
+) {
+    const CALLS: usize = 64;
+    let options = ClientOptions::default()
+        .offline_queue(4)
+        .reconnect_delay(Duration::ZERO)
+        .call_timeout(Duration::from_secs(20));
+    let client = client_of_a_server_that_stops_reading(adapter, options).await;
+    // 16 MiB of arguments in all: four times what the socket buffers hold
+    // (a loopback send buffer grows to 4 MiB; the server's receive buffer is
+    // 64 KiB), so frames pile up unsent.
+    let outcomes_rx = call_big_many_times(adapter, &client, CALLS, &"x".repeat(256 * 1024));
+    let outcomes = recv_n(
+        "every call to fail: unsent frames were not bounded",
+        CALLS,
+        Duration::from_secs(10),
+        &outcomes_rx,
+    )
+    .await;
+    let codes: Vec<ErrorCode> = outcomes
+        .into_iter()
+        .map(|r| r.expect_err("no server reply can arrive").code)
+        .collect();
+    assert!(
+        codes.contains(&ErrorCode::Disconnected),
+        "the stalled connection was not dropped: {codes:?}"
+    );
+    client.close();
+}
+
 on_every_adapter!(
     call_wait_returns_the_typed_result,
     call_without_waiting_reaches_the_server,
@@ -550,6 +617,7 @@ on_every_adapter!(
     close_fails_pending_calls_with_closed,
     dropping_one_of_two_equal_push_subscriptions_keeps_the_other,
     call_timeout_fires_even_when_the_server_stops_reading,
+    frames_for_a_server_that_stopped_reading_are_bounded_by_the_offline_queue,
     a_url_that_is_not_ws_fails_at_once_with_bad_request,
     a_url_without_a_path_means_the_root,
 );

@@ -3,15 +3,15 @@
 //! elsewhere; every scenario on every adapter
 //! (tokio, async-std, smol).
 
-mod raw_ws;
-
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
 use conformance::adapter::{recv, soon, until, Adapter};
 use conformance::on_every_adapter;
+use conformance::raw_ws::{
+    expect_close, invoke, next_json, next_message, raw_connect, skip_to_close, try_raw_connect,
+};
 use futures_util::StreamExt;
-use raw_ws::{expect_close, invoke, next_json, next_message, raw_connect, try_raw_connect};
 use rtm_core::{Heartbeat, RtmError};
 use rtm_driver::{CallContext, ClientOptions, Listening, ServerBuilder};
 use serde_json::{json, Value};
@@ -45,15 +45,22 @@ async fn a_frame_over_max_frame_bytes_is_closed_with_1009(adapter: Adapter) {
 async fn a_path_other_than_the_servers_is_refused_with_404(adapter: Adapter) {
     let server = listen(adapter, echo().path("/rtm")).await;
     assert!(server.url().ends_with("/rtm"));
-    let wrong = server.url().replace("/rtm", "/other");
-    match try_raw_connect(&wrong).await {
-        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
-        Err(other) => panic!("expected a 404, got {other}"),
-        Ok(_) => panic!("a wrong path was upgraded"),
+    let addr = server.local_addr();
+    for path in ["/", "/other", "/rtm/deeper"] {
+        match try_raw_connect(&format!("ws://{addr}{path}")).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 404, "path {path}")
+            }
+            Err(other) => panic!("path {path}: expected a 404, got {other}"),
+            Ok(_) => panic!("path {path} was upgraded"),
+        }
     }
-    let mut ws = raw_connect(&server.url()).await;
+    // The served path, with a query, is upgraded.
+    let mut ws = raw_connect(&format!("{}?v=1", server.url())).await;
     invoke(&mut ws, "1", "echo", json!([1])).await;
     assert_eq!(next_json(&mut ws).await, json!({"id": "1", "data": 1}));
+    // Gone, the raw peer needs no close grace (2 s) at shutdown.
+    drop(ws);
     soon("shutdown", server.shutdown()).await;
 }
 
@@ -156,18 +163,10 @@ async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter:
     );
     recv("the slow peer's disconnect", &gone_rx).await;
     // The server's writer waits up to 2 s for the peer to read up to the close.
-    let mut close = None;
-    for _ in 0..flooded + 10 {
-        match next_message(&mut slow).await {
-            Some(Message::Close(Some(frame))) => {
-                close = Some((u16::from(frame.code), frame.reason.to_string()));
-                break;
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    assert_eq!(close, Some((1013, "rtm/slow-consumer".to_owned())));
+    assert_eq!(
+        skip_to_close(&mut slow, flooded + 10).await,
+        Some((1013, "rtm/slow-consumer".to_owned()))
+    );
     soon("shutdown", server.shutdown()).await;
 }
 

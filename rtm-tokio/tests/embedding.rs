@@ -1,16 +1,23 @@
-//! RTM mounted on an axum route, next to the application's own routes; and
-//! the own listener's path check.
+//! RTM mounted on an axum route, next to the application's own routes.
+//! (The own listener's path check, and `serve_websocket` on a socket
+//! upgraded elsewhere, run on every adapter in
+//! `conformance/tests/adapter_transport.rs`.)
 #![cfg(feature = "axum")]
 
-mod common;
-
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::routing::get;
 use axum::Router;
-use common::soon;
 use rtm_tokio::{CallContext, Client, ClientOptions, ConnMeta, RtmError, Server, ServerBuilderExt};
+
+/// Awaits `future` at most 5 s; panics naming `what` when it does not complete.
+async fn soon<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
 
 #[tokio::test]
 async fn client_calls_a_function_on_an_axum_route() {
@@ -63,39 +70,8 @@ async fn client_calls_a_function_on_an_axum_route() {
         let _ = alerts.send(text);
     });
     assert_eq!(rtm.emit("alert", |_| true, &("hi",)).unwrap(), 1);
-    assert_eq!(common::recv("the alert", &mut alerts_rx).await, "hi");
+    assert_eq!(soon("the alert", alerts_rx.recv()).await.unwrap(), "hi");
 
     client.close();
     serving.abort();
-}
-
-#[tokio::test]
-async fn own_listener_answers_404_on_another_path() {
-    let server = Server::builder()
-        .path("/rtm")
-        .listen("127.0.0.1:0")
-        .await
-        .unwrap();
-    assert!(server.url().ends_with("/rtm"));
-    let addr = server.local_addr();
-    for path in ["/", "/other", "/rtm/deeper"] {
-        let refused = soon(
-            "a refused handshake",
-            tokio_tungstenite::connect_async(format!("ws://{addr}{path}")),
-        )
-        .await;
-        match refused {
-            Err(tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status().as_u16(), 404, "path {path}")
-            }
-            other => panic!("path {path}: expected HTTP 404, got {other:?}"),
-        }
-    }
-    // The right path (with a query) upgrades and is served.
-    let mut ws = common::raw_connect(&format!("ws://{addr}/rtm?v=1")).await;
-    common::invoke(&mut ws, "1", "missing", serde_json::json!([])).await;
-    let reply = common::next_json(&mut ws).await;
-    assert_eq!(reply["data"]["error"]["code"], "rtm/function-not-found");
-    drop(ws);
-    server.shutdown().await;
 }
