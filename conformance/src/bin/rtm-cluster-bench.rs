@@ -62,6 +62,10 @@ struct Args {
     /// Broker topic namespace (default: unique per run).
     #[arg(long)]
     namespace: Option<String>,
+    /// tokio worker threads of the bench process (both servers, the
+    /// publisher and the receivers); default: one per core.
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 type Ws =
@@ -91,10 +95,11 @@ struct Record {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("rtm-cluster-bench: cannot start tokio: {err}");
