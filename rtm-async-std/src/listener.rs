@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+use async_net::{AsyncToSocketAddrs, TcpListener};
 use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::{select, Either};
@@ -92,8 +92,18 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                // TLS (if any) and the WebSocket upgrade share one deadline.
+                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
                 let handle = handle.clone();
-                runtime.spawn(Box::pin(accept_one(handle, tcp, peer)));
+                // Two tasks, not one with a branch: a task's size is that of its
+                // largest state, and a plain connection must not carry TLS's.
+                #[cfg(feature = "tls")]
+                if let Some(tls) = handle.transport().tls.clone() {
+                    runtime.spawn(Box::pin(accept_tls(handle, tcp, peer, tls, deadline)));
+                    continue;
+                }
+                runtime.spawn(Box::pin(upgrade(handle, tcp, peer, deadline)));
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -104,22 +114,21 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
     }
 }
 
-async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
-    // TLS (if any) and the WebSocket upgrade share one deadline.
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &handle.transport().tls {
-        let acceptor = futures_rustls::TlsAcceptor::from(tls.rustls_config());
-        let left = deadline.saturating_duration_since(Instant::now());
-        match timeout(&**handle.runtime(), left, acceptor.accept(tcp)).await {
-            Some(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
-            Some(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-            None => tracing::debug!(%peer, "TLS handshake timed out"),
-        }
-        return;
+#[cfg(feature = "tls")]
+async fn accept_tls(
+    handle: ServerHandle,
+    tcp: async_net::TcpStream,
+    peer: SocketAddr,
+    tls: rtm_driver::tls::ServerTls,
+    deadline: Instant,
+) {
+    let acceptor = futures_rustls::TlsAcceptor::from(tls.rustls_config());
+    let left = deadline.saturating_duration_since(Instant::now());
+    match timeout(&**handle.runtime(), left, acceptor.accept(tcp)).await {
+        Some(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
+        Some(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+        None => tracing::debug!(%peer, "TLS handshake timed out"),
     }
-    upgrade(handle, tcp, peer, deadline).await;
 }
 
 /// The WebSocket upgrade (path check, limits) on a plain or TLS stream, then serving.

@@ -299,8 +299,16 @@ impl ClientHandle {
         // Why it closed: the error seen here, else the one recorded before
         // this call started listening (the driver may run ahead of us).
         let why_closed = |seen: Option<RtmError>| {
-            seen.or_else(|| self.lock().last_error.clone())
-                .unwrap_or_else(closed)
+            let l = self.lock();
+            seen.or_else(|| l.last_error.clone())
+                .unwrap_or_else(|| match &l.last_closed {
+                    // Closed without an error of its own (no reconnect left): say why the last attempt ended.
+                    Some(reason) => RtmError::new(
+                        ErrorCode::Closed,
+                        format!("the client is closed (last attempt: {reason})"),
+                    ),
+                    None => closed(),
+                })
         };
         loop {
             match self.state() {

@@ -9,7 +9,7 @@ use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{ServerBuilder, ServerHandle};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::ws::serve_websocket;
 use rtm_runtime::TokioRuntime;
@@ -51,8 +51,18 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                // TLS (if any) and the WebSocket upgrade share one deadline.
+                let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                 let handle = handle.clone();
-                tokio::spawn(async move { accept_one(handle, tcp, peer).await });
+                // Two tasks, not one with a branch: a task's size is that of its
+                // largest state, and a plain connection must not carry TLS's.
+                #[cfg(feature = "tls")]
+                if let Some(tls) = handle.transport().tls.clone() {
+                    tokio::spawn(accept_tls(handle, tcp, peer, tls, deadline));
+                    continue;
+                }
+                tokio::spawn(upgrade(handle, tcp, peer, deadline));
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -63,21 +73,20 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
     }
 }
 
-async fn accept_one(handle: ServerHandle, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
-    // TLS (if any) and the WebSocket upgrade share one deadline.
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &handle.transport().tls {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
-        match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
-            Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        }
-        return;
+#[cfg(feature = "tls")]
+async fn accept_tls(
+    handle: ServerHandle,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: rtm_driver::tls::ServerTls,
+    deadline: tokio::time::Instant,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
+        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
-    upgrade(handle, tcp, peer, deadline).await;
 }
 
 /// The WebSocket upgrade (path check, limits) on a plain or TLS stream, then serving.

@@ -5,6 +5,7 @@
 //! rtm-load calls --url ws://127.0.0.1:PORT/ --connections 50 --in-flight 8 --seconds 10
 //! rtm-load emit  --url ws://127.0.0.1:PORT/ --connections 2000 --events 50
 //! rtm-load idle  --url ws://127.0.0.1:PORT/ --connections 10000 --server-pid PID
+//! rtm-load idle  --url wss://127.0.0.1:PORT/ --ca cert.pem --connections 10000 --server-pid PID
 //! ```
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,10 @@ enum Command {
         server_pid: Option<u32>,
         #[arg(long, default_value_t = 3)]
         hold_seconds: u64,
+        /// With a `wss://` URL: trust this PEM certificate (e.g. the
+        /// fixture's self-signed one) instead of Mozilla's roots.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
     },
 }
 
@@ -208,18 +213,67 @@ async fn emit(url: String, connections: usize, events: usize) {
     );
 }
 
-async fn idle(url: String, connections: usize, server_pid: Option<u32>, hold_seconds: u64) {
+async fn idle(
+    url: String,
+    connections: usize,
+    server_pid: Option<u32>,
+    hold_seconds: u64,
+    ca: Option<std::path::PathBuf>,
+) {
     let before = server_pid.and_then(rss_kib);
-    let sockets = connect_many(&url, connections).await;
+    // wss:// through our client (rustls); ws:// as raw sockets.
+    let (sockets, clients) = if url.starts_with("wss://") {
+        (Vec::new(), connect_many_tls(&url, connections, ca).await)
+    } else {
+        (connect_many(&url, connections).await, Vec::new())
+    };
+    let open = sockets.len() + clients.len();
     tokio::time::sleep(Duration::from_secs(hold_seconds)).await;
     let after = server_pid.and_then(rss_kib);
-    println!("idle: {} connections open", sockets.len());
+    println!("idle: {open} connections open");
     if let (Some(before), Some(after)) = (before, after) {
         println!(
             "idle: server RSS {before} KiB -> {after} KiB: {:.1} KiB per connection",
-            (after.saturating_sub(before)) as f64 / sockets.len().max(1) as f64
+            (after.saturating_sub(before)) as f64 / open.max(1) as f64
         );
     }
+}
+
+/// `n` of our clients on a `wss://` URL, opened in batches of 200.
+async fn connect_many_tls(
+    url: &str,
+    n: usize,
+    ca: Option<std::path::PathBuf>,
+) -> Vec<rtm_tokio::Client> {
+    let mut options = rtm_tokio::ClientOptions::default().reconnect_delay(Duration::ZERO);
+    if let Some(path) = ca {
+        let trusted = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| rtm_tokio::ClientTls::trusting_pem(&pem).map_err(|e| e.to_string()));
+        match trusted {
+            Ok(tls) => options = options.tls(tls),
+            Err(err) => {
+                eprintln!("rtm-load: --ca {}: {err}", path.display());
+                return Vec::new();
+            }
+        }
+    }
+    let mut clients = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let batch = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|_| rtm_tokio::Client::connect(url, options.clone())),
+        )
+        .await;
+        for result in batch {
+            match result {
+                Ok(client) => clients.push(client),
+                Err(err) => eprintln!("connect failed: {err}"),
+            }
+        }
+    }
+    clients
 }
 
 #[tokio::main]
@@ -241,6 +295,7 @@ async fn main() {
             connections,
             server_pid,
             hold_seconds,
-        } => idle(url, connections, server_pid, hold_seconds.min(300)).await,
+            ca,
+        } => idle(url, connections, server_pid, hold_seconds.min(300), ca).await,
     }
 }
