@@ -380,6 +380,28 @@ async fn a_url_that_is_not_ws_fails_at_once_with_bad_request(adapter: Adapter) {
     assert_eq!(client.state(), ClientState::Closed);
 }
 
+/// A client that gives up (no reconnect) or runs out of time says why its
+/// last attempt failed, not just that it is closed or late.
+async fn a_client_that_never_opens_says_why_its_last_attempt_failed(adapter: Adapter) {
+    // Port 1 (tcpmux): nothing listens there on a test machine, and no test
+    // can be handed it, as it is outside the ephemeral range.
+    let url = "ws://127.0.0.1:1/";
+    let give_up = options().reconnect_delay(Duration::ZERO);
+    let err = soon("connect", adapter.connect(url, give_up))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code, ErrorCode::Closed, "{err}");
+    assert!(err.message.contains("connect to 127.0.0.1:1"), "{err}");
+    let impatient = options().connect_timeout(Duration::from_millis(300));
+    let err = soon("connect", adapter.connect(url, impatient))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+    assert!(err.message.contains("connect to 127.0.0.1:1"), "{err}");
+}
+
 /// `ws://host:port` without a path means the root path, as in a browser.
 async fn a_url_without_a_path_means_the_root(adapter: Adapter) {
     let server = listen(adapter, arithmetic()).await;
@@ -620,4 +642,5 @@ on_every_adapter!(
     frames_for_a_server_that_stopped_reading_are_bounded_by_the_offline_queue,
     a_url_that_is_not_ws_fails_at_once_with_bad_request,
     a_url_without_a_path_means_the_root,
+    a_client_that_never_opens_says_why_its_last_attempt_failed,
 );
