@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_channel::unbounded;
-use conformance::adapter::{recv, soon, until, Adapter};
+use conformance::adapter::{recv, soon, until, within, Adapter};
 use conformance::on_every_adapter;
 use rtm_core::{ErrorCode, RtmError};
 use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
@@ -110,6 +110,32 @@ async fn plain_ws_to_a_tls_listener_fails_and_the_listener_keeps_serving(adapter
     soon("shutdown", server.shutdown()).await;
 }
 
+/// The handshake timeout covers TLS too: a peer that connects and never
+/// says hello is dropped.
+async fn a_connection_silent_before_its_tls_hello_is_dropped_at_the_handshake_timeout(
+    adapter: Adapter,
+) {
+    let (cert, key) = self_signed();
+    let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let builder = ServerBuilder::new()
+        .tls(tls)
+        .handshake_timeout(Duration::from_millis(200));
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let server = adapter.listen(builder, addr).await.unwrap();
+    let mut silent = async_net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = within(
+        "the server to drop the silent socket",
+        Duration::from_secs(5),
+        ::smol::io::AsyncReadExt::read(&mut silent, &mut byte),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    soon("shutdown", server.shutdown()).await;
+}
+
 #[test]
 fn bad_tls_material_is_a_clear_error() {
     let (cert, key) = self_signed();
@@ -135,4 +161,5 @@ on_every_adapter!(
     wss_carries_calls_and_events_for_a_client_that_trusts_the_certificate,
     a_client_that_does_not_trust_the_certificate_never_opens_and_says_why,
     plain_ws_to_a_tls_listener_fails_and_the_listener_keeps_serving,
+    a_connection_silent_before_its_tls_hello_is_dropped_at_the_handshake_timeout,
 );

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
-use conformance::adapter::{recv, soon, until, Adapter};
+use conformance::adapter::{recv, soon, until, within, Adapter};
 use conformance::on_every_adapter;
 use conformance::raw_ws::{
     expect_close, invoke, next_json, next_message, raw_connect, skip_to_close, try_raw_connect,
@@ -269,6 +269,37 @@ async fn heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings(adapter
     soon("shutdown", server.shutdown()).await;
 }
 
+/// A peer that connects and never finishes the WebSocket handshake holds
+/// its socket until `handshake_timeout`, not forever; a peer that finishes in
+/// time is served.
+async fn a_connection_silent_past_the_handshake_timeout_is_dropped(adapter: Adapter) {
+    let timeout = Duration::from_millis(200);
+    let server = listen(adapter, echo().handshake_timeout(timeout)).await;
+    let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
+    let connected = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = within(
+        "the server to drop the silent socket",
+        Duration::from_secs(5),
+        ::smol::io::AsyncReadExt::read(&mut silent, &mut byte),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        connected.elapsed() >= timeout / 2,
+        "dropped before the timeout"
+    );
+
+    let mut ws = raw_connect(&server.url()).await;
+    invoke(&mut ws, "1", "echo", json!(["in time"])).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"id": "1", "data": "in time"})
+    );
+    drop(ws);
+    soon("shutdown", server.shutdown()).await;
+}
+
 on_every_adapter!(
     max_connections_refuses_the_next_connection_with_1013,
     heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings,
@@ -277,4 +308,5 @@ on_every_adapter!(
     a_path_other_than_the_servers_is_refused_with_404,
     graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections,
     serve_websocket_serves_a_socket_upgraded_elsewhere,
+    a_connection_silent_past_the_handshake_timeout_is_dropped,
 );

@@ -12,7 +12,7 @@ use futures_channel::oneshot;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::{select, Either};
 use rtm_driver::runtime::timeout;
-use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
+use rtm_driver::ws::{server_ws_config, Upgrade};
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
 
@@ -94,7 +94,7 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
                 // TLS (if any) and the WebSocket upgrade share one deadline.
-                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                let deadline = Instant::now() + handle.transport().handshake_timeout;
                 let handle = handle.clone();
                 // Two tasks, not one with a branch: a task's size is that of its
                 // largest state, and a plain connection must not carry TLS's.

@@ -9,7 +9,6 @@
 //! both plug their streams in here.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -23,9 +22,6 @@ use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
 use crate::client::{IncomingStream, OutgoingSink};
 use crate::server::ServerHandle;
 use crate::transport::{Incoming, Outgoing, WriteError};
-
-/// How long a peer may take to complete the WebSocket handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tungstenite configuration for a server's limits and buffers.
 pub fn server_ws_config(handle: &ServerHandle) -> WebSocketConfig {

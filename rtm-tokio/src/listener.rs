@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtm_driver::ws::{server_ws_config, Upgrade, HANDSHAKE_TIMEOUT};
+use rtm_driver::ws::{server_ws_config, Upgrade};
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{ServerBuilder, ServerHandle};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -53,7 +53,7 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
                 // TLS (if any) and the WebSocket upgrade share one deadline.
-                let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                let deadline = tokio::time::Instant::now() + handle.transport().handshake_timeout;
                 let handle = handle.clone();
                 // Two tasks, not one with a branch: a task's size is that of its
                 // largest state, and a plain connection must not carry TLS's.

@@ -40,6 +40,11 @@ pub struct TransportOptions {
     /// for more frames to send in the same socket write (default zero: one
     /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
     pub write_delay: Duration,
+    /// How long a new connection on the adapter's listener may take to
+    /// finish its handshakes (TLS, if any, and the WebSocket upgrade) before
+    /// it is dropped (default 10 s): a peer that connects and sends nothing
+    /// holds a socket no longer than this.
+    pub handshake_timeout: Duration,
     /// TLS on the adapter's listener (`wss://`); `None` (default): plain `ws://`.
     /// Sockets upgraded elsewhere (`serve_websocket`, axum) bring their own.
     #[cfg(feature = "tls")]
@@ -53,6 +58,7 @@ impl Default for TransportOptions {
             read_buffer_bytes: 1024,
             shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(10),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -250,6 +256,13 @@ impl ServerBuilder {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
         self.transport.tls = Some(tls);
+        self
+    }
+
+    /// How long a new connection may take to finish its TLS and WebSocket
+    /// handshakes before the listener drops it (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.handshake_timeout = timeout;
         self
     }
 
