@@ -45,6 +45,11 @@ pub struct TransportOptions {
     /// it is dropped (default 10 s): a peer that connects and sends nothing
     /// holds a socket no longer than this.
     pub handshake_timeout: Duration,
+    /// Publishes and pushes (and topic changes) waiting to be handed to the
+    /// broker, at most (default 65,536). Past it, `publish` and `push` fail
+    /// with `rtm/broker-unavailable` and send nothing, instead of queueing
+    /// without bound while the broker lags.
+    pub broker_backlog: usize,
     /// TLS on the adapter's listener (`wss://`); `None` (default): plain `ws://`.
     /// Sockets upgraded elsewhere (`serve_websocket`, axum) bring their own.
     #[cfg(feature = "tls")]
@@ -59,6 +64,7 @@ impl Default for TransportOptions {
             shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
+            broker_backlog: 65_536,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -221,6 +227,13 @@ impl ServerBuilder {
     /// Carries Publish and Push to the other servers sharing this broker.
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
+        self
+    }
+
+    /// How many broker commands may wait for the broker before `publish`
+    /// and `push` fail with `rtm/broker-unavailable` (default 65,536; at least 1).
+    pub fn broker_backlog(mut self, commands: usize) -> Self {
+        self.transport.broker_backlog = commands.max(1);
         self
     }
 

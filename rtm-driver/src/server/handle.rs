@@ -147,9 +147,7 @@ impl ServerHandle {
         event: &str,
         args: &A,
     ) -> Result<usize, RtmError> {
-        let args = Args::encode(args)?;
-        self.shared
-            .with_core(|core| core.publish(user, event, &args))
+        self.publish_args(user, event, &Args::encode(args)?)
     }
 
     /// Push: sends `event` once to every connection, on every server,
@@ -176,13 +174,33 @@ impl ServerHandle {
 
     /// [`ServerHandle::publish`] with arguments already encoded.
     pub fn publish_args(&self, user: &str, event: &str, args: &Args) -> Result<usize, RtmError> {
+        self.check_broker_backlog()?;
         self.shared
             .with_core(|core| core.publish(user, event, args))
     }
 
     /// [`ServerHandle::push`] with arguments already encoded.
     pub fn push_args(&self, event: &str, tags: &[String], args: &Args) -> Result<usize, RtmError> {
+        self.check_broker_backlog()?;
         self.shared.with_core(|core| core.push(event, tags, args))
+    }
+
+    /// Broker commands waiting to be handed to the broker (0 without one);
+    /// see [`ServerBuilder::broker_backlog`].
+    pub fn broker_backlog_len(&self) -> usize {
+        self.shared.broker_tx.as_ref().map_or(0, |tx| tx.len())
+    }
+
+    /// `rtm/broker-unavailable` while the broker's backlog is at its bound.
+    fn check_broker_backlog(&self) -> Result<(), RtmError> {
+        let bound = self.shared.transport.broker_backlog;
+        match &self.shared.broker_tx {
+            Some(tx) if tx.len() >= bound => Err(RtmError::new(
+                ErrorCode::BrokerUnavailable,
+                format!("broker backlog full ({bound} commands waiting for the broker)"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The runtime the server runs on (to sleep or spawn from a function).
