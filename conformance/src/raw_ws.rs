@@ -194,3 +194,22 @@ pub async fn finish(mut ws: Ws) {
     })
     .await;
 }
+
+/// Opens a plain TCP connection to `addr` that never says anything, and
+/// waits (at most 5 s) until the server drops it; how long that took.
+pub async fn silent_tcp_until_dropped(addr: std::net::SocketAddr) -> std::time::Duration {
+    let mut silent = TcpStream::connect(addr).await.expect("a TCP connection");
+    let connected = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = crate::adapter::within(
+        "the server to drop the silent socket",
+        std::time::Duration::from_secs(5),
+        smol::io::AsyncReadExt::read(&mut silent, &mut byte),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the silent socket read {read:?}"
+    );
+    connected.elapsed()
+}

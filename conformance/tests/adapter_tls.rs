@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_channel::unbounded;
-use conformance::adapter::{recv, soon, until, within, Adapter};
+use conformance::adapter::{recv, soon, until, Adapter};
 use conformance::on_every_adapter;
 use rtm_core::{ErrorCode, RtmError};
 use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
@@ -122,17 +122,7 @@ async fn a_connection_silent_before_its_tls_hello_is_dropped_at_the_handshake_ti
         .handshake_timeout(Duration::from_millis(200));
     let addr = "127.0.0.1:0".parse().unwrap();
     let server = adapter.listen(builder, addr).await.unwrap();
-    let mut silent = async_net::TcpStream::connect(server.local_addr())
-        .await
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let read = within(
-        "the server to drop the silent socket",
-        Duration::from_secs(5),
-        ::smol::io::AsyncReadExt::read(&mut silent, &mut byte),
-    )
-    .await;
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    conformance::raw_ws::silent_tcp_until_dropped(server.local_addr()).await;
     soon("shutdown", server.shutdown()).await;
 }
 

@@ -6,10 +6,11 @@
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
-use conformance::adapter::{recv, soon, until, within, Adapter};
+use conformance::adapter::{recv, soon, until, Adapter};
 use conformance::on_every_adapter;
 use conformance::raw_ws::{
-    expect_close, invoke, next_json, next_message, raw_connect, skip_to_close, try_raw_connect,
+    expect_close, invoke, next_json, next_message, raw_connect, silent_tcp_until_dropped,
+    skip_to_close, try_raw_connect,
 };
 use futures_util::StreamExt;
 use rtm_core::{Heartbeat, RtmError};
@@ -275,20 +276,8 @@ async fn heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings(adapter
 async fn a_connection_silent_past_the_handshake_timeout_is_dropped(adapter: Adapter) {
     let timeout = Duration::from_millis(200);
     let server = listen(adapter, echo().handshake_timeout(timeout)).await;
-    let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
-    let connected = Instant::now();
-    let mut byte = [0u8; 1];
-    let read = within(
-        "the server to drop the silent socket",
-        Duration::from_secs(5),
-        ::smol::io::AsyncReadExt::read(&mut silent, &mut byte),
-    )
-    .await;
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert!(
-        connected.elapsed() >= timeout / 2,
-        "dropped before the timeout"
-    );
+    let waited = silent_tcp_until_dropped(server.local_addr()).await;
+    assert!(waited >= timeout / 2, "dropped before the timeout");
 
     let mut ws = raw_connect(&server.url()).await;
     invoke(&mut ws, "1", "echo", json!(["in time"])).await;
