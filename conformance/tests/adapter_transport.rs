@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
-use conformance::adapter::{recv, soon, until, Adapter};
+use conformance::adapter::{recv, soon, until, within, Adapter};
 use conformance::on_every_adapter;
 use conformance::raw_ws::{
     expect_close, invoke, next_json, next_message, raw_connect, silent_tcp_until_dropped,
@@ -289,6 +289,44 @@ async fn a_connection_silent_past_the_handshake_timeout_is_dropped(adapter: Adap
     soon("shutdown", server.shutdown()).await;
 }
 
+/// After its close frame the server keeps the socket `close_grace` for the
+/// peer to answer; a peer that never reads is dropped then, not later.
+async fn a_peer_that_never_answers_the_close_is_dropped_after_close_grace(adapter: Adapter) {
+    let grace = Duration::from_millis(200);
+    let server = listen(adapter, echo().close_grace(grace)).await;
+    let mut ws = raw_connect(&server.url()).await;
+    until("the server to hold the connection", || {
+        server.handle().connection_count() == 1
+    })
+    .await;
+    let closing = Instant::now();
+    soon("shutdown", server.shutdown()).await;
+    // Read the raw bytes under the WebSocket: the close frame arrives, and
+    // nothing answers it, until the server drops the socket (end of stream).
+    let mut buf = [0u8; 256];
+    let dropped = within(
+        "the server to drop the socket",
+        Duration::from_secs(5),
+        async {
+            loop {
+                match ::smol::io::AsyncReadExt::read(ws.get_mut(), &mut buf).await {
+                    Ok(0) | Err(_) => break closing.elapsed(),
+                    Ok(_) => {}
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        dropped >= grace / 2,
+        "dropped after {dropped:?}, before the grace"
+    );
+    assert!(
+        dropped < Duration::from_secs(2),
+        "dropped after {dropped:?}: the 2 s default, not the configured grace"
+    );
+}
+
 on_every_adapter!(
     max_connections_refuses_the_next_connection_with_1013,
     heartbeat_closes_a_silent_peer_and_keeps_one_that_answers_pings,
@@ -298,4 +336,5 @@ on_every_adapter!(
     graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses_new_connections,
     serve_websocket_serves_a_socket_upgraded_elsewhere,
     a_connection_silent_past_the_handshake_timeout_is_dropped,
+    a_peer_that_never_answers_the_close_is_dropped_after_close_grace,
 );

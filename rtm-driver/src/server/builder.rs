@@ -40,6 +40,10 @@ pub struct TransportOptions {
     /// for more frames to send in the same socket write (default zero: one
     /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
     pub write_delay: Duration,
+    /// After the server sent a close frame, how long it keeps the socket for
+    /// the peer to read up to the close and answer it (default 2 s); a peer
+    /// that does neither is dropped then. Graceful shutdown waits as long.
+    pub close_grace: Duration,
     /// How long a new connection on the adapter's listener may take to
     /// finish its handshakes (TLS, if any, and the WebSocket upgrade) before
     /// it is dropped (default 10 s): a peer that connects and sends nothing
@@ -64,6 +68,7 @@ impl Default for TransportOptions {
             shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(2),
             broker_backlog: 65_536,
             #[cfg(feature = "tls")]
             tls: None,
@@ -269,6 +274,13 @@ impl ServerBuilder {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
         self.transport.tls = Some(tls);
+        self
+    }
+
+    /// How long a closing connection waits for its peer to read up to the
+    /// close frame and answer it before the socket is dropped (default 2 s).
+    pub fn close_grace(mut self, grace: Duration) -> Self {
+        self.transport.close_grace = grace;
         self
     }
 

@@ -2,7 +2,7 @@
 //! its outbound queue to the socket, and close it cleanly.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::{select, Either};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -11,9 +11,6 @@ use rtm_core::{CloseCode, ConnMeta};
 use crate::runtime::timeout;
 use crate::server::handle::{call_hook, ConnSender, ServerHandle};
 use crate::transport::{Incoming, Outgoing};
-
-/// After the server sent a close frame, how long it keeps reading for the peer's.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl ServerHandle {
     /// Serves one WebSocket connection until it closes. `incoming` and
@@ -145,7 +142,12 @@ impl ServerHandle {
                 // The socket is full, which is why the close jumped the queue: give
                 // a slow but live peer a bounded chance to read up to it (1013).
                 if let Some(close) = interrupted {
-                    let _ = timeout(&*shared.runtime, CLOSE_GRACE, outgoing.send(close)).await;
+                    let _ = timeout(
+                        &*shared.runtime,
+                        shared.transport.close_grace,
+                        outgoing.send(close),
+                    )
+                    .await;
                 }
                 break;
             }
@@ -179,12 +181,12 @@ impl ServerHandle {
         match select(reader, writer).await {
             Either::Left((false, _)) => {}
             Either::Left((true, writer)) => {
-                let _ = timeout(&*shared.runtime, CLOSE_GRACE, writer).await;
+                let _ = timeout(&*shared.runtime, shared.transport.close_grace, writer).await;
             }
             Either::Right(((), reader)) => {
                 // We sent a close: read until the peer answers it (or give up),
                 // so the socket is not reset under data the peer has yet to read.
-                let _ = timeout(&*shared.runtime, CLOSE_GRACE, reader).await;
+                let _ = timeout(&*shared.runtime, shared.transport.close_grace, reader).await;
             }
         }
         shared.with_core(|core| core.handle_close(conn));

@@ -277,7 +277,7 @@ impl ServerHandle {
         }
         self.shared
             .with_core(|core| core.close_all(CloseCode::GOING_AWAY, "server shutting down"));
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + self.shared.transport.close_grace;
         while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             self.shared.runtime.sleep(Duration::from_millis(10)).await;
         }
