@@ -220,12 +220,17 @@ pub async fn soon<F: Future>(what: &str, future: F) -> F::Output {
 
 /// Polls `condition` (state with no event to await) until it holds; panics
 /// after [`SOON`].
-pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + SOON;
+pub async fn until(what: &str, condition: impl FnMut() -> bool) {
+    until_within(what, SOON, condition).await
+}
+
+/// [`until`] with its own limit.
+pub async fn until_within(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
     while !condition() {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {limit:?} waiting for {what}"
         );
         async_io::Timer::after(Duration::from_millis(5)).await;
     }

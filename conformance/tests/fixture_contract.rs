@@ -65,7 +65,7 @@ async fn count_is_the_number_of_local_connections(rt: Adapter) {
     }
     assert_eq!(a.call_ok("count", json!([])).await.unwrap(), json!(3));
     c.close().await;
-    common::within("count to drop to 2", common::EVENT_TIMEOUT, async {
+    conformance::adapter::within("count to drop to 2", common::EVENT_TIMEOUT, async {
         while a.call_ok("count", json!([])).await.unwrap() != json!(2) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -54,7 +54,7 @@ impl Client {
         let url = url.to_owned();
         let config = client_ws_config(options.max_frame_bytes);
         #[cfg(feature = "tls")]
-        let tls = options.tls.clone().unwrap_or_else(ClientTls::webpki_roots);
+        let tls = options.tls.clone();
         let connector: Connector = Arc::new(move || {
             let url = url.clone();
             #[cfg(feature = "tls")]
@@ -73,6 +73,8 @@ impl Client {
                 let _ = tcp.set_nodelay(true);
                 #[cfg(feature = "tls")]
                 if target.tls {
+                    // Mozilla's roots are built only for a wss:// URL, once per process.
+                    let tls = tls.unwrap_or_else(ClientTls::webpki_roots);
                     let connector = tokio_rustls::TlsConnector::from(tls.rustls_config());
                     let tcp = connector
                         .connect(target.server_name()?, tcp)
