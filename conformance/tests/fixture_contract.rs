@@ -161,6 +161,32 @@ async fn publish_with_auth_reaches_every_connection_of_the_user_once(rt: Adapter
     bob.expect_nothing().await.unwrap();
 }
 
+/// Redis unreachable at start: the fixture serves on, says at WARN what fails
+/// until Redis is reachable, and Publish answers `rtm/broker-unavailable`.
+async fn redis_unreachable_at_start_warns_and_publish_fails_plainly(rt: Adapter) {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let f = fixture_on(rt, &["--auth", "--redis", &url]);
+    let mut bob = user(&f, "bob").await;
+    common::eventually("the broker-down warning", || {
+        f.stderr().contains("WARN") && f.stderr().contains("Publish and Push fail")
+    })
+    .await;
+    let err = bob
+        .call_err("publish", json!(["alice", "dm", "x"]))
+        .await
+        .unwrap();
+    assert_eq!(code(&err), "rtm/broker-unavailable", "{err}");
+    assert!(
+        !f.stderr().contains('\u{1b}'),
+        "ANSI codes in a log that is not a terminal"
+    );
+}
+
 async fn publish_without_auth_is_an_error_reply(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
@@ -401,6 +427,61 @@ async fn sigterm_finishes_calls_in_flight_closes_1001_and_exits_0(rt: Adapter) {
 }
 
 #[test]
+fn a_busy_port_names_the_address_and_the_flag_to_change_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let exited = run_to_exit(FIXTURE_BIN, ["--listen", &addr], Duration::from_secs(10)).unwrap();
+    assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+    let line = exited.stderr.trim();
+    assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
+    assert!(
+        line.contains("already in use") && line.contains("--listen"),
+        "{line}"
+    );
+    assert!(!line.contains("Os {"), "a debug dump: {line}");
+}
+
+#[test]
+fn a_bad_listen_address_exits_2_with_the_expected_shape() {
+    let exited = run_to_exit(
+        FIXTURE_BIN,
+        ["--listen", "nonsense"],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert!(exited.stderr.contains("--listen nonsense"), "{exited:?}");
+    assert!(exited.stderr.contains("host:port"), "{exited:?}");
+}
+
+#[test]
+fn a_bad_redis_url_says_what_is_wrong_with_it() {
+    let cases = [
+        ("redis://127.0.0.1:notaport/", "the port 'notaport'"),
+        ("http://127.0.0.1:6379/", "unknown scheme 'http://'"),
+        ("127.0.0.1:6379", "no scheme"),
+    ];
+    for (url, reason) in cases {
+        let args = ["--auth", "--listen", "127.0.0.1:0", "--redis", url];
+        let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
+        assert_eq!(exited.status.code(), Some(2), "{url}: {exited:?}");
+        assert!(exited.stderr.contains(reason), "{url}: {}", exited.stderr);
+        assert!(
+            exited
+                .stderr
+                .starts_with("rtm-fixture: --redis: invalid Redis URL"),
+            "{}",
+            exited.stderr
+        );
+        assert!(
+            !exited.stderr.contains("InvalidClientConfig"),
+            "{}",
+            exited.stderr
+        );
+    }
+}
+
+#[test]
 fn an_unknown_runtime_exits_2_with_a_clear_message() {
     let args = ["--runtime", "glommio", "--listen", "127.0.0.1:0"];
     let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
@@ -436,6 +517,7 @@ on_every_runtime!(
     emit_to_reaches_only_that_users_connections,
     publish_with_auth_reaches_every_connection_of_the_user_once,
     publish_without_auth_is_an_error_reply,
+    redis_unreachable_at_start_warns_and_publish_fails_plainly,
     push_reaches_each_matching_subscription_once,
     subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed,
     panic_answers_internal_and_the_connection_and_server_keep_working,

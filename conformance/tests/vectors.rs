@@ -1,4 +1,4 @@
-//! Every case of `shared/vectors/protocol.jsonl`, over a real socket, against
+//! Every case of `conformance/vectors/protocol.jsonl`, over a real socket, against
 //! `rtm-fixture` started with the case's flags, on each runtime (tokio,
 //! async-std, smol): one test per runtime.
 //!
@@ -18,7 +18,7 @@ use rtm_core::testkit::vectors::{parse_cases, run_case, Case};
 const PARALLEL: usize = 8;
 
 fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/protocol.jsonl")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors/protocol.jsonl")
 }
 
 /// Starts a fixture on `runtime` for `case` and runs it over a socket.

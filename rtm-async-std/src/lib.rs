@@ -52,6 +52,19 @@
 //! })
 //! # }
 //! ```
+//!
+//! ## Where to go next
+//!
+//! Everything `rtm-tokio`'s front page lists holds here with the same names:
+//! the seed's flow (the server emits, the client's subscription receives),
+//! authentication ([`ServerBuilder::auth`], [`ClientOptions::auth`]), sending
+//! events ([`ServerHandle::emit`], [`ServerHandle::publish`],
+//! [`ServerHandle::push`]), a cluster through `rtm-redis` (build it with its
+//! `smol` feature: redis' IO then runs on async-io) given to
+//! [`ServerBuilder::broker`], `wss://` with [`ServerTls`] / [`ClientTls`],
+//! and [`serve_websocket`] for a socket upgraded by async-tungstenite
+//! yourself. The chat example (`rtm-tokio/examples/chat.rs`) shows a whole
+//! app; the wire protocol is `docs/protocol.md` in the repository.
 #![warn(missing_docs)]
 
 mod client;
@@ -71,9 +84,9 @@ pub use ws::serve_websocket;
 pub use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,
 };
-/// `wss://`: the server's certificate ([`ServerTls`], for
-/// `ServerBuilder::tls`) and the roots a client trusts ([`ClientTls`], for
-/// `ClientOptions::tls`).
+// `wss://`: the server's certificate (`ServerTls`, for `ServerBuilder::tls`)
+// and the roots a client trusts (`ClientTls`, for `ClientOptions::tls`). No
+// `///` here: rustdoc would paste it over each item's own summary.
 #[cfg(feature = "tls")]
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
 pub use rtm_driver::{CallContext, Runtime, ServerBuilder, ServerHandle};

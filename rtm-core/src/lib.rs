@@ -3,10 +3,66 @@
 //! The RTM wire protocol as a sans-IO state machine: no sockets, no clocks, no
 //! async runtime. Adapters (`rtm-tokio`, `rtm-async-std`) feed it inputs and
 //! carry out its outputs; tests drive it directly, jumping time at will.
+//! Reach for it to unit-test your routing without sockets, or to write a
+//! transport or a runtime binding of your own.
+//!
+//! ## The drive loop
+//!
+//! A [`Server`] (and a [`Client`]) is a plain `&mut self` struct. Its methods
+//! come in four groups, used in this order:
+//!
+//! 1. **inputs**, `handle_*`: a connection opened, a text frame arrived, a
+//!    function finished, a broker message came, time passed
+//!    ([`Server::handle_timeout`]);
+//! 2. **commands**: [`Server::emit`], [`Server::publish`], [`Server::push`];
+//! 3. **outputs**: after every input or command, drain
+//!    [`Server::poll_output`] until `None` (frames to send, closes, functions
+//!    to run, broker commands);
+//! 4. **timer**: sleep until [`Server::poll_timeout`] or the next input,
+//!    then call [`Server::handle_timeout`] with the current time.
+//!
+//! Time is passed in as [`std::time::Instant`] and must never go backwards.
+//!
+//! ## The seed's flow, without sockets
+//!
+//! The server emits `alert` to every open connection; the client core
+//! receives it as an event for its subscription:
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use rtm_core::{Args, Client, ClientConfig, ClientOutput, ConnMeta, Server, ServerConfig, ServerOutput};
+//!
+//! let now = Instant::now();
+//! let mut server = Server::new(ServerConfig::new("server-1"));
+//! let conn = server.handle_open(ConnMeta::default(), now).unwrap();
+//!
+//! // The application's Emit: every connection the filter accepts.
+//! let sent = server.emit("alert", |_conn| true, &Args::encode(&("Hello from server!",)).unwrap()).unwrap();
+//! assert_eq!(sent, 1);
+//! let Some(ServerOutput::Transmit { frame, .. }) = server.poll_output() else { panic!() };
+//!
+//! // The bytes reach a client core (over a socket, in real life).
+//! let mut client = Client::new(ClientConfig::default(), now);
+//! client.handle_open(now);
+//! client.handle_text(frame, now);
+//! let event = std::iter::from_fn(|| client.poll_output()).find_map(|output| match output {
+//!     ClientOutput::Event { event, args } => Some((event, args)),
+//!     _ => None,
+//! });
+//! let (event, args) = event.unwrap();
+//! let (text,): (String,) = args.deserialize().unwrap();
+//! assert_eq!((event.as_str(), text.as_str()), ("alert", "Hello from server!"));
+//! ```
+//!
+//! ## Modules
 //!
 //! - [`frame`]: parse requests and server frames, encode replies and events;
-//! - [`server`]: the [`Server`] state machine;
-//! - [`client`]: the [`Client`] state machine;
+//! - [`server`]: the [`Server`] state machine, its outputs and tickets;
+//! - [`client`]: the [`Client`] state machine (calls, subscriptions,
+//!   reconnects, offline queue, heartbeat);
+//! - [`config`], [`error`]: limits and their defaults; error codes and close
+//!   codes as on the wire (`docs/protocol.md` in the repository lists them);
 //! - [`topic`] and [`envelope`]: how events travel between servers on a broker;
 //! - [`testkit`]: an in-memory broker and transport to run clusters in tests.
 #![warn(missing_docs)]

@@ -1,4 +1,4 @@
-//! Every case of `shared/vectors/protocol.jsonl`, run against the server core
+//! Every case of `conformance/vectors/protocol.jsonl`, run against the server core
 //! with the fixture functions executed inline and time jumped at will.
 
 mod common;
@@ -50,7 +50,7 @@ impl Wire for CoreWire {
 }
 
 fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/protocol.jsonl")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conformance/vectors/protocol.jsonl")
 }
 
 #[test]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use redis::cluster_routing::Slot;
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
 use rtm_core::Topic;
 
@@ -134,20 +134,16 @@ impl RedisBroker {
             let nodes = config
                 .cluster_nodes
                 .iter()
-                .map(|url| url.as_str().into_connection_info())
+                .map(|url| crate::url::connection_info(url))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+                .map_err(BrokerError::Failed)?;
             // Checks the seeds now, so a bad configuration fails here, not in the background.
             cluster_builder(nodes.clone())
                 .build()
                 .map_err(|e| BrokerError::Failed(format!("invalid Redis Cluster config: {e}")))?;
             Target::Cluster(nodes)
         } else {
-            let info = config
-                .url
-                .as_str()
-                .into_connection_info()
-                .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?;
+            let info = crate::url::connection_info(&config.url).map_err(BrokerError::Failed)?;
             // RESP3: subscription messages arrive as push frames on an ordinary
             // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
             let settings = info
@@ -155,10 +151,12 @@ impl RedisBroker {
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
             let info = info.set_redis_settings(settings);
-            Target::Single(
-                redis::Client::open(info)
-                    .map_err(|e| BrokerError::Failed(format!("invalid Redis URL: {e}")))?,
-            )
+            Target::Single(redis::Client::open(info).map_err(|e| {
+                BrokerError::Failed(format!(
+                    "invalid Redis URL '{}': {e}",
+                    crate::url::redact(&config.url)
+                ))
+            })?)
         };
         let (signals, signals_rx) = futures_channel::mpsc::unbounded();
         let nonce = format!(

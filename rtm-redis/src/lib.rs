@@ -68,6 +68,7 @@ mod driver;
 mod publisher;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod url;
 
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
 compile_error!("rtm-redis needs a runtime: enable feature `tokio` or `smol`");

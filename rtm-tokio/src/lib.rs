@@ -1,29 +1,70 @@
 //! # rtm-tokio
 //!
-//! RTM on tokio and tokio-tungstenite: a [`Server`] that listens on its own
-//! port or mounts on an axum route, and a [`Client`].
-//! The protocol state lives in `rtm-core`, the runtime-neutral driving in
-//! `rtm-driver`; this crate adds sockets and the tokio [`Runtime`] impl.
+//! Real-time messaging on tokio: clients call server functions by name,
+//! authenticate with a token, and receive events the server sends. A
+//! [`Server`] listens on its own port (or mounts on an axum route); a
+//! [`Client`] calls, subscribes, reconnects and queues while offline. It is
+//! wire-compatible with the JavaScript client `@zexcore/rtm-client`.
+//!
+//! ## The flow, both sides
+//!
+//! The server registers a function and sends an event (an **Emit** to every
+//! connection its filter accepts); the client subscribes to the event, then
+//! calls the function and waits for its result:
 //!
 //! ```
 //! use rtm_tokio::{CallContext, Client, ClientOptions, RtmError, Server, ServerBuilderExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Server: `hello(name)` alerts everyone, then answers.
 //! let server = Server::builder()
-//!     .register("hello", |_ctx: CallContext, (name,): (String,)| async move {
+//!     .register("hello", |ctx: CallContext, (name,): (String,)| async move {
+//!         ctx.server.emit("alert", |_conn| true, &("Hello from server!",))?;
 //!         Ok::<_, RtmError>(format!("Hello, {name}!"))
 //!     })
 //!     .listen("127.0.0.1:0")
 //!     .await?;
+//!
+//! // Client: a callback per event, then a call with a result.
 //! let client = Client::connect(&server.url(), ClientOptions::default()).await?;
+//! let (tx, mut alerts) = tokio::sync::mpsc::unbounded_channel();
+//! let _alerts = client.subscribe("alert", move |(text,): (String,)| {
+//!     let _ = tx.send(text);
+//! });
 //! let greeting: String = client.call_wait("hello", &("Rust",)).await?;
 //! assert_eq!(greeting, "Hello, Rust!");
-//! server.handle().emit("alert", |_| true, &("Hello from server!",))?;
+//! assert_eq!(alerts.recv().await.as_deref(), Some("Hello from server!"));
+//!
 //! client.close();
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Where to go next
+//!
+//! - **A whole app**: the chat example (`rtm-tokio/examples/chat.rs` and its
+//!   page), `cargo run --release -p rtm-tokio --example chat`: rooms are
+//!   Push, direct messages Publish, presence Emit; with `--redis` several
+//!   chat servers form one cluster.
+//! - **Authentication**: [`ServerBuilder::auth`] turns the client's token
+//!   ([`ClientOptions::auth`]) into an [`Identity`] (user id + data) or
+//!   rejects it (close 4003); unauthenticated sockets are closed after the
+//!   auth timeout (4008). A function reads the caller in
+//!   [`CallContext::info`].
+//! - **Sending events**: [`ServerHandle::emit`] (this server's connections a
+//!   filter accepts), [`ServerHandle::publish`] (one user's connections on
+//!   every server), [`ServerHandle::push`] (holders of an (event, tag)
+//!   subscription, made by [`ClientHandle::subscribe_push`]).
+//! - **A cluster**: `rtm-redis`'s `RedisBroker`, given to
+//!   [`ServerBuilder::broker`], carries Publish and Push between servers.
+//! - **An existing axum app**: [`serve_axum`] serves RTM on one of its routes
+//!   (see [`ServerBuilderExt::embedded`]); [`serve_websocket`] serves a
+//!   socket upgraded by tokio-tungstenite yourself.
+//! - **TLS**: `wss://` with [`ServerTls`] and [`ClientTls`] (feature `tls`).
+//! - **The wire protocol**, its limits, error codes and close codes:
+//!   `docs/protocol.md` in the repository; unit-test routing without
+//!   sockets with the sans-IO core, `rtm-core`.
 #![warn(missing_docs)]
 
 mod client;
@@ -42,9 +83,9 @@ pub use ws::serve_websocket;
 pub use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,
 };
-/// `wss://`: the server's certificate ([`ServerTls`], for
-/// `ServerBuilder::tls`) and the roots a client trusts ([`ClientTls`], for
-/// `ClientOptions::tls`).
+// `wss://`: the server's certificate (`ServerTls`, for `ServerBuilder::tls`)
+// and the roots a client trusts (`ClientTls`, for `ClientOptions::tls`). No
+// `///` here: rustdoc would paste it over each item's own summary.
 #[cfg(feature = "tls")]
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
 pub use rtm_driver::{CallContext, Runtime, ServerBuilder, ServerHandle};

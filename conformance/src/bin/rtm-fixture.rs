@@ -10,7 +10,7 @@
 //! Prints `listening on ws://127.0.0.1:PORT/` (`wss://` with TLS) on stdout when ready. On
 //! SIGINT (Ctrl-C) or SIGTERM it shuts down gracefully: in-flight calls
 //! finish, every connection is closed with 1001, and it exits with 0.
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use async_signal::{Signal, Signals};
 use clap::Parser;
 use conformance::Adapter;
 use futures_util::StreamExt;
+use rtm_core::broker::BrokerError;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
 use rtm_driver::tls::ServerTls;
 use rtm_driver::ServerBuilder;
@@ -65,9 +66,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let adapter = args.runtime;
@@ -99,8 +101,8 @@ async fn run(args: Args) -> ExitCode {
         // On async-std and smol, redis does its IO on async-io (rtm-redis' `smol` feature).
         match RedisBroker::new(config, adapter.runtime()) {
             Ok(broker) => builder = builder.broker(Arc::new(broker)),
-            Err(err) => {
-                eprintln!("rtm-fixture: {err}");
+            Err(BrokerError::Failed(reason) | BrokerError::Unavailable(reason)) => {
+                eprintln!("rtm-fixture: --redis: {reason}");
                 return ExitCode::from(2);
             }
         }
@@ -115,15 +117,20 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     // Resolved once, at start-up (a name such as `localhost:7400` works too).
-    let listened = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(addr)) => adapter.listen(builder, addr).await,
-        Ok(None) => Err(std::io::Error::other("the address resolves to nothing")),
-        Err(err) => Err(err),
+    let addr = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) | Err(_) => {
+            eprintln!(
+                "rtm-fixture: --listen {}: not an address to listen on (expected host:port, e.g. 127.0.0.1:7400)",
+                args.listen
+            );
+            return ExitCode::from(2);
+        }
     };
-    let server = match listened {
+    let server = match adapter.listen(builder, addr).await {
         Ok(server) => server,
         Err(err) => {
-            eprintln!("rtm-fixture: cannot listen on {}: {err}", args.listen);
+            eprintln!("rtm-fixture: {}", cannot_listen(addr, &err));
             return ExitCode::FAILURE;
         }
     };
@@ -143,4 +150,24 @@ async fn run(args: Args) -> ExitCode {
     }
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Why the listener could not start, with what to do about it.
+fn cannot_listen(addr: std::net::SocketAddr, err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let hint = match err.kind() {
+        ErrorKind::AddrInUse => format!(
+            "address already in use (another server on port {}? pick another with --listen, or port 0 for a free one)",
+            addr.port()
+        ),
+        ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address (try 127.0.0.1 or 0.0.0.0)".to_owned()
+        }
+        ErrorKind::PermissionDenied => format!(
+            "permission denied (ports below 1024 need privileges; try --listen {}:7400)",
+            addr.ip()
+        ),
+        _ => err.to_string(),
+    };
+    format!("cannot listen on {addr}: {hint}")
 }

@@ -1,4 +1,4 @@
-//! The wire-vector interpreter: runs the cases of `shared/vectors/protocol.jsonl`
+//! The wire-vector interpreter: runs the cases of `conformance/vectors/protocol.jsonl`
 //! against anything that can act as one client connection.
 //!
 //! The vectors are written once and run everywhere: against the sans-IO core

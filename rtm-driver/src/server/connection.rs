@@ -168,7 +168,10 @@ impl ServerHandle {
                         // A stream ends after a capacity error: stop reading, let the writer send the 1009 close.
                         return true;
                     }
-                    Incoming::Closed(..) => break,
+                    Incoming::Closed(code, _) => {
+                        tracing::debug!(%conn, code, "peer closed");
+                        break;
+                    }
                     Incoming::Error(err) => {
                         tracing::debug!(%conn, %err, "connection error");
                         break;

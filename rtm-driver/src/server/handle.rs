@@ -268,7 +268,14 @@ impl ServerHandle {
     /// the shutdown timeout), then close every connection with 1001 and wait
     /// (briefly) for their tasks to end.
     pub async fn shutdown(&self) {
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            tracing::debug!("shutdown already begun");
+        } else {
+            tracing::info!(
+                connections = self.connection_count(),
+                "shutting down: in-flight calls finish, then every connection closes with 1001"
+            );
+        }
         self.shared.shutdown_tx.close();
         let deadline = Instant::now() + self.shared.transport.shutdown_timeout;
         while self.shared.with_core(|core| core.total_in_flight()) > 0 && Instant::now() < deadline
@@ -404,7 +411,7 @@ impl ServerHandle {
                                 }
                             }
                             BrokerEvent::State(state) => {
-                                tracing::info!(?state, "broker state");
+                                log_broker_state(&state, core.broker_up());
                                 core.handle_broker_state(state == BrokerState::Up);
                             }
                         }
@@ -412,6 +419,19 @@ impl ServerHandle {
                 });
             }
         }));
+    }
+}
+
+/// One line per broker state change: down at WARN (with what stops
+/// working), back up at INFO.
+fn log_broker_state(state: &BrokerState, was_up: bool) {
+    match state {
+        BrokerState::Down { reason } => tracing::warn!(
+            %reason,
+            "broker down: Publish and Push fail with rtm/broker-unavailable until it is reachable"
+        ),
+        BrokerState::Up if was_up => tracing::info!("broker up"),
+        BrokerState::Up => tracing::info!("broker up again: Publish and Push work"),
     }
 }
 
@@ -465,6 +485,7 @@ impl Shared {
                     }
                 }
                 ServerOutput::Close { conn, code, reason } => {
+                    tracing::debug!(%conn, code = code.0, reason, "closing");
                     if let Some(sender) = inner.conns.remove(&conn) {
                         let close = Outgoing::Close(code.0, reason.to_owned());
                         // Behind a full queue (a slow consumer) the close jumps the line.
@@ -490,7 +511,14 @@ impl Shared {
                     let shared = self.clone();
                     self.runtime.spawn(Box::pin(async move {
                         let data: Vec<Value> = data.deserialize().unwrap_or_default();
+                        let conn = info.id;
                         let result = guarded(auth(data, info)).await;
+                        match &result {
+                            Ok(identity) => {
+                                tracing::debug!(%conn, user = %identity.user_id, "authenticated");
+                            }
+                            Err(err) => tracing::debug!(%conn, %err, "authentication rejected"),
+                        }
                         shared.with_core(|core| core.handle_auth_result(ticket, result));
                     }));
                 }

@@ -34,11 +34,13 @@ impl Listening {
         local_addr: SocketAddr,
         accept_stopped: BoxFuture<()>,
     ) -> Self {
-        Listening {
+        let listening = Listening {
             handle,
             local_addr,
             accept_stopped: Mutex::new(Some(accept_stopped)),
-        }
+        };
+        tracing::info!(url = %listening.url(), "listening");
+        listening
     }
 
     /// The server: emit, publish, push, counts.
@@ -76,5 +78,6 @@ impl Listening {
         if let Some(stopped) = stopped {
             stopped.await;
         }
+        tracing::info!(addr = %self.local_addr, "stopped listening");
     }
 }
