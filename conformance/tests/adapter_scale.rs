@@ -142,10 +142,12 @@ async fn two_thousand_connections_get_every_reply_and_the_count_returns_to_zero(
 }
 
 const OTHERS: usize = 1000;
-/// Events every other connection gets: fewer than the outbound queue, so
-/// even a reader that is not scheduled at all during the test cannot overflow.
+/// Events every other connection gets: far fewer bytes than the outbound
+/// bound, so even a reader that is not scheduled at all during the test
+/// cannot overflow.
 const TICKS: usize = 12;
-const QUEUE: usize = 16;
+/// The outbound bound: 16 of the slow peer's 64 KiB events.
+const OUTBOUND_BYTES: usize = 16 * 65 * 1024;
 /// Bound of the flood: 2,000 × 64 KiB is far more than loopback buffers hold.
 const MAX_FLOOD: usize = 2000;
 
@@ -175,7 +177,7 @@ async fn a_peer_that_never_reads_is_closed_while_every_other_peer_gets_every_eve
     let (connected, connected_rx) = async_channel::unbounded();
     let (gone, gone_rx) = async_channel::unbounded();
     let builder = ServerBuilder::new()
-        .outbound_queue(QUEUE)
+        .max_outbound_bytes(OUTBOUND_BYTES)
         .on_connect(move |_| {
             let _ = connected.try_send(());
         })

@@ -129,15 +129,17 @@ async fn serve_websocket_serves_a_socket_upgraded_elsewhere(adapter: Adapter) {
 }
 
 /// A peer that stops reading is closed as a slow consumer once its socket
-/// and its outbound queue (16 frames here) are full; reading again, it gets
+/// and its outbound bound (16 of these frames here) are full; reading again, it gets
 /// what was buffered and then the 1013 close.
 async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter: Adapter) {
     /// Bound of the flood: 2,000 × 64 KiB is far more than loopback buffers hold.
     const MAX_FLOOD: usize = 2000;
     let (gone, gone_rx) = async_channel::unbounded();
-    let builder = echo().outbound_queue(16).on_disconnect(move |_| {
-        let _ = gone.try_send(());
-    });
+    let builder = echo()
+        .max_outbound_bytes(16 * 65 * 1024)
+        .on_disconnect(move |_| {
+            let _ = gone.try_send(());
+        });
     let server = listen(adapter, builder).await;
     let mut slow = raw_connect(&server.url()).await;
     let handle = server.handle();

@@ -3,19 +3,49 @@
 use std::time::Duration;
 
 /// Every bound the server enforces. Each has a default; each is configurable.
+///
+/// | limit | default | past it |
+/// |---|---|---|
+/// | [`max_frame_bytes`](Self::max_frame_bytes) | 1 MiB | close 1009 |
+/// | [`max_in_flight`](Self::max_in_flight) | 256 | `rtm/too-many-requests` |
+/// | [`max_outbound_bytes`](Self::max_outbound_bytes) | 1 MiB | close 1013 `rtm/slow-consumer` |
+/// | [`max_connections`](Self::max_connections) | 100,000 | refused with 1013 |
+/// | [`max_name_bytes`](Self::max_name_bytes) | 255 | `rtm/bad-request` |
+/// | [`max_tags_per_request`](Self::max_tags_per_request) | 128 | `rtm/bad-request` |
+/// | [`max_subscriptions`](Self::max_subscriptions) | 256 per connection | `rtm/too-many-subscriptions` |
+/// | [`max_broker_topics`](Self::max_broker_topics) | 100,000 per server | `rtm/too-many-subscriptions` |
+/// | [`max_auth_bytes`](Self::max_auth_bytes) | 16 KiB | `rtm/bad-request` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest text frame accepted, in bytes (default 1 MiB); larger closes 1009.
     pub max_frame_bytes: usize,
-    /// Invokes (and subscribe authorizations) in flight per connection (default 256);
-    /// more get `rtm/too-many-requests`.
+    /// Requests in flight per connection: invokes, and subscribes waiting for
+    /// the authorizer or the broker (default 256); more get `rtm/too-many-requests`.
     pub max_in_flight: u32,
-    /// Frames queued for one connection (beyond the one being written) before it is
-    /// closed as a slow consumer (default 1024).
-    /// Enforced by the adapter's outbound queue.
-    pub outbound_queue: usize,
+    /// Bytes queued for one connection and not yet written to its socket
+    /// (frames, pongs, pings; default 1 MiB). A connection that lets more
+    /// pile up is closed 1013 `rtm/slow-consumer`. Enforced by the adapter.
+    pub max_outbound_bytes: usize,
     /// Connections a server holds at once (default 100,000); more are refused with 1013.
     pub max_connections: usize,
+    /// Longest event name, tag, function name and user id, in bytes (default
+    /// 255, as Centrifugo's channel names): a request naming a longer one gets
+    /// `rtm/bad-request` and nothing is kept for it; a user id over it from
+    /// the auth handler rejects the authentication.
+    pub max_name_bytes: usize,
+    /// Tags in one `subscribe` or `unsubscribe` (default 128); more: `rtm/bad-request`.
+    pub max_tags_per_request: usize,
+    /// Push subscriptions ((event, tag) pairs) one connection may hold (default
+    /// 256); a subscribe that would pass it gets `rtm/too-many-subscriptions`
+    /// and adds none of its tags.
+    pub max_subscriptions: usize,
+    /// Broker topics (users and (event, tag) pairs with a local holder) one
+    /// server may need at once (default 100,000); a subscribe that would pass
+    /// it gets `rtm/too-many-subscriptions`. Applies only with a broker.
+    pub max_broker_topics: usize,
+    /// Largest `data` of an `auth` request, in bytes (default 16 KiB):
+    /// larger gets `rtm/bad-request` without reaching the auth handler.
+    pub max_auth_bytes: usize,
 }
 
 impl Default for Limits {
@@ -23,8 +53,13 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: 1024 * 1024,
             max_in_flight: 256,
-            outbound_queue: 1024,
+            max_outbound_bytes: 1024 * 1024,
             max_connections: 100_000,
+            max_name_bytes: 255,
+            max_tags_per_request: 128,
+            max_subscriptions: 256,
+            max_broker_topics: 100_000,
+            max_auth_bytes: 16 * 1024,
         }
     }
 }

@@ -7,22 +7,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 /// A connection on one server. Ids are never reused while the server lives
-/// (a slot index plus a generation), so a late result for a closed
-/// connection cannot reach a newer one.
+/// (they count up from 1), so a late result for a closed connection cannot
+/// reach a newer one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) u64);
+pub struct ConnId(u64);
 
 impl ConnId {
-    pub(crate) fn new(index: u32, generation: u32) -> Self {
-        ConnId((u64::from(generation) << 32) | u64::from(index))
-    }
-
-    pub(crate) fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-
-    pub(crate) fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+    /// The id numbered `n` (adapters hand them out in order).
+    pub fn from_u64(n: u64) -> Self {
+        ConnId(n)
     }
 
     /// The id as a number (for logs and maps).
@@ -33,7 +26,7 @@ impl ConnId {
 
 impl fmt::Debug for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}.{}", self.index(), self.generation())
+        write!(f, "conn#{}", self.0)
     }
 }
 

@@ -60,6 +60,19 @@ pub enum EnvelopeError {
     /// Written by a newer (or unknown) version.
     #[error("broker message version {0} is not supported")]
     Version(u32),
+    /// The frame after the header is not an event frame (UTF-8 JSON with a
+    /// string `event` and an array `data`): it is not passed on to clients.
+    #[error("broker message carries no event frame: {0}")]
+    BadFrame(&'static str),
+}
+
+/// The shape of an event frame, checked before it reaches any client.
+#[derive(Deserialize)]
+struct EventFrame<'a> {
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
 }
 
 impl Envelope {
@@ -99,6 +112,17 @@ impl Envelope {
         if header.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(header.v));
         }
+        // Anyone with write access to the broker could inject bytes; a client
+        // must only ever see well-formed event frames.
+        let frame = std::str::from_utf8(&wire[newline + 1..])
+            .map_err(|_| EnvelopeError::BadFrame("not UTF-8"))?;
+        let event: EventFrame<'_> = serde_json::from_str(frame)
+            .map_err(|_| EnvelopeError::BadFrame("not an event object"))?;
+        if !event.event.get().starts_with('"') || !event.data.get().starts_with('[') {
+            return Err(EnvelopeError::BadFrame(
+                "event must be a string and data an array",
+            ));
+        }
         Ok(Envelope {
             origin: header.origin,
             seq: header.seq,
@@ -137,5 +161,30 @@ mod tests {
             )),
             Err(EnvelopeError::Version(2))
         );
+    }
+
+    #[test]
+    fn a_frame_that_is_not_an_event_is_refused() {
+        let header = b"{\"v\":1,\"origin\":\"o\",\"seq\":1}\n".to_vec();
+        let frames: [&[u8]; 6] = [
+            b"{\"event\":\"e\",\"data\":[\"\xff\"]}",
+            b"plain text",
+            b"{\"event\":\"e\"}",
+            b"{\"event\":1,\"data\":[]}",
+            b"{\"event\":\"e\",\"data\":{}}",
+            b"[1,2]",
+        ];
+        for frame in frames {
+            let mut wire = header.clone();
+            wire.extend_from_slice(frame);
+            assert!(
+                matches!(
+                    Envelope::decode(Bytes::from(wire)),
+                    Err(EnvelopeError::BadFrame(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(frame)
+            );
+        }
     }
 }

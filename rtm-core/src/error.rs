@@ -11,6 +11,7 @@ use std::fmt;
 /// Known codes are variants; an application may choose its own code for a
 /// function's error ([`ErrorCode::Other`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// `rtm/bad-request`: unknown `type`, missing `function`, `data` not an array, …
     BadRequest,
@@ -46,6 +47,9 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// `rtm/no-auth`: Publish on a server without authentication (server API only).
     PublishWithoutAuth,
+    /// `rtm/too-many-subscriptions`: a subscribe past the connection's or the
+    /// server's subscription limit; none of its tags was added.
+    TooManySubscriptions,
     /// Any other code, chosen by the application.
     Other(Box<str>),
 }
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::QueueFull => "rtm/queue-full",
             ErrorCode::BrokerUnavailable => "rtm/broker-unavailable",
             ErrorCode::PublishWithoutAuth => "rtm/no-auth",
+            ErrorCode::TooManySubscriptions => "rtm/too-many-subscriptions",
             ErrorCode::Other(code) => code,
         }
     }
@@ -95,6 +100,7 @@ impl ErrorCode {
             "rtm/queue-full" => ErrorCode::QueueFull,
             "rtm/broker-unavailable" => ErrorCode::BrokerUnavailable,
             "rtm/no-auth" => ErrorCode::PublishWithoutAuth,
+            "rtm/too-many-subscriptions" => ErrorCode::TooManySubscriptions,
             other => ErrorCode::Other(other.into()),
         }
     }
@@ -182,6 +188,8 @@ impl CloseCode {
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
     /// 1003: a binary frame was received.
     pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
+    /// 1002: the peer broke the WebSocket protocol (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
     /// 1007: a text frame that is not a request object.
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
     /// 1009: a frame over the size limit.
@@ -224,6 +232,7 @@ mod tests {
             ErrorCode::QueueFull,
             ErrorCode::BrokerUnavailable,
             ErrorCode::PublishWithoutAuth,
+            ErrorCode::TooManySubscriptions,
             ErrorCode::Other("app/out-of-stock".into()),
         ];
         for code in codes {

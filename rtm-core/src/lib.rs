@@ -71,10 +71,11 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frame;
-mod routing;
+pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod testkit;
@@ -83,12 +84,14 @@ pub mod topic;
 pub use client::{CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Reconnect};
 pub use config::{Heartbeat, Limits, ServerConfig};
 pub use conn::{ConnId, ConnInfo, ConnMeta, Identity};
+pub use connection::{ConnOutput, Connection, Functions, TimerReason};
 pub use envelope::Envelope;
 pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
+pub use router::{RecentPushes, Router, Subscribed};
 pub use runtime::Runtime;
 pub use server::{
-    AuthTicket, BrokerCommand, CallTicket, FunctionId, OpenError, Server, ServerOutput,
+    AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, Server, ServerOutput,
     SubscribeTicket,
 };
 pub use topic::Topic;

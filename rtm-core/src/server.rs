@@ -1,9 +1,12 @@
-//! The server state machine.
+//! The whole server as one state machine, for tests and single-threaded hosts.
 //!
-//! [`Server`] owns every piece of protocol state of one server: connections
-//! and their phase, identities, in-flight counts, push subscriptions, the
-//! routing indexes, broker topics and timers. It does no IO and reads no
-//! clock. An adapter drives it in this order:
+//! [`Server`] puts the two halves of the protocol together — a
+//! [`Connection`] per socket and the [`Router`] they share — behind one
+//! `&mut self` API with connection ids: what a deterministic test or a
+//! single-threaded embedder wants. (A multi-core adapter such as
+//! `rtm-driver` runs each [`Connection`] on its own task and shares the
+//! [`Router`] instead.) It does no IO and reads no clock. Drive it in this
+//! order:
 //!
 //! 1. **inputs** (`handle_*`): a connection opened or closed, a text frame,
 //!    the outcome of an auth / function / authorizer it was asked to run, a
@@ -32,7 +35,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,76 +44,21 @@ use serde::Serialize;
 
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
-use crate::envelope::{Envelope, EnvelopeError};
+pub use crate::connection::{AuthTicket, CallTicket, FunctionId, JoinTicket, SubscribeTicket};
+use crate::connection::{ConnOutput, Connection, Functions};
+use crate::envelope::EnvelopeError;
 use crate::error::{CloseCode, ErrorCode, RtmError};
-use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
-use crate::routing::{Change, Routing, Target};
+use crate::frame::Args;
+use crate::router::{BrokerPublish, RecentPushes, Router};
 use crate::topic::Topic;
-
-/// A function registered with [`Server::register_function`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FunctionId(pub u32);
-
-/// Proof that a function was asked to run; hand it back with the result.
-/// It cannot be cloned, so a call is answered at most once.
-#[derive(Debug)]
-pub struct CallTicket {
-    conn: ConnId,
-    id: RequestId,
-}
-
-impl CallTicket {
-    /// The calling connection.
-    pub fn conn(&self) -> ConnId {
-        self.conn
-    }
-    /// The request id being answered.
-    pub fn request_id(&self) -> &RequestId {
-        &self.id
-    }
-}
-
-/// Proof that the authentication handler was asked; hand it back with its decision.
-#[derive(Debug)]
-pub struct AuthTicket {
-    conn: ConnId,
-    id: RequestId,
-}
-
-impl AuthTicket {
-    /// The connection authenticating.
-    pub fn conn(&self) -> ConnId {
-        self.conn
-    }
-}
-
-/// Proof that the subscribe authorizer was asked; hand it back with its decision.
-#[derive(Debug)]
-pub struct SubscribeTicket {
-    conn: ConnId,
-    id: RequestId,
-    sub: PushSub,
-}
-
-impl SubscribeTicket {
-    /// The connection subscribing.
-    pub fn conn(&self) -> ConnId {
-        self.conn
-    }
-    /// The event of the subscription asked for.
-    pub fn event(&self) -> &str {
-        &self.sub.event
-    }
-    /// The tags of the subscription asked for.
-    pub fn tags(&self) -> &[String] {
-        &self.sub.tags
-    }
-}
 
 /// A broker operation the adapter must perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BrokerCommand {
-    /// Start receiving this topic (a local connection needs it now).
+    /// Start receiving this topic (a local connection needs it now). Report
+    /// the outcome with [`Server::handle_topic_subscribed`]: subscriptions
+    /// that need the topic are acknowledged only then.
     Subscribe(Topic),
     /// Stop receiving this topic (no local connection needs it any more).
     Unsubscribe(Topic),
@@ -118,13 +66,23 @@ pub enum BrokerCommand {
     Publish {
         /// Where.
         topic: Topic,
-        /// An encoded [`Envelope`].
+        /// An encoded [`crate::Envelope`].
         payload: Bytes,
     },
 }
 
+impl From<BrokerPublish> for BrokerCommand {
+    fn from(publish: BrokerPublish) -> Self {
+        BrokerCommand::Publish {
+            topic: publish.topic,
+            payload: publish.payload,
+        }
+    }
+}
+
 /// What the server core asks of its adapter. See the [module docs](self) for the loop.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ServerOutput {
     /// Send this text frame to this connection.
     Transmit {
@@ -196,103 +154,63 @@ pub enum ServerOutput {
 
 /// Why a connection could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// `Limits::max_connections` reached: refuse with 1013.
     #[error("too many connections (limit {0})")]
     TooManyConnections(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Unauthenticated,
-    Authenticating,
-    Open,
+/// An acknowledgement waiting for the broker to confirm topics.
+#[derive(Debug)]
+enum Waiter {
+    Join(JoinTicket),
+    Subscribe {
+        ticket: SubscribeTicket,
+        added: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
-struct Conn {
-    info: Arc<ConnInfo>,
-    phase: Phase,
-    in_flight: u32,
-    subs: Vec<(Arc<str>, Arc<str>)>,
-    last_activity: Instant,
-    /// Fan-out mark: equals the current push's mark once this connection got it.
-    mark: u64,
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    generation: u32,
-    conn: Option<Conn>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
-    AuthDeadline,
-    Heartbeat,
-}
-
-/// Recently seen multi-tag pushes, so a push that arrives on several tag topics is delivered once.
-#[derive(Debug, Default)]
-struct RecentPushes {
-    order: VecDeque<(Arc<str>, u64)>,
-    seen: HashSet<(Arc<str>, u64)>,
-}
-
-impl RecentPushes {
-    const CAPACITY: usize = 4096;
-
-    /// `true` the first time a key is seen.
-    fn insert(&mut self, origin: &str, seq: u64) -> bool {
-        let key: (Arc<str>, u64) = (origin.into(), seq);
-        if !self.seen.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
-    }
+struct Waiting {
+    waiter: Waiter,
+    /// Topics still unconfirmed.
+    remaining: usize,
 }
 
 /// The server state machine. See the [module docs](self).
 #[derive(Debug)]
 pub struct Server {
-    config: ServerConfig,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-    functions: HashMap<Box<str>, FunctionId>,
-    function_names: Vec<Box<str>>,
-    routing: Routing,
-    timers: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
+    config: Arc<ServerConfig>,
+    functions: Arc<Functions>,
+    router: Router<()>,
+    conns: HashMap<ConnId, Connection>,
+    next_conn: u64,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    scheduled: HashMap<ConnId, Instant>,
+    waiting: HashMap<u64, Waiting>,
+    by_topic: HashMap<Topic, Vec<u64>>,
+    next_waiter: u64,
     outputs: VecDeque<ServerOutput>,
-    seq: u64,
-    mark: u64,
     recent: RecentPushes,
-    broker_up: bool,
 }
 
 impl Server {
     /// A server core with this configuration.
     pub fn new(config: ServerConfig) -> Self {
         Server {
-            routing: Routing::new(&config.namespace),
-            config,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            functions: HashMap::new(),
-            function_names: Vec::new(),
+            router: Router::new(&config),
+            config: Arc::new(config),
+            functions: Arc::new(Functions::default()),
+            conns: HashMap::new(),
+            next_conn: 0,
             timers: BinaryHeap::new(),
+            scheduled: HashMap::new(),
+            waiting: HashMap::new(),
+            by_topic: HashMap::new(),
+            next_waiter: 0,
             outputs: VecDeque::new(),
-            seq: 0,
-            mark: 0,
             recent: RecentPushes::default(),
-            broker_up: true,
         }
     }
 
@@ -305,66 +223,67 @@ impl Server {
 
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
-        self.live
+        self.conns.len()
     }
 
     /// The info of a live connection.
     pub fn conn_info(&self, conn: ConnId) -> Option<&Arc<ConnInfo>> {
-        self.conn(conn).map(|c| &c.info)
+        self.conns.get(&conn).map(Connection::info)
     }
 
     /// Whether a connection is live and past authentication (or on a server without it).
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.conn(conn).is_some_and(|c| c.phase == Phase::Open)
+        self.conns.get(&conn).is_some_and(Connection::is_open)
     }
 
-    /// Invokes and authorizations in flight on a connection.
+    /// Requests in flight on a connection (invokes, subscribes being
+    /// authorized or confirmed, an authentication).
     pub fn in_flight(&self, conn: ConnId) -> u32 {
-        self.conn(conn).map_or(0, |c| c.in_flight)
+        self.conns.get(&conn).map_or(0, |c| c.in_flight() as u32)
     }
 
-    /// Invokes and authorizations in flight on all connections.
+    /// Requests in flight on all connections.
     pub fn total_in_flight(&self) -> u64 {
-        self.live_conns().map(|c| u64::from(c.in_flight)).sum()
+        self.conns.values().map(|c| c.in_flight() as u64).sum()
     }
 
     /// Every live connection.
     pub fn connections(&self) -> impl Iterator<Item = &Arc<ConnInfo>> + '_ {
-        self.live_conns().map(|c| &c.info)
+        self.conns.values().map(Connection::info)
     }
 
     /// The broker topics this server currently needs.
     pub fn broker_topics(&self) -> impl Iterator<Item = &Topic> + '_ {
-        self.routing.topics()
+        self.router.topics()
     }
 
     /// Users with at least one local connection, and (event, tag) pairs with at least one holder.
     pub fn index_sizes(&self) -> (usize, usize) {
-        (self.routing.user_count(), self.routing.push_key_count())
+        self.router.index_sizes()
     }
 
     /// The name a function was registered under.
     pub fn function_name(&self, id: FunctionId) -> Option<&str> {
-        self.function_names.get(id.0 as usize).map(|n| &**n)
+        self.functions.name(id)
     }
 
     /// The id of a registered function.
     pub fn function_id(&self, name: &str) -> Option<FunctionId> {
-        self.functions.get(name).copied()
+        self.functions.id(name)
+    }
+
+    /// Whether the broker is believed up.
+    pub fn broker_up(&self) -> bool {
+        self.router.broker_up()
     }
 
     // ----- commands -----
 
     /// Registers a function name; invokes of other names get `rtm/function-not-found`.
-    /// Registering a name twice returns the same id.
+    /// Registering a name twice returns the same id. Register before the
+    /// first connection opens: connections see the functions of their start.
     pub fn register_function(&mut self, name: &str) -> FunctionId {
-        if let Some(id) = self.functions.get(name) {
-            return *id;
-        }
-        let id = FunctionId(self.function_names.len() as u32);
-        self.functions.insert(name.into(), id);
-        self.function_names.push(name.into());
-        id
+        Arc::make_mut(&mut self.functions).register(name)
     }
 
     /// Emit: sends `event` with `args` to every connection on this server that
@@ -373,22 +292,16 @@ impl Server {
     pub fn emit(
         &mut self,
         event: &str,
-        mut filter: impl FnMut(&ConnInfo) -> bool,
+        filter: impl FnMut(&ConnInfo) -> bool,
         args: &Args,
     ) -> Result<usize, RtmError> {
-        let frame = frame::encode_event(event, args)?;
-        let mut sent = 0;
-        for (index, slot) in self.slots.iter().enumerate() {
-            let Some(conn) = &slot.conn else { continue };
-            if conn.phase == Phase::Open && filter(&conn.info) {
-                self.outputs.push_back(ServerOutput::Transmit {
-                    conn: ConnId::new(index as u32, slot.generation),
-                    frame: frame.clone(),
-                });
-                sent += 1;
-            }
-        }
-        Ok(sent)
+        let outputs = &mut self.outputs;
+        self.router.emit(event, filter, args, |conn, _, frame| {
+            outputs.push_back(ServerOutput::Transmit {
+                conn,
+                frame: frame.clone(),
+            })
+        })
     }
 
     /// Publish: sends `event` to every connection of `user` on every server of
@@ -396,23 +309,15 @@ impl Server {
     /// otherwise); `rtm/broker-unavailable`, with nothing sent, while the
     /// broker is known to be down. Returns the number of local deliveries.
     pub fn publish(&mut self, user: &str, event: &str, args: &Args) -> Result<usize, RtmError> {
-        if !self.config.requires_auth() {
-            return Err(RtmError::new(
-                ErrorCode::PublishWithoutAuth,
-                "publish needs a server with authentication (user ids come from it)",
-            ));
-        }
-        self.check_broker()?;
-        let frame = frame::encode_event(event, args)?;
-        let sent = self.deliver_user(user, &frame);
-        if self.config.broker {
-            self.seq += 1;
-            let payload = Envelope::encode(&self.config.server_id, self.seq, None, &frame);
-            self.outputs
-                .push_back(ServerOutput::Broker(BrokerCommand::Publish {
-                    topic: Topic::user(&self.config.namespace, user),
-                    payload,
-                }));
+        let outputs = &mut self.outputs;
+        let (sent, command) = self.router.publish(user, event, args, |conn, _, frame| {
+            outputs.push_back(ServerOutput::Transmit {
+                conn,
+                frame: frame.clone(),
+            })
+        })?;
+        if let Some(command) = command {
+            self.outputs.push_back(ServerOutput::Broker(command.into()));
         }
         Ok(sent)
     }
@@ -421,46 +326,36 @@ impl Server {
     /// push subscription for `event` with at least one of `tags`. Returns the
     /// number of local deliveries.
     pub fn push(&mut self, event: &str, tags: &[String], args: &Args) -> Result<usize, RtmError> {
-        self.check_broker()?;
-        let frame = frame::encode_event(event, args)?;
-        let sent = self.deliver_push(event, tags, &frame);
-        if self.config.broker && !tags.is_empty() {
-            self.seq += 1;
-            let listed = (tags.len() > 1).then_some(tags);
-            let payload = Envelope::encode(&self.config.server_id, self.seq, listed, &frame);
-            for tag in tags {
-                self.outputs
-                    .push_back(ServerOutput::Broker(BrokerCommand::Publish {
-                        topic: Topic::push(&self.config.namespace, event, tag),
-                        payload: payload.clone(),
-                    }));
-            }
+        let outputs = &mut self.outputs;
+        let (sent, commands) = self.router.push(event, tags, args, |conn, _, frame| {
+            outputs.push_back(ServerOutput::Transmit {
+                conn,
+                frame: frame.clone(),
+            })
+        })?;
+        for command in commands {
+            self.outputs.push_back(ServerOutput::Broker(command.into()));
         }
         Ok(sent)
     }
 
     /// Closes a connection from the application side.
     pub fn close_connection(&mut self, conn: ConnId, code: CloseCode, reason: &'static str) {
-        self.close(conn, code, reason);
+        self.with_conn(conn, |c| c.close(code, reason));
     }
 
     /// Closes every connection (shutdown: 1001).
     pub fn close_all(&mut self, code: CloseCode, reason: &'static str) {
-        let ids: Vec<ConnId> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.conn.is_some())
-            .map(|(i, s)| ConnId::new(i as u32, s.generation))
-            .collect();
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort();
         for id in ids {
-            self.close(id, code, reason);
+            self.close_connection(id, code, reason);
         }
     }
 
     /// Re-announces every topic this server needs (after the broker reconnected).
     pub fn resubscribe_all(&mut self) {
-        let topics: Vec<Topic> = self.routing.topics().cloned().collect();
+        let topics: Vec<Topic> = self.router.topics().cloned().collect();
         for topic in topics {
             self.outputs
                 .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
@@ -471,211 +366,56 @@ impl Server {
 
     /// A WebSocket connection opened.
     pub fn handle_open(&mut self, meta: ConnMeta, now: Instant) -> Result<ConnId, OpenError> {
-        if self.live >= self.config.limits.max_connections {
-            return Err(OpenError::TooManyConnections(
-                self.config.limits.max_connections,
-            ));
+        let max = self.config.limits.max_connections;
+        if self.conns.len() >= max {
+            return Err(OpenError::TooManyConnections(max));
         }
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(Slot::default());
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.slots[index as usize];
-        let id = ConnId::new(index, slot.generation);
-        let phase = if self.config.requires_auth() {
-            Phase::Unauthenticated
-        } else {
-            Phase::Open
-        };
-        slot.conn = Some(Conn {
-            info: Arc::new(ConnInfo {
-                id,
-                meta,
-                identity: None,
-            }),
-            phase,
-            in_flight: 0,
-            subs: Vec::new(),
-            last_activity: now,
-            mark: 0,
-        });
-        self.live += 1;
-        if let Some(timeout) = self.config.auth_timeout {
-            self.timers
-                .push(Reverse((now + timeout, id.0, TimerKind::AuthDeadline)));
-        }
-        if let Some(hb) = self.config.heartbeat {
-            self.timers
-                .push(Reverse((now + hb.interval, id.0, TimerKind::Heartbeat)));
-        }
+        self.next_conn += 1;
+        let id = ConnId::from_u64(self.next_conn);
+        let conn = Connection::new(id, meta, self.config.clone(), self.functions.clone(), now);
+        self.router
+            .insert(conn.info().clone(), (), !self.config.requires_auth());
+        self.conns.insert(id, conn);
+        self.after(id);
         Ok(id)
     }
 
     /// A text frame arrived on a connection.
     pub fn handle_text(&mut self, conn: ConnId, frame: Bytes, now: Instant) {
-        let max = self.config.limits.max_frame_bytes;
-        let requires_auth = self.config.requires_auth();
-        let Some(c) = self.conn_mut(conn) else { return };
-        c.last_activity = now;
-        if frame.len() > max {
-            self.close(conn, CloseCode::MESSAGE_TOO_BIG, "frame too large");
-            return;
-        }
-        let request = match frame::parse_request(&frame) {
-            Ok(request) => request,
-            Err(RequestError::Malformed(_)) => {
-                self.close(conn, CloseCode::INVALID_PAYLOAD, "invalid request");
-                return;
-            }
-            Err(RequestError::BadRequest { id, message }) => {
-                self.reply_error(conn, &id, RtmError::bad_request(message));
-                return;
-            }
-        };
-        let Some(c) = self.conn_mut(conn) else { return };
-        let phase = c.phase;
-        match request {
-            Request::Auth { id, data } => match phase {
-                Phase::Open if requires_auth => self.reply_error(
-                    conn,
-                    &id,
-                    RtmError::new(ErrorCode::AlreadyAuthenticated, "already authenticated"),
-                ),
-                Phase::Open => self.transmit(conn, reply_true(&id)),
-                Phase::Authenticating => self.reply_error(
-                    conn,
-                    &id,
-                    RtmError::bad_request("authentication already in progress"),
-                ),
-                Phase::Unauthenticated => {
-                    c.phase = Phase::Authenticating;
-                    let info = c.info.clone();
-                    self.outputs.push_back(ServerOutput::Authenticate {
-                        ticket: AuthTicket { conn, id },
-                        info,
-                        data,
-                    });
-                }
-            },
-            Request::Invoke { id, function, args } => {
-                if phase != Phase::Open {
-                    return self.reply_unauthenticated(conn, &id);
-                }
-                let Some(&function) = self.functions.get(function.as_ref()) else {
-                    let message = format!("no function named '{function}'");
-                    return self.reply_error(
-                        conn,
-                        &id,
-                        RtmError::new(ErrorCode::FunctionNotFound, message),
-                    );
-                };
-                let Some(info) = self.take_slot(conn) else {
-                    return self.reply_too_many(conn, &id);
-                };
-                self.outputs.push_back(ServerOutput::Invoke {
-                    ticket: CallTicket { conn, id },
-                    function,
-                    info,
-                    args,
-                });
-            }
-            Request::Subscribe { id, sub } => {
-                if phase != Phase::Open {
-                    return self.reply_unauthenticated(conn, &id);
-                }
-                if let Err(err) = frame::check_event_name(&sub.event) {
-                    return self.reply_error(conn, &id, err);
-                }
-                if !self.config.authorize_subscriptions {
-                    self.add_subscription(conn, &sub);
-                    return self.transmit(conn, reply_true(&id));
-                }
-                let Some(info) = self.take_slot(conn) else {
-                    return self.reply_too_many(conn, &id);
-                };
-                self.outputs.push_back(ServerOutput::Authorize {
-                    ticket: SubscribeTicket { conn, id, sub },
-                    info,
-                });
-            }
-            Request::Unsubscribe { id, sub } => {
-                if phase != Phase::Open {
-                    return self.reply_unauthenticated(conn, &id);
-                }
-                for tag in &sub.tags {
-                    self.remove_subscription(conn, &sub.event, tag);
-                }
-                self.transmit(conn, reply_true(&id));
-            }
-        }
+        self.with_conn(conn, |c| c.handle_text(frame, now));
     }
 
     /// A binary frame arrived: close 1003.
     pub fn handle_binary(&mut self, conn: ConnId) {
-        self.close(
-            conn,
-            CloseCode::UNSUPPORTED_DATA,
-            "binary frames are not supported",
-        );
+        self.with_conn(conn, Connection::handle_binary);
     }
 
     /// The transport refused a frame over the size limit: close 1009.
     pub fn handle_oversized(&mut self, conn: ConnId) {
-        self.close(conn, CloseCode::MESSAGE_TOO_BIG, "frame too large");
+        self.with_conn(conn, Connection::handle_oversized);
     }
 
-    /// The connection's outbound queue overflowed: close 1013 `rtm/slow-consumer`.
+    /// The connection's outbound bound was passed: close 1013 `rtm/slow-consumer`.
     pub fn handle_slow_consumer(&mut self, conn: ConnId) {
-        self.close(conn, CloseCode::TRY_AGAIN_LATER, "rtm/slow-consumer");
+        self.with_conn(conn, Connection::handle_slow_consumer);
     }
 
     /// Something arrived from the peer (a pong, any frame): it is alive.
     pub fn handle_activity(&mut self, conn: ConnId, now: Instant) {
-        if let Some(c) = self.conn_mut(conn) {
-            c.last_activity = now;
-        }
+        self.with_conn(conn, |c| c.handle_activity(now));
     }
 
     /// The connection is gone (closed by the peer or the transport failed).
     /// Its state is dropped; results still in flight for it are discarded.
     pub fn handle_close(&mut self, conn: ConnId) {
-        self.drop_conn(conn);
+        if let Some(c) = self.conns.remove(&conn) {
+            self.forget(c);
+        }
     }
 
     /// The authentication handler decided.
     pub fn handle_auth_result(&mut self, ticket: AuthTicket, result: Result<Identity, RtmError>) {
-        let AuthTicket { conn, id } = ticket;
-        let Some(c) = self.conn_mut(conn) else { return };
-        if c.phase != Phase::Authenticating {
-            return;
-        }
-        match result {
-            Ok(identity) => {
-                let reply = match &identity.data {
-                    // The JS client needs a truthy `data`: every JS-falsy value becomes `true`.
-                    data if is_js_falsy(data) => reply_true(&id),
-                    data => match frame::encode_reply(&id, data) {
-                        Ok(frame) => frame,
-                        Err(_) => reply_true(&id),
-                    },
-                };
-                c.phase = Phase::Open;
-                let user = identity.user_id.clone();
-                let mut info = ConnInfo::clone(&c.info);
-                info.identity = Some(identity);
-                c.info = Arc::new(info);
-                let change = self.routing.add_user(&user, conn);
-                self.topic_change(change);
-                self.transmit(conn, reply);
-            }
-            Err(err) => {
-                self.transmit(conn, frame::encode_auth_rejected(&id, &err.message));
-                self.close(conn, CloseCode::AUTH_REJECTED, "authentication rejected");
-            }
-        }
+        self.with_conn(ticket.conn(), |c| c.handle_auth_result(ticket, result));
     }
 
     /// A function finished: its value becomes the reply's `data`, its error an error reply.
@@ -685,14 +425,7 @@ impl Server {
         ticket: CallTicket,
         result: Result<&T, RtmError>,
     ) {
-        let CallTicket { conn, id } = ticket;
-        let Some(c) = self.conn_mut(conn) else { return };
-        c.in_flight = c.in_flight.saturating_sub(1);
-        let frame = match result.and_then(|value| frame::encode_reply(&id, value)) {
-            Ok(frame) => frame,
-            Err(err) => frame::encode_error_reply(&id, &err),
-        };
-        self.transmit(conn, frame);
+        self.with_conn(ticket.conn(), |c| c.handle_call_result(ticket, result));
     }
 
     /// The subscribe authorizer decided: `Ok` allows, `Err` denies (`rtm/forbidden` unless
@@ -702,32 +435,52 @@ impl Server {
         ticket: SubscribeTicket,
         result: Result<(), RtmError>,
     ) {
-        let SubscribeTicket { conn, id, sub } = ticket;
-        let Some(c) = self.conn_mut(conn) else { return };
-        c.in_flight = c.in_flight.saturating_sub(1);
-        match result {
-            Ok(()) => {
-                self.add_subscription(conn, &sub);
-                self.transmit(conn, reply_true(&id));
+        self.with_conn(ticket.conn(), |c| c.handle_authorize_result(ticket, result));
+    }
+
+    /// The broker answered a [`BrokerCommand::Subscribe`]: `true` when the
+    /// topic is subscribed. The subscriptions waiting for it are acknowledged
+    /// (once every topic they need is confirmed) or fail with
+    /// `rtm/broker-unavailable`, leaving nothing behind.
+    pub fn handle_topic_subscribed(&mut self, topic: &Topic, ok: bool) {
+        self.router.handle_topic_subscribed(topic, ok);
+        for waiter in self.by_topic.remove(topic).unwrap_or_default() {
+            let Some(waiting) = self.waiting.get_mut(&waiter) else {
+                continue;
+            };
+            waiting.remaining = waiting.remaining.saturating_sub(1);
+            if ok && waiting.remaining > 0 {
+                continue;
             }
-            Err(err) => self.reply_error(conn, &id, err),
+            if let Some(waiting) = self.waiting.remove(&waiter) {
+                let failure = (!ok).then(|| {
+                    RtmError::new(
+                        ErrorCode::BrokerUnavailable,
+                        format!("the broker could not subscribe {topic}"),
+                    )
+                });
+                self.settle(waiting.waiter, failure);
+            }
         }
     }
 
     /// The broker came up (`true`) or went down (`false`). While it is down,
-    /// Publish and Push fail with `rtm/broker-unavailable`. Coming back up
-    /// re-announces every topic this server needs.
+    /// Publish and Push fail with `rtm/broker-unavailable`, and subscriptions
+    /// waiting for a topic fail the same way. Coming back up re-announces
+    /// every topic this server needs.
     pub fn handle_broker_state(&mut self, up: bool) {
-        let was_up = self.broker_up;
-        self.broker_up = up;
-        if up && !was_up {
+        if self.router.handle_broker_state(up) {
             self.resubscribe_all();
         }
-    }
-
-    /// Whether the broker is believed up.
-    pub fn broker_up(&self) -> bool {
-        self.broker_up
+        if !up {
+            let mut waiters: Vec<_> = self.waiting.drain().collect();
+            waiters.sort_by_key(|(id, _)| *id);
+            self.by_topic.clear();
+            for (_, waiting) in waiters {
+                let failure = RtmError::new(ErrorCode::BrokerUnavailable, "the broker is down");
+                self.settle(waiting.waiter, Some(failure));
+            }
+        }
     }
 
     /// A message arrived from the broker on `topic`. Messages from this
@@ -738,263 +491,231 @@ impl Server {
         topic: &str,
         payload: Bytes,
     ) -> Result<usize, EnvelopeError> {
-        let envelope = Envelope::decode(payload)?;
-        if envelope.origin == self.config.server_id {
-            return Ok(0);
-        }
-        let Some(target) = self.routing.target(topic).cloned() else {
-            return Ok(0);
-        };
-        Ok(match target {
-            Target::User(user) => self.deliver_user(&user, &envelope.frame),
-            Target::Push(event, tag) => match &envelope.tags {
-                Some(tags) if tags.len() > 1 => {
-                    if !self.recent.insert(&envelope.origin, envelope.seq) {
-                        return Ok(0);
-                    }
-                    self.deliver_push(&event, tags, &envelope.frame)
-                }
-                _ => self.deliver_push(&event, std::slice::from_ref(&tag), &envelope.frame),
-            },
-        })
+        let outputs = &mut self.outputs;
+        self.router
+            .handle_broker_message(topic, payload, &mut self.recent, |conn, _, frame| {
+                outputs.push_back(ServerOutput::Transmit {
+                    conn,
+                    frame: frame.clone(),
+                })
+            })
     }
 
     /// Time passed: auth deadlines and heartbeats due by `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, raw, kind))) = self.timers.peek().copied() {
+        while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let conn = ConnId(raw);
-            let Some(c) = self.conn(conn) else { continue };
-            match kind {
-                TimerKind::AuthDeadline => {
-                    if c.phase != Phase::Open {
-                        let info = c.info.clone();
-                        self.close(conn, CloseCode::AUTH_TIMEOUT, "authentication timeout");
-                        self.outputs.push_back(ServerOutput::AuthTimedOut { info });
-                    }
-                }
-                TimerKind::Heartbeat => {
-                    let Some(hb) = self.config.heartbeat else {
-                        continue;
-                    };
-                    if now.saturating_duration_since(c.last_activity) >= hb.timeout {
-                        let info = c.info.clone();
-                        self.close(conn, CloseCode::GOING_AWAY, "heartbeat timeout");
-                        self.outputs.push_back(ServerOutput::PeerSilent { info });
-                    } else {
-                        // Next: the next ping, or the silence deadline if that comes first,
-                        // so a silent peer is closed at `timeout`, not up to an interval late.
-                        let deadline = c.last_activity + hb.timeout;
-                        self.outputs.push_back(ServerOutput::Ping { conn });
-                        let next = (now + hb.interval).min(deadline);
-                        self.timers.push(Reverse((next, raw, TimerKind::Heartbeat)));
-                    }
-                }
+            if self.scheduled.get(&conn) != Some(&at) {
+                continue;
             }
+            self.scheduled.remove(&conn);
+            self.with_conn(conn, |c| c.handle_timeout(now));
         }
     }
 
     // ----- outputs -----
 
     /// The next thing the adapter must do, or `None` when there is nothing.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
         self.outputs.pop_front()
     }
 
     /// When [`Server::handle_timeout`] must be called next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     // ----- internals -----
 
-    fn conn(&self, id: ConnId) -> Option<&Conn> {
-        let slot = self.slots.get(id.index())?;
-        if slot.generation != id.generation() {
-            return None;
+    /// Runs `input` on a live connection, then carries out its outputs.
+    fn with_conn(&mut self, conn: ConnId, input: impl FnOnce(&mut Connection)) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        input(c);
+        self.after(conn);
+    }
+
+    /// Carries out a connection's outputs (joining the router, subscribing,
+    /// closing), then schedules its next timer.
+    fn after(&mut self, id: ConnId) {
+        let mut closed = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Some(output) = conn.poll_output() else {
+                break;
+            };
+            let info = conn.info().clone();
+            match output {
+                ConnOutput::Transmit(frame) => self
+                    .outputs
+                    .push_back(ServerOutput::Transmit { conn: id, frame }),
+                ConnOutput::Close { code, reason } => {
+                    closed = true;
+                    self.outputs.push_back(ServerOutput::Close {
+                        conn: id,
+                        code,
+                        reason,
+                    });
+                }
+                ConnOutput::Ping => self.outputs.push_back(ServerOutput::Ping { conn: id }),
+                ConnOutput::Authenticate { ticket, data } => self
+                    .outputs
+                    .push_back(ServerOutput::Authenticate { ticket, info, data }),
+                ConnOutput::Invoke {
+                    ticket,
+                    function,
+                    args,
+                } => self.outputs.push_back(ServerOutput::Invoke {
+                    ticket,
+                    function,
+                    info,
+                    args,
+                }),
+                ConnOutput::Authorize { ticket } => self
+                    .outputs
+                    .push_back(ServerOutput::Authorize { ticket, info }),
+                ConnOutput::Join { ticket, info } => self.join(ticket, info),
+                ConnOutput::Subscribe { ticket } => self.subscribe(ticket),
+                ConnOutput::Unsubscribe(sub) => {
+                    let gone = self.router.unsubscribe(id, &sub.event, &sub.tags);
+                    self.unsubscribe_topics(gone);
+                }
+                ConnOutput::AuthTimedOut => {
+                    self.outputs.push_back(ServerOutput::AuthTimedOut { info })
+                }
+                ConnOutput::PeerSilent => self.outputs.push_back(ServerOutput::PeerSilent { info }),
+            }
         }
-        slot.conn.as_ref()
-    }
-
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        let slot = self.slots.get_mut(id.index())?;
-        if slot.generation != id.generation() {
-            return None;
+        if closed {
+            if let Some(c) = self.conns.remove(&id) {
+                self.forget(c);
+            }
+            return;
         }
-        slot.conn.as_mut()
+        let next = self.conns.get(&id).and_then(|c| c.poll_timeout());
+        match next {
+            Some((at, _)) if self.scheduled.get(&id) != Some(&at) => {
+                self.scheduled.insert(id, at);
+                self.timers.push(Reverse((at, id)));
+            }
+            Some(_) => {}
+            None => {
+                self.scheduled.remove(&id);
+            }
+        }
     }
 
-    fn live_conns(&self) -> impl Iterator<Item = &Conn> + '_ {
-        self.slots.iter().filter_map(|s| s.conn.as_ref())
+    /// A connection is gone: out of the router, its topics released.
+    fn forget(&mut self, conn: Connection) {
+        self.scheduled.remove(&conn.id());
+        if let Some(((), gone)) = self.router.remove(conn.id()) {
+            self.unsubscribe_topics(gone);
+        }
+        self.outputs.push_back(ServerOutput::Disconnected {
+            info: conn.info().clone(),
+        });
     }
 
-    fn check_broker(&self) -> Result<(), RtmError> {
-        if self.config.broker && !self.broker_up {
-            return Err(RtmError::new(
+    fn join(&mut self, ticket: JoinTicket, info: Arc<ConnInfo>) {
+        let user = info.user_id().map(str::to_owned);
+        if let Some(topic) = self.router.join(info) {
+            self.outputs
+                .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
+        }
+        // The reply waits for the user's topic while the broker is up; while it
+        // is down the topic stays wanted and authentication goes on without it.
+        let unconfirmed = user
+            .and_then(|user| self.router.user_topic(&user))
+            .filter(|topic| self.router.broker_up() && !self.router.is_confirmed(topic));
+        match unconfirmed {
+            Some(topic) => self.wait(Waiter::Join(ticket), vec![topic]),
+            None => self.settle(Waiter::Join(ticket), None),
+        }
+    }
+
+    fn subscribe(&mut self, ticket: SubscribeTicket) {
+        let subscribed = self
+            .router
+            .subscribe(ticket.conn(), ticket.event(), ticket.tags());
+        let subscribed = match subscribed {
+            Ok(subscribed) => subscribed,
+            Err(err) => return self.answer(ticket, Err(err)),
+        };
+        for topic in &subscribed.new_topics {
+            self.outputs
+                .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(
+                    topic.clone(),
+                )));
+        }
+        let waiter = Waiter::Subscribe {
+            ticket,
+            added: subscribed.added,
+        };
+        if subscribed.unconfirmed.is_empty() {
+            self.settle(waiter, None);
+        } else if !self.router.broker_up() {
+            let failure = RtmError::new(
                 ErrorCode::BrokerUnavailable,
-                "the broker is down; nothing was sent",
-            ));
+                "the broker is down: this subscription needs a new topic",
+            );
+            self.settle(waiter, Some(failure));
+        } else {
+            self.wait(waiter, subscribed.unconfirmed);
         }
-        Ok(())
     }
 
-    /// Counts one more in-flight request, or `None` at the limit.
-    fn take_slot(&mut self, conn: ConnId) -> Option<Arc<ConnInfo>> {
-        let max = self.config.limits.max_in_flight;
-        let c = self.conn_mut(conn)?;
-        if c.in_flight >= max {
-            return None;
-        }
-        c.in_flight += 1;
-        Some(c.info.clone())
-    }
-
-    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
-        self.outputs
-            .push_back(ServerOutput::Transmit { conn, frame });
-    }
-
-    fn reply_error(&mut self, conn: ConnId, id: &RequestId, err: RtmError) {
-        self.transmit(conn, frame::encode_error_reply(id, &err));
-    }
-
-    fn reply_unauthenticated(&mut self, conn: ConnId, id: &RequestId) {
-        self.reply_error(
-            conn,
+    fn wait(&mut self, waiter: Waiter, topics: Vec<Topic>) {
+        self.next_waiter += 1;
+        let id = self.next_waiter;
+        self.waiting.insert(
             id,
-            RtmError::new(ErrorCode::Unauthenticated, "authenticate first"),
+            Waiting {
+                waiter,
+                remaining: topics.len(),
+            },
         );
-    }
-
-    fn reply_too_many(&mut self, conn: ConnId, id: &RequestId) {
-        let max = self.config.limits.max_in_flight;
-        self.reply_error(
-            conn,
-            id,
-            RtmError::new(
-                ErrorCode::TooManyRequests,
-                format!("more than {max} requests in flight"),
-            ),
-        );
-    }
-
-    fn topic_change(&mut self, change: Option<Change>) {
-        if !self.config.broker {
-            return;
+        for topic in topics {
+            self.by_topic.entry(topic).or_default().push(id);
         }
-        let command = match change {
-            Some(Change::Subscribe(topic)) => BrokerCommand::Subscribe(topic),
-            Some(Change::Unsubscribe(topic)) => BrokerCommand::Unsubscribe(topic),
-            None => return,
-        };
-        self.outputs.push_back(ServerOutput::Broker(command));
     }
 
-    fn add_subscription(&mut self, conn: ConnId, sub: &PushSub) {
-        for tag in &sub.tags {
-            if let Some((event, tag, change)) = self.routing.add_push(&sub.event, tag, conn) {
-                if let Some(c) = self.conn_mut(conn) {
-                    c.subs.push((event, tag));
+    /// Completes a waiting acknowledgement; a failed subscribe undoes itself.
+    fn settle(&mut self, waiter: Waiter, failure: Option<RtmError>) {
+        match waiter {
+            Waiter::Join(ticket) => {
+                let conn = ticket.conn();
+                self.with_conn(conn, |c| c.handle_joined(ticket));
+            }
+            Waiter::Subscribe { ticket, added } => match failure {
+                None => self.answer(ticket, Ok(())),
+                Some(err) => {
+                    let gone = self
+                        .router
+                        .unsubscribe(ticket.conn(), ticket.event(), &added);
+                    self.unsubscribe_topics(gone);
+                    self.answer(ticket, Err(err));
                 }
-                self.topic_change(change);
-            }
+            },
         }
     }
 
-    fn remove_subscription(&mut self, conn: ConnId, event: &str, tag: &str) {
-        if let Some(change) = self.routing.remove_push(event, tag, conn) {
-            if let Some(c) = self.conn_mut(conn) {
-                c.subs.retain(|(e, t)| !(&**e == event && &**t == tag));
-            }
-            self.topic_change(change);
-        }
+    fn answer(&mut self, ticket: SubscribeTicket, result: Result<(), RtmError>) {
+        let conn = ticket.conn();
+        self.with_conn(conn, |c| c.handle_subscribe_result(ticket, result));
     }
 
-    fn deliver_user(&mut self, user: &str, frame: &Bytes) -> usize {
-        let mut sent = 0;
-        for conn in self.routing.user_conns(user) {
-            self.outputs.push_back(ServerOutput::Transmit {
-                conn,
-                frame: frame.clone(),
-            });
-            sent += 1;
+    fn unsubscribe_topics(&mut self, topics: Vec<Topic>) {
+        for topic in topics {
+            self.outputs
+                .push_back(ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)));
         }
-        sent
     }
-
-    fn deliver_push<S: AsRef<str>>(&mut self, event: &str, tags: &[S], frame: &Bytes) -> usize {
-        self.mark += 1;
-        let mark = self.mark;
-        let mut sent = 0;
-        for tag in tags {
-            for conn in self.routing.push_holders(event, tag.as_ref()) {
-                let Some(slot) = self.slots.get_mut(conn.index()) else {
-                    continue;
-                };
-                let Some(c) = slot.conn.as_mut() else {
-                    continue;
-                };
-                if c.mark == mark {
-                    continue;
-                }
-                c.mark = mark;
-                self.outputs.push_back(ServerOutput::Transmit {
-                    conn,
-                    frame: frame.clone(),
-                });
-                sent += 1;
-            }
-        }
-        sent
-    }
-
-    fn close(&mut self, conn: ConnId, code: CloseCode, reason: &'static str) {
-        if self.conn(conn).is_none() {
-            return;
-        }
-        self.outputs
-            .push_back(ServerOutput::Close { conn, code, reason });
-        self.drop_conn(conn);
-    }
-
-    fn drop_conn(&mut self, conn: ConnId) {
-        let Some(slot) = self.slots.get_mut(conn.index()) else {
-            return;
-        };
-        if slot.generation != conn.generation() {
-            return;
-        }
-        let Some(c) = slot.conn.take() else { return };
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(conn.index() as u32);
-        self.live -= 1;
-        if let Some(user) = c.info.user_id() {
-            let change = self.routing.remove_user(user, conn);
-            self.topic_change(change);
-        }
-        for (event, tag) in &c.subs {
-            if let Some(change) = self.routing.remove_push(event, tag, conn) {
-                self.topic_change(change);
-            }
-        }
-        self.outputs
-            .push_back(ServerOutput::Disconnected { info: c.info });
-    }
-}
-
-/// Whether JavaScript reads this value as false (`null`, `false`, `0`, `""`).
-fn is_js_falsy(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::Null | serde_json::Value::Bool(false) => true,
-        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
-        serde_json::Value::String(s) => s.is_empty(),
-        _ => false,
-    }
-}
-
-fn reply_true(id: &RequestId) -> Bytes {
-    frame::encode_reply(id, &true).unwrap_or_default()
 }

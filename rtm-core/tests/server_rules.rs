@@ -931,7 +931,8 @@ fn broker_message_to_user_delivered_to_each_local_conn_once() {
 fn broker_message_on_an_unknown_topic_is_dropped() {
     let mut h = Harness::with_broker();
     h.open_as("alice");
-    let payload = Envelope::encode("s2", 1, None, &Bytes::from_static(b"{}"));
+    let frame = Bytes::from_static(br#"{"event":"e","data":[]}"#);
+    let payload = Envelope::encode("s2", 1, None, &frame);
     let topic = Topic::user("rtm", "carol");
     assert_eq!(
         h.server.handle_broker_message(topic.as_str(), payload),

@@ -24,6 +24,7 @@ pub mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
+pub mod websocket;
 #[cfg(feature = "tungstenite")]
 pub mod ws;
 

@@ -1,4 +1,4 @@
-//! The outbound queue bound, at its edge, with an in-memory transport whose
+//! The outbound bound (in bytes), at its edge, with an in-memory transport whose
 //! sink never accepts a write (a peer that stopped reading).
 mod common;
 
@@ -40,10 +40,12 @@ fn emit(server: &ServerHandle) -> usize {
 }
 
 #[tokio::test]
-async fn a_connection_holds_exactly_outbound_queue_frames_beyond_the_one_being_written() {
+async fn a_connection_holds_exactly_max_outbound_bytes_beyond_the_frame_being_written() {
     const BOUND: usize = 4;
+    /// What `emit` sends.
+    const FRAME: &str = r#"{"event":"tick","data":[1]}"#;
     let server = ServerBuilder::new()
-        .outbound_queue(BOUND)
+        .max_outbound_bytes(BOUND * FRAME.len())
         .heartbeat(None)
         .start(Arc::new(TokioRuntime::current()));
     let waiting = Arc::new(AtomicBool::new(false));
@@ -61,7 +63,7 @@ async fn a_connection_holds_exactly_outbound_queue_frames_beyond_the_one_being_w
         waiting.load(Ordering::SeqCst)
     })
     .await;
-    // Exactly BOUND more fit in the queue.
+    // Exactly BOUND more fit in the bound.
     for _ in 0..BOUND {
         assert_eq!(emit(&server), 1);
     }

@@ -134,13 +134,16 @@ async fn with_a_write_delay_frames_queued_during_the_wait_share_one_flush() {
     assert_eq!(log.lock().unwrap().len(), 6);
 }
 
+/// The frame `emit("tick", [n])` sends for a one-digit `n`.
+const TICK_FRAME: &str = r#"{"event":"tick","data":[0]}"#;
+
 #[tokio::test]
 async fn a_slow_consumer_close_does_not_wait_for_the_write_delay() {
-    // A queue of 2 frames and a delay far beyond the test's timeout: the
-    // third frame overflows the queue, and the close must go out at once.
+    // A bound of 2 frames and a delay far beyond the test's timeout: the
+    // third frame passes the bound, and the close must go out at once.
     let server = ServerBuilder::new()
         .heartbeat(None)
-        .outbound_queue(2)
+        .max_outbound_bytes(2 * TICK_FRAME.len())
         .write_delay(Duration::from_secs(60))
         .start(Arc::new(TokioRuntime::current()));
     let (peer, incoming) = futures_channel::mpsc::unbounded::<Incoming>();

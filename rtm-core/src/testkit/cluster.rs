@@ -20,7 +20,7 @@ use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnMeta};
 use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
-use crate::server::{OpenError, Server, ServerOutput};
+use crate::server::{BrokerCommand, OpenError, Server, ServerOutput};
 
 /// What one in-memory connection received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +72,9 @@ pub struct Cluster<A: App = super::TokenApp> {
     app: A,
     now: Instant,
     auto_settle: bool,
+    /// Subscribes the broker carried out and has not confirmed to their server yet.
+    unconfirmed: std::collections::VecDeque<(usize, crate::topic::Topic)>,
+    auto_confirm: bool,
 }
 
 impl<A: App> Cluster<A> {
@@ -114,6 +117,8 @@ impl<A: App> Cluster<A> {
             app,
             now: Instant::now(),
             auto_settle: true,
+            unconfirmed: std::collections::VecDeque::new(),
+            auto_confirm: true,
         }
     }
 
@@ -312,6 +317,34 @@ impl<A: App> Cluster<A> {
     }
 
     fn drain_outputs(&mut self, index: usize) {
+        loop {
+            self.drain_once(index);
+            if !self.auto_confirm || !self.confirm_one() {
+                return;
+            }
+        }
+    }
+
+    /// Confirms the oldest subscribe the broker carried out to its server
+    /// (which may acknowledge subscriptions waiting for it). Returns `false`
+    /// when none is waiting.
+    pub fn confirm_one(&mut self) -> bool {
+        let Some((server, topic)) = self.unconfirmed.pop_front() else {
+            return false;
+        };
+        self.servers[server].handle_topic_subscribed(&topic, true);
+        self.drain_once(server);
+        true
+    }
+
+    /// Off: subscribes reach the broker at once but are confirmed to their
+    /// server only by [`Cluster::confirm_one`] (on by default: confirmed as
+    /// soon as they are made).
+    pub fn set_auto_confirm(&mut self, on: bool) {
+        self.auto_confirm = on;
+    }
+
+    fn drain_once(&mut self, index: usize) {
         let server = &mut self.servers[index];
         while let Some(output) = server.poll_output() {
             match output {
@@ -351,7 +384,12 @@ impl<A: App> Cluster<A> {
                 ServerOutput::AuthTimedOut { info } => self.app.auth_timed_out(&info),
                 ServerOutput::PeerSilent { .. } => {}
                 ServerOutput::Disconnected { info } => self.app.disconnected(&info),
-                ServerOutput::Broker(command) => self.broker.apply(index, command),
+                ServerOutput::Broker(command) => {
+                    if let BrokerCommand::Subscribe(topic) = &command {
+                        self.unconfirmed.push_back((index, topic.clone()));
+                    }
+                    self.broker.apply(index, command);
+                }
             }
         }
     }

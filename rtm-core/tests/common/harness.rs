@@ -49,6 +49,11 @@ pub struct Harness {
     pub hold_auth: bool,
     /// Keep authorize tickets in `held_authorize` instead of running the fixture's authorizer.
     pub hold_authorize: bool,
+    /// Keep broker subscribes unconfirmed in `held_topics` instead of
+    /// confirming each as soon as it is output (as a broker that is up does).
+    pub hold_topics: bool,
+    /// Broker subscribes not yet confirmed (with `hold_topics`).
+    pub held_topics: Vec<rtm_core::Topic>,
     /// Invokes not run (with `hold_calls`), with their function names.
     pub held_calls: Vec<(CallTicket, String)>,
     /// Auth requests not decided (with `hold_auth`).
@@ -74,6 +79,8 @@ impl Harness {
             hold_calls: false,
             hold_auth: false,
             hold_authorize: false,
+            hold_topics: false,
+            held_topics: Vec::new(),
             held_calls: Vec::new(),
             held_auth: Vec::new(),
             held_authorize: Vec::new(),
@@ -262,6 +269,15 @@ impl Harness {
                             }
                         }
                     }
+                }
+                ServerOutput::Broker(BrokerCommand::Subscribe(topic)) => {
+                    if self.hold_topics {
+                        self.held_topics.push(topic.clone());
+                    } else {
+                        self.server.handle_topic_subscribed(&topic, true);
+                    }
+                    self.notices
+                        .push(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
                 }
                 other => self.notices.push(other),
             }

@@ -211,9 +211,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Frames queued per connection before it is closed as a slow consumer (default 1024).
-    pub fn outbound_queue(mut self, frames: usize) -> Self {
-        self.config.limits.outbound_queue = frames.max(1);
+    /// Bytes queued for one connection and not yet written to its socket
+    /// before it is closed 1013 `rtm/slow-consumer` (default 1 MiB).
+    pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
+        self.config.limits.max_outbound_bytes = bytes.max(1);
         self
     }
 

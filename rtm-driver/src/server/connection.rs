@@ -55,9 +55,18 @@ impl ServerHandle {
         // preallocates every slot, which would cost ~48 KiB per idle connection.
         let (queue, queue_rx) = async_channel::unbounded();
         let (urgent, urgent_rx) = async_channel::bounded(1);
+        let queued_bytes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = queued_bytes.clone();
         let opened = shared.with_inner(|inner| {
             let conn = inner.core.handle_open(meta, Instant::now())?;
-            inner.conns.insert(conn, ConnSender { queue, urgent });
+            inner.conns.insert(
+                conn,
+                ConnSender {
+                    queue,
+                    urgent,
+                    queued_bytes,
+                },
+            );
             Ok::<_, rtm_core::OpenError>((conn, inner.core.conn_info(conn).cloned()))
         });
         let conn = match opened {
@@ -101,6 +110,9 @@ impl ServerHandle {
                     let mut waited = false;
                     loop {
                         let closing = matches!(message, Outgoing::Close(..));
+                        if let Outgoing::Text(frame) = &message {
+                            written.fetch_sub(frame.len(), Ordering::Relaxed);
+                        }
                         outgoing.feed(message).await.map_err(|_| ())?;
                         if closing {
                             let _ = outgoing.flush().await;

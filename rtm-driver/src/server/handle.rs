@@ -33,6 +33,8 @@ const MAX_BROKER_EVENTS_PER_LOCK: usize = 256;
 pub(crate) struct ConnSender {
     pub(crate) queue: async_channel::Sender<Outgoing>,
     pub(crate) urgent: async_channel::Sender<Outgoing>,
+    /// Bytes of text frames queued and not yet handed to the socket.
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
 }
 
 pub(crate) struct Inner {
@@ -371,9 +373,17 @@ impl ServerHandle {
                     }
                 }
                 let result = match &command {
-                    BrokerCommand::Subscribe(topic) => broker.subscribe(topic).await,
+                    BrokerCommand::Subscribe(topic) => {
+                        let result = broker.subscribe(topic).await;
+                        // Subscriptions waiting for this topic are acknowledged now.
+                        let ok = result.is_ok();
+                        handle
+                            .shared
+                            .with_core(|core| core.handle_topic_subscribed(topic, ok));
+                        result
+                    }
                     BrokerCommand::Unsubscribe(topic) => broker.unsubscribe(topic).await,
-                    BrokerCommand::Publish { .. } => Ok(()),
+                    _ => Ok(()),
                 };
                 if let Err(err) = result {
                     failed(err, &command);
@@ -477,10 +487,14 @@ impl Shared {
                     let Some(sender) = inner.conns.get(&conn) else {
                         continue;
                     };
-                    if sender.queue.len() >= self.config.limits.outbound_queue {
-                        tracing::warn!(%conn, "slow consumer: outbound queue full");
+                    let queued = sender.queued_bytes.load(Ordering::Relaxed);
+                    if queued + frame.len() > self.config.limits.max_outbound_bytes {
+                        tracing::warn!(%conn, queued, "slow consumer: outbound bound passed");
                         inner.core.handle_slow_consumer(conn);
                     } else {
+                        sender
+                            .queued_bytes
+                            .fetch_add(frame.len(), Ordering::Relaxed);
                         let _ = sender.queue.try_send(Outgoing::Text(frame));
                     }
                 }
@@ -489,7 +503,8 @@ impl Shared {
                     if let Some(sender) = inner.conns.remove(&conn) {
                         let close = Outgoing::Close(code.0, reason.to_owned());
                         // Behind a full queue (a slow consumer) the close jumps the line.
-                        if sender.queue.len() >= self.config.limits.outbound_queue {
+                        let queued = sender.queued_bytes.load(Ordering::Relaxed);
+                        if queued >= self.config.limits.max_outbound_bytes / 2 {
                             let _ = sender.urgent.try_send(close);
                         } else {
                             let _ = sender.queue.try_send(close);
@@ -569,6 +584,7 @@ impl Shared {
                         let _ = tx.try_send(command);
                     }
                 }
+                _ => {}
             }
         }
     }

@@ -1,0 +1,734 @@
+//! One connection's protocol state: [`Connection`].
+//!
+//! It owns what belongs to a single socket — the auth phase and its deadline,
+//! the requests in flight and their limit, the heartbeat — and turns text
+//! frames into replies and into work for the adapter ([`ConnOutput`]). What
+//! several connections share (who holds which user and push subscription,
+//! broker topics, Emit / Publish / Push) is the [`Router`](crate::Router)'s.
+//! An adapter can therefore run each connection on its own task with no lock
+//! on the call path.
+//!
+//! # Driving it
+//!
+//! Methods come in four groups, called in this order:
+//!
+//! 1. **inputs** (`handle_*`): a frame arrived, a handler finished, time passed;
+//! 2. **commands**: [`Connection::close`];
+//! 3. **outputs**: after every input or command, drain
+//!    [`Connection::poll_output`] until `None`;
+//! 4. **timer**: call [`Connection::handle_timeout`] at
+//!    [`Connection::poll_timeout`] (or when the next input comes).
+//!
+//! Time is passed in and must not go backwards.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use rtm_core::{ConnId, ConnMeta, ServerConfig};
+//! use rtm_core::connection::{ConnOutput, Connection, Functions};
+//!
+//! let mut functions = Functions::default();
+//! let echo = functions.register("echo");
+//! let now = Instant::now();
+//! let mut conn = Connection::new(
+//!     ConnId::from_u64(1),
+//!     ConnMeta::default(),
+//!     Arc::new(ServerConfig::new("s1")),
+//!     Arc::new(functions),
+//!     now,
+//! );
+//! conn.handle_text(Bytes::from_static(br#"{"id":"1","type":"invoke","function":"echo","data":["hi"]}"#), now);
+//! let Some(ConnOutput::Invoke { ticket, function, args }) = conn.poll_output() else { panic!() };
+//! assert_eq!(function, echo);
+//! let (text,): (String,) = args.deserialize().unwrap();
+//! conn.handle_call_result(ticket, Ok(&text));
+//! let Some(ConnOutput::Transmit(frame)) = conn.poll_output() else { panic!() };
+//! assert_eq!(&frame[..], br#"{"id":"1","data":"hi"}"#);
+//! ```
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::ServerConfig;
+use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
+use crate::error::{CloseCode, ErrorCode, RtmError};
+use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
+
+/// A function registered with [`Functions::register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FunctionId(pub u32);
+
+/// The functions a server serves, by name. Built once at start-up and
+/// shared by every connection.
+#[derive(Debug, Clone, Default)]
+pub struct Functions {
+    ids: HashMap<Box<str>, FunctionId>,
+    names: Vec<Box<str>>,
+}
+
+impl Functions {
+    /// Registers a name; invokes of other names get `rtm/function-not-found`.
+    /// Registering a name twice returns the same id.
+    pub fn register(&mut self, name: &str) -> FunctionId {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = FunctionId(self.names.len() as u32);
+        self.ids.insert(name.into(), id);
+        self.names.push(name.into());
+        id
+    }
+
+    /// The id of a registered name.
+    pub fn id(&self, name: &str) -> Option<FunctionId> {
+        self.ids.get(name).copied()
+    }
+
+    /// The name an id was registered under.
+    pub fn name(&self, id: FunctionId) -> Option<&str> {
+        self.names.get(id.0 as usize).map(|n| &**n)
+    }
+
+    /// How many are registered.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Proof that a function was asked to run; hand it back with the result.
+/// It cannot be cloned, so a call is answered at most once.
+#[derive(Debug)]
+pub struct CallTicket {
+    conn: ConnId,
+    id: RequestId,
+}
+
+impl CallTicket {
+    /// The calling connection.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+    /// The request id being answered.
+    pub fn request_id(&self) -> &RequestId {
+        &self.id
+    }
+}
+
+/// Proof that the authentication handler was asked; hand it back with its decision.
+#[derive(Debug)]
+pub struct AuthTicket {
+    conn: ConnId,
+    id: RequestId,
+}
+
+impl AuthTicket {
+    /// The connection authenticating.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+}
+
+/// An authenticated connection waiting to join its user's routes: hand it
+/// back to [`Connection::handle_joined`] once the router holds it (and,
+/// with a broker, the user's topic is subscribed).
+#[derive(Debug)]
+pub struct JoinTicket {
+    conn: ConnId,
+    reply: Bytes,
+}
+
+impl JoinTicket {
+    /// The connection joining.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+}
+
+/// A push subscription on its way: asked of the authorizer, then added to
+/// the router. Hand it back with the outcome.
+#[derive(Debug)]
+pub struct SubscribeTicket {
+    conn: ConnId,
+    id: RequestId,
+    sub: PushSub,
+}
+
+impl SubscribeTicket {
+    /// The connection subscribing.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+    /// The event of the subscription asked for.
+    pub fn event(&self) -> &str {
+        &self.sub.event
+    }
+    /// The tags of the subscription asked for.
+    pub fn tags(&self) -> &[String] {
+        &self.sub.tags
+    }
+}
+
+/// What a [`Connection`] asks of its adapter, in the order it must be done.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnOutput {
+    /// Send this text frame.
+    Transmit(Bytes),
+    /// Send a close frame with this code and reason; the connection is over
+    /// (later inputs are ignored). Remove it from the router.
+    Close {
+        /// The WebSocket close code.
+        code: CloseCode,
+        /// The close reason.
+        reason: &'static str,
+    },
+    /// Send a WebSocket ping.
+    Ping,
+    /// Run the authentication handler on `data`, then call
+    /// [`Connection::handle_auth_result`].
+    Authenticate {
+        /// Hand it back with the decision.
+        ticket: AuthTicket,
+        /// The `auth` request's `data` array.
+        data: Args,
+    },
+    /// Run the function, then call [`Connection::handle_call_result`].
+    Invoke {
+        /// Hand it back with the result.
+        ticket: CallTicket,
+        /// Which function.
+        function: FunctionId,
+        /// The arguments.
+        args: Args,
+    },
+    /// Ask the subscribe authorizer, then call [`Connection::handle_authorize_result`].
+    Authorize {
+        /// Holds the event and tags; hand it back with the decision.
+        ticket: SubscribeTicket,
+    },
+    /// Authenticated: put the connection (now carrying `info`) in the
+    /// router's user index, then call [`Connection::handle_joined`].
+    Join {
+        /// Hand it back once joined.
+        ticket: JoinTicket,
+        /// The connection's info with its identity.
+        info: Arc<ConnInfo>,
+    },
+    /// Add this subscription to the router (and, with a broker, wait for its
+    /// new topics), then call [`Connection::handle_subscribe_result`].
+    Subscribe {
+        /// Holds the event and tags; hand it back with the outcome.
+        ticket: SubscribeTicket,
+    },
+    /// Remove these (event, tag) pairs of this connection from the router.
+    /// Its reply follows as a `Transmit`.
+    Unsubscribe(PushSub),
+    /// The connection did not authenticate in time (the seed's
+    /// `onAuthTimeout`); a `Close` with 4008 precedes it.
+    AuthTimedOut,
+    /// The peer was silent past the heartbeat deadline; a `Close` precedes it.
+    PeerSilent,
+}
+
+/// Where a connection stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for an `auth` request.
+    Unauthenticated,
+    /// The auth handler, or joining the router, is under way.
+    Authenticating,
+    /// Serving requests.
+    Open,
+    /// Closed; every input is ignored.
+    Closed,
+}
+
+/// One connection's protocol state. See the [module docs](self).
+#[derive(Debug)]
+pub struct Connection {
+    info: Arc<ConnInfo>,
+    config: Arc<ServerConfig>,
+    functions: Arc<Functions>,
+    phase: Phase,
+    /// Ids of the requests in flight (auth, invokes, subscribes): unique per
+    /// connection, and their count is bounded by `max_in_flight`.
+    in_flight: HashSet<RequestId>,
+    last_activity: Instant,
+    auth_deadline: Option<Instant>,
+    next_heartbeat: Option<Instant>,
+    outputs: VecDeque<ConnOutput>,
+}
+
+impl Connection {
+    /// A connection opened at `now`; on a server with authentication it must
+    /// authenticate before `now + auth_timeout`.
+    pub fn new(
+        id: ConnId,
+        meta: ConnMeta,
+        config: Arc<ServerConfig>,
+        functions: Arc<Functions>,
+        now: Instant,
+    ) -> Self {
+        let phase = if config.requires_auth() {
+            Phase::Unauthenticated
+        } else {
+            Phase::Open
+        };
+        Connection {
+            info: Arc::new(ConnInfo {
+                id,
+                meta,
+                identity: None,
+            }),
+            auth_deadline: config.auth_timeout.map(|t| now + t),
+            next_heartbeat: config.heartbeat.map(|hb| now + hb.interval),
+            config,
+            functions,
+            phase,
+            in_flight: HashSet::new(),
+            last_activity: now,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ----- getters -----
+
+    /// Its id.
+    pub fn id(&self) -> ConnId {
+        self.info.id
+    }
+
+    /// What a function, an authorizer or an Emit filter may know about it.
+    pub fn info(&self) -> &Arc<ConnInfo> {
+        &self.info
+    }
+
+    /// Whether it serves requests (authenticated, or on a server without auth).
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Whether it is closed (a `Close` was output).
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Requests in flight: invokes, subscribes being authorized or
+    /// confirmed, and an authentication.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    // ----- inputs -----
+
+    /// A text frame arrived.
+    pub fn handle_text(&mut self, frame: Bytes, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.last_activity = now;
+        if frame.len() > self.config.limits.max_frame_bytes {
+            return self.close(CloseCode::MESSAGE_TOO_BIG, "frame too large");
+        }
+        let request = match frame::parse_request(&frame) {
+            Ok(request) => request,
+            Err(RequestError::Malformed(_)) => {
+                return self.close(CloseCode::INVALID_PAYLOAD, "invalid request")
+            }
+            Err(RequestError::BadRequest { id, message }) => {
+                return self.reply_error(&id, RtmError::bad_request(message))
+            }
+        };
+        match request {
+            Request::Auth { id, data } => self.auth(id, data),
+            Request::Invoke { id, function, args } => self.invoke(id, &function, args),
+            Request::Subscribe { id, sub } => self.subscribe(id, sub),
+            Request::Unsubscribe { id, sub } => self.unsubscribe(id, sub),
+        }
+    }
+
+    /// A binary frame arrived: close 1003.
+    pub fn handle_binary(&mut self) {
+        self.close(
+            CloseCode::UNSUPPORTED_DATA,
+            "binary frames are not supported",
+        );
+    }
+
+    /// The transport refused a message over the size limit: close 1009.
+    pub fn handle_oversized(&mut self) {
+        self.close(CloseCode::MESSAGE_TOO_BIG, "frame too large");
+    }
+
+    /// More than the outbound bound waits for the peer to read: close 1013
+    /// `rtm/slow-consumer`.
+    pub fn handle_slow_consumer(&mut self) {
+        self.close(CloseCode::TRY_AGAIN_LATER, "rtm/slow-consumer");
+    }
+
+    /// Something arrived from the peer (a pong, any frame): it is alive.
+    pub fn handle_activity(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// The authentication handler decided. A user id longer than
+    /// `max_name_bytes` rejects the authentication.
+    pub fn handle_auth_result(&mut self, ticket: AuthTicket, result: Result<Identity, RtmError>) {
+        let AuthTicket { id, .. } = ticket;
+        if !self.in_flight.remove(&id) || self.phase != Phase::Authenticating {
+            return;
+        }
+        let max = self.config.limits.max_name_bytes;
+        let result = result.and_then(|identity| match identity.user_id.len() {
+            len if len > max => Err(RtmError::bad_request(format!(
+                "the user id is {len} bytes, over the limit of {max}"
+            ))),
+            _ => Ok(identity),
+        });
+        match result {
+            Ok(identity) => {
+                let reply = match &identity.data {
+                    // The JS client needs a truthy `data`: every JS-falsy value becomes `true`.
+                    data if is_js_falsy(data) => reply_true(&id),
+                    data => frame::encode_reply(&id, data).unwrap_or_else(|_| reply_true(&id)),
+                };
+                let mut info = ConnInfo::clone(&self.info);
+                info.identity = Some(identity);
+                self.info = Arc::new(info);
+                self.outputs.push_back(ConnOutput::Join {
+                    ticket: JoinTicket {
+                        conn: self.id(),
+                        reply,
+                    },
+                    info: self.info.clone(),
+                });
+            }
+            Err(err) => {
+                self.transmit(frame::encode_auth_rejected(&id, &err.message));
+                self.close(CloseCode::AUTH_REJECTED, "authentication rejected");
+            }
+        }
+    }
+
+    /// The router holds the authenticated connection: it is open, and the
+    /// `auth` request gets its reply.
+    pub fn handle_joined(&mut self, ticket: JoinTicket) {
+        if self.phase != Phase::Authenticating {
+            return;
+        }
+        self.phase = Phase::Open;
+        self.auth_deadline = None;
+        self.transmit(ticket.reply);
+    }
+
+    /// A function finished: its value becomes the reply's `data`, its error
+    /// an error reply. A value that cannot be encoded as JSON becomes `rtm/internal`.
+    pub fn handle_call_result<T: Serialize + ?Sized>(
+        &mut self,
+        ticket: CallTicket,
+        result: Result<&T, RtmError>,
+    ) {
+        let CallTicket { id, .. } = ticket;
+        if !self.in_flight.remove(&id) || self.phase == Phase::Closed {
+            return;
+        }
+        let frame = match result.and_then(|value| frame::encode_reply(&id, value)) {
+            Ok(frame) => frame,
+            Err(err) => frame::encode_error_reply(&id, &err),
+        };
+        self.transmit(frame);
+    }
+
+    /// The subscribe authorizer decided: `Ok` goes on to the router
+    /// ([`ConnOutput::Subscribe`]), `Err` denies (`rtm/forbidden` unless the
+    /// error carries another code).
+    pub fn handle_authorize_result(
+        &mut self,
+        ticket: SubscribeTicket,
+        result: Result<(), RtmError>,
+    ) {
+        if self.phase == Phase::Closed || !self.in_flight.contains(&ticket.id) {
+            return;
+        }
+        match result {
+            Ok(()) => self.outputs.push_back(ConnOutput::Subscribe { ticket }),
+            Err(err) => {
+                self.in_flight.remove(&ticket.id);
+                self.reply_error(&ticket.id, err);
+            }
+        }
+    }
+
+    /// The router took the subscription (and the broker confirmed its new
+    /// topics): reply `true`; or it could not (`rtm/too-many-subscriptions`,
+    /// `rtm/broker-unavailable`): reply with that error.
+    pub fn handle_subscribe_result(
+        &mut self,
+        ticket: SubscribeTicket,
+        result: Result<(), RtmError>,
+    ) {
+        if !self.in_flight.remove(&ticket.id) || self.phase == Phase::Closed {
+            return;
+        }
+        match result {
+            Ok(()) => self.transmit(reply_true(&ticket.id)),
+            Err(err) => self.reply_error(&ticket.id, err),
+        }
+    }
+
+    /// Time passed: the auth deadline and the heartbeat, if due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.auth_deadline.is_some_and(|at| at <= now) && self.phase != Phase::Open {
+            self.close(CloseCode::AUTH_TIMEOUT, "authentication timeout");
+            self.outputs.push_back(ConnOutput::AuthTimedOut);
+            return;
+        }
+        let (Some(at), Some(hb)) = (self.next_heartbeat, self.config.heartbeat) else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        if now.saturating_duration_since(self.last_activity) >= hb.timeout {
+            self.close(CloseCode::GOING_AWAY, "heartbeat timeout");
+            self.outputs.push_back(ConnOutput::PeerSilent);
+            return;
+        }
+        // Next: the next ping, or the silence deadline if that comes first, so
+        // a silent peer is closed at `timeout`, not up to an interval late.
+        self.outputs.push_back(ConnOutput::Ping);
+        self.next_heartbeat = Some((now + hb.interval).min(self.last_activity + hb.timeout));
+    }
+
+    // ----- commands -----
+
+    /// Closes the connection with this code and reason (once).
+    pub fn close(&mut self, code: CloseCode, reason: &'static str) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.in_flight.clear();
+        self.auth_deadline = None;
+        self.next_heartbeat = None;
+        self.outputs.push_back(ConnOutput::Close { code, reason });
+    }
+
+    // ----- outputs -----
+
+    /// The next thing the adapter must do, or `None`.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<ConnOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next, and why.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<(Instant, TimerReason)> {
+        let auth = self
+            .auth_deadline
+            .filter(|_| self.phase != Phase::Open)
+            .map(|at| (at, TimerReason::AuthDeadline));
+        let heartbeat = self.next_heartbeat.map(|at| (at, TimerReason::Heartbeat));
+        match (auth, heartbeat) {
+            (Some(a), Some(h)) => Some(if a.0 <= h.0 { a } else { h }),
+            (a, h) => a.or(h),
+        }
+    }
+
+    // ----- requests -----
+
+    fn auth(&mut self, id: RequestId, data: Args) {
+        match self.phase {
+            Phase::Open if self.config.requires_auth() => self.reply_error(
+                &id,
+                RtmError::new(ErrorCode::AlreadyAuthenticated, "already authenticated"),
+            ),
+            Phase::Open => self.transmit(reply_true(&id)),
+            Phase::Authenticating => self.reply_error(
+                &id,
+                RtmError::bad_request("authentication already in progress"),
+            ),
+            Phase::Unauthenticated => {
+                let max = self.config.limits.max_auth_bytes;
+                if data.as_json().len() > max {
+                    let len = data.as_json().len();
+                    return self.reply_error(
+                        &id,
+                        RtmError::bad_request(format!(
+                            "auth data is {len} bytes, over the limit of {max}"
+                        )),
+                    );
+                }
+                self.phase = Phase::Authenticating;
+                self.in_flight.insert(id.clone());
+                self.outputs.push_back(ConnOutput::Authenticate {
+                    ticket: AuthTicket {
+                        conn: self.id(),
+                        id,
+                    },
+                    data,
+                });
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    fn invoke(&mut self, id: RequestId, function: &str, args: Args) {
+        if self.phase != Phase::Open {
+            return self.reply_unauthenticated(&id);
+        }
+        if let Err(err) = self.check_name("function name", function) {
+            return self.reply_error(&id, err);
+        }
+        let Some(function) = self.functions.id(function) else {
+            let message = format!("no function named '{function}'");
+            return self.reply_error(&id, RtmError::new(ErrorCode::FunctionNotFound, message));
+        };
+        if !self.take_slot(&id) {
+            return;
+        }
+        self.outputs.push_back(ConnOutput::Invoke {
+            ticket: CallTicket {
+                conn: self.id(),
+                id,
+            },
+            function,
+            args,
+        });
+    }
+
+    fn subscribe(&mut self, id: RequestId, sub: PushSub) {
+        if self.phase != Phase::Open {
+            return self.reply_unauthenticated(&id);
+        }
+        if let Err(err) = self.check_sub(&sub) {
+            return self.reply_error(&id, err);
+        }
+        if !self.take_slot(&id) {
+            return;
+        }
+        let ticket = SubscribeTicket {
+            conn: self.id(),
+            id,
+            sub,
+        };
+        self.outputs
+            .push_back(if self.config.authorize_subscriptions {
+                ConnOutput::Authorize { ticket }
+            } else {
+                ConnOutput::Subscribe { ticket }
+            });
+    }
+
+    fn unsubscribe(&mut self, id: RequestId, sub: PushSub) {
+        if self.phase != Phase::Open {
+            return self.reply_unauthenticated(&id);
+        }
+        if let Err(err) = self.check_sub(&sub) {
+            return self.reply_error(&id, err);
+        }
+        self.outputs.push_back(ConnOutput::Unsubscribe(sub));
+        self.transmit(reply_true(&id));
+    }
+
+    // ----- internals -----
+
+    /// Event and tags within their limits, before anything is kept for them.
+    fn check_sub(&self, sub: &PushSub) -> Result<(), RtmError> {
+        frame::check_event_name(&sub.event)?;
+        self.check_name("event name", &sub.event)?;
+        let max = self.config.limits.max_tags_per_request;
+        if sub.tags.len() > max {
+            return Err(RtmError::bad_request(format!(
+                "{} tags in one request, over the limit of {max}",
+                sub.tags.len()
+            )));
+        }
+        sub.tags
+            .iter()
+            .try_for_each(|tag| self.check_name("tag", tag))
+    }
+
+    fn check_name(&self, what: &str, name: &str) -> Result<(), RtmError> {
+        let max = self.config.limits.max_name_bytes;
+        if name.len() > max {
+            return Err(RtmError::bad_request(format!(
+                "the {what} is {} bytes, over the limit of {max}",
+                name.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts one more request in flight; on a duplicate id or at the limit,
+    /// replies with the error and returns `false`.
+    fn take_slot(&mut self, id: &RequestId) -> bool {
+        if self.in_flight.contains(id) {
+            self.reply_error(
+                id,
+                RtmError::bad_request("a request with this id is still in flight"),
+            );
+            return false;
+        }
+        let max = self.config.limits.max_in_flight;
+        if self.in_flight.len() >= max as usize {
+            let message = format!("more than {max} requests in flight");
+            self.reply_error(id, RtmError::new(ErrorCode::TooManyRequests, message));
+            return false;
+        }
+        self.in_flight.insert(id.clone());
+        true
+    }
+
+    fn transmit(&mut self, frame: Bytes) {
+        self.outputs.push_back(ConnOutput::Transmit(frame));
+    }
+
+    fn reply_error(&mut self, id: &RequestId, err: RtmError) {
+        self.transmit(frame::encode_error_reply(id, &err));
+    }
+
+    fn reply_unauthenticated(&mut self, id: &RequestId) {
+        self.reply_error(
+            id,
+            RtmError::new(ErrorCode::Unauthenticated, "authenticate first"),
+        );
+    }
+}
+
+/// Why [`Connection::poll_timeout`] asks to be woken, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerReason {
+    /// The connection must have authenticated by then.
+    AuthDeadline,
+    /// A ping is due, or the silence deadline.
+    Heartbeat,
+}
+
+/// Whether JavaScript reads this value as false (`null`, `false`, `0`, `""`).
+fn is_js_falsy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+pub(crate) fn reply_true(id: &RequestId) -> Bytes {
+    frame::encode_reply(id, &true).unwrap_or_default()
+}
