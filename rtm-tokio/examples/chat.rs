@@ -3,17 +3,32 @@
 //! `cargo run --release -p rtm-tokio --example chat` then open <http://127.0.0.1:7070/>.
 //!
 //! - **Auth:** the user name is the token (1–32 letters, digits, `-`, `_`);
-//!   no password: this is a demo. Several tabs may use the same name.
+//!   no password: this is a demo. Several tabs may use the same name, and
+//!   each tab may be a different user (the page keeps the name per tab).
 //! - **Rooms** are push tags `room:<name>`: the page subscribes to
 //!   `room-message`; `say(room, text)` Pushes `[room, from, text, ts]`.
 //! - **Direct messages** are Publish: `dm(to, text)` sends `dm`
-//!   `[from, text, ts, to]` to `to` and to the sender's other tabs.
+//!   `[from, text, ts, to]` to `to` and to the sender's other tabs, on every
+//!   server of the cluster: any valid name can be reached, online here or not.
 //! - **Presence** is Emit: `presence [names]` to every authenticated
 //!   connection after `hello()` (called by the page right after auth) and
-//!   after a disconnect; `online()` returns the same list.
+//!   after a disconnect; `online()` returns the same list. Per server.
+//! - **Status:** `status()` returns `{cluster, broker, reason}` (`broker`:
+//!   `"none"` without `--redis`, else `"up"` or `"down"`), and the same object
+//!   is emitted as `status [object]` whenever the Redis link goes up or down:
+//!   while it is down, rooms and DMs fail (`rtm/broker-unavailable`).
+//! - **The page** (`chat/`): rooms, DMs started by clicking a name or typing
+//!   one (`@name`), a banner while disconnected or while the Redis link is
+//!   down, a drawer for the side bar on phones. Its browser test, in
+//!   Chromium: `chat/e2e/` (see the README there).
+//!
+//! Errors at start are one line on stderr: exit 1 if the address cannot be
+//! listened on, 2 for a bad argument (including a bad `--redis` URL).
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
@@ -22,6 +37,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
+use rtm_core::broker::BrokerState;
 use rtm_tokio::{
     CallContext, ConnMeta, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
     ServerHandle,
@@ -31,30 +47,54 @@ use serde_json::{json, Value};
 const INDEX_HTML: &str = include_str!("chat/index.html");
 const CHAT_JS: &str = include_str!("chat/chat.js");
 const CHAT_CSS: &str = include_str!("chat/chat.css");
+const FAVICON_SVG: &str = include_str!("chat/favicon.svg");
 
 /// Longest message, in characters.
 const MAX_TEXT_CHARS: usize = 2000;
+/// How often the Redis link's state is looked at (for `status` events).
+const BROKER_POLL: Duration = Duration::from_millis(200);
+/// How long Redis may take to answer at start before a WARN says it does not.
+const BROKER_START_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(about = "RTM chat: a small web chat on rooms (Push), DMs (Publish) and presence (Emit)")]
 struct Cli {
     /// Address to serve the page and the RTM endpoint on.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Redis URL, to share rooms and DMs between several chat servers.
-    #[arg(long)]
+    /// Redis URL (redis://host:port/), to share rooms and DMs between several
+    /// chat servers; comma-separated URLs are the seed nodes of a Redis Cluster.
+    #[arg(long, value_name = "URL")]
     redis: Option<String>,
 }
 
+/// A reason to stop at start: printed as one line `chat: <message>`.
+struct Fatal {
+    exit: u8,
+    message: String,
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    // Bad arguments: clap prints the reason and exits 2.
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            eprintln!("chat: {}", fatal.message);
+            ExitCode::from(fatal.exit)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fatal> {
     let mut builder = Server::builder();
     if let Some(url) = &cli.redis {
         // Push (rooms) and Publish (DMs) then reach users on every chat
@@ -66,16 +106,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             rtm_redis::RedisBrokerConfig::new(url, "chat", &server_id)
         };
-        let broker = rtm_redis::RedisBroker::new(config, rtm_tokio::TokioRuntime::current())?;
+        let broker = rtm_redis::RedisBroker::new(config, rtm_tokio::TokioRuntime::current())
+            .map_err(|err| Fatal {
+                // A bad argument, as clap's: exit 2. The message quotes the
+                // URL with its password hidden.
+                exit: 2,
+                message: format!("--redis: {}", broker_error_text(&err)),
+            })?;
         builder = builder
             .namespace("chat")
             .broker(std::sync::Arc::new(broker));
-        println!("cluster: rooms and DMs shared through {url}");
     }
+    // Bind before starting the RTM server (and its Redis link): a busy port
+    // stops here, with nothing else started.
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|err| Fatal {
+            exit: 1,
+            message: listen_error(cli.listen, &err),
+        })?;
+    let addr = listener.local_addr().map_err(|err| Fatal {
+        exit: 1,
+        message: format!("cannot listen on {}: {err}", cli.listen),
+    })?;
     let (router, rtm) = app(builder);
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-    let addr = listener.local_addr()?;
-    println!("chat on http://{addr}/ (RTM on ws://{addr}/rtm)");
+    if let Some(url) = &cli.redis {
+        let url = redact(url);
+        tracing::info!("cluster: rooms and DMs shared through {url}");
+    }
+    tracing::info!("chat on http://{addr}/ (RTM on ws://{addr}/rtm)");
     let shutdown = async move {
         stop_requested().await;
         tracing::info!("shutting down");
@@ -88,8 +147,66 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await?;
+    .await
+    .map_err(|err| Fatal {
+        exit: 1,
+        message: format!("serving on {addr} failed: {err}"),
+    })?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Why binding `addr` failed, and what to do about it.
+pub fn listen_error(addr: SocketAddr, err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let next = SocketAddr::new(addr.ip(), addr.port().checked_add(1).unwrap_or(7070));
+    match err.kind() {
+        ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr}: address already in use \
+             (another chat running? pick another port with --listen {next})"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "cannot listen on {addr}: permission denied \
+             (ports below 1024 need privileges: pick another with --listen {})",
+            SocketAddr::new(addr.ip(), 7070)
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr}: this machine has no address {} \
+             (use --listen 127.0.0.1:{} for this machine only, or 0.0.0.0:{} for every interface)",
+            addr.ip(),
+            addr.port(),
+            addr.port()
+        ),
+        _ => format!("cannot listen on {addr}: {err}"),
+    }
+}
+
+/// `url` (or comma-separated URLs) with any password shown as `***`.
+fn redact(urls: &str) -> String {
+    let one = |url: &str| -> String {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.to_owned();
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}{tail}")
+            }
+            _ => url.to_owned(),
+        }
+    };
+    urls.split(',').map(one).collect::<Vec<_>>().join(",")
+}
+
+/// A broker error as a sentence, without the Redis client's error kind.
+fn broker_error_text(err: &rtm_core::broker::BrokerError) -> String {
+    use rtm_core::broker::BrokerError;
+    let text = match err {
+        BrokerError::Unavailable(text) | BrokerError::Failed(text) => text,
+    };
+    text.replace(" - InvalidClientConfig", "")
 }
 
 /// Ctrl-C, or SIGTERM (a service manager's stop) on Unix.
@@ -142,6 +259,9 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
         .register("online", |ctx: CallContext, _: Vec<Value>| async move {
             Ok::<_, RtmError>(online(&ctx.server))
         })
+        .register("status", |ctx: CallContext, _: Vec<Value>| async move {
+            Ok::<_, RtmError>(status(&ctx.server))
+        })
         .register("say", say)
         .register("dm", dm)
         .embedded();
@@ -157,6 +277,8 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
         }
     });
 
+    watch_broker(rtm.clone());
+
     let router = Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route(
@@ -164,6 +286,15 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
             get(|| async { asset("text/javascript", CHAT_JS) }),
         )
         .route("/chat.css", get(|| async { asset("text/css", CHAT_CSS) }))
+        // The page links the SVG; /favicon.ico is what browsers ask for unasked.
+        .route(
+            "/favicon.svg",
+            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
+        )
         .route("/rtm", get(upgrade))
         .with_state(rtm.clone());
     (router, rtm)
@@ -199,6 +330,56 @@ async fn dm(ctx: CallContext, (to, text): (String, String)) -> Result<usize, Rtm
         delivered += ctx.server.publish(from, "dm", &args)?;
     }
     Ok(delivered)
+}
+
+/// `status()`: `{cluster, broker, reason}`; `broker` is `"none"` (no
+/// `--redis`), `"up"` or `"down"` (rooms and DMs fail until it is up).
+pub fn status(server: &ServerHandle) -> Value {
+    match server.broker_state() {
+        None => json!({ "cluster": false, "broker": "none", "reason": null }),
+        Some(BrokerState::Up) => json!({ "cluster": true, "broker": "up", "reason": null }),
+        Some(BrokerState::Down { reason }) => {
+            json!({ "cluster": true, "broker": "down", "reason": reason })
+        }
+    }
+}
+
+/// With a broker: emits `status [object]` to every signed-in connection each
+/// time the link goes up or down, and a WARN if Redis does not answer at
+/// start. The server has no hook for broker states; looking every
+/// 200 ms costs one lock.
+fn watch_broker(rtm: ServerHandle) {
+    if rtm.broker_state().is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut emitted: Option<bool> = None;
+        let mut warned = false;
+        let mut tick = tokio::time::interval(BROKER_POLL);
+        while !rtm.is_shutting_down() {
+            tick.tick().await;
+            let now = status(&rtm);
+            let up = now["broker"] == "up";
+            if emitted != Some(up) {
+                emitted = Some(up);
+                if let Err(err) = rtm.emit("status", |_| true, &(&now,)) {
+                    tracing::warn!(%err, "status not sent");
+                }
+            }
+            // The driver logs every change of the link; this says, once,
+            // what a link down at start means for the chat.
+            if !up && !warned && started.elapsed() >= BROKER_START_GRACE {
+                warned = true;
+                let reason = now["reason"].as_str().unwrap_or("");
+                tracing::warn!(
+                    "Redis unreachable ({reason}): Publish (DMs) and Push (rooms) fail \
+                     until it is reachable; retrying in the background"
+                );
+            }
+            warned |= up;
+        }
+    });
 }
 
 /// Emits `presence [names]` to every authenticated connection; returns the names.

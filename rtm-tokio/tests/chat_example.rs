@@ -1,10 +1,13 @@
 //! The chat example's rules over real sockets: the example's `app()` served
 //! by axum on a free port, driven by RTM clients as the page would.
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtm_tokio::{Client, ClientOptions, ErrorCode, RtmError, Server, ServerHandle};
+use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
+use rtm_core::Topic;
+use rtm_tokio::{Client, ClientOptions, ErrorCode, RtmError, Server, ServerBuilder, ServerHandle};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -16,7 +19,11 @@ mod chat;
 
 /// Starts the chat on a free port; returns its address and RTM server.
 async fn start() -> (SocketAddr, ServerHandle) {
-    let (router, rtm) = chat::app(Server::builder());
+    start_with(Server::builder()).await
+}
+
+async fn start_with(builder: ServerBuilder) -> (SocketAddr, ServerHandle) {
+    let (router, rtm) = chat::app(builder);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -57,22 +64,90 @@ async fn next(rx: &mut UnboundedReceiver<Vec<Value>>) -> Vec<Value> {
         .unwrap()
 }
 
+/// A broker whose state the test sets; it sends nothing anywhere.
+#[derive(Default)]
+struct FakeBroker {
+    sink: Mutex<Option<BrokerSink>>,
+    down: Mutex<Option<String>>,
+}
+
+impl FakeBroker {
+    /// Down (with this reason) or up (`None`); tells the server, as a real broker does.
+    fn set_down(&self, reason: Option<&str>) {
+        *self.down.lock().unwrap() = reason.map(str::to_owned);
+        let sink = self.sink.lock().unwrap().clone();
+        if let Some(sink) = sink {
+            sink(BrokerEvent::State(self.state()));
+        }
+    }
+}
+
+impl Broker for FakeBroker {
+    fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>> {
+        sink(BrokerEvent::State(self.state()));
+        *self.sink.lock().unwrap() = Some(sink);
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn publish(&self, _: &Topic, _: bytes::Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn subscribe(&self, _: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn unsubscribe(&self, _: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn state(&self) -> BrokerState {
+        match self.down.lock().unwrap().clone() {
+            Some(reason) => BrokerState::Down { reason },
+            None => BrokerState::Up,
+        }
+    }
+}
+
+/// `GET path`: the whole response (head and body) as text.
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 #[tokio::test]
 async fn page_and_assets_are_served_from_the_binary() {
     let (addr, _rtm) = start().await;
     for (path, needle) in [
         ("/", "<script src=\"/chat.js\">"),
+        ("/", "rel=\"icon\""),
         ("/chat.js", "textContent"),
         ("/chat.css", ".compose"),
+        ("/favicon.svg", "<svg"),
+        ("/favicon.ico", "<svg"),
     ] {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.unwrap();
+        let response = get(addr, path).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
         assert!(response.contains(needle), "{path}");
     }
+    let icon = get(addr, "/favicon.ico").await.to_ascii_lowercase();
+    assert!(icon.contains("content-type: image/svg+xml"), "{icon}");
+}
+
+#[tokio::test]
+async fn a_busy_port_error_names_the_address_and_the_flag_to_change_it() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let err = std::net::TcpListener::bind(addr).unwrap_err();
+    let text = chat::listen_error(addr, &err);
+    let next = format!("127.0.0.1:{}", addr.port() + 1);
+    assert_eq!(
+        text,
+        format!(
+            "cannot listen on {addr}: address already in use \
+             (another chat running? pick another port with --listen {next})"
+        )
+    );
 }
 
 #[tokio::test]
@@ -198,4 +273,75 @@ async fn presence_lists_online_names_after_hello_and_after_a_disconnect() {
     assert_eq!(next(&mut presence).await, [json!(["alice"])]);
     let online: Vec<String> = alice.call_wait("online", &json!([])).await.unwrap();
     assert_eq!(online, ["alice"]);
+}
+
+#[tokio::test]
+async fn dm_reaches_a_name_that_is_not_online_here() {
+    // Presence is per server: the page may start a DM with any valid name
+    // (on another server of a cluster, or nowhere); only the sender's tabs here get it.
+    let (addr, _rtm) = start().await;
+    let bob = user(addr, "bob").await;
+    let (_b, mut to_bob) = listen(&bob, "dm");
+    let delivered: usize = bob
+        .call_wait("dm", &("carol", "are you there?"))
+        .await
+        .unwrap();
+    assert_eq!(delivered, 1);
+    let got = next(&mut to_bob).await;
+    assert_eq!(got[0..2], [json!("bob"), json!("are you there?")]);
+    assert_eq!(got[3], json!("carol"));
+}
+
+#[tokio::test]
+async fn status_without_a_broker_is_none() {
+    let (addr, rtm) = start().await;
+    let alice = user(addr, "alice").await;
+    let status: Value = alice.call_wait("status", &json!([])).await.unwrap();
+    let none = json!({"cluster": false, "broker": "none", "reason": null});
+    assert_eq!(status, none);
+    assert_eq!(chat::status(&rtm), none);
+}
+
+/// The next `status` event equal to `want`, skipping others (the watcher's
+/// first announcement may or may not come after the client subscribed).
+async fn next_status(rx: &mut UnboundedReceiver<Vec<Value>>, want: &Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no status {want} within 5 s"))
+            .unwrap();
+        if got == [want.clone()] {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_follows_the_broker_and_is_emitted_when_the_link_goes_down_and_up() {
+    let broker = Arc::new(FakeBroker::default());
+    let (addr, _rtm) = start_with(Server::builder().broker(broker.clone())).await;
+    let alice = user(addr, "alice").await;
+    let (_s, mut statuses) = listen(&alice, "status");
+    let up = json!({"cluster": true, "broker": "up", "reason": null});
+    let status: Value = alice.call_wait("status", &json!([])).await.unwrap();
+    assert_eq!(status, up);
+
+    broker.set_down(Some("connecting: Connection refused"));
+    let down =
+        json!({"cluster": true, "broker": "down", "reason": "connecting: Connection refused"});
+    next_status(&mut statuses, &down).await;
+    let status: Value = alice.call_wait("status", &json!([])).await.unwrap();
+    assert_eq!(status, down);
+    // Meanwhile rooms and DMs fail, saying why.
+    let err = alice
+        .call_wait::<Value, _>("say", &("lobby", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BrokerUnavailable, "{err}");
+
+    broker.set_down(None);
+    next_status(&mut statuses, &up).await;
+    let delivered: usize = alice.call_wait("say", &("lobby", "back")).await.unwrap();
+    assert_eq!(delivered, 0);
 }
