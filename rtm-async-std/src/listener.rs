@@ -2,21 +2,15 @@
 //! runs it (async-std or smol).
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_net::{AsyncToSocketAddrs, TcpListener};
 use futures_channel::oneshot;
-use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::{select, Either};
-use rtm_driver::runtime::timeout;
-use rtm_driver::ws::{server_ws_config, Upgrade};
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
-
-use crate::ws::serve_websocket;
 
 /// Starting a [`ServerBuilder`] on async-std or smol.
 ///
@@ -93,17 +87,11 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                // TLS (if any) and the WebSocket upgrade share one deadline.
-                let deadline = Instant::now() + handle.transport().handshake_timeout;
                 let handle = handle.clone();
-                // Two tasks, not one with a branch: a task's size is that of its
-                // largest state, and a plain connection must not carry TLS's.
-                #[cfg(feature = "tls")]
-                if let Some(tls) = handle.transport().tls.clone() {
-                    runtime.spawn(Box::pin(accept_tls(handle, tcp, peer, tls, deadline)));
-                    continue;
-                }
-                runtime.spawn(Box::pin(upgrade(handle, tcp, peer, deadline)));
+                // TLS (if any), the WebSocket handshake, then the connection's own task.
+                runtime.spawn(Box::pin(
+                    async move { handle.accept(Box::new(tcp), peer).await },
+                ));
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -112,45 +100,4 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
             }
         }
     }
-}
-
-#[cfg(feature = "tls")]
-async fn accept_tls(
-    handle: ServerHandle,
-    tcp: async_net::TcpStream,
-    peer: SocketAddr,
-    tls: rtm_driver::tls::ServerTls,
-    deadline: Instant,
-) {
-    let acceptor = futures_rustls::TlsAcceptor::from(tls.rustls_config());
-    let left = deadline.saturating_duration_since(Instant::now());
-    match timeout(&**handle.runtime(), left, acceptor.accept(tcp)).await {
-        Some(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
-        Some(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-        None => tracing::debug!(%peer, "TLS handshake timed out"),
-    }
-}
-
-/// The WebSocket upgrade (path check, limits) on a plain or TLS stream, then serving.
-async fn upgrade<S>(handle: ServerHandle, stream: S, peer: SocketAddr, deadline: Instant)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let mut upgrade = Upgrade::new(&handle.transport().path);
-    let config = server_ws_config(&handle);
-    let accept =
-        async_tungstenite::accept_hdr_async_with_config(stream, upgrade.callback(), Some(config));
-    let left = deadline.saturating_duration_since(Instant::now());
-    let socket = match timeout(&**handle.runtime(), left, accept).await {
-        Some(Ok(socket)) => socket,
-        Some(Err(err)) => {
-            tracing::debug!(%peer, %err, "websocket handshake failed");
-            return;
-        }
-        None => {
-            tracing::debug!(%peer, "websocket handshake timed out");
-            return;
-        }
-    };
-    serve_websocket(&handle, socket, upgrade.meta(peer)).await;
 }

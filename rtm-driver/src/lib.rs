@@ -19,6 +19,8 @@
 pub mod client;
 pub mod fixture;
 pub mod function;
+pub mod io;
+pub mod log;
 pub mod runtime;
 pub mod server;
 #[cfg(feature = "tls")]

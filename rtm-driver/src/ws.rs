@@ -1,38 +1,24 @@
-//! The tungstenite glue every tungstenite-based adapter shares (feature
-//! `tungstenite`): WebSocket configuration from the builder's options, the
-//! mapping of tungstenite [`Message`]s to [`Incoming`] / [`Outgoing`], and
-//! the upgrade check (path, 404 otherwise) that builds a connection's
-//! [`ConnMeta`].
+//! The tungstenite glue: the client's WebSocket configuration, the mapping
+//! of tungstenite [`Message`]s to [`Incoming`] / [`Outgoing`] (the client,
+//! and sockets an application upgraded with tungstenite itself), and the
+//! client's server URL check. The server's own listener does not use
+//! tungstenite (see [`crate::websocket`]).
 //!
 //! It depends on `tungstenite` only, not on any async wrapper of it, so
 //! `tokio-tungstenite` (rtm-tokio) and `async-tungstenite` (rtm-async-std)
 //! both plug their streams in here.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rtm_core::{ConnMeta, ErrorCode, RtmError};
 use tungstenite::error::{CapacityError, Error as WsError};
-use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
-use tungstenite::http::{StatusCode, Uri};
+use tungstenite::http::Uri;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
 
 use crate::client::{IncomingStream, OutgoingSink};
 use crate::server::ServerHandle;
 use crate::transport::{Incoming, Outgoing, WriteError};
-
-/// The tungstenite configuration for a server's limits and buffers.
-pub fn server_ws_config(handle: &ServerHandle) -> WebSocketConfig {
-    let max = handle.config().limits.max_frame_bytes;
-    WebSocketConfig::default()
-        .read_buffer_size(handle.transport().read_buffer_bytes)
-        // Frames gather until the writer's flush (up to 16 KiB): one send per burst.
-        .write_buffer_size(16 * 1024)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
 
 /// The tungstenite configuration for a client accepting frames up to `max_frame_bytes`.
 pub fn client_ws_config(max_frame_bytes: usize) -> WebSocketConfig {
@@ -189,52 +175,4 @@ where
             .with(|m| std::future::ready(outgoing(m).map_err(|e| WriteError(e.to_string())))),
     );
     (stream, sink)
-}
-
-/// The server side of one WebSocket upgrade: answers 404 to any path but the
-/// server's, and remembers the request path for the connection's [`ConnMeta`].
-///
-/// ```
-/// use rtm_driver::ws::Upgrade;
-/// let mut upgrade = Upgrade::new("/rtm");
-/// // tokio_tungstenite::accept_hdr_async(tcp, upgrade.callback()) …
-/// let meta = upgrade.meta("127.0.0.1:4000".parse().unwrap());
-/// assert_eq!(meta.path, None); // no request was seen
-/// ```
-#[derive(Debug, Clone)]
-pub struct Upgrade {
-    expected: String,
-    path: Option<String>,
-}
-
-impl Upgrade {
-    /// An upgrade check for a server serving `path` (`ServerHandle::transport().path`).
-    pub fn new(path: &str) -> Upgrade {
-        Upgrade {
-            expected: path.to_owned(),
-            path: None,
-        }
-    }
-
-    /// The handshake callback to give `accept_hdr_async*`: refuses other paths with 404.
-    #[allow(clippy::result_large_err)] // the callback signature is tungstenite's
-    pub fn callback(&mut self) -> impl Callback + Unpin + Send + '_ {
-        move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-            if request.uri().path() != self.expected {
-                let mut refusal = ErrorResponse::new(Some("not found".into()));
-                *refusal.status_mut() = StatusCode::NOT_FOUND;
-                return Err(refusal);
-            }
-            self.path = request.uri().path_and_query().map(|p| p.to_string());
-            Ok(response)
-        }
-    }
-
-    /// The connection's metadata: the peer's address and the request path seen.
-    pub fn meta(self, peer: SocketAddr) -> ConnMeta {
-        ConnMeta {
-            peer_addr: Some(peer),
-            path: self.path,
-        }
-    }
 }

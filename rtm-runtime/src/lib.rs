@@ -117,3 +117,84 @@ impl Runtime for AsyncStdRuntime {
         Box::pin(async_std::task::sleep(duration))
     }
 }
+
+/// A tokio byte stream seen through the `futures-io` traits, which the
+/// server's WebSocket (and TLS) run on for every runtime.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use futures_util::{AsyncReadExt, AsyncWriteExt};
+/// let (a, b) = tokio::io::duplex(64);
+/// let (mut a, mut b) = (rtm_runtime::TokioIo::new(a), rtm_runtime::TokioIo::new(b));
+/// a.write_all(b"hi").await?;
+/// let mut got = [0u8; 2];
+/// b.read_exact(&mut got).await?;
+/// assert_eq!(&got, b"hi");
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub struct TokioIo<T>(T);
+
+#[cfg(feature = "tokio")]
+impl<T> TokioIo<T> {
+    /// Wraps a tokio stream.
+    pub fn new(inner: T) -> Self {
+        TokioIo(inner)
+    }
+
+    /// The tokio stream.
+    pub fn get_ref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for TokioIo<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, &mut read) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(read.filled().len())),
+            std::task::Poll::Ready(Err(err)) => std::task::Poll::Ready(Err(err)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for TokioIo<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

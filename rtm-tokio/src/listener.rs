@@ -1,18 +1,13 @@
 //! A server listening on its own TCP port.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtm_driver::ws::{server_ws_config, Upgrade};
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{ServerBuilder, ServerHandle};
-use tokio::io::{AsyncRead, AsyncWrite};
+use rtm_runtime::{TokioIo, TokioRuntime};
 use tokio::net::{TcpListener, ToSocketAddrs};
-
-use crate::ws::serve_websocket;
-use rtm_runtime::TokioRuntime;
 
 /// Starting a [`ServerBuilder`] on tokio.
 #[allow(async_fn_in_trait)]
@@ -52,17 +47,9 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                // TLS (if any) and the WebSocket upgrade share one deadline.
-                let deadline = tokio::time::Instant::now() + handle.transport().handshake_timeout;
                 let handle = handle.clone();
-                // Two tasks, not one with a branch: a task's size is that of its
-                // largest state, and a plain connection must not carry TLS's.
-                #[cfg(feature = "tls")]
-                if let Some(tls) = handle.transport().tls.clone() {
-                    tokio::spawn(accept_tls(handle, tcp, peer, tls, deadline));
-                    continue;
-                }
-                tokio::spawn(upgrade(handle, tcp, peer, deadline));
+                // TLS (if any), the WebSocket handshake, then the connection's own task.
+                tokio::spawn(async move { handle.accept(Box::new(TokioIo::new(tcp)), peer).await });
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -71,47 +58,4 @@ async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
             }
         }
     }
-}
-
-#[cfg(feature = "tls")]
-async fn accept_tls(
-    handle: ServerHandle,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    tls: rtm_driver::tls::ServerTls,
-    deadline: tokio::time::Instant,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
-    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => upgrade(handle, stream, peer, deadline).await,
-        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-    }
-}
-
-/// The WebSocket upgrade (path check, limits) on a plain or TLS stream, then serving.
-async fn upgrade<S>(
-    handle: ServerHandle,
-    stream: S,
-    peer: SocketAddr,
-    deadline: tokio::time::Instant,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let mut upgrade = Upgrade::new(&handle.transport().path);
-    let config = server_ws_config(&handle);
-    let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, upgrade.callback(), Some(config));
-    let socket = match tokio::time::timeout_at(deadline, accept).await {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, %err, "websocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "websocket handshake timed out");
-            return;
-        }
-    };
-    serve_websocket(&handle, socket, upgrade.meta(peer)).await;
 }

@@ -11,9 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::function::{erase, CallContext, ErasedFunction};
+use crate::function::{erase, CallContext};
 use crate::runtime::{BoxFuture, RuntimeRef};
+use crate::server::handle::Handler;
 use crate::server::handle::ServerHandle;
+use crate::websocket::handshake::AllowedOrigins;
 
 /// Turns the `auth` request's `data` array into an identity, or rejects it.
 pub type AuthHandler =
@@ -23,17 +25,29 @@ pub type AuthHandler =
 pub type Authorizer =
     Arc<dyn Fn(Arc<ConnInfo>, String, Vec<String>) -> BoxFuture<bool> + Send + Sync>;
 
-/// A connection lifecycle hook. Runs under the server lock: keep it quick.
+/// A connection lifecycle hook. It runs on the connection's own task, under
+/// no lock: it may call the server (emit, publish, …); keep it quick, as the
+/// connection waits for it.
 pub type ConnHook = Arc<dyn Fn(&ConnInfo) + Send + Sync>;
 
-/// What the socket side of an adapter reads from the builder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The socket side of a server: how connections are accepted, upgraded,
+/// written and closed.
+#[derive(Debug, Clone)]
 pub struct TransportOptions {
     /// The WebSocket path served (default `/`); other paths get 404.
     pub path: String,
-    /// The WebSocket read buffer per connection (default 1 KiB). Small keeps idle
-    /// connections cheap: the buffer stays resident after the first read.
-    pub read_buffer_bytes: usize,
+    /// Which browser origins may connect (default: any; see
+    /// [`AllowedOrigins`]). Others get 403 before the upgrade.
+    pub allowed_origins: AllowedOrigins,
+    /// The largest handshake request (request line and headers) read, in
+    /// bytes (default 8 KiB); larger gets 431.
+    pub max_handshake_bytes: usize,
+    /// After the server sent a close frame, how many bytes it reads (and
+    /// discards) waiting for the peer's close before giving up (default 16
+    /// MiB): enough for a peer to finish sending an oversized message and
+    /// then read the 1009, bounded so a peer cannot keep a closing
+    /// connection busy.
+    pub close_drain_bytes: usize,
     /// How long graceful shutdown waits for in-flight calls (default 10 s).
     pub shutdown_timeout: Duration,
     /// How long a connection's writer waits, after its first queued frame,
@@ -64,7 +78,9 @@ impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
             path: "/".into(),
-            read_buffer_bytes: 1024,
+            allowed_origins: AllowedOrigins::Any,
+            max_handshake_bytes: 8 * 1024,
+            close_drain_bytes: 16 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
@@ -92,7 +108,7 @@ pub struct ServerBuilder {
     pub(crate) auth_timeout: Duration,
     pub(crate) auth: Option<AuthHandler>,
     pub(crate) authorizer: Option<Authorizer>,
-    pub(crate) functions: HashMap<String, ErasedFunction>,
+    pub(crate) functions: HashMap<String, Handler>,
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) on_connect: Option<ConnHook>,
     pub(crate) on_disconnect: Option<ConnHook>,
@@ -133,7 +149,31 @@ impl ServerBuilder {
         R: Serialize + Send + 'static,
         E: Into<RtmError> + Send + 'static,
     {
-        self.functions.insert(name.to_owned(), erase(handler));
+        let handler = Handler {
+            run: erase(handler),
+            detached: false,
+        };
+        self.functions.insert(name.to_owned(), handler);
+        self
+    }
+
+    /// Registers a function that runs on a task of its own instead of its
+    /// connection's: it is not cancelled when the connection closes (an
+    /// ordinary function is: the connection's task drops it), at the cost of
+    /// a spawned task per call. Use it for work that must finish.
+    pub fn register_detached<F, Fut, A, R, E>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<RtmError> + Send + 'static,
+    {
+        let handler = Handler {
+            run: erase(handler),
+            detached: true,
+        };
+        self.functions.insert(name.to_owned(), handler);
         self
     }
 
@@ -292,9 +332,37 @@ impl ServerBuilder {
         self
     }
 
-    /// The per-connection WebSocket read buffer (default 1 KiB; larger frames are read in several chunks).
-    pub fn read_buffer_bytes(mut self, bytes: usize) -> Self {
-        self.transport.read_buffer_bytes = bytes.max(256);
+    /// Which browser origins may open a connection: a handshake with an
+    /// `Origin` header that is not allowed gets `403 Forbidden` before the
+    /// upgrade (the guard against cross-site WebSocket hijacking). Default:
+    /// any origin, since RTM authenticates with a token the page sends, not
+    /// with a cookie the browser attaches by itself. Requests without an
+    /// `Origin` (non-browser clients) are always allowed.
+    ///
+    /// ```
+    /// use rtm_driver::ServerBuilder;
+    /// use rtm_driver::websocket::handshake::AllowedOrigins;
+    /// let builder = ServerBuilder::new()
+    ///     .allowed_origins(AllowedOrigins::list(["https://chat.example.com"]));
+    /// assert!(!builder.transport().allowed_origins.allows("https://evil.example"));
+    /// ```
+    pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
+        self.transport.allowed_origins = origins;
+        self
+    }
+
+    /// The largest handshake request accepted, in bytes (default 8 KiB;
+    /// larger gets 431).
+    pub fn max_handshake_bytes(mut self, bytes: usize) -> Self {
+        self.transport.max_handshake_bytes = bytes.max(256);
+        self
+    }
+
+    /// How many bytes a closing connection reads and discards while it waits
+    /// for the peer's close frame (default 16 MiB); see
+    /// [`TransportOptions::close_drain_bytes`].
+    pub fn close_drain_bytes(mut self, bytes: usize) -> Self {
+        self.transport.close_drain_bytes = bytes;
         self
     }
 

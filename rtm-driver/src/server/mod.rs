@@ -1,16 +1,19 @@
-//! The server driver: one [`rtm_core::Server`] behind a lock, fed by one
-//! task per connection, a timer task and (with a broker) a broker task.
+//! The server driver: one task per connection, a router they share.
 //!
-//! Every mutation of the core is followed by draining its outputs under the
-//! same lock: frames go to each connection's bounded outbound queue (a full
-//! queue closes that connection as a slow consumer, never blocking the
-//! others), functions and handlers are spawned, broker commands are queued
-//! in order for the broker task.
+//! Each connection's task ([`driver`]) owns its protocol state, its socket
+//! and its running functions; nothing on the call path takes a lock. Emit,
+//! Publish and Push fan out through the shared [`rtm_core::Router`] (behind
+//! a read-write lock) into each target's mailbox. With a broker, one task
+//! carries publishes and topic changes out and another hands messages in.
 
+mod broker_link;
 mod builder;
-mod connection;
+mod driver;
 mod handle;
 mod listening;
+mod mailbox;
+mod serve;
+mod transport;
 
 pub use builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
 pub use handle::ServerHandle;

@@ -1,6 +1,6 @@
 //! The server's own WebSocket transport (RFC 6455), written once for every
 //! runtime: the opening handshake ([`handshake`]) and the framing
-//! ([`codec`]) are sans-IO; [`conn`] runs them over any byte stream.
+//! ([`codec`]) are sans-IO; [`stream`] runs them over any byte stream.
 //!
 //! Why not a WebSocket library's stream: the server must answer a bad
 //! handshake with an HTTP status (not silence), serve the bytes that came in
@@ -12,3 +12,4 @@
 
 pub mod codec;
 pub mod handshake;
+pub mod stream;

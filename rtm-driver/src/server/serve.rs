@@ -1,0 +1,177 @@
+//! Where connections come in: an accepted TCP stream (TLS if configured,
+//! then the WebSocket handshake, then the connection's task), a stream
+//! already upgraded, or the two halves of a socket another library upgraded.
+
+use std::net::SocketAddr;
+
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::{AsyncReadExt, AsyncWriteExt, Sink, SinkExt, Stream};
+use rtm_core::ConnMeta;
+
+use crate::io::BoxIo;
+use crate::runtime::timeout;
+use crate::server::driver::ConnectionDriver;
+use crate::server::handle::ServerHandle;
+use crate::server::transport::Messages;
+use crate::transport::{Incoming, Outgoing};
+use crate::websocket::handshake::{read_request, Handshake, HandshakePolicy};
+use crate::websocket::stream::WebSocketIo;
+
+/// Bytes read per syscall while the handshake request comes in.
+const HANDSHAKE_CHUNK: usize = 1024;
+/// Bytes read and discarded after a refused handshake, at most.
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+
+impl ServerHandle {
+    /// Serves one accepted TCP connection: TLS first when the server has it,
+    /// then the WebSocket handshake (a request that is not a valid upgrade
+    /// gets its HTTP answer: 400, 403, 404, 426 or 431), then the connection
+    /// on a task of its own. TLS and the handshake share one deadline, the
+    /// handshake timeout. Returns once the connection's task is spawned (or
+    /// the handshake failed).
+    pub async fn accept(&self, io: BoxIo, peer: SocketAddr) {
+        let limit = self.shared.transport.handshake_timeout;
+        let runtime = self.shared.runtime.clone();
+        match timeout(&*runtime, limit, self.handshake(io, peer)).await {
+            Some(Some((io, rest, meta))) => self.spawn_upgraded(io, &rest, meta),
+            Some(None) => {}
+            None => tracing::debug!(%peer, "handshake timed out"),
+        }
+    }
+
+    async fn handshake(&self, io: BoxIo, peer: SocketAddr) -> Option<(BoxIo, Vec<u8>, ConnMeta)> {
+        #[cfg(feature = "tls")]
+        let io = match &self.shared.transport.tls {
+            Some(tls) => {
+                let acceptor = futures_rustls::TlsAcceptor::from(tls.rustls_config());
+                match acceptor.accept(io).await {
+                    Ok(stream) => Box::new(stream) as BoxIo,
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "TLS handshake failed");
+                        return None;
+                    }
+                }
+            }
+            None => io,
+        };
+        let transport = &self.shared.transport;
+        let policy = HandshakePolicy {
+            path: transport.path.clone(),
+            origins: transport.allowed_origins.clone(),
+            max_request_bytes: transport.max_handshake_bytes,
+        };
+        upgrade(io, peer, &policy, self).await
+    }
+
+    /// Serves a stream whose WebSocket handshake is done, on a task of its
+    /// own; `already_read` holds the bytes read past the handshake request.
+    pub fn spawn_upgraded(&self, io: BoxIo, already_read: &[u8], meta: ConnMeta) {
+        let Some(driver) = self.upgraded_driver(io, already_read, meta) else {
+            return;
+        };
+        self.shared.runtime.spawn(Box::pin(driver));
+    }
+
+    fn upgraded_driver(
+        &self,
+        io: BoxIo,
+        already_read: &[u8],
+        meta: ConnMeta,
+    ) -> Option<ConnectionDriver<WebSocketIo<BoxIo>>> {
+        let max = self.shared.config.limits.max_frame_bytes;
+        let mut ws = WebSocketIo::new(io, already_read, max);
+        match self.shared.open(meta) {
+            Ok((conn, mailbox)) => Some(ConnectionDriver::new(
+                self.shared.clone(),
+                conn,
+                ws,
+                mailbox,
+            )),
+            Err((code, reason)) => {
+                ws.queue_close(code.0, &reason);
+                let grace = self.shared.transport.close_grace;
+                let runtime = self.shared.runtime.clone();
+                self.shared.runtime.spawn(Box::pin(async move {
+                    let flushed = std::future::poll_fn(|cx| ws.poll_flush(cx));
+                    let _ = timeout(&*runtime, grace, flushed).await;
+                }));
+                None
+            }
+        }
+    }
+
+    /// Serves one WebSocket upgraded by another library (axum, a
+    /// tungstenite stream of your own), given as a stream of [`Incoming`]
+    /// and a sink of [`Outgoing`], until it closes. That library answers
+    /// pings and owns the close handshake.
+    pub async fn serve<In, Out>(&self, incoming: In, mut outgoing: Out, meta: ConnMeta)
+    where
+        In: Stream<Item = Incoming> + Unpin + Send,
+        Out: Sink<Outgoing> + Unpin + Send,
+    {
+        match self.shared.open(meta) {
+            Ok((conn, mailbox)) => {
+                let transport = Messages::new(incoming, outgoing);
+                ConnectionDriver::new(self.shared.clone(), conn, transport, mailbox).await;
+            }
+            Err((code, reason)) => {
+                let _ = outgoing.send(Outgoing::Close(code.0, reason)).await;
+            }
+        }
+    }
+}
+
+/// Reads the handshake request and answers it: `Some` with the stream, the
+/// bytes after the request and the connection's metadata once upgraded.
+async fn upgrade<IO>(
+    mut io: IO,
+    peer: SocketAddr,
+    policy: &HandshakePolicy,
+    server: &ServerHandle,
+) -> Option<(IO, Vec<u8>, ConnMeta)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = Vec::with_capacity(HANDSHAKE_CHUNK);
+    let mut chunk = [0u8; HANDSHAKE_CHUNK];
+    loop {
+        let n = match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match read_request(&buf, policy) {
+            Handshake::Incomplete => continue,
+            Handshake::Upgrade(request, used) => {
+                if io.write_all(&request.accept()).await.is_err() {
+                    return None;
+                }
+                let meta = ConnMeta {
+                    peer_addr: Some(peer),
+                    path: Some(request.target.clone()),
+                };
+                buf.drain(..used);
+                return Some((io, buf, meta));
+            }
+            Handshake::Reject(rejection) => {
+                tracing::debug!(%peer, %rejection, "handshake refused");
+                let _ = io.write_all(&rejection.response()).await;
+                let _ = io.close().await;
+                // Read what the client still sends, so closing does not reset
+                // the connection under the answer before the client reads it.
+                let drain = async {
+                    let mut left = REFUSAL_DRAIN_BYTES;
+                    while left > 0 {
+                        match io.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => left = left.saturating_sub(n),
+                        }
+                    }
+                };
+                let grace = server.shared.transport.close_grace;
+                let _ = timeout(&*server.shared.runtime, grace, drain).await;
+                return None;
+            }
+        }
+    }
+}
