@@ -213,6 +213,17 @@ pub async fn within<F: Future>(what: &str, limit: Duration, future: F) -> F::Out
     }
 }
 
+/// Awaits `future` at most `limit`; `None` when it did not complete.
+pub async fn timeout_opt<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    use futures_util::future::{select, Either};
+    let future = std::pin::pin!(future);
+    let timer = std::pin::pin!(async_io::Timer::after(limit));
+    match select(future, timer).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}
+
 /// [`within`] [`SOON`].
 pub async fn soon<F: Future>(what: &str, future: F) -> F::Output {
     within(what, SOON, future).await

@@ -10,6 +10,8 @@
 //! - [`Fixture`]: an `rtm-fixture` child process, started with flags, killed on drop;
 //! - [`raw_ws`]: a raw WebSocket peer on any executor (exact frames, close
 //!   codes, thousands of sockets) for the adapter scenarios;
+//! - [`raw_tcp`]: a WebSocket peer written byte by byte (malformed frames,
+//!   bad handshakes, split writes; FIN told from reset);
 //! - [`RawConn`]: a hand-rolled protocol client over tokio-tungstenite that sees exact frames;
 //! - [`SocketWire`]: the shared wire-vector interpreter's
 //!   [`Wire`](rtm_core::testkit::vectors::Wire) over a real socket.
@@ -18,6 +20,7 @@
 pub mod adapter;
 pub mod conn;
 pub mod fixture;
+pub mod raw_tcp;
 pub mod raw_ws;
 pub mod wire;
 

@@ -206,6 +206,56 @@ async fn push_across_servers_reaches_each_subscription_once_even_with_several_ma
     pusher_b.expect_nothing().await.unwrap();
 }
 
+/// The acknowledgement of a subscribe promises delivery: a Push sent from
+/// another server the moment the `true` reply arrives reaches the
+/// subscriber, for 10, 50 and 128 tags (the default per-request limit),
+/// ten times each. Also for auth: a Publish right on the auth reply.
+#[tokio::test]
+async fn a_push_sent_right_on_the_subscribe_acknowledgement_is_never_lost() {
+    let cluster = Cluster::new("ack");
+    let (a, b) = (cluster.server(true), cluster.server(true));
+    let mut pusher = user(&a, "pusher").await;
+    let mut lost = Vec::new();
+    for tags in [10usize, 50, 128] {
+        for trial in 0..10 {
+            let event = format!("e{tags}-{trial}");
+            let names: Vec<String> = (0..tags).map(|t| format!("t{t}")).collect();
+            let mut subscriber = user(&b, &format!("s{tags}-{trial}")).await;
+            let id = format!("sub-{tags}-{trial}");
+            let request = json!({"id": id, "type": "subscribe", "event": event, "tags": names});
+            subscriber.send_json(&request).await.unwrap();
+            assert_eq!(
+                subscriber.reply_to(&id).await.unwrap(),
+                json!({"id": id, "data": true})
+            );
+            // Right on the acknowledgement, from the other server.
+            let last = names.last().unwrap();
+            pusher
+                .call_ok("push", json!([event, [last], trial]))
+                .await
+                .unwrap();
+            match subscriber.next_event().await {
+                Ok(got) => assert_eq!(got, json!({"event": event, "data": [trial]})),
+                Err(_) => lost.push((tags, trial)),
+            }
+            subscriber.close().await;
+        }
+    }
+    // The user topic: a Publish sent right on the auth reply arrives too.
+    for trial in 0..10 {
+        let name = format!("fresh{trial}");
+        let mut fresh = user(&b, &name).await;
+        pusher
+            .call_ok("publish", json!([name, "hello", trial]))
+            .await
+            .unwrap();
+        if fresh.next_event().await.is_err() {
+            lost.push((0, trial));
+        }
+    }
+    assert!(lost.is_empty(), "lost (tags, trial): {lost:?}");
+}
+
 #[tokio::test]
 async fn publishes_of_one_publisher_arrive_in_order() {
     let cluster = Cluster::new("order");

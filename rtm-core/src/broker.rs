@@ -73,6 +73,11 @@ pub trait Broker: Send + Sync + 'static {
     /// is called (not when its future is first polled).
     fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Starts receiving `topic`. Kept across reconnects until unsubscribed.
+    ///
+    /// Resolves `Ok` only once the topic is subscribed (the broker confirmed
+    /// it): a server acknowledges a client's subscription then, promising
+    /// that the next event on it arrives. `Err` when that cannot be
+    /// confirmed now (not connected, the command failed).
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Stops receiving `topic`.
     fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;

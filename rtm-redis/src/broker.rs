@@ -454,9 +454,12 @@ impl Broker for RedisBroker {
             if !lock(&shared.topics).insert(topic.clone()) {
                 return Ok(());
             }
-            // Without a connection the driver subscribes it when it reconnects.
+            // Without a connection the driver subscribes it when it reconnects,
+            // but nothing is confirmed now: the caller must not promise delivery.
             let Some(mut conn) = subscriber.clone() else {
-                return Ok(());
+                return Err(BrokerError::Unavailable(
+                    "not connected to Redis: the topic is subscribed once it is back".into(),
+                ));
             };
             let generation = shared.current_generation();
             match conn.subscribe(shared, &topic).await {

@@ -333,7 +333,14 @@ fn deliver(shared: &Shared, topic: &Topic, payload: Bytes, recent: &mut RecentPu
 }
 
 fn broker_state(shared: &Shared, state: &BrokerState) {
-    let was_up = shared.router().broker_up();
+    let up = *state == BrokerState::Up;
+    // The state changes before the log line says so: whoever reads the line
+    // finds Publish and Push behaving as it says.
+    let (was_up, came_up) = {
+        let mut router = shared.router_mut();
+        let was_up = router.broker_up();
+        (was_up, router.handle_broker_state(up))
+    };
     match state {
         BrokerState::Down { reason } => tracing::warn!(
             reason = %clip(reason),
@@ -342,8 +349,6 @@ fn broker_state(shared: &Shared, state: &BrokerState) {
         BrokerState::Up if was_up => tracing::info!("broker up"),
         BrokerState::Up => tracing::info!("broker up again: Publish and Push work"),
     }
-    let up = *state == BrokerState::Up;
-    let came_up = shared.router_mut().handle_broker_state(up);
     let Some(link) = shared.broker.as_ref() else {
         return;
     };

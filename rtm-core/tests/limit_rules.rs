@@ -1,0 +1,238 @@
+//! The limits a client cannot pass, as rules: name lengths, tags per
+//! request, subscriptions per connection, broker topics per server, auth
+//! data, request ids in flight; and what becomes of JSON nested too deep or
+//! strings with lone surrogates (a per-request `rtm/bad-request`).
+
+mod common;
+
+use common::harness::Harness;
+use rtm_core::{Limits, ServerConfig};
+use serde_json::{json, Value};
+
+fn code(frame: &Value) -> &str {
+    frame["data"]["error"]["code"].as_str().unwrap_or("")
+}
+
+fn message(frame: &Value) -> &str {
+    frame["data"]["error"]["message"].as_str().unwrap_or("")
+}
+
+fn with_limits(limits: Limits, broker: bool) -> Harness {
+    Harness::new(ServerConfig {
+        auth_timeout: Some(ServerConfig::DEFAULT_AUTH_TIMEOUT),
+        broker,
+        limits,
+        ..Harness::fixture_config()
+    })
+}
+
+fn subscribe(
+    h: &mut Harness,
+    conn: rtm_core::ConnId,
+    id: &str,
+    event: &str,
+    tags: &[String],
+) -> Value {
+    h.send(
+        conn,
+        json!({"id": id, "type": "subscribe", "event": event, "tags": tags}).to_string(),
+    );
+    h.only_frame(conn)
+}
+
+fn tags(n: usize, prefix: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[test]
+fn names_over_max_name_bytes_are_bad_request_naming_the_limit_and_keep_nothing() {
+    let mut h = with_limits(Limits::default(), true);
+    let c = h.open_as("alice");
+    let at = "e".repeat(255);
+    let over = "e".repeat(256);
+    // A function name.
+    h.send(
+        c,
+        json!({"id": "f", "type": "invoke", "function": over, "data": []}).to_string(),
+    );
+    let reply = h.only_frame(c);
+    assert_eq!(code(&reply), "rtm/bad-request");
+    assert!(message(&reply).contains("limit of 255"), "{reply}");
+    // An event name, then a tag.
+    let before = h.server.index_sizes();
+    let topics_before = h.server.broker_topics().count();
+    for (event, tag) in [
+        (over.clone(), "t".to_owned()),
+        ("e".to_owned(), over.clone()),
+    ] {
+        let reply = subscribe(&mut h, c, "s", &event, &[tag]);
+        assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
+        assert!(
+            message(&reply).contains("256 bytes, over the limit of 255"),
+            "{reply}"
+        );
+    }
+    assert_eq!(h.server.index_sizes(), before, "nothing kept");
+    assert_eq!(
+        h.server.broker_topics().count(),
+        topics_before,
+        "no topic made"
+    );
+    // Exactly at the limit is served.
+    let reply = subscribe(&mut h, c, "ok", &at, std::slice::from_ref(&at));
+    assert_eq!(reply, json!({"id": "ok", "data": true}));
+}
+
+#[test]
+fn a_user_id_over_max_name_bytes_from_the_auth_handler_rejects_the_authentication() {
+    let mut h = Harness::with_auth();
+    let c = h.open();
+    let long = "u".repeat(256);
+    h.send(
+        c,
+        json!({"id": "a", "type": "auth", "data": [format!("user:{long}")]}).to_string(),
+    );
+    let frames = h.take(c);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0].json()["data"], json!(false));
+    assert!(matches!(frames[1], common::harness::Delivery::Close { code, .. } if code.0 == 4003));
+}
+
+#[test]
+fn more_tags_than_max_tags_per_request_is_bad_request() {
+    let mut h = with_limits(Limits::default(), false);
+    let c = h.open_as("alice");
+    let reply = subscribe(&mut h, c, "over", "e", &tags(129, "t"));
+    assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
+    assert!(message(&reply).contains("129 tags"), "{reply}");
+    assert_eq!(h.server.index_sizes().1, 0);
+    let reply = subscribe(&mut h, c, "at", "e", &tags(128, "t"));
+    assert_eq!(reply, json!({"id": "at", "data": true}));
+}
+
+#[test]
+fn subscriptions_past_max_subscriptions_are_refused_whole() {
+    let limits = Limits {
+        max_subscriptions: 10,
+        ..Limits::default()
+    };
+    let mut h = with_limits(limits, false);
+    let c = h.open_as("alice");
+    assert_eq!(
+        subscribe(&mut h, c, "a", "e", &tags(8, "a"))["data"],
+        json!(true)
+    );
+    // 3 more would make 11: none of them is added.
+    let reply = subscribe(&mut h, c, "b", "e", &tags(3, "b"));
+    assert_eq!(code(&reply), "rtm/too-many-subscriptions", "{reply}");
+    assert_eq!(h.server.index_sizes().1, 8, "nothing half-made");
+    // Tags already held do not count twice; 2 more make exactly 10.
+    let mut again = tags(8, "a");
+    again.extend(tags(2, "b"));
+    assert_eq!(subscribe(&mut h, c, "c", "e", &again)["data"], json!(true));
+    assert_eq!(h.server.index_sizes().1, 10);
+}
+
+#[test]
+fn broker_topics_past_max_broker_topics_are_refused_for_the_requester_alone() {
+    let limits = Limits {
+        max_broker_topics: 5,
+        ..Limits::default()
+    };
+    let mut h = with_limits(limits, true);
+    let alice = h.open_as("alice"); // its user topic is the first
+    let bob = h.open_as("bob"); // the second
+    assert_eq!(
+        subscribe(&mut h, alice, "a", "e", &tags(3, "t"))["data"],
+        json!(true)
+    );
+    let reply = subscribe(&mut h, bob, "b", "e", &tags(2, "x"));
+    assert_eq!(code(&reply), "rtm/too-many-subscriptions", "{reply}");
+    // Joining topics that exist is fine.
+    assert_eq!(
+        subscribe(&mut h, bob, "c", "e", &tags(3, "t"))["data"],
+        json!(true)
+    );
+    assert_eq!(h.server.broker_topics().count(), 5);
+}
+
+#[test]
+fn auth_data_over_max_auth_bytes_is_bad_request_and_the_handler_never_runs() {
+    let limits = Limits {
+        max_auth_bytes: 100,
+        ..Limits::default()
+    };
+    let mut h = with_limits(limits, false);
+    h.hold_auth = true;
+    let c = h.open();
+    // `data` is `["user:…"]`: 2 brackets, 2 quotes and the token.
+    let token = |len: usize| format!("user:{}", "u".repeat(len - 9));
+    h.send(
+        c,
+        json!({"id": "big", "type": "auth", "data": [token(101)]}).to_string(),
+    );
+    let reply = h.only_frame(c);
+    assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
+    assert!(h.held_auth.is_empty(), "the handler saw it");
+    h.send(
+        c,
+        json!({"id": "at", "type": "auth", "data": [token(100)]}).to_string(),
+    );
+    assert_eq!(h.held_auth.len(), 1);
+}
+
+#[test]
+fn a_request_id_reused_while_in_flight_is_bad_request_and_free_again_after() {
+    let mut h = Harness::plain();
+    let c = h.open();
+    let sleep = |id: &str| {
+        json!({"id": id, "type": "invoke", "function": "sleep", "data": [50]}).to_string()
+    };
+    h.send(c, sleep("x"));
+    h.send(c, sleep("x"));
+    let reply = h.only_frame(c);
+    assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
+    assert!(message(&reply).contains("in flight"), "{reply}");
+    h.advance(60);
+    assert_eq!(h.only_frame(c), json!({"id": "x", "data": 50}));
+    h.send(c, sleep("x"));
+    h.advance(60);
+    assert_eq!(
+        h.only_frame(c),
+        json!({"id": "x", "data": 50}),
+        "the id is free again"
+    );
+}
+
+#[test]
+fn json_nested_past_serde_jsons_limit_is_a_per_request_bad_request() {
+    // serde_json stops at 128 levels; the connection stays open.
+    let mut h = Harness::plain();
+    let c = h.open();
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    h.send(
+        c,
+        format!(r#"{{"id":"1","type":"invoke","function":"echo","data":[{deep}]}}"#),
+    );
+    let reply = h.only_frame(c);
+    assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
+    assert!(message(&reply).contains("recursion limit"), "{reply}");
+    assert!(h.server.is_open(c));
+}
+
+#[test]
+fn a_lone_surrogate_in_a_string_is_a_per_request_bad_request() {
+    let mut h = Harness::plain();
+    let c = h.open();
+    h.send(
+        c,
+        r#"{"id":"1","type":"invoke","function":"echo","data":["\ud800"]}"#.to_owned(),
+    );
+    assert_eq!(code(&h.only_frame(c)), "rtm/bad-request");
+    h.send(
+        c,
+        r#"{"id":"2","type":"subscribe","event":"\udfff","tags":["a"]}"#.to_owned(),
+    );
+    assert_eq!(code(&h.only_frame(c)), "rtm/bad-request");
+    assert!(h.server.is_open(c));
+}
