@@ -256,6 +256,52 @@ async fn a_push_sent_right_on_the_subscribe_acknowledgement_is_never_lost() {
     assert!(lost.is_empty(), "lost (tags, trial): {lost:?}");
 }
 
+/// Bytes written to Redis by someone else reach no client unless they are
+/// an event: invalid UTF-8, plain text, an object without `data` are
+/// dropped (and logged), and the connection keeps working.
+#[tokio::test]
+async fn broker_messages_that_are_not_events_are_dropped_and_the_user_keeps_its_connection() {
+    let cluster = Cluster::new("junk");
+    let a = cluster.server(true);
+    let mut alice = user(&a, "alice").await;
+    let topic = cluster.user_topic("alice");
+    cluster.wait_subscribed(topic.clone(), 1).await;
+    let header = b"{\"v\":1,\"origin\":\"intruder\",\"seq\":1}\n".to_vec();
+    let bodies: [&[u8]; 3] = [
+        b"{\"event\":\"dm\",\"data\":[\"\xff\xfe\"]}",
+        b"not json at all",
+        b"{\"event\":\"dm\"}",
+    ];
+    let mut con = cluster.client.get_connection().unwrap();
+    for body in bodies {
+        let mut payload = header.clone();
+        payload.extend_from_slice(body);
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(topic.as_str())
+            .arg(payload)
+            .query(&mut con)
+            .unwrap();
+    }
+    let mut good = header.clone();
+    good.extend_from_slice(b"{\"event\":\"dm\",\"data\":[\"real\"]}");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(topic.as_str())
+        .arg(good)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        alice.next_event().await.unwrap(),
+        json!({"event": "dm", "data": ["real"]}),
+        "only the event got through"
+    );
+    assert_eq!(alice.call_ok("echo", json!([1])).await.unwrap(), json!(1));
+    assert!(
+        a.stderr().contains("broker message dropped"),
+        "{}",
+        a.stderr()
+    );
+}
+
 #[tokio::test]
 async fn publishes_of_one_publisher_arrive_in_order() {
     let cluster = Cluster::new("order");

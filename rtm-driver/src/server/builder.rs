@@ -42,6 +42,16 @@ pub struct TransportOptions {
     /// The largest handshake request (request line and headers) read, in
     /// bytes (default 8 KiB); larger gets 431.
     pub max_handshake_bytes: usize,
+    /// Connections from one IP address at once, counting those still in
+    /// their TLS or WebSocket handshake (default: no limit; usually a proxy
+    /// enforces this). Past it, a new connection from that address gets
+    /// `429 Too Many Requests`. Applies to the adapter's own listener.
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections in their TLS or WebSocket handshake at once (default
+    /// 4,096). Handshakes do not count toward `max_connections`; this bounds
+    /// what sockets that connect and stay silent can hold. Past it, a new
+    /// connection is closed at once. Applies to the adapter's own listener.
+    pub max_handshakes: usize,
     /// After the server sent a close frame, how many bytes it reads (and
     /// discards) waiting for the peer's close before giving up (default 16
     /// MiB): enough for a peer to finish sending an oversized message and
@@ -81,6 +91,8 @@ impl Default for TransportOptions {
             allowed_origins: AllowedOrigins::Any,
             max_handshake_bytes: 8 * 1024,
             close_drain_bytes: 16 * 1024 * 1024,
+            max_connections_per_ip: None,
+            max_handshakes: 4096,
             shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
@@ -355,6 +367,21 @@ impl ServerBuilder {
     /// larger gets 431).
     pub fn max_handshake_bytes(mut self, bytes: usize) -> Self {
         self.transport.max_handshake_bytes = bytes.max(256);
+        self
+    }
+
+    /// Connections one IP address may hold at once, handshakes included
+    /// (default: no limit). Past it, a new connection from that address
+    /// gets `429 Too Many Requests`. Usually a proxy in front enforces this.
+    pub fn max_connections_per_ip(mut self, connections: usize) -> Self {
+        self.transport.max_connections_per_ip = Some(connections);
+        self
+    }
+
+    /// Connections in their TLS or WebSocket handshake at once (default
+    /// 4,096); past it, a new connection is closed at once.
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.transport.max_handshakes = handshakes.max(1);
         self
     }
 

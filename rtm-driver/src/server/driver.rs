@@ -88,6 +88,8 @@ pub(crate) struct ConnectionDriver<T> {
     yielded: bool,
     /// Futures were added to `waiting` since it was last polled.
     fresh: bool,
+    /// Counted against `max_connections_per_ip` while the connection lives.
+    ip: Option<std::net::IpAddr>,
 }
 
 impl<T: Transport> ConnectionDriver<T> {
@@ -112,7 +114,14 @@ impl<T: Transport> ConnectionDriver<T> {
             flush_at: None,
             yielded: false,
             fresh: false,
+            ip: None,
         }
+    }
+
+    /// The connection counts against its IP's limit until it ends.
+    pub(crate) fn holding_ip(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.ip = ip;
+        self
     }
 
     /// One pass; see the module docs. Returns `Ready` when the connection is over.
@@ -690,6 +699,9 @@ impl<T> Drop for ConnectionDriver<T> {
     fn drop(&mut self) {
         // Also when the task is dropped unfinished (its runtime shut down).
         leave_router(&self.shared, &self.conn, &self.mailbox, &mut self.routed);
+        if let Some(ip) = self.ip.take() {
+            self.shared.release_ip(ip);
+        }
         self.shared.connection_ended();
     }
 }

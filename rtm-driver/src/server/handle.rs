@@ -5,9 +5,11 @@
 //! once), a connection joining, subscribing or leaving takes it for
 //! writing. Calls take no lock at all: each connection's task runs them.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use rtm_core::broker::BrokerState;
@@ -48,6 +50,10 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Connections admitted and not yet ended (their tasks are running).
     live: AtomicUsize,
+    /// Accepted connections still in their TLS or WebSocket handshake.
+    pub(crate) handshakes: AtomicUsize,
+    /// Connections per peer IP (only with `max_connections_per_ip`).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     shutting_down: AtomicBool,
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -73,6 +79,32 @@ impl Shared {
     /// A connection's task ended.
     pub(crate) fn connection_ended(&self) {
         self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts one more connection from `ip`; `false` (nothing counted) at
+    /// `max_connections_per_ip`.
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
+        let Some(max) = self.transport.max_connections_per_ip else {
+            return true;
+        };
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// A connection from `ip` counted by [`Shared::admit_ip`] ended.
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     /// Admits a connection: its protocol state and its mailbox, registered
@@ -154,6 +186,8 @@ impl ServerHandle {
             transport: builder.transport,
             next_conn: AtomicU64::new(0),
             live: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             shutdown_rx,

@@ -29,13 +29,45 @@ impl ServerHandle {
     /// on a task of its own. TLS and the handshake share one deadline, the
     /// handshake timeout. Returns once the connection's task is spawned (or
     /// the handshake failed).
-    pub async fn accept(&self, io: BoxIo, peer: SocketAddr) {
-        let limit = self.shared.transport.handshake_timeout;
-        let runtime = self.shared.runtime.clone();
-        match timeout(&*runtime, limit, self.handshake(io, peer)).await {
-            Some(Some((io, rest, meta))) => self.spawn_upgraded(io, &rest, meta),
-            Some(None) => {}
-            None => tracing::debug!(%peer, "handshake timed out"),
+    ///
+    /// Two bounds apply here (see [`TransportOptions`](crate::TransportOptions)):
+    /// `max_handshakes` (past it the socket is closed at once) and
+    /// `max_connections_per_ip` (past it: `429 Too Many Requests`).
+    pub async fn accept(&self, mut io: BoxIo, peer: SocketAddr) {
+        let shared = &self.shared;
+        let _handshake = match HandshakeSlot::take(shared) {
+            Some(slot) => slot,
+            None => {
+                tracing::debug!(%peer, "too many handshakes in flight: closed at once");
+                return;
+            }
+        };
+        let ip = shared.transport.max_connections_per_ip.map(|_| peer.ip());
+        if let Some(ip) = ip {
+            if !shared.admit_ip(ip) {
+                tracing::debug!(%peer, "too many connections from this address");
+                let refusal = crate::websocket::handshake::Rejection {
+                    status: 429,
+                    reason: "too many connections from this address",
+                };
+                let _ = io.write_all(&refusal.response()).await;
+                let _ = io.close().await;
+                return;
+            }
+        }
+        let limit = shared.transport.handshake_timeout;
+        let runtime = shared.runtime.clone();
+        let upgraded = timeout(&*runtime, limit, self.handshake(io, peer)).await;
+        let spawned = match upgraded {
+            Some(Some((io, rest, meta))) => self.spawn_upgraded(io, &rest, meta, ip),
+            Some(None) => false,
+            None => {
+                tracing::debug!(%peer, "handshake timed out");
+                false
+            }
+        };
+        if let (Some(ip), false) = (ip, spawned) {
+            shared.release_ip(ip);
         }
     }
 
@@ -65,11 +97,23 @@ impl ServerHandle {
 
     /// Serves a stream whose WebSocket handshake is done, on a task of its
     /// own; `already_read` holds the bytes read past the handshake request.
-    pub fn spawn_upgraded(&self, io: BoxIo, already_read: &[u8], meta: ConnMeta) {
+    pub fn serve_upgraded(&self, io: BoxIo, already_read: &[u8], meta: ConnMeta) {
+        self.spawn_upgraded(io, already_read, meta, None);
+    }
+
+    /// `true` when the connection's task was spawned (it then holds `ip`'s count).
+    fn spawn_upgraded(
+        &self,
+        io: BoxIo,
+        already_read: &[u8],
+        meta: ConnMeta,
+        ip: Option<std::net::IpAddr>,
+    ) -> bool {
         let Some(driver) = self.upgraded_driver(io, already_read, meta) else {
-            return;
+            return false;
         };
-        self.shared.runtime.spawn(Box::pin(driver));
+        self.shared.runtime.spawn(Box::pin(driver.holding_ip(ip)));
+        true
     }
 
     fn upgraded_driver(
@@ -118,6 +162,29 @@ impl ServerHandle {
                 let _ = outgoing.send(Outgoing::Close(code.0, reason)).await;
             }
         }
+    }
+}
+
+/// One of the `max_handshakes` slots, given back when dropped.
+struct HandshakeSlot<'a>(&'a crate::server::handle::Shared);
+
+impl<'a> HandshakeSlot<'a> {
+    fn take(shared: &'a crate::server::handle::Shared) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        let max = shared.transport.max_handshakes;
+        if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= max {
+            shared.handshakes.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(HandshakeSlot(shared))
+    }
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .handshakes
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

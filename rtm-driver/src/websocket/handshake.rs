@@ -126,7 +126,7 @@ impl UpgradeRequest {
 /// Why a request was refused, and the HTTP answer it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// The HTTP status: 400, 403, 404, 426 or 431.
+    /// The HTTP status: 400, 403, 404, 426, 429 or 431.
     pub status: u16,
     /// One line for the body and the log.
     pub reason: &'static str,
@@ -146,6 +146,7 @@ impl Rejection {
             403 => "Forbidden",
             404 => "Not Found",
             426 => "Upgrade Required",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };

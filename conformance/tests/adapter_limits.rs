@@ -1,0 +1,237 @@
+//! Abuse limits over real sockets, on every adapter: names and
+//! subscriptions bounded, big subscriptions cheap and stalling no one,
+//! auth handlers cancelled with their connection, request ids unique while
+//! in flight, and the listener's per-IP and handshake bounds.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conformance::adapter::{soon, until, until_within, within, Adapter};
+use conformance::on_every_adapter;
+use conformance::raw_tcp::{frame, upgrade_request, End, RawPeer, TEXT};
+use rtm_core::{Identity, Limits, RtmError};
+use rtm_driver::{CallContext, Listening, ServerBuilder};
+use serde_json::{json, Value};
+
+async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    adapter.listen(builder, addr).await.unwrap()
+}
+
+fn functions() -> ServerBuilder {
+    ServerBuilder::new()
+        .register("echo", |_ctx: CallContext, (x,): (Value,)| async move {
+            Ok::<_, RtmError>(x)
+        })
+        .register("sleep", |ctx: CallContext, (ms,): (u64,)| async move {
+            ctx.server.runtime().sleep(Duration::from_millis(ms)).await;
+            Ok::<_, RtmError>(ms)
+        })
+}
+
+async fn request(peer: &mut RawPeer, request: Value) -> Value {
+    peer.send(&frame(true, TEXT, request.to_string().as_bytes()))
+        .await;
+    reply(peer).await
+}
+
+async fn reply(peer: &mut RawPeer) -> Value {
+    let frame = peer.read_frame_within(Duration::from_secs(10)).await;
+    serde_json::from_slice(&frame.expect("a reply").payload).expect("JSON")
+}
+
+fn code(reply: &Value) -> &str {
+    reply["data"]["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn names_and_subscriptions_past_their_limits_are_refused(adapter: Adapter) {
+    let limits = Limits {
+        max_subscriptions: 4,
+        ..Limits::default()
+    };
+    let server = listen(adapter, functions().limits(limits)).await;
+    let mut peer = RawPeer::upgrade(server.local_addr(), "/").await;
+    let long = "n".repeat(256);
+    let got = request(
+        &mut peer,
+        json!({"id": "1", "type": "invoke", "function": long, "data": []}),
+    )
+    .await;
+    assert_eq!(code(&got), "rtm/bad-request", "{got}");
+    let got = request(
+        &mut peer,
+        json!({"id": "2", "type": "subscribe", "event": long, "tags": ["t"]}),
+    )
+    .await;
+    assert_eq!(code(&got), "rtm/bad-request", "{got}");
+    let got = request(
+        &mut peer,
+        json!({"id": "3", "type": "subscribe", "event": "e", "tags": ["a", "b", "c"]}),
+    )
+    .await;
+    assert_eq!(got["data"], json!(true));
+    let got = request(
+        &mut peer,
+        json!({"id": "4", "type": "subscribe", "event": "e", "tags": ["d", "f"]}),
+    )
+    .await;
+    assert_eq!(code(&got), "rtm/too-many-subscriptions", "{got}");
+    soon("shutdown", server.shutdown()).await;
+}
+
+/// 40,000 tags subscribed then unsubscribed in one frame each (limits raised
+/// for it): both take milliseconds, and another connection's calls are
+/// answered meanwhile (the subscription lists were rescanned per tag under
+/// one server-wide lock before: 5.7 s for 40,000).
+async fn a_subscription_of_40000_tags_is_cheap_and_stalls_no_one(adapter: Adapter) {
+    const TAGS: usize = 40_000;
+    let limits = Limits {
+        max_tags_per_request: TAGS,
+        max_subscriptions: TAGS,
+        max_frame_bytes: 4 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let server = listen(adapter, functions().limits(limits)).await;
+    let addr = server.local_addr();
+    let mut big = RawPeer::upgrade(addr, "/").await;
+    let mut other = RawPeer::upgrade(addr, "/").await;
+    let tags: Vec<String> = (0..TAGS).map(|t| format!("t{t}")).collect();
+    let mut slowest = Duration::ZERO;
+    let mut took = Vec::new();
+    for (id, kind) in [("s", "subscribe"), ("u", "unsubscribe")] {
+        let started = Instant::now();
+        let request = json!({"id": id, "type": kind, "event": "e", "tags": tags});
+        big.send(&frame(true, TEXT, request.to_string().as_bytes()))
+            .await;
+        // Meanwhile, the other connection's calls.
+        for n in 0..5 {
+            let asked = Instant::now();
+            let got = request_echo(&mut other, n).await;
+            assert_eq!(got["data"], json!(n));
+            slowest = slowest.max(asked.elapsed());
+        }
+        assert_eq!(reply(&mut big).await, json!({"id": id, "data": true}));
+        took.push(started.elapsed());
+    }
+    eprintln!("{adapter:?}: {TAGS} tags: subscribe {:?}, unsubscribe {:?}; another connection's slowest echo meanwhile {slowest:?}", took[0], took[1]);
+    assert!(took.iter().all(|t| *t < Duration::from_secs(2)), "{took:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn request_echo(peer: &mut RawPeer, n: u64) -> Value {
+    request(
+        peer,
+        json!({"id": format!("e{n}"), "type": "invoke", "function": "echo", "data": [n]}),
+    )
+    .await
+}
+
+/// 200 connections send `auth` to a 30 s handler and close: every handler
+/// is cancelled with its connection (none keeps running, holding the
+/// connection's data).
+async fn auth_handlers_of_closed_connections_are_cancelled(adapter: Adapter) {
+    const CONNECTIONS: usize = 200;
+    let running = Arc::new(AtomicUsize::new(0));
+    struct Running(Arc<AtomicUsize>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let counter = running.clone();
+    let builder = functions().auth(move |_data, info| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _running = Running(counter);
+            futures_util::future::pending::<()>().await;
+            Ok(Identity::new(info.id.to_string(), Value::Null))
+        }
+    });
+    let server = listen(adapter, builder).await;
+    let addr = server.local_addr();
+    let auth = frame(true, TEXT, br#"{"id":"a","type":"auth","data":["token"]}"#);
+    for _ in 0..CONNECTIONS {
+        let mut peer = RawPeer::upgrade(addr, "/").await;
+        peer.send(&auth).await;
+        drop(peer);
+    }
+    until_within("every auth handler to end", Duration::from_secs(10), || {
+        running.load(Ordering::SeqCst) == 0 && server.handle().connection_count() == 0
+    })
+    .await;
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn a_request_id_reused_while_in_flight_is_bad_request(adapter: Adapter) {
+    let server = listen(adapter, functions()).await;
+    let mut peer = RawPeer::upgrade(server.local_addr(), "/").await;
+    let sleep = json!({"id": "x", "type": "invoke", "function": "sleep", "data": [200]});
+    peer.send(&frame(true, TEXT, sleep.to_string().as_bytes()))
+        .await;
+    let again = request(&mut peer, sleep.clone()).await;
+    assert_eq!(code(&again), "rtm/bad-request", "{again}");
+    assert_eq!(reply(&mut peer).await, json!({"id": "x", "data": 200}));
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn connections_past_max_connections_per_ip_get_429(adapter: Adapter) {
+    let server = listen(adapter, functions().max_connections_per_ip(3)).await;
+    let addr = server.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(RawPeer::upgrade(addr, "/").await);
+    }
+    let mut fourth = RawPeer::connect(addr).await;
+    fourth.send(upgrade_request(addr, "/").as_bytes()).await;
+    let (answer, end) = fourth.read_to_end().await;
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert_eq!(end, End::Eof);
+    // One leaves: room again.
+    let gone = held.pop().unwrap();
+    drop(gone);
+    let handle = server.handle().clone();
+    until("the server to let the connection go", || {
+        handle.connection_count() == 2
+    })
+    .await;
+    held.push(RawPeer::upgrade(addr, "/").await);
+    soon("shutdown", server.shutdown()).await;
+}
+
+async fn handshakes_in_flight_are_bounded(adapter: Adapter) {
+    let server = listen(adapter, functions().max_handshakes(4)).await;
+    let addr = server.local_addr();
+    // Four sockets that connect and say nothing hold every handshake slot.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(RawPeer::connect(addr).await);
+    }
+    async_io::Timer::after(Duration::from_millis(100)).await;
+    // The next is closed at once.
+    let mut fifth = RawPeer::connect(addr).await;
+    let end = within(
+        "the fifth to be closed",
+        Duration::from_secs(5),
+        fifth.end_within(Duration::from_secs(5)),
+    )
+    .await;
+    assert_ne!(end, End::Timeout, "a handshake past the bound was kept");
+    // Once they go, handshakes are served again.
+    drop(silent);
+    async_io::Timer::after(Duration::from_millis(100)).await;
+    let mut peer = RawPeer::upgrade(addr, "/").await;
+    assert_eq!(request_echo(&mut peer, 1).await["data"], json!(1));
+    soon("shutdown", server.shutdown()).await;
+}
+
+on_every_adapter!(
+    names_and_subscriptions_past_their_limits_are_refused,
+    a_subscription_of_40000_tags_is_cheap_and_stalls_no_one,
+    auth_handlers_of_closed_connections_are_cancelled,
+    a_request_id_reused_while_in_flight_is_bad_request,
+    connections_past_max_connections_per_ip_get_429,
+    handshakes_in_flight_are_bounded,
+);
