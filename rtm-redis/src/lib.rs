@@ -33,7 +33,8 @@
 //! reconnects with capped exponential backoff. After a reconnect it subscribes
 //! every wanted topic again, verifies the new subscription with a probe, and
 //! only then reports `State(Up)`. While down, subscribe/unsubscribe only
-//! update the wanted set.
+//! update the wanted set, and subscribe answers `Unavailable` (nothing is
+//! confirmed, so a server must not promise delivery on it).
 //!
 //! # Probes
 //!

@@ -736,3 +736,10 @@ async fn guarded<T>(future: impl Future<Output = Result<T, RtmError>>) -> Result
         }
     }
 }
+
+/// The size of one connection's task as spawned (its future), whatever the
+/// stream under it (plain or TLS: both are a [`crate::io::BoxIo`]).
+#[doc(hidden)]
+pub fn connection_task_size() -> usize {
+    std::mem::size_of::<ConnectionDriver<crate::websocket::stream::WebSocketIo<crate::io::BoxIo>>>()
+}

@@ -16,5 +16,7 @@ mod serve;
 mod transport;
 
 pub use builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
+#[doc(hidden)]
+pub use driver::connection_task_size;
 pub use handle::ServerHandle;
 pub use listening::{Listening, Server};

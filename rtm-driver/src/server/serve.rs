@@ -76,7 +76,8 @@ impl ServerHandle {
         let io = match &self.shared.transport.tls {
             Some(tls) => {
                 let acceptor = futures_rustls::TlsAcceptor::from(tls.rustls_config());
-                match acceptor.accept(io).await {
+                // Boxed: a plain connection's accept task does not carry TLS's state.
+                match Box::pin(acceptor.accept(io)).await {
                     Ok(stream) => Box::new(stream) as BoxIo,
                     Err(err) => {
                         tracing::debug!(%peer, %err, "TLS handshake failed");
@@ -199,14 +200,15 @@ async fn upgrade<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = Vec::with_capacity(HANDSHAKE_CHUNK);
-    let mut chunk = [0u8; HANDSHAKE_CHUNK];
+    let mut buf = Vec::new();
     loop {
-        let n = match io.read(&mut chunk).await {
+        let filled = buf.len();
+        buf.resize(filled + HANDSHAKE_CHUNK, 0);
+        let n = match io.read(&mut buf[filled..]).await {
             Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
+        buf.truncate(filled + n);
         match read_request(&buf, policy) {
             Handshake::Incomplete => continue,
             Handshake::Upgrade(request, used) => {
@@ -228,8 +230,9 @@ where
                 // the connection under the answer before the client reads it.
                 let drain = async {
                     let mut left = REFUSAL_DRAIN_BYTES;
+                    buf.resize(HANDSHAKE_CHUNK, 0);
                     while left > 0 {
-                        match io.read(&mut chunk).await {
+                        match io.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => left = left.saturating_sub(n),
                         }
