@@ -176,11 +176,22 @@ impl RawPeer {
     /// # Panics
     /// If the answer is not `101`.
     pub async fn upgrade(addr: SocketAddr, path: &str) -> RawPeer {
+        RawPeer::try_upgrade(addr, path)
+            .await
+            .unwrap_or_else(|head| panic!("not upgraded: {head}"))
+    }
+
+    /// A TCP connection upgraded to WebSocket on `path`, or the response
+    /// head when the server refused.
+    pub async fn try_upgrade(addr: SocketAddr, path: &str) -> Result<RawPeer, String> {
         let mut peer = RawPeer::connect(addr).await;
         peer.send(upgrade_request(addr, path).as_bytes()).await;
         let head = peer.read_http_head().await;
-        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
-        peer
+        if head.starts_with("HTTP/1.1 101") {
+            Ok(peer)
+        } else {
+            Err(head)
+        }
     }
 
     /// Writes these bytes.

@@ -64,7 +64,8 @@
 //! - [`config`], [`error`]: limits and their defaults; error codes and close
 //!   codes as on the wire (`docs/protocol.md` in the repository lists them);
 //! - [`topic`] and [`envelope`]: how events travel between servers on a broker;
-//! - [`testkit`]: an in-memory broker and transport to run clusters in tests.
+//! - `testkit` (feature `testkit`): an in-memory broker and transport to run
+//!   clusters in tests, the fixture functions and the wire-vector interpreter.
 #![warn(missing_docs)]
 
 pub mod broker;
@@ -78,6 +79,7 @@ pub mod frame;
 pub mod router;
 pub mod runtime;
 pub mod server;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;
 

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+#[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod function;
 pub mod io;

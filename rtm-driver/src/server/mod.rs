@@ -1,6 +1,6 @@
 //! The server driver: one task per connection, a router they share.
 //!
-//! Each connection's task ([`driver`]) owns its protocol state, its socket
+//! Each connection's task (`ConnectionDriver`) owns its protocol state, its socket
 //! and its running functions; nothing on the call path takes a lock. Emit,
 //! Publish and Push fan out through the shared [`rtm_core::Router`] (behind
 //! a read-write lock) into each target's mailbox. With a broker, one task
