@@ -16,7 +16,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rtm_core::frame::{parse_request, Request};
 use rtm_core::{
-    Args, BrokerCommand, ConnId, ConnMeta, Identity, Server, ServerConfig, ServerOutput,
+    Args, BrokerCommand, ConnId, ConnMeta, Identity, ServerConfig, ServerCore, ServerOutput,
 };
 
 /// A realistic invoke: a UUIDv4 id as the JS client mints them, ~100 bytes in all.
@@ -32,7 +32,7 @@ fn invoke_frame() -> Bytes {
 
 fn invoke_round_trip(c: &mut Criterion) {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::new("bench"));
+    let mut server = ServerCore::new(ServerConfig::new("bench"));
     server.register_function("add");
     let conn = server
         .handle_open(ConnMeta::default(), now)
@@ -75,7 +75,7 @@ fn invoke_round_trip(c: &mut Criterion) {
 
 fn emit_10k(c: &mut Criterion) {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::new("bench"));
+    let mut server = ServerCore::new(ServerConfig::new("bench"));
     for _ in 0..EMIT_TARGETS {
         server
             .handle_open(ConnMeta::default(), now)
@@ -131,8 +131,8 @@ fn parse(c: &mut Criterion) {
 }
 
 /// A server with auth and a broker, its connections authenticated as `user`.
-fn clustered_server(id: &str, user: &str, conns: usize, now: Instant) -> (Server, Vec<ConnId>) {
-    let mut server = Server::new(ServerConfig {
+fn clustered_server(id: &str, user: &str, conns: usize, now: Instant) -> (ServerCore, Vec<ConnId>) {
+    let mut server = ServerCore::new(ServerConfig {
         auth_timeout: Some(Duration::from_secs(10)),
         broker: true,
         ..ServerConfig::new(id)

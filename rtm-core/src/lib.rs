@@ -6,20 +6,35 @@
 //! Reach for it to unit-test your routing without sockets, or to write a
 //! transport or a runtime binding of your own.
 //!
+//! ## Two halves, or one
+//!
+//! The server side comes in two halves, so an adapter can run each
+//! connection on its own task with no lock on the call path:
+//!
+//! - [`Connection`]: one socket's protocol state — the auth phase and its
+//!   deadline, requests in flight and their ids, replies, the heartbeat;
+//! - [`Router`]: what the connections share — who holds which user and
+//!   (event, tag), broker topics, and the fan-out of Emit, Publish and Push
+//!   (taking `&self`, so it can sit behind a read-write lock).
+//!
+//! [`ServerCore`] puts both together behind one `&mut self` API with
+//! connection ids: what a deterministic test or a single-threaded host
+//! wants (`rtm-driver` uses the halves).
+//!
 //! ## The drive loop
 //!
-//! A [`Server`] (and a [`Client`]) is a plain `&mut self` struct. Its methods
-//! come in four groups, used in this order:
+//! A [`ServerCore`], a [`Connection`] and a [`Client`] are plain `&mut self`
+//! structs. Their methods come in four groups, used in this order:
 //!
 //! 1. **inputs**, `handle_*`: a connection opened, a text frame arrived, a
 //!    function finished, a broker message came, time passed
-//!    ([`Server::handle_timeout`]);
-//! 2. **commands**: [`Server::emit`], [`Server::publish`], [`Server::push`];
+//!    ([`ServerCore::handle_timeout`]);
+//! 2. **commands**: [`ServerCore::emit`], [`ServerCore::publish`], [`ServerCore::push`];
 //! 3. **outputs**: after every input or command, drain
-//!    [`Server::poll_output`] until `None` (frames to send, closes, functions
+//!    [`ServerCore::poll_output`] until `None` (frames to send, closes, functions
 //!    to run, broker commands);
-//! 4. **timer**: sleep until [`Server::poll_timeout`] or the next input,
-//!    then call [`Server::handle_timeout`] with the current time.
+//! 4. **timer**: sleep until [`ServerCore::poll_timeout`] or the next input,
+//!    then call [`ServerCore::handle_timeout`] with the current time.
 //!
 //! Time is passed in as [`std::time::Instant`] and must never go backwards.
 //!
@@ -31,10 +46,10 @@
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
-//! use rtm_core::{Args, Client, ClientConfig, ClientOutput, ConnMeta, Server, ServerConfig, ServerOutput};
+//! use rtm_core::{Args, Client, ClientConfig, ClientOutput, ConnMeta, ServerCore, ServerConfig, ServerOutput};
 //!
 //! let now = Instant::now();
-//! let mut server = Server::new(ServerConfig::new("server-1"));
+//! let mut server = ServerCore::new(ServerConfig::new("server-1"));
 //! let conn = server.handle_open(ConnMeta::default(), now).unwrap();
 //!
 //! // The application's Emit: every connection the filter accepts.
@@ -58,7 +73,7 @@
 //! ## Modules
 //!
 //! - [`frame`]: parse requests and server frames, encode replies and events;
-//! - [`server`]: the [`Server`] state machine, its outputs and tickets;
+//! - [`server`]: the [`ServerCore`] state machine, its outputs and tickets;
 //! - [`client`]: the [`Client`] state machine (calls, subscriptions,
 //!   reconnects, offline queue, heartbeat);
 //! - [`config`], [`error`]: limits and their defaults; error codes and close
@@ -93,7 +108,7 @@ pub use frame::{Args, PushSub, RequestId};
 pub use router::{RecentPushes, Router, Subscribed};
 pub use runtime::Runtime;
 pub use server::{
-    AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, Server, ServerOutput,
-    SubscribeTicket,
+    AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, ServerCore,
+    ServerOutput, SubscribeTicket,
 };
 pub use topic::Topic;

@@ -1,6 +1,6 @@
 //! The whole server as one state machine, for tests and single-threaded hosts.
 //!
-//! [`Server`] puts the two halves of the protocol together — a
+//! [`ServerCore`] puts the two halves of the protocol together — a
 //! [`Connection`] per socket and the [`Router`] they share — behind one
 //! `&mut self` API with connection ids: what a deterministic test or a
 //! single-threaded embedder wants. (A multi-core adapter such as
@@ -11,18 +11,18 @@
 //! 1. **inputs** (`handle_*`): a connection opened or closed, a text frame,
 //!    the outcome of an auth / function / authorizer it was asked to run, a
 //!    broker message, the time (`handle_timeout`);
-//! 2. **commands**: [`Server::emit`], [`Server::publish`], [`Server::push`], …;
-//! 3. **outputs**: after every input or command, drain [`Server::poll_output`]
-//!    until it returns `None`, then wait until [`Server::poll_timeout`] (or the
-//!    next input) and call [`Server::handle_timeout`].
+//! 2. **commands**: [`ServerCore::emit`], [`ServerCore::publish`], [`ServerCore::push`], …;
+//! 3. **outputs**: after every input or command, drain [`ServerCore::poll_output`]
+//!    until it returns `None`, then wait until [`ServerCore::poll_timeout`] (or the
+//!    next input) and call [`ServerCore::handle_timeout`].
 //!
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
-//! use rtm_core::{Server, ServerConfig, ServerOutput, ConnMeta};
+//! use rtm_core::{ServerCore, ServerConfig, ServerOutput, ConnMeta};
 //!
 //! let now = Instant::now();
-//! let mut server = Server::new(ServerConfig::new("s1"));
+//! let mut server = ServerCore::new(ServerConfig::new("s1"));
 //! let echo = server.register_function("echo");
 //! let conn = server.handle_open(ConnMeta::default(), now).unwrap();
 //! server.handle_text(conn, Bytes::from_static(br#"{"id":"1","type":"invoke","function":"echo","data":["hi"]}"#), now);
@@ -57,7 +57,7 @@ use crate::topic::Topic;
 #[non_exhaustive]
 pub enum BrokerCommand {
     /// Start receiving this topic (a local connection needs it now). Report
-    /// the outcome with [`Server::handle_topic_subscribed`]: subscriptions
+    /// the outcome with [`ServerCore::handle_topic_subscribed`]: subscriptions
     /// that need the topic are acknowledged only then.
     Subscribe(Topic),
     /// Stop receiving this topic (no local connection needs it any more).
@@ -105,7 +105,7 @@ pub enum ServerOutput {
         /// The target.
         conn: ConnId,
     },
-    /// Run the authentication handler on `data`, then call [`Server::handle_auth_result`].
+    /// Run the authentication handler on `data`, then call [`ServerCore::handle_auth_result`].
     Authenticate {
         /// Hand it back with the decision.
         ticket: AuthTicket,
@@ -114,7 +114,7 @@ pub enum ServerOutput {
         /// The `auth` request's `data` array.
         data: Args,
     },
-    /// Run the function, then call [`Server::handle_call_result`].
+    /// Run the function, then call [`ServerCore::handle_call_result`].
     Invoke {
         /// Hand it back with the result.
         ticket: CallTicket,
@@ -125,7 +125,7 @@ pub enum ServerOutput {
         /// The arguments.
         args: Args,
     },
-    /// Ask the subscribe authorizer, then call [`Server::handle_authorize_result`].
+    /// Ask the subscribe authorizer, then call [`ServerCore::handle_authorize_result`].
     Authorize {
         /// Holds the event and tags; hand it back with the decision.
         ticket: SubscribeTicket,
@@ -180,7 +180,7 @@ struct Waiting {
 
 /// The server state machine. See the [module docs](self).
 #[derive(Debug)]
-pub struct Server {
+pub struct ServerCore {
     config: Arc<ServerConfig>,
     functions: Arc<Functions>,
     router: Router<()>,
@@ -195,10 +195,10 @@ pub struct Server {
     recent: RecentPushes,
 }
 
-impl Server {
+impl ServerCore {
     /// A server core with this configuration.
     pub fn new(config: ServerConfig) -> Self {
-        Server {
+        ServerCore {
             router: Router::new(&config),
             config: Arc::new(config),
             functions: Arc::new(Functions::default()),
@@ -524,7 +524,7 @@ impl Server {
         self.outputs.pop_front()
     }
 
-    /// When [`Server::handle_timeout`] must be called next.
+    /// When [`ServerCore::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)

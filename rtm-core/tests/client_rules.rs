@@ -1,6 +1,6 @@
 //! The client core's rules, one test per rule, driven with synthetic server
 //! frames and jumped time; plus a property test and a run against a real
-//! [`rtm_core::Server`] in memory.
+//! [`rtm_core::ServerCore`] in memory.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rtm_core::client::Jitter;
 use rtm_core::{
     Args, CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, ConnMeta,
-    ErrorCode, Heartbeat, Identity, Reconnect, Server, ServerConfig, ServerOutput,
+    ErrorCode, Heartbeat, Identity, Reconnect, ServerConfig, ServerCore, ServerOutput,
 };
 use serde_json::{json, Value};
 
@@ -894,7 +894,7 @@ proptest! {
 #[test]
 fn client_and_server_cores_interoperate() {
     let mut now = Instant::now();
-    let mut server = Server::new(ServerConfig {
+    let mut server = ServerCore::new(ServerConfig {
         auth_timeout: Some(10 * SEC),
         ..ServerConfig::new("s1")
     });

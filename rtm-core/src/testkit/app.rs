@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::conn::{ConnInfo, Identity};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::Args;
-use crate::server::Server;
+use crate::server::ServerCore;
 
 /// What the application does for a simulated cluster: authenticate, authorize
 /// push subscriptions, run functions. Called synchronously by
@@ -34,7 +34,7 @@ pub trait App {
     /// Runs function `name` for connection `info`; the value becomes the reply's `data`.
     fn invoke(
         &mut self,
-        server: &mut Server,
+        server: &mut ServerCore,
         name: &str,
         info: &ConnInfo,
         args: &Args,
@@ -131,7 +131,7 @@ impl App for TokenApp {
 
     fn invoke(
         &mut self,
-        server: &mut Server,
+        server: &mut ServerCore,
         name: &str,
         info: &ConnInfo,
         args: &Args,

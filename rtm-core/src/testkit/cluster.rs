@@ -1,4 +1,4 @@
-//! [`Cluster`]: several [`Server`] cores, a [`QueuedBroker`] and in-memory
+//! [`Cluster`]: several [`ServerCore`] cores, a [`QueuedBroker`] and in-memory
 //! connections, driven by one test without sockets, threads or real time.
 //!
 //! Every operation (connect, send, disconnect, advance, a server command)
@@ -20,7 +20,7 @@ use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnMeta};
 use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
-use crate::server::{BrokerCommand, OpenError, Server, ServerOutput};
+use crate::server::{BrokerCommand, OpenError, ServerCore, ServerOutput};
 
 /// What one in-memory connection received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl Inbox {
 /// ```
 #[derive(Debug)]
 pub struct Cluster<A: App = super::TokenApp> {
-    servers: Vec<Server>,
+    servers: Vec<ServerCore>,
     broker: QueuedBroker,
     inboxes: BTreeMap<(usize, ConnId), Inbox>,
     app: A,
@@ -99,7 +99,7 @@ impl<A: App> Cluster<A> {
         let functions = app.functions();
         let servers = (0..n)
             .map(|index| {
-                let mut server = Server::new(ServerConfig {
+                let mut server = ServerCore::new(ServerConfig {
                     server_id: format!("{}-{index}", config.server_id),
                     broker: true,
                     ..config.clone()
@@ -124,11 +124,11 @@ impl<A: App> Cluster<A> {
 
     // ----- getters -----
 
-    /// Server `index`.
+    /// ServerCore `index`.
     ///
     /// # Panics
     /// If there is no such server (a bug in the test).
-    pub fn server(&self, index: usize) -> &Server {
+    pub fn server(&self, index: usize) -> &ServerCore {
         &self.servers[index]
     }
 
@@ -225,13 +225,13 @@ impl<A: App> Cluster<A> {
 
     /// Runs `f` on server `index`, then handles what it produced. For commands
     /// the shortcuts below do not cover.
-    pub fn with_server<T>(&mut self, index: usize, f: impl FnOnce(&mut Server) -> T) -> T {
+    pub fn with_server<T>(&mut self, index: usize, f: impl FnOnce(&mut ServerCore) -> T) -> T {
         let out = f(&mut self.servers[index]);
         self.drain(index);
         out
     }
 
-    /// [`Server::publish`] on server `index`.
+    /// [`ServerCore::publish`] on server `index`.
     pub fn publish(
         &mut self,
         index: usize,
@@ -242,7 +242,7 @@ impl<A: App> Cluster<A> {
         self.with_server(index, |s| s.publish(user, event, args))
     }
 
-    /// [`Server::push`] on server `index`.
+    /// [`ServerCore::push`] on server `index`.
     pub fn push(
         &mut self,
         index: usize,
@@ -253,7 +253,7 @@ impl<A: App> Cluster<A> {
         self.with_server(index, |s| s.push(event, tags, args))
     }
 
-    /// [`Server::emit`] on server `index`.
+    /// [`ServerCore::emit`] on server `index`.
     pub fn emit(
         &mut self,
         index: usize,

@@ -28,19 +28,19 @@
 //!
 //! A call is split in two: [`plan`] decides what a call does, as an
 //! [`Action`], without touching any server; [`run_on`] carries the action out
-//! against an [`rtm_core::Server`](crate::Server) and gives the reply value.
+//! against an [`rtm_core::ServerCore`](crate::ServerCore) and gives the reply value.
 //! Only [`Action::Sleep`] and [`Action::Panic`] need the adapter itself (a
 //! timer, a real panic inside its handler isolation); an adapter that talks to
-//! its server through a handle rather than `&mut Server` maps
+//! its server through a handle rather than `&mut ServerCore` maps
 //! [`Action::Emit`], [`Action::Publish`], [`Action::Push`] and
 //! [`Action::Count`] to that handle's methods instead of calling [`run_on`].
 //!
 //! ```
 //! use std::time::Instant;
 //! use rtm_core::testkit::fixture::{self, Action};
-//! use rtm_core::{Args, ConnMeta, Server, ServerConfig, ServerOutput};
+//! use rtm_core::{Args, ConnMeta, ServerCore, ServerConfig, ServerOutput};
 //!
-//! let mut server = Server::new(ServerConfig::new("fixture"));
+//! let mut server = ServerCore::new(ServerConfig::new("fixture"));
 //! fixture::register(&mut server);
 //! let conn = server.handle_open(ConnMeta::default(), Instant::now()).unwrap();
 //! let info = server.conn_info(conn).unwrap().clone();
@@ -61,7 +61,7 @@ use serde_json::{Number, Value};
 use crate::conn::{ConnInfo, Identity};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::Args;
-use crate::server::Server;
+use crate::server::ServerCore;
 
 /// Every function the fixture server registers.
 pub const FUNCTIONS: &[&str] = &[
@@ -91,7 +91,7 @@ pub const BAD_TOKEN: &str = "bad token";
 pub const PRIVATE_TAG_PREFIX: &str = "private-";
 
 /// Registers every function of [`FUNCTIONS`] on a server core.
-pub fn register(server: &mut Server) {
+pub fn register(server: &mut ServerCore) {
     for name in FUNCTIONS {
         server.register_function(name);
     }
@@ -290,13 +290,13 @@ fn add(a: &Value, b: &Value) -> Result<Number, RtmError> {
 }
 
 /// Carries out `action` against `server` and returns the reply value
-/// (give it to [`Server::handle_call_result`]).
+/// (give it to [`ServerCore::handle_call_result`]).
 ///
 /// [`Action::Sleep`] answers `ms`: call this once the time has passed.
 /// [`Action::Panic`] answers the `rtm/internal` error an adapter reports for a
 /// panicking function; adapters should panic for real instead, to exercise
 /// their isolation.
-pub fn run_on(server: &mut Server, action: Action) -> Result<Value, RtmError> {
+pub fn run_on(server: &mut ServerCore, action: Action) -> Result<Value, RtmError> {
     match action {
         Action::Reply(result) => result,
         Action::Sleep { ms } => Ok(ms.into()),
@@ -333,7 +333,7 @@ mod tests {
     use serde_json::json;
     use std::time::Instant;
 
-    fn info(server: &mut Server) -> ConnInfo {
+    fn info(server: &mut ServerCore) -> ConnInfo {
         let conn = server
             .handle_open(ConnMeta::default(), Instant::now())
             .unwrap();
@@ -345,7 +345,7 @@ mod tests {
     }
 
     fn reply(function: &str, data: Value) -> Action {
-        let mut server = Server::new(crate::ServerConfig::new("t"));
+        let mut server = ServerCore::new(crate::ServerConfig::new("t"));
         let info = info(&mut server);
         plan(function, &info, &args(data))
     }
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn emit_to_reaches_only_that_users_connections() {
-        let mut server = Server::new(crate::ServerConfig::new("t"));
+        let mut server = ServerCore::new(crate::ServerConfig::new("t"));
         let _anonymous = info(&mut server);
         let action = Action::Emit {
             event: "dm".into(),
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn publish_without_auth_is_an_error() {
-        let mut server = Server::new(crate::ServerConfig::new("t"));
+        let mut server = ServerCore::new(crate::ServerConfig::new("t"));
         let action = Action::Publish {
             user: "bob".into(),
             event: "dm".into(),

@@ -1,6 +1,6 @@
 //! In-memory broker and transport, so whole clusters run inside a test without sockets.
 //!
-//! - [`Cluster`]: N [`Server`](crate::Server) cores sharing a [`QueuedBroker`],
+//! - [`Cluster`]: N [`ServerCore`](crate::ServerCore) cores sharing a [`QueuedBroker`],
 //!   with in-memory connections whose received frames land in an [`Inbox`];
 //! - [`App`]: what the application does (authenticate, authorize, run
 //!   functions), called synchronously by the cluster; [`TokenApp`] is a small

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rtm_core::server::{AuthTicket, CallTicket, SubscribeTicket};
 use rtm_core::testkit::fixture::{self, Action};
 use rtm_core::{
-    BrokerCommand, CloseCode, ConnId, ConnMeta, RtmError, Server, ServerConfig, ServerOutput,
+    BrokerCommand, CloseCode, ConnId, ConnMeta, RtmError, ServerConfig, ServerCore, ServerOutput,
 };
 use serde_json::Value;
 
@@ -40,7 +40,7 @@ impl Delivery {
 /// The server core plus the fixture, driven synchronously.
 pub struct Harness {
     /// The core under test.
-    pub server: Server,
+    pub server: ServerCore,
     /// Virtual time.
     pub now: Instant,
     /// Keep invoke tickets in `held_calls` instead of running the functions.
@@ -71,7 +71,7 @@ pub struct Harness {
 impl Harness {
     /// A core with this configuration and every fixture function registered.
     pub fn new(config: ServerConfig) -> Self {
-        let mut server = Server::new(config);
+        let mut server = ServerCore::new(config);
         fixture::register(&mut server);
         Harness {
             server,

@@ -58,8 +58,6 @@ pub struct TransportOptions {
     /// then read the 1009, bounded so a peer cannot keep a closing
     /// connection busy.
     pub close_drain_bytes: usize,
-    /// How long graceful shutdown waits for in-flight calls (default 10 s).
-    pub shutdown_timeout: Duration,
     /// How long a connection's writer waits, after its first queued frame,
     /// for more frames to send in the same socket write (default zero: one
     /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
@@ -73,11 +71,6 @@ pub struct TransportOptions {
     /// it is dropped (default 10 s): a peer that connects and sends nothing
     /// holds a socket no longer than this.
     pub handshake_timeout: Duration,
-    /// Publishes and pushes (and topic changes) waiting to be handed to the
-    /// broker, at most (default 65,536). Past it, `publish` and `push` fail
-    /// with `rtm/broker-unavailable` and send nothing, instead of queueing
-    /// without bound while the broker lags.
-    pub broker_backlog: usize,
     /// TLS on the adapter's listener (`wss://`); `None` (default): plain `ws://`.
     /// Sockets upgraded elsewhere (`serve_websocket`, axum) bring their own.
     #[cfg(feature = "tls")]
@@ -93,11 +86,9 @@ impl Default for TransportOptions {
             close_drain_bytes: 16 * 1024 * 1024,
             max_connections_per_ip: None,
             max_handshakes: 4096,
-            shutdown_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(2),
-            broker_backlog: 65_536,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -126,6 +117,10 @@ pub struct ServerBuilder {
     pub(crate) on_disconnect: Option<ConnHook>,
     pub(crate) on_auth_timeout: Option<ConnHook>,
     pub(crate) transport: TransportOptions,
+    /// How long graceful shutdown waits for in-flight calls.
+    pub(crate) shutdown_timeout: Duration,
+    /// Publishes waiting for the broker, at most.
+    pub(crate) broker_backlog: usize,
 }
 
 impl Default for ServerBuilder {
@@ -148,6 +143,8 @@ impl ServerBuilder {
             on_disconnect: None,
             on_auth_timeout: None,
             transport: TransportOptions::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            broker_backlog: 65_536,
         }
     }
 
@@ -291,7 +288,7 @@ impl ServerBuilder {
     /// How many broker commands may wait for the broker before `publish`
     /// and `push` fail with `rtm/broker-unavailable` (default 65,536; at least 1).
     pub fn broker_backlog(mut self, commands: usize) -> Self {
-        self.transport.broker_backlog = commands.max(1);
+        self.broker_backlog = commands.max(1);
         self
     }
 
@@ -395,7 +392,7 @@ impl ServerBuilder {
 
     /// How long graceful shutdown waits for in-flight calls (default 10 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.transport.shutdown_timeout = timeout;
+        self.shutdown_timeout = timeout;
         self
     }
 

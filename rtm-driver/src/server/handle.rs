@@ -47,6 +47,7 @@ pub(crate) struct Shared {
     pub(crate) on_auth_timeout: Option<ConnHook>,
     pub(crate) broker: Option<BrokerLink>,
     pub(crate) transport: TransportOptions,
+    shutdown_timeout: Duration,
     next_conn: AtomicU64,
     /// Connections admitted and not yet ended (their tasks are running).
     live: AtomicUsize,
@@ -170,7 +171,7 @@ impl ServerHandle {
         let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
         let broker = builder
             .broker
-            .map(|broker| BrokerLink::new(broker, builder.transport.broker_backlog));
+            .map(|broker| BrokerLink::new(broker, builder.broker_backlog));
         let shared = Arc::new(Shared {
             router: RwLock::new(Router::new(&builder.config)),
             config: Arc::new(builder.config),
@@ -184,6 +185,7 @@ impl ServerHandle {
             on_auth_timeout: builder.on_auth_timeout,
             broker,
             transport: builder.transport,
+            shutdown_timeout: builder.shutdown_timeout,
             next_conn: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
@@ -378,7 +380,7 @@ impl ServerHandle {
         self.shared.shutdown_tx.close();
         self.each_mailbox(Mailbox::drain);
         let transport = &self.shared.transport;
-        if !self.wait_ended(transport.shutdown_timeout).await {
+        if !self.wait_ended(self.shared.shutdown_timeout).await {
             self.each_mailbox(|mailbox| {
                 mailbox.close(CloseCode::GOING_AWAY, "server shutting down")
             });
