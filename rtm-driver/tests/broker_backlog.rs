@@ -32,3 +32,45 @@ async fn pushes_past_the_broker_backlog_fail_with_broker_unavailable_until_it_dr
     until("the backlog to drain", || server.broker_backlog_len() == 0).await;
     assert_eq!(server.push("score", &tags, &(0,)).unwrap(), 0);
 }
+
+/// Topic changes do not count toward the publish backlog: a connection
+/// subscribing many tags (a topic each) while the broker task has not run
+/// leaves Publish and Push working.
+#[tokio::test]
+async fn subscription_traffic_does_not_take_the_publish_backlog() {
+    const BACKLOG: usize = 2;
+    let hub = MemoryHub::new();
+    let server = ServerBuilder::new()
+        .heartbeat(None)
+        .broker(Arc::new(hub.broker()))
+        .broker_backlog(BACKLOG)
+        .start(Arc::new(TokioRuntime::current()));
+    let (peer, incoming) = futures_channel::mpsc::unbounded::<rtm_driver::Incoming>();
+    let (out_tx, _out_rx) = tokio::sync::mpsc::unbounded_channel::<rtm_driver::Outgoing>();
+    let sink = Box::pin(futures_util::sink::unfold(out_tx, |tx, item| async move {
+        let _ = tx.send(item);
+        Ok::<_, ()>(tx)
+    }));
+    let serving = server.clone();
+    tokio::spawn(async move {
+        serving
+            .serve(incoming, sink, rtm_core::ConnMeta::default())
+            .await
+    });
+    until("the connection is open", || server.connection_count() == 1).await;
+    let tags: Vec<String> = (0..100).map(|t| format!("t{t}")).collect();
+    let subscribe = serde_json::json!({"id": "s", "type": "subscribe", "event": "e", "tags": tags});
+    peer.unbounded_send(rtm_driver::Incoming::Text(subscribe.to_string().into()))
+        .unwrap();
+    until("the 100 topics to be wanted", || {
+        server.broker_topics().len() == 100
+    })
+    .await;
+    assert_eq!(
+        server.broker_backlog_len(),
+        0,
+        "topic changes are not publishes"
+    );
+    let tags = ["t1".to_owned()];
+    assert!(server.push("e", &tags, &(1,)).is_ok());
+}
