@@ -90,6 +90,8 @@ pub(crate) struct ConnectionDriver<T> {
     fresh: bool,
     /// Counted against `max_connections_per_ip` while the connection lives.
     ip: Option<std::net::IpAddr>,
+    /// The handle its functions get (made at the first call).
+    handle: Option<ServerHandle>,
 }
 
 impl<T: Transport> ConnectionDriver<T> {
@@ -115,6 +117,7 @@ impl<T: Transport> ConnectionDriver<T> {
             yielded: false,
             fresh: false,
             ip: None,
+            handle: None,
         }
     }
 
@@ -407,19 +410,23 @@ impl<T: Transport> ConnectionDriver<T> {
         function: rtm_core::FunctionId,
         args: rtm_core::Args,
     ) {
-        let Some(handler) = self.shared.handlers.get(function.0 as usize).cloned() else {
+        let server = self
+            .handle
+            .get_or_insert_with(|| ServerHandle::for_connection(&self.shared))
+            .clone();
+        let ctx = CallContext {
+            info: self.conn.info().clone(),
+            server,
+        };
+        // By reference: no counter shared by every core is touched per call.
+        let Some(handler) = self.shared.handlers.get(function.0 as usize) else {
             self.conn.handle_call_result::<Value>(
                 ticket,
                 Err(RtmError::internal("unknown function id")),
             );
             return;
         };
-        let ctx = CallContext {
-            info: self.conn.info().clone(),
-            server: ServerHandle {
-                shared: self.shared.clone(),
-            },
-        };
+        let detached = handler.detached;
         let running = match std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(ctx, args)))
         {
             Ok(running) => running,
@@ -429,7 +436,7 @@ impl<T: Transport> ConnectionDriver<T> {
                 return;
             }
         };
-        if handler.detached {
+        if detached {
             // Runs on its own task: it outlives this connection if it must.
             let (tx, rx) = futures_channel::oneshot::channel();
             self.shared.runtime.spawn(Box::pin(async move {

@@ -154,10 +154,21 @@ impl Shared {
 /// waits for a socket.
 #[derive(Clone)]
 pub struct ServerHandle {
-    pub(crate) shared: Arc<Shared>,
+    /// An `Arc` of its own around the shared state: each connection's task
+    /// makes one for the functions it runs, so cloning a handle per call
+    /// counts on a counter of that connection, not one every core shares.
+    #[allow(clippy::redundant_allocation)] // the extra allocation is the point
+    pub(crate) shared: Arc<Arc<Shared>>,
 }
 
 impl ServerHandle {
+    /// A handle of its own for one connection's task (see the field's doc).
+    pub(crate) fn for_connection(shared: &Arc<Shared>) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::new(shared.clone()),
+        }
+    }
+
     pub(crate) fn start(builder: ServerBuilder, runtime: RuntimeRef) -> ServerHandle {
         let mut functions = Functions::default();
         let mut handlers = Vec::new();
@@ -195,7 +206,9 @@ impl ServerHandle {
             shutdown_rx,
         });
         broker_link::start(&shared);
-        ServerHandle { shared }
+        ServerHandle {
+            shared: Arc::new(shared),
+        }
     }
 
     // ----- sending -----

@@ -127,7 +127,7 @@ impl ServerHandle {
         let mut ws = WebSocketIo::new(io, already_read, max);
         match self.shared.open(meta) {
             Ok((conn, mailbox)) => Some(ConnectionDriver::new(
-                self.shared.clone(),
+                (*self.shared).clone(),
                 conn,
                 ws,
                 mailbox,
@@ -157,7 +157,7 @@ impl ServerHandle {
         match self.shared.open(meta) {
             Ok((conn, mailbox)) => {
                 let transport = Messages::new(incoming, outgoing);
-                ConnectionDriver::new(self.shared.clone(), conn, transport, mailbox).await;
+                ConnectionDriver::new((*self.shared).clone(), conn, transport, mailbox).await;
             }
             Err((code, reason)) => {
                 let _ = outgoing.send(Outgoing::Close(code.0, reason)).await;
