@@ -120,6 +120,10 @@ async fn page_and_assets_are_served_from_the_binary() {
     let (addr, _rtm) = start().await;
     for (path, needle) in [
         ("/", "<script src=\"/chat.js\">"),
+        ("/", "<script src=\"/rtm-client.js\">"),
+        ("/chat.js", "RTM.Client"),
+        ("/rtm-client.js", "var RTM ="),
+        ("/rtm-client.js", "RtmClient"),
         ("/", "rel=\"icon\""),
         ("/chat.js", "textContent"),
         ("/chat.css", ".compose"),

@@ -1,5 +1,8 @@
-// RTM chat page: a minimal RTM client speaking the wire protocol over a
-// WebSocket (auth, invoke, subscribe, events) and the chat UI on top.
+// RTM chat page: the chat UI on the RTM client (@rtm/client, clients/js in
+// the repository), whose browser bundle /rtm-client.js defines the global RTM.
+// The client keeps the connection: it authenticates with the name on every
+// (re)connect, re-sends the room subscriptions (push tags), backs off between
+// attempts with jitter, and fails calls in flight when the connection drops.
 // All user text goes through textContent, never innerHTML.
 //
 // Storage: the signed-in name, the open conversation and the messages are
@@ -8,8 +11,7 @@
 // sign in by itself; the rooms joined are remembered per name (localStorage).
 'use strict';
 
-const RETRY_FIRST_MS = 500; // first reconnect delay, doubled up to RETRY_MAX_MS
-const RETRY_MAX_MS = 5000;
+const RETRY = { initialMs: 500, maxMs: 5000, factor: 2, jitter: 'equal' }; // reconnect backoff
 const CONNECT_TIMEOUT_MS = 10000; // a socket still opening after this is retried
 const MAX_LOG = 500; // messages kept per conversation
 const KEEP_LOG = 100; // of which kept across a reload of the tab
@@ -46,65 +48,59 @@ const state = {
   errors: { main: null, side: null }, // slot -> { tag } of the error shown there
 };
 
-// ----- the RTM connection -----
+// ----- the RTM connection (one RTM.Client per sign-in) -----
 
-let ws = null;
-let stopped = true;
-let retryTimer = null;
-let connectTimer = null;
+let client = null;
 let tickTimer = null;
 let attempts = 0; // failed connections since the last sign-in succeeded
-let seq = 0;
-const pending = new Map(); // request id -> { resolve, reject, auth }
 
-const events = {
-  'room-message': (room, from, text, ts) => addMessage('room:' + room, from, text, ts),
-  dm: (from, text, ts, to) => addMessage('dm:' + (from === state.name ? to : from), from, text, ts),
-  presence: (names) => setOnline(names),
-  status: (status) => setServerStatus(status),
-};
+const RTM_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/rtm';
+const ROOM_EVENT = 'room-message';
 
 function connect() {
-  clearTimeout(retryTimer);
-  retryTimer = null;
-  if (ws) {
-    const old = ws;
-    ws = null;
-    old.onclose = null;
-    old.close();
-    dropPending();
-  }
-  stopped = false;
-  setConn('connecting');
-  const socket = (ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/rtm'));
-  clearTimeout(connectTimer);
-  connectTimer = setTimeout(() => {
-    if (ws === socket && socket.readyState === WebSocket.CONNECTING) socket.close();
-  }, CONNECT_TIMEOUT_MS);
-  socket.onopen = () => { clearTimeout(connectTimer); start(socket); };
-  socket.onmessage = (e) => { if (ws === socket) receive(e.data); };
-  socket.onclose = (e) => closed(socket, e);
-}
-
-// Right after open: authenticate, then re-join the rooms and announce ourselves.
-async function start(socket) {
-  try {
-    await request({ type: 'auth', data: [state.name] });
-  } catch (err) {
-    if (ws !== socket || err.code === 'rtm/disconnected') return; // closed(): retries
+  stop();
+  const c = (client = new RTM.Client(RTM_URL, {
+    auth: state.name,
+    reconnect: RETRY,
+    openTimeoutMs: CONNECT_TIMEOUT_MS,
+  }));
+  const mine = (fn) => (...args) => { if (client === c) fn(...args); };
+  c.subscribe(ROOM_EVENT, mine((room, from, text, ts) => addMessage('room:' + room, from, text, ts)));
+  c.subscribe('dm', mine((from, text, ts, to) => addMessage('dm:' + (from === state.name ? to : from), from, text, ts)));
+  c.subscribe('presence', mine((names) => setOnline(names)));
+  c.subscribe('status', mine((status) => setServerStatus(status)));
+  c.on('connecting', mine(({ attempt }) => {
+    attempts = attempt;
+    setConn('connecting');
+  }));
+  c.on('reconnecting', mine(({ delayMs }) => {
+    state.retryAt = Date.now() + delayMs;
+    setConn('waiting');
+  }));
+  c.on('open', mine(() => started(c)));
+  c.on('error', mine((err) => {
+    if (err.code !== 'rtm/auth-rejected') return; // a denied room, a bad frame: nothing to undo
     stop();
     signedOut();
     showLogin(err.message || 'sign-in refused');
-    return;
-  }
+  }));
+  // The rooms are push subscriptions the client holds: sent once open, re-sent after every reconnect.
+  for (const room of state.rooms) subscribe(room);
+  setConn('connecting');
+}
+
+// Open (signed in, rooms re-sent): remember the name, announce ourselves, ask the cluster state.
+async function started(c) {
   store.set('sessionStorage', TAB_NAME, state.name);
   store.set('localStorage', LAST_NAME, state.name);
-  for (const room of state.rooms) subscribe(room);
-  call('hello').then(setOnline, (err) => showError('main', err, 'conn'));
+  call('hello').then(
+    (names) => { if (client === c) setOnline(names); },
+    (err) => { if (client === c && !lost(err)) showError('main', err, 'conn'); },
+  );
   // "online" only once the cluster link is known to be up (or absent): a
   // server without status() has no link to report.
-  const status = await call('status').catch((err) => (err.code === 'rtm/disconnected' ? null : {}));
-  if (ws !== socket || !status) return;
+  const status = await call('status').catch((err) => (lost(err) ? null : {}));
+  if (client !== c || !status || c.state !== 'open') return;
   attempts = 0;
   state.everOnline = true;
   setServerStatus(status);
@@ -112,60 +108,20 @@ async function start(socket) {
   clearErrors('conn');
 }
 
-function closed(socket, event) {
-  if (ws !== socket) return;
-  ws = null;
-  clearTimeout(connectTimer);
-  dropPending();
-  if (stopped || event.code === 4003) return; // signed out, or the name was refused (start() says so)
-  attempts += 1;
-  const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (attempts - 1)) * (0.8 + 0.4 * Math.random());
-  state.retryAt = Date.now() + delay;
-  retryTimer = setTimeout(connect, delay);
-  setConn('waiting');
-}
-
-function dropPending() {
-  for (const p of pending.values()) p.reject({ code: 'rtm/disconnected', message: 'connection lost' });
-  pending.clear();
-}
-
 function stop() {
-  stopped = true;
-  clearTimeout(retryTimer);
-  clearTimeout(connectTimer);
-  const socket = ws;
-  ws = null;
-  socket?.close(1000);
-  dropPending();
+  const c = client;
+  client = null;
+  c?.close(); // what is pending fails with rtm/closed: ignored, as the client is no longer ours
   setConn('idle');
 }
 
-function request(fields) {
-  return new Promise((resolve, reject) => {
-    if (ws?.readyState !== WebSocket.OPEN) return reject({ code: 'rtm/disconnected', message: 'not connected' });
-    const id = Date.now().toString(36) + '-' + ++seq;
-    pending.set(id, { resolve, reject, auth: fields.type === 'auth' });
-    ws.send(JSON.stringify({ id, ...fields }));
-  });
-}
+// The connection went, or the client was closed: nothing to report but that.
+const lost = (err) => err?.code === 'rtm/disconnected' || err?.code === 'rtm/closed';
 
-const call = (fn, ...args) => request({ type: 'invoke', function: fn, data: args });
-
-function receive(text) {
-  let msg;
-  try { msg = JSON.parse(text); } catch { return; }
-  if (typeof msg.id === 'string') {
-    const p = pending.get(msg.id);
-    if (!p) return;
-    pending.delete(msg.id);
-    const data = msg.data;
-    if (data && typeof data === 'object' && data.error) p.reject(data.error);
-    else if (p.auth && !data) p.reject(msg.error || { code: 'rtm/auth-error', message: 'sign-in refused' });
-    else p.resolve(data);
-  } else if (typeof msg.event === 'string' && Array.isArray(msg.data)) {
-    events[msg.event]?.(...msg.data);
-  }
+// A call fails at once with rtm/disconnected while not connected (the text stays in the box).
+function call(fn, ...args) {
+  if (!client) return Promise.reject(new RTM.RtmError('rtm/disconnected', 'not connected'));
+  return client.callWith({ whenOffline: 'fail' }, fn, ...args);
 }
 
 // ----- connection and cluster status: the status line and the banner -----
@@ -257,8 +213,9 @@ function saveLogsSoon() {
 }
 
 function subscribe(room) {
-  request({ type: 'subscribe', event: 'room-message', tags: ['room:' + room] })
-    .catch((err) => showError('main', err, 'conn'));
+  const c = client;
+  c?.subscribePush(ROOM_EVENT, ['room:' + room])
+    .catch((err) => { if (client === c && err.code !== 'rtm/closed') showError('main', err, 'conn'); });
 }
 
 function joinRoom(room) {
@@ -273,7 +230,7 @@ function joinRoom(room) {
 function leaveRoom(room) {
   state.rooms = state.rooms.filter((r) => r !== room);
   saveRooms();
-  request({ type: 'unsubscribe', event: 'room-message', tags: ['room:' + room] }).catch(() => {});
+  client?.unsubscribePush(ROOM_EVENT, ['room:' + room]).catch(() => {});
   closeView('room:' + room);
 }
 
@@ -568,15 +525,15 @@ $('logout').onclick = () => {
   showLogin('');
 };
 
-$('banner-retry').onclick = () => { if (!stopped) connect(); };
+$('banner-retry').onclick = () => client?.reconnectNow();
 $('menu').onclick = () => setDrawer(!$('app').classList.contains('drawer-open'));
 $('scrim').onclick = () => setDrawer(false);
 document.addEventListener('keydown', (e) => { if (e.key === 'Escape') setDrawer(false); });
 narrow.addEventListener('change', () => setDrawer(false));
 // Back from offline, or a tab woken up: retry now rather than at the next tick.
-window.addEventListener('online', () => { if (state.conn === 'waiting') connect(); });
+window.addEventListener('online', () => { if (state.conn === 'waiting') client?.reconnectNow(); });
 document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible' && state.conn === 'waiting') connect();
+  if (document.visibilityState === 'visible' && state.conn === 'waiting') client?.reconnectNow();
 });
 
 const tabName = store.get('sessionStorage', TAB_NAME);

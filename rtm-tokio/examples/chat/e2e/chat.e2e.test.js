@@ -188,6 +188,11 @@ async function openPage(context, who, url, problems) {
   page.on('response', (res) => {
     if (res.status() >= 400) problems.push(`${who}: ${res.status()} for ${res.url()}`);
   });
+  // Everything the page loads comes from the chat server itself (no CDN, no network).
+  const origin = new URL(url).origin;
+  page.on('request', (req) => {
+    if (new URL(req.url()).origin !== origin) problems.push(`${who}: a request outside the chat server: ${req.url()}`);
+  });
   page.on('console', (msg) => {
     // The browser reports each refused WebSocket while a server is down: expected.
     if (msg.type() === 'error' && !/WebSocket connection to .* failed/.test(msg.text())) {
@@ -296,6 +301,9 @@ test('two users chat in a real browser, on a desktop and a phone, across a serve
         return [res.status, res.headers.get('content-type')];
       });
       assert.deepEqual(icon, [200, 'image/svg+xml']);
+      // The page runs on @rtm/client's browser bundle, served by the chat itself.
+      const client = await alice.evaluate(() => [typeof RTM.Client, typeof RTM.RtmClient, [...document.scripts].map((s) => s.getAttribute('src'))]);
+      assert.deepEqual(client, ['function', 'function', ['/rtm-client.js', '/chat.js']]);
     });
 
     await step('a room message each way', async () => {

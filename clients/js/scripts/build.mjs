@@ -1,0 +1,26 @@
+// `npm run build`: the ESM and CommonJS builds with their type declarations
+// (tsc), and the browser bundle (esbuild), also written beside the chat
+// example, which embeds it.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { bundle, chatBundle, distBundle, root } from './bundle.mjs';
+
+const require = createRequire(import.meta.url);
+const tsc = require.resolve('typescript/bin/tsc');
+
+fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
+for (const [config, type] of [['tsconfig.esm.json', 'module'], ['tsconfig.cjs.json', 'commonjs']]) {
+  execFileSync(process.execPath, [tsc, '-p', config], { cwd: root, stdio: 'inherit' });
+  const out = path.join(root, 'dist', type === 'module' ? 'esm' : 'cjs');
+  fs.writeFileSync(path.join(out, 'package.json'), JSON.stringify({ type }, null, 2) + '\n');
+}
+const text = await bundle();
+fs.mkdirSync(path.dirname(distBundle), { recursive: true });
+fs.writeFileSync(distBundle, text);
+if (!fs.existsSync(chatBundle) || fs.readFileSync(chatBundle, 'utf8') !== text) {
+  fs.writeFileSync(chatBundle, text);
+  console.log(`build: wrote ${path.relative(process.cwd(), chatBundle)}`);
+}
+console.log('build: dist/esm, dist/cjs (with .d.ts), dist/browser/rtm-client.js');
