@@ -48,6 +48,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -262,7 +263,7 @@ pub struct Connection {
     phase: Phase,
     /// Ids of the requests in flight (auth, invokes, subscribes): unique per
     /// connection, and their count is bounded by `max_in_flight`.
-    in_flight: HashSet<RequestId>,
+    in_flight: HashSet<RequestId, BuildHasherDefault<IdHasher>>,
     last_activity: Instant,
     auth_deadline: Option<Instant>,
     next_heartbeat: Option<Instant>,
@@ -295,7 +296,7 @@ impl Connection {
             config,
             functions,
             phase,
-            in_flight: HashSet::new(),
+            in_flight: HashSet::default(),
             last_activity: now,
             outputs: VecDeque::new(),
         }
@@ -444,6 +445,24 @@ impl Connection {
         }
         let frame = match result.and_then(|value| frame::encode_reply(&id, value)) {
             Ok(frame) => frame,
+            Err(err) => frame::encode_error_reply(&id, &err),
+        };
+        self.transmit(frame);
+    }
+
+    /// [`Connection::handle_call_result`] for a result already encoded as
+    /// JSON text: copied into the reply once, never re-serialized.
+    pub fn handle_call_result_raw(
+        &mut self,
+        ticket: CallTicket,
+        result: Result<&serde_json::value::RawValue, RtmError>,
+    ) {
+        let CallTicket { id, .. } = ticket;
+        if !self.in_flight.remove(&id) || self.phase == Phase::Closed {
+            return;
+        }
+        let frame = match result {
+            Ok(raw) => frame::encode_reply_raw(&id, raw),
             Err(err) => frame::encode_error_reply(&id, &err),
         };
         self.transmit(frame);
@@ -707,6 +726,31 @@ impl Connection {
             id,
             RtmError::new(ErrorCode::Unauthenticated, "authenticate first"),
         );
+    }
+}
+
+/// A fast hash for the ids in flight (FxHash's mixing): they are short, and
+/// at most `max_in_flight` of them live in one connection's set, so a client
+/// that picks colliding ids only slows its own connection, within that bound.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*byte)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

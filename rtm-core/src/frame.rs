@@ -38,11 +38,6 @@ impl RequestId {
         RequestId(Bytes::from(buf))
     }
 
-    /// Wraps a JSON string literal that the caller has already validated.
-    fn from_literal(literal: &str) -> Self {
-        RequestId(Bytes::copy_from_slice(literal.as_bytes()))
-    }
-
     /// The JSON string literal, quotes included.
     pub fn as_json(&self) -> &[u8] {
         &self.0
@@ -270,7 +265,8 @@ pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
         .kind
         .and_then(json_str)
         .ok_or_else(|| RequestError::Malformed("missing or non-string type".into()))?;
-    let id = RequestId::from_literal(id_raw.get());
+    // A slice of the frame: no copy.
+    let id = RequestId(frame.slice_ref(id_raw.get().as_bytes()));
     let bad = |message: &str| RequestError::BadRequest {
         id: id.clone(),
         message: message.to_owned(),
@@ -335,6 +331,25 @@ pub fn encode_reply<T: Serialize + ?Sized>(id: &RequestId, data: &T) -> Result<B
         .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))?;
     buf.put_u8(b'}');
     Ok(buf.freeze())
+}
+
+/// `{"id":<id>,"data":<raw>}` for a result already encoded as JSON: copied
+/// once into a buffer of exactly the frame's size.
+///
+/// ```
+/// let raw = serde_json::value::RawValue::from_string("[1, 2]".into()).unwrap();
+/// let reply = rtm_core::frame::encode_reply_raw(&rtm_core::RequestId::new("7"), &raw);
+/// assert_eq!(&reply[..], br#"{"id":"7","data":[1, 2]}"#);
+/// ```
+pub fn encode_reply_raw(id: &RequestId, data: &RawValue) -> Bytes {
+    let data = data.get().as_bytes();
+    let mut buf = BytesMut::with_capacity(15 + id.0.len() + data.len());
+    buf.put_slice(b"{\"id\":");
+    buf.put_slice(&id.0);
+    buf.put_slice(b",\"data\":");
+    buf.put_slice(data);
+    buf.put_u8(b'}');
+    buf.freeze()
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rtm_core::testkit::fixture::{self, Action};
 use rtm_core::{Args, RtmError};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::function::CallContext;
@@ -30,14 +31,17 @@ pub struct FixtureOptions {
 pub fn fixture_builder(mut builder: ServerBuilder, options: &FixtureOptions) -> ServerBuilder {
     for name in fixture::FUNCTIONS {
         let name: &'static str = name;
-        builder = builder.register(
-            name,
-            move |ctx: CallContext, values: Vec<Value>| async move {
-                let args = Args::encode(&values)?;
-                let action = fixture::plan(name, &ctx.info, &args);
-                run(&ctx.server, action).await
-            },
-        );
+        builder = builder.register_raw(name, move |ctx: CallContext, args: Args| async move {
+            // `echo` returns its argument as sent, the way the benchmark's
+            // hand-written reference server does; the rest through the plan.
+            if name == "echo" {
+                return echo_raw(&args);
+            }
+            let action = fixture::plan(name, &ctx.info, &args);
+            let value = run(&ctx.server, action).await?;
+            serde_json::value::to_raw_value(&value)
+                .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))
+        });
     }
     builder = builder.authorize_subscriptions(|_info, event, tags| async move {
         fixture::authorize(&event, &tags).is_ok()
@@ -59,6 +63,13 @@ pub fn fixture_builder(mut builder: ServerBuilder, options: &FixtureOptions) -> 
         builder = builder.namespace(namespace);
     }
     builder
+}
+
+/// `echo(x)`: `x` byte for byte (`null` when absent).
+fn echo_raw(args: &Args) -> Result<Box<RawValue>, RtmError> {
+    let values: Vec<&RawValue> = serde_json::from_str(args.as_str())?;
+    let first = values.first().map_or("null", |v| v.get());
+    RawValue::from_string(first.to_owned()).map_err(RtmError::from)
 }
 
 async fn run(server: &ServerHandle, action: Action) -> Result<Value, RtmError> {

@@ -60,3 +60,18 @@ where
         })
     })
 }
+
+/// Erases a raw handler: it gets the `data` array as it came ([`Args`], a
+/// slice of the frame) and returns its result as JSON text, with no typed
+/// (de)serialization in between.
+pub fn erase_raw<F, Fut, E>(handler: F) -> ErasedFunction
+where
+    F: Fn(CallContext, Args) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Box<RawValue>, E>> + Send + 'static,
+    E: Into<RtmError> + Send + 'static,
+{
+    Arc::new(move |ctx, args| {
+        let running = handler(ctx, args);
+        Box::pin(async move { running.await.map_err(Into::into) })
+    })
+}

@@ -9,6 +9,7 @@ use rtm_core::broker::Broker;
 use rtm_core::{ConnInfo, Heartbeat, Identity, Limits, RtmError, ServerConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::function::{erase, CallContext};
@@ -160,6 +161,36 @@ impl ServerBuilder {
     {
         let handler = Handler {
             run: erase(handler),
+            detached: false,
+        };
+        self.functions.insert(name.to_owned(), handler);
+        self
+    }
+
+    /// Registers a function that works on raw JSON: it gets the request's
+    /// `data` array as it came ([`rtm_core::Args`], a zero-copy slice of the
+    /// frame) and returns its result as JSON text ([`RawValue`]). No typed
+    /// deserialization or serialization happens in between: for proxies,
+    /// relays and hot paths.
+    ///
+    /// ```
+    /// use rtm_driver::{CallContext, ServerBuilder};
+    /// use serde_json::value::RawValue;
+    /// // `first(x, ...)` returns `x` as it was sent, byte for byte.
+    /// let builder = ServerBuilder::new().register_raw("first", |_ctx: CallContext, args: rtm_core::Args| async move {
+    ///     let values: Vec<&RawValue> = serde_json::from_str(args.as_str())?;
+    ///     let first = values.first().map_or("null", |v| v.get());
+    ///     Ok::<_, rtm_core::RtmError>(RawValue::from_string(first.to_owned())?)
+    /// });
+    /// ```
+    pub fn register_raw<F, Fut, E>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(CallContext, rtm_core::Args) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Box<RawValue>, E>> + Send + 'static,
+        E: Into<RtmError> + Send + 'static,
+    {
+        let handler = Handler {
+            run: crate::function::erase_raw(handler),
             detached: false,
         };
         self.functions.insert(name.to_owned(), handler);

@@ -53,6 +53,41 @@ enum Done {
     Joined(JoinTicket),
 }
 
+/// Something the connection waits for: a running function (its boxed
+/// future as the function returned it), or another handler.
+enum Waiting {
+    Call(Option<CallTicket>, crate::function::FunctionFuture),
+    Other(BoxFuture<Done>),
+}
+
+impl Future for Waiting {
+    type Output = Done;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        match self.get_mut() {
+            Waiting::Other(future) => future.as_mut().poll(cx),
+            Waiting::Call(ticket, running) => {
+                // A panic inside the function becomes `rtm/internal`.
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx)));
+                let result = match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(result)) => result,
+                    Err(_) => {
+                        tracing::error!("a function panicked");
+                        Err(panicked())
+                    }
+                };
+                match ticket.take() {
+                    Some(ticket) => Poll::Ready(Done::Call(ticket, result)),
+                    // Polled after completion: never, FuturesUnordered drops it.
+                    None => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
 /// Where the task is in the connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -74,7 +109,7 @@ pub(crate) struct ConnectionDriver<T> {
     conn: Connection,
     transport: T,
     mailbox: Arc<Mailbox>,
-    waiting: Option<FuturesUnordered<BoxFuture<Done>>>,
+    waiting: Option<FuturesUnordered<Waiting>>,
     timer: Option<(Instant, BoxFuture<()>)>,
     stage: Stage,
     /// Shutdown began: no new request is read; close 1001 once idle.
@@ -210,7 +245,7 @@ impl<T: Transport> ConnectionDriver<T> {
     /// takes the application's requests (close, shutdown).
     fn take_mail(&mut self, cx: &mut Context<'_>) {
         let budget = WRITE_WATERMARK.saturating_sub(self.transport.unwritten());
-        let taken = self.mailbox.take(cx.waker(), budget.max(1));
+        let taken = self.mailbox.take(Some(cx.waker()), budget.max(1));
         for frame in &taken.frames {
             self.transport.queue_text(frame);
         }
@@ -300,8 +335,8 @@ impl<T: Transport> ConnectionDriver<T> {
     fn finish(&mut self, done: Done) {
         match done {
             Done::Call(ticket, result) => match result {
-                Ok(raw) => self.conn.handle_call_result(ticket, Ok(&*raw)),
-                Err(err) => self.conn.handle_call_result::<Value>(ticket, Err(err)),
+                Ok(raw) => self.conn.handle_call_result_raw(ticket, Ok(&raw)),
+                Err(err) => self.conn.handle_call_result_raw(ticket, Err(err)),
             },
             Done::Auth(ticket, result) => {
                 match &result {
@@ -376,15 +411,17 @@ impl<T: Transport> ConnectionDriver<T> {
     /// it go first, so a function's own Emit reaches its caller before its
     /// reply, as it happened.
     fn transmit(&mut self, frame: &Bytes) {
-        let waker = futures_util::task::noop_waker();
-        let taken = self.mailbox.take(&waker, usize::MAX);
-        for event in &taken.frames {
-            self.transport.queue_text(event);
+        let mut overflowed = false;
+        if self.mailbox.has_frames() {
+            // No waker: the pass already registered this task's.
+            let taken = self.mailbox.take(None, usize::MAX);
+            for event in &taken.frames {
+                self.transport.queue_text(event);
+            }
+            overflowed = taken.overflowed;
         }
         self.transport.queue_text(frame);
-        if taken.overflowed
-            || self.transport.unwritten() > self.shared.config.limits.max_outbound_bytes
-        {
+        if overflowed || self.transport.unwritten() > self.shared.config.limits.max_outbound_bytes {
             tracing::warn!(conn = %self.conn.id(), "slow consumer: outbound bound passed");
             self.conn.handle_slow_consumer();
         }
@@ -448,12 +485,12 @@ impl<T: Transport> ConnectionDriver<T> {
             }));
             return;
         }
-        let mut call: BoxFuture<Done> =
-            Box::pin(async move { Done::Call(ticket, guarded(running).await) });
-        // Started now, in arrival order; most functions finish on this first poll.
-        match call.as_mut().poll(cx) {
+        // Started now, in arrival order; most functions finish on this first
+        // poll, and only those that do not are kept (with no second box).
+        let mut call = Waiting::Call(Some(ticket), running);
+        match Pin::new(&mut call).poll(cx) {
             Poll::Ready(done) => self.finish(done),
-            Poll::Pending => self.wait(call),
+            Poll::Pending => self.keep(call),
         }
     }
 
@@ -570,6 +607,10 @@ impl<T: Transport> ConnectionDriver<T> {
     }
 
     fn wait(&mut self, future: BoxFuture<Done>) {
+        self.keep(Waiting::Other(future));
+    }
+
+    fn keep(&mut self, future: Waiting) {
         self.fresh = true;
         self.waiting
             .get_or_insert_with(FuturesUnordered::new)

@@ -44,6 +44,8 @@ pub(crate) struct Mailbox {
     max_bytes: usize,
     /// Bytes the task holds unwritten (they count toward the bound too).
     held: AtomicUsize,
+    /// Frames waiting (mirrors the queue, for a check without the lock).
+    waiting: AtomicUsize,
 }
 
 impl Mailbox {
@@ -53,6 +55,7 @@ impl Mailbox {
             waker: AtomicWaker::new(),
             max_bytes,
             held: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -78,16 +81,23 @@ impl Mailbox {
                 queue.overflowed = true;
                 queue.frames.clear();
                 queue.bytes = 0;
+                self.waiting.store(0, Ordering::Relaxed);
                 true
             } else {
                 queue.bytes += frame.len();
                 queue.frames.push_back(frame.clone());
+                self.waiting.store(queue.frames.len(), Ordering::Relaxed);
                 queue.frames.len() == 1
             }
         };
         if wake {
             self.waker.wake();
         }
+    }
+
+    /// Whether frames wait (a hint: read without the lock).
+    pub(crate) fn has_frames(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Asks the task to close with this code (the first request wins).
@@ -103,10 +113,12 @@ impl Mailbox {
     }
 
     /// Everything waiting, at most `budget` bytes of frames (at least one
-    /// frame when any waits); registers the task's waker first, so nothing
+    /// frame when any waits). With `waker`, registers it first, so nothing
     /// delivered after this call goes unnoticed.
-    pub(crate) fn take(&self, waker: &std::task::Waker, budget: usize) -> Taken {
-        self.waker.register(waker);
+    pub(crate) fn take(&self, waker: Option<&std::task::Waker>, budget: usize) -> Taken {
+        if let Some(waker) = waker {
+            self.waker.register(waker);
+        }
         let mut queue = self.lock();
         let mut taken = Taken {
             overflowed: queue.overflowed,
@@ -133,6 +145,7 @@ impl Mailbox {
             queue.bytes -= bytes;
             self.held.fetch_add(bytes, Ordering::Relaxed);
         }
+        self.waiting.store(queue.frames.len(), Ordering::Relaxed);
         taken
     }
 
@@ -148,6 +161,7 @@ impl Mailbox {
         queue.gone = true;
         queue.frames = VecDeque::new();
         queue.bytes = 0;
+        self.waiting.store(0, Ordering::Relaxed);
     }
 }
 
@@ -163,14 +177,14 @@ mod tests {
         mailbox.deliver(&Bytes::from_static(b"12345"));
         assert_eq!(mailbox.queued_bytes(), 10, "exactly at the bound");
         mailbox.deliver(&Bytes::from_static(b"1"));
-        let taken = mailbox.take(&waker, usize::MAX);
+        let taken = mailbox.take(Some(&waker), usize::MAX);
         assert!(taken.overflowed);
         assert!(taken.frames.is_empty());
         // Bytes the task holds count too.
         let mailbox = Mailbox::new(10);
         mailbox.set_held(8);
         mailbox.deliver(&Bytes::from_static(b"123"));
-        assert!(mailbox.take(&waker, usize::MAX).overflowed);
+        assert!(mailbox.take(Some(&waker), usize::MAX).overflowed);
     }
 
     #[test]
@@ -180,8 +194,8 @@ mod tests {
         for _ in 0..3 {
             mailbox.deliver(&Bytes::from_static(b"1234567890"));
         }
-        assert_eq!(mailbox.take(&waker, 5).frames.len(), 1);
-        assert_eq!(mailbox.take(&waker, 20).frames.len(), 2);
+        assert_eq!(mailbox.take(Some(&waker), 5).frames.len(), 1);
+        assert_eq!(mailbox.take(Some(&waker), 20).frames.len(), 2);
         assert_eq!(mailbox.queued_bytes(), 0);
     }
 }

@@ -24,7 +24,8 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// One complete message from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A text message, UTF-8 checked.
+    /// A text message. Its UTF-8 is not checked here: the connection's
+    /// request parser checks it once, and closes 1007 when it is not.
     Text(Bytes),
     /// A binary message (its bytes are not kept: RTM refuses binary with 1003).
     Binary,
@@ -293,14 +294,8 @@ fn take_payload(input: &mut BytesMut, header: Header) -> Option<BytesMut> {
     Some(payload)
 }
 
-/// A complete text message, once its UTF-8 is checked.
+/// A complete text message (see [`Message::Text`] on UTF-8).
 fn text(payload: Bytes) -> Result<Message, Violation> {
-    if std::str::from_utf8(&payload).is_err() {
-        return Err(Violation {
-            code: 1007,
-            reason: "text is not UTF-8",
-        });
-    }
     Ok(Message::Text(payload))
 }
 
@@ -536,12 +531,16 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_in_text_is_1007() {
+    fn text_is_passed_on_for_the_request_parser_to_check_once() {
+        // The connection's parser checks UTF-8 (and closes 1007): one pass, not two.
         let got = decode_all(
             &mut Decoder::new(100),
             &client_frame(true, TEXT, &[0x7B, 0xFF, 0x7D]),
         );
-        assert_eq!(got[0].clone().unwrap_err().code, 1007);
+        assert_eq!(
+            got,
+            vec![Ok(Message::Text(Bytes::from_static(&[0x7B, 0xFF, 0x7D])))]
+        );
     }
 
     #[test]
