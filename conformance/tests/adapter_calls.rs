@@ -10,8 +10,8 @@ use std::time::Duration;
 use conformance::adapter::{recv, soon, until, Adapter};
 use conformance::on_every_adapter;
 use conformance::raw_ws::{expect_close, finish, invoke, next_json, raw_connect};
-use rtm_core::broker::MemoryHub;
 use rtm_core::{ConnId, ConnInfo, ErrorCode, Identity, RtmError, Topic};
+use rtm_driver::broker::MemoryHub;
 use rtm_driver::{
     CallContext, ClientHandle, ClientOptions, Listening, ServerBuilder, Subscription,
 };

@@ -1,20 +1,10 @@
-//! The async-std / smol client: async-net sockets and async-tungstenite
-//! under the shared client driver.
+//! The async-std / smol client: the shared client driver and connector on
+//! the chosen async-io executor.
 
 use std::ops::Deref;
-use std::sync::Arc;
 
-use async_net::TcpStream;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::handshake::client::Request;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use futures_io::{AsyncRead, AsyncWrite};
 use rtm_core::RtmError;
-use rtm_driver::client::{ConnectError, Connector};
-#[cfg(feature = "tls")]
-use rtm_driver::tls::ClientTls;
-use rtm_driver::ws::{client_halves, client_ws_config, ServerUrl};
-use rtm_driver::{ClientHandle, ClientOptions, IncomingStream, OutgoingSink, RuntimeRef};
+use rtm_driver::{ClientHandle, ClientOptions, RuntimeRef};
 
 /// An RTM client on async-std or smol. Derefs to [`ClientHandle`] for `call`,
 /// `call_wait`, `subscribe`, `subscribe_push`, `close`, ….
@@ -61,50 +51,15 @@ impl Client {
         options: ClientOptions,
         runtime: RuntimeRef,
     ) -> Result<Client, RtmError> {
-        let limit = options.connect_timeout;
-        let client = Client::start_on(url, options, runtime);
-        client.handle.wait_open(limit).await?;
-        Ok(client)
+        let handle = ClientHandle::connect(url, options, runtime).await?;
+        Ok(Client { handle })
     }
 
     /// [`Client::start`] on the given runtime.
     pub fn start_on(url: &str, options: ClientOptions, runtime: RuntimeRef) -> Client {
-        let url = url.to_owned();
-        let config = client_ws_config(options.max_frame_bytes);
-        #[cfg(feature = "tls")]
-        let tls = options.tls.clone();
-        let connector: Connector = Arc::new(move || {
-            let url = url.clone();
-            #[cfg(feature = "tls")]
-            let tls = tls.clone();
-            Box::pin(async move {
-                let target = ServerUrl::parse(&url).map_err(ConnectError::Fatal)?;
-                let request = target
-                    .url
-                    .as_str()
-                    .into_client_request()
-                    .map_err(|e| target.fault(e))?;
-                let (host, port) = (target.host.as_str(), target.port);
-                let tcp = TcpStream::connect((host, port))
-                    .await
-                    .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
-                let _ = tcp.set_nodelay(true);
-                #[cfg(feature = "tls")]
-                if target.tls {
-                    // Mozilla's roots are built only for a wss:// URL, once per process.
-                    let tls = tls.unwrap_or_else(ClientTls::webpki_roots);
-                    let connector = futures_rustls::TlsConnector::from(tls.rustls_config());
-                    let tcp = connector
-                        .connect(target.server_name()?, tcp)
-                        .await
-                        .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
-                    return open(request, tcp, config).await;
-                }
-                open(request, tcp, config).await
-            })
-        });
-        let handle = ClientHandle::start(options.core, connector, runtime);
-        Client { handle }
+        Client {
+            handle: ClientHandle::start_url(url, options, runtime),
+        }
     }
 
     /// The handle (also reachable through `Deref`).
@@ -119,20 +74,4 @@ impl Deref for Client {
     fn deref(&self) -> &ClientHandle {
         &self.handle
     }
-}
-
-/// The WebSocket handshake on a plain or TLS stream, then the halves the driver uses.
-async fn open<S>(
-    request: Request,
-    stream: S,
-    config: WebSocketConfig,
-) -> Result<(IncomingStream, OutgoingSink), ConnectError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (socket, _) = async_tungstenite::client_async_with_config(request, stream, Some(config))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (sink, stream) = socket.split();
-    Ok(client_halves(stream, sink))
 }

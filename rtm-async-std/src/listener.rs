@@ -2,13 +2,8 @@
 //! runs it (async-std or smol).
 
 use std::io;
-use std::pin::pin;
-use std::sync::Arc;
-use std::time::Duration;
 
-use async_net::{AsyncToSocketAddrs, TcpListener};
-use futures_channel::oneshot;
-use futures_util::future::{select, Either};
+use async_net::AsyncToSocketAddrs;
 pub use rtm_driver::{Listening, Server};
 use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
 
@@ -52,52 +47,16 @@ impl ServerBuilderExt for ServerBuilder {
         addr: impl AsyncToSocketAddrs,
         runtime: RuntimeRef,
     ) -> io::Result<Listening> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let handle = self.embedded_on(Arc::clone(&runtime));
-        let (done, accept_done) = oneshot::channel::<()>();
-        let accept = accept_loop(handle.clone(), listener);
-        runtime.spawn(Box::pin(async move {
-            accept.await;
-            // Dropping `done` tells `shutdown` the listener is closed.
-            drop(done);
-        }));
-        let accept_stopped = Box::pin(async move {
-            let _ = accept_done.await;
-        });
-        Ok(Listening::new(handle, local_addr, accept_stopped))
+        let addr = addr.to_socket_addrs().await?.next().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolves to nothing",
+            )
+        })?;
+        Listening::start(self, addr, runtime).await
     }
 
     fn embedded_on(self, runtime: RuntimeRef) -> ServerHandle {
         self.start(runtime)
-    }
-}
-
-async fn accept_loop(handle: ServerHandle, listener: TcpListener) {
-    let runtime = Arc::clone(handle.runtime());
-    loop {
-        let accepted = {
-            let stop = pin!(handle.shutdown_started());
-            let accept = pin!(listener.accept());
-            match select(stop, accept).await {
-                Either::Left(_) => return,
-                Either::Right((accepted, _)) => accepted,
-            }
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                let handle = handle.clone();
-                // TLS (if any), the WebSocket handshake, then the connection's own task.
-                runtime.spawn(Box::pin(
-                    async move { handle.accept(Box::new(tcp), peer).await },
-                ));
-            }
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%err, "accept failed");
-                runtime.sleep(Duration::from_millis(50)).await;
-            }
-        }
     }
 }

@@ -1,7 +1,9 @@
 //! # rtm-core
 //!
 //! The RTM wire protocol as a sans-IO state machine: no sockets, no clocks, no
-//! async runtime. Adapters (`rtm-tokio`, `rtm-async-std`) feed it inputs and
+//! async runtime. Adapters (`rtm-tokio`, `rtm-async-std`, through
+//! `rtm-driver`, which also holds the async seams: the runtime and broker
+//! traits) feed it inputs and
 //! carry out its outputs; tests drive it directly, jumping time at will.
 //! Reach for it to unit-test your routing without sockets, or to write a
 //! transport or a runtime binding of your own.
@@ -83,7 +85,6 @@
 //!   clusters in tests, the fixture functions and the wire-vector interpreter.
 #![warn(missing_docs)]
 
-pub mod broker;
 pub mod client;
 pub mod config;
 pub mod conn;
@@ -92,7 +93,6 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod router;
-pub mod runtime;
 pub mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -106,7 +106,6 @@ pub use envelope::Envelope;
 pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
 pub use router::{RecentPushes, Router, Subscribed};
-pub use runtime::Runtime;
 pub use server::{
     AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, ServerCore,
     ServerOutput, SubscribeTicket,

@@ -8,15 +8,17 @@
 //! - the function registry ([`CallContext`], typed handlers);
 //! - the seam to a runtime ([`Runtime`]: spawn and sleep) and to a WebSocket
 //!   library ([`Incoming`] / [`Outgoing`]);
-//! - with feature `tungstenite`, `ws`: the tungstenite glue (configs, message
-//!   mappings, the upgrade's path check) both tungstenite-based adapters share;
+//! - `ws`: the tungstenite glue (the client's configuration, message mappings,
+//!   server URLs) and `connector`: the client's connector, for every runtime;
 //! - with feature `tls`, `tls`: the server's certificate and the client's
 //!   trusted roots for `wss://`, as rustls configurations.
 //!
 //! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod client;
+pub mod connector;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod function;
@@ -28,9 +30,9 @@ pub mod server;
 pub mod tls;
 pub mod transport;
 pub mod websocket;
-#[cfg(feature = "tungstenite")]
 pub mod ws;
 
+pub use broker::{Broker, BrokerError, BrokerEvent, BrokerState, MemoryHub};
 pub use client::{
     ClientHandle, ClientOptions, ConnectError, Connector, IncomingStream, OutgoingSink,
     Subscription,

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::until;
-use rtm_core::broker::MemoryHub;
 use rtm_core::ErrorCode;
+use rtm_driver::broker::MemoryHub;
 use rtm_driver::ServerBuilder;
 use rtm_runtime::TokioRuntime;
 

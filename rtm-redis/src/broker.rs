@@ -9,14 +9,14 @@ use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use redis::cluster_routing::Slot;
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
-use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
 use rtm_core::Topic;
+use rtm_driver::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{cluster_builder, Conn, Target};
 use crate::driver;
 use crate::publisher::{self, Queued};
-use rtm_core::Runtime;
+use rtm_driver::Runtime;
 
 /// A [`Broker`] over Redis pub/sub.
 ///
@@ -111,9 +111,9 @@ impl RedisBroker {
     /// invalid, or a cluster configuration is not [sharded](RedisBrokerConfig::sharded).
     ///
     /// ```no_run
-    /// # async fn demo() -> Result<(), rtm_core::broker::BrokerError> {
+    /// # async fn demo() -> Result<(), rtm_driver::broker::BrokerError> {
     /// use std::sync::Arc;
-    /// use rtm_core::broker::{Broker, BrokerEvent};
+    /// use rtm_driver::broker::{Broker, BrokerEvent};
     /// use rtm_redis::{RedisBroker, RedisBrokerConfig, TokioRuntime};
     ///
     /// let config = RedisBrokerConfig::new("redis://127.0.0.1:6379", "chat", "server-1");

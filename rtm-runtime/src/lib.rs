@@ -1,18 +1,27 @@
 //! # rtm-runtime
 //!
-//! [`rtm_core::Runtime`] (spawn and sleep) for the runtimes RTM supports,
-//! written once and shared by the adapters and the Redis broker:
-//! `TokioRuntime` (feature `tokio`), `SmolRuntime` (feature `smol`) and
-//! `AsyncStdRuntime` (feature `async-std`). smol and async-std share the
-//! async-io reactor, so IO started on either works under both.
+//! [`rtm_driver::Runtime`] (spawn, sleep, TCP listen and connect, name
+//! resolution) for the runtimes RTM supports, written once and shared by
+//! the adapters and the Redis broker: `TokioRuntime` (feature `tokio`),
+//! `SmolRuntime` (feature `smol`) and `AsyncStdRuntime` (feature
+//! `async-std`). smol and async-std share the async-io reactor (and its
+//! sockets, `async-net`), so their two impls differ only in how they spawn
+//! and sleep; tokio's sockets are seen through [`TokioIo`].
 #![warn(missing_docs)]
 
 #[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
 use std::time::Duration;
 
 #[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
-use rtm_core::broker::BoxFuture;
-pub use rtm_core::Runtime;
+use std::io;
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+use std::net::SocketAddr;
+
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+use rtm_driver::io::BoxIo;
+#[cfg(any(feature = "tokio", feature = "smol", feature = "async-std"))]
+use rtm_driver::runtime::{BoxFuture, Listener};
+pub use rtm_driver::Runtime;
 
 /// Spawns on a tokio runtime and sleeps with tokio's timer.
 #[cfg(feature = "tokio")]
@@ -43,15 +52,61 @@ impl TokioRuntime {
 
 #[cfg(feature = "tokio")]
 impl Runtime for TokioRuntime {
-    fn spawn(&self, task: BoxFuture<'static, ()>) {
+    fn spawn(&self, task: BoxFuture<()>) {
         // Detached: tasks end by themselves.
         drop(self.handle.spawn(task));
     }
 
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
         // Creating a tokio timer needs the runtime's context.
         let _guard = self.handle.enter();
         Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        let _guard = self.handle.enter();
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        Ok(Box::new(TokioListener(listener)))
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<io::Result<BoxIo>> {
+        let _guard = self.handle.enter();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(TokioIo::new(tcp)) as BoxIo)
+        })
+    }
+
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        let _guard = self.handle.enter();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+}
+
+#[cfg(feature = "tokio")]
+struct TokioListener(tokio::net::TcpListener);
+
+#[cfg(feature = "tokio")]
+impl Listener for TokioListener {
+    fn accept(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = io::Result<(BoxIo, SocketAddr)>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let (tcp, peer) = self.0.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            Ok((Box::new(TokioIo::new(tcp)) as BoxIo, peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }
 
@@ -76,14 +131,26 @@ pub struct SmolRuntime;
 
 #[cfg(feature = "smol")]
 impl Runtime for SmolRuntime {
-    fn spawn(&self, task: BoxFuture<'static, ()>) {
+    fn spawn(&self, task: BoxFuture<()>) {
         smol::spawn(task).detach();
     }
 
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
         Box::pin(async move {
             smol::Timer::after(duration).await;
         })
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        async_io_net::listener(listener)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<io::Result<BoxIo>> {
+        async_io_net::connect(addr)
+    }
+
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        async_io_net::resolve(host, port)
     }
 }
 
@@ -108,13 +175,69 @@ pub struct AsyncStdRuntime;
 
 #[cfg(feature = "async-std")]
 impl Runtime for AsyncStdRuntime {
-    fn spawn(&self, task: BoxFuture<'static, ()>) {
+    fn spawn(&self, task: BoxFuture<()>) {
         // Detached: dropping an async-std JoinHandle does not cancel the task.
         drop(async_std::task::spawn(task));
     }
 
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
         Box::pin(async_std::task::sleep(duration))
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        async_io_net::listener(listener)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<io::Result<BoxIo>> {
+        async_io_net::connect(addr)
+    }
+
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        async_io_net::resolve(host, port)
+    }
+}
+
+/// Sockets on the async-io reactor (`async-net`), shared by smol and async-std.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+mod async_io_net {
+    use std::io;
+    use std::net::SocketAddr;
+
+    use rtm_driver::io::BoxIo;
+    use rtm_driver::runtime::{BoxFuture, Listener};
+
+    struct AsyncNetListener(async_net::TcpListener);
+
+    impl Listener for AsyncNetListener {
+        fn accept(&self) -> rtm_driver::runtime::Accept<'_> {
+            Box::pin(async move {
+                let (tcp, peer) = self.0.accept().await?;
+                let _ = tcp.set_nodelay(true);
+                Ok((Box::new(tcp) as BoxIo, peer))
+            })
+        }
+
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.0.local_addr()
+        }
+    }
+
+    pub(super) fn listener(listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        Ok(Box::new(AsyncNetListener(
+            async_net::TcpListener::try_from(listener)?,
+        )))
+    }
+
+    pub(super) fn connect(addr: SocketAddr) -> BoxFuture<io::Result<BoxIo>> {
+        Box::pin(async move {
+            let tcp = async_net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(tcp) as BoxIo)
+        })
+    }
+
+    pub(super) fn resolve(host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { async_net::resolve((host.as_str(), port)).await })
     }
 }
 

@@ -41,7 +41,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use rtm_core::broker::BrokerState;
+use rtm_tokio::broker::BrokerState;
 use rtm_tokio::{
     CallContext, ConnMeta, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
     ServerHandle,
@@ -207,8 +207,8 @@ fn redact(urls: &str) -> String {
 }
 
 /// A broker error as a sentence, without the Redis client's error kind.
-fn broker_error_text(err: &rtm_core::broker::BrokerError) -> String {
-    use rtm_core::broker::BrokerError;
+fn broker_error_text(err: &rtm_tokio::broker::BrokerError) -> String {
+    use rtm_tokio::broker::BrokerError;
     let text = match err {
         BrokerError::Unavailable(text) | BrokerError::Failed(text) => text,
     };

@@ -82,7 +82,12 @@ pub use ws::serve_websocket;
 
 pub use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,
+    Topic,
 };
+// The broker seam (the trait `rtm-redis` implements, its states and errors,
+// the in-process MemoryHub) and the origin guard of `allowed_origins`.
+pub use rtm_driver::broker;
+pub use rtm_driver::websocket::handshake::AllowedOrigins;
 // `wss://`: the server's certificate (`ServerTls`, for `ServerBuilder::tls`)
 // and the roots a client trusts (`ClientTls`, for `ClientOptions::tls`). No
 // `///` here: rustdoc would paste it over each item's own summary.

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtm_core::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
-use rtm_core::Topic;
+use rtm_tokio::broker::{BoxFuture, Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
+use rtm_tokio::Topic;
 use rtm_tokio::{Client, ClientOptions, ErrorCode, RtmError, Server, ServerBuilder, ServerHandle};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

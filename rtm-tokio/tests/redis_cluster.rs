@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtm_core::broker::BrokerState;
 use rtm_redis::testing::{RedisServer, TestRedis};
 use rtm_redis::{RedisBroker, RedisBrokerConfig};
+use rtm_tokio::broker::BrokerState;
 use rtm_tokio::{
     Client, ClientOptions, Identity, Listening, RtmError, Server, ServerBuilderExt, TokioRuntime,
 };

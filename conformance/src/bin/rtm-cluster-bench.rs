@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use rtm_core::broker::BrokerState;
+use rtm_driver::broker::BrokerState;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
 use rtm_redis::testing::{RedisServer, REDIS_URL_ENV};
 use rtm_redis::{RedisBroker, RedisBrokerConfig};

@@ -20,7 +20,7 @@ use async_signal::{Signal, Signals};
 use clap::Parser;
 use conformance::Adapter;
 use futures_util::StreamExt;
-use rtm_core::broker::BrokerError;
+use rtm_driver::broker::BrokerError;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
 use rtm_driver::tls::ServerTls;
 use rtm_driver::ServerBuilder;

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use rtm_core::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_core::router::BrokerPublish;
 use rtm_core::{ErrorCode, RecentPushes, RtmError, Topic};
 
@@ -207,7 +207,7 @@ pub(crate) fn start(shared: &Arc<Shared>) {
         return;
     }
     let (events_tx, events_rx) = async_channel::unbounded::<BrokerEvent>();
-    let sink: rtm_core::broker::BrokerSink = Arc::new(move |event| {
+    let sink: crate::broker::BrokerSink = Arc::new(move |event| {
         let _ = events_tx.try_send(event);
     });
     shared
@@ -220,7 +220,7 @@ pub(crate) fn start(shared: &Arc<Shared>) {
 
 /// Carries publishes (in order, many in flight) and topic changes (in
 /// batches) to the broker.
-async fn commands(shared: Arc<Shared>, sink: rtm_core::broker::BrokerSink) {
+async fn commands(shared: Arc<Shared>, sink: crate::broker::BrokerSink) {
     let Some(link) = shared.broker.as_ref() else {
         return;
     };

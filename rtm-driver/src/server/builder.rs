@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtm_core::broker::Broker;
+use crate::broker::Broker;
 use rtm_core::{ConnInfo, Heartbeat, Identity, Limits, RtmError, ServerConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -151,7 +151,7 @@ impl ServerBuilder {
 
     /// Registers a function. Its arguments are deserialized from the `data`
     /// array (a tuple, a `Vec<Value>`, …); its result becomes the reply.
-    pub fn register<F, Fut, A, R, E>(mut self, name: &str, handler: F) -> Self
+    pub fn register<F, Fut, A, R, E>(self, name: &str, handler: F) -> Self
     where
         F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -159,12 +159,7 @@ impl ServerBuilder {
         R: Serialize + Send + 'static,
         E: Into<RtmError> + Send + 'static,
     {
-        let handler = Handler {
-            run: erase(handler),
-            detached: false,
-        };
-        self.functions.insert(name.to_owned(), handler);
-        self
+        self.function(name, erase(handler), false)
     }
 
     /// Registers a function that works on raw JSON: it gets the request's
@@ -183,25 +178,20 @@ impl ServerBuilder {
     ///     Ok::<_, rtm_core::RtmError>(RawValue::from_string(first.to_owned())?)
     /// });
     /// ```
-    pub fn register_raw<F, Fut, E>(mut self, name: &str, handler: F) -> Self
+    pub fn register_raw<F, Fut, E>(self, name: &str, handler: F) -> Self
     where
         F: Fn(CallContext, rtm_core::Args) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Box<RawValue>, E>> + Send + 'static,
         E: Into<RtmError> + Send + 'static,
     {
-        let handler = Handler {
-            run: crate::function::erase_raw(handler),
-            detached: false,
-        };
-        self.functions.insert(name.to_owned(), handler);
-        self
+        self.function(name, crate::function::erase_raw(handler), false)
     }
 
     /// Registers a function that runs on a task of its own instead of its
     /// connection's: it is not cancelled when the connection closes (an
     /// ordinary function is: the connection's task drops it), at the cost of
     /// a spawned task per call. Use it for work that must finish.
-    pub fn register_detached<F, Fut, A, R, E>(mut self, name: &str, handler: F) -> Self
+    pub fn register_detached<F, Fut, A, R, E>(self, name: &str, handler: F) -> Self
     where
         F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -209,11 +199,17 @@ impl ServerBuilder {
         R: Serialize + Send + 'static,
         E: Into<RtmError> + Send + 'static,
     {
-        let handler = Handler {
-            run: erase(handler),
-            detached: true,
-        };
-        self.functions.insert(name.to_owned(), handler);
+        self.function(name, erase(handler), true)
+    }
+
+    fn function(
+        mut self,
+        name: &str,
+        run: crate::function::ErasedFunction,
+        detached: bool,
+    ) -> Self {
+        self.functions
+            .insert(name.to_owned(), Handler { run, detached });
         self
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use rtm_core::broker::BrokerState;
+use crate::broker::BrokerState;
 use rtm_core::connection::Functions;
 use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, Connection, Router, RtmError, ServerConfig, Topic,

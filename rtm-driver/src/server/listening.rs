@@ -1,10 +1,15 @@
 //! The adapters' shared entry points: `Server::builder()`, and the
-//! `Listening` server that their `listen` returns.
+//! `Listening` server that their `listen` returns, with its accept loop —
+//! written once, on the runtime's listener.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::runtime::BoxFuture;
+use futures_util::future::{select, Either};
+
+use crate::runtime::{BoxFuture, Listener, RuntimeRef};
 use crate::server::{ServerBuilder, ServerHandle};
 
 /// Entry point of every adapter: `Server::builder()` → register functions, set options → `.listen(addr)`.
@@ -26,6 +31,37 @@ pub struct Listening {
 }
 
 impl Listening {
+    /// Starts the server on `runtime` and listens on `addr` (port 0 picks a
+    /// free port). Every accepted connection goes through
+    /// [`ServerHandle::accept`]: TLS when the builder has it, the WebSocket
+    /// handshake, then a task of its own. The adapters' `listen` is this,
+    /// with their runtime.
+    ///
+    /// Fails when `addr` cannot be bound (the error's kind says why:
+    /// `AddrInUse`, `AddrNotAvailable`, `PermissionDenied`).
+    pub async fn start(
+        builder: ServerBuilder,
+        addr: SocketAddr,
+        runtime: RuntimeRef,
+    ) -> io::Result<Listening> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let listener = runtime.listener(std_listener)?;
+        let local_addr = listener.local_addr()?;
+        let handle = builder.start(runtime.clone());
+        let (done, stopped) = futures_channel::oneshot::channel::<()>();
+        let accepting = accept_loop(handle.clone(), listener);
+        runtime.spawn(Box::pin(async move {
+            accepting.await;
+            // Dropping `done` (and the listener with the loop) says the socket is closed.
+            drop(done);
+        }));
+        let accept_stopped = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        Ok(Listening::new(handle, local_addr, accept_stopped))
+    }
+
     /// For adapters: a server listening on `local_addr`. `accept_stopped`
     /// is awaited after the server's shutdown has begun, and completes once
     /// the adapter's accept loop has ended and closed the listening socket.
@@ -79,5 +115,31 @@ impl Listening {
             stopped.await;
         }
         tracing::info!(addr = %self.local_addr, "stopped listening");
+    }
+}
+
+/// Accepts until shutdown begins; each connection is served on a task of its own.
+async fn accept_loop(handle: ServerHandle, listener: Box<dyn Listener>) {
+    let runtime = handle.runtime().clone();
+    loop {
+        let accepted = {
+            let stop = std::pin::pin!(handle.shutdown_started());
+            let accept = listener.accept();
+            match select(stop, accept).await {
+                Either::Left(_) => return,
+                Either::Right((accepted, _)) => accepted,
+            }
+        };
+        match accepted {
+            Ok((io, peer)) => {
+                let handle = handle.clone();
+                runtime.spawn(Box::pin(async move { handle.accept(io, peer).await }));
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                runtime.sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
-use crate::topic::Topic;
+use rtm_core::Topic;
 
 /// A boxed `Send` future, as the broker trait returns them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -40,7 +40,7 @@ pub enum BrokerEvent {
     Message {
         /// The topic it came on.
         topic: Topic,
-        /// The encoded [`crate::Envelope`].
+        /// The encoded [`rtm_core::Envelope`].
         payload: Bytes,
     },
     /// The broker's state changed. After `Up` following `Down`, every
@@ -89,7 +89,7 @@ pub trait Broker: Send + Sync + 'static {
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use rtm_core::broker::{Broker, BrokerEvent, MemoryHub};
+/// use rtm_driver::broker::{Broker, BrokerEvent, MemoryHub};
 /// use rtm_core::Topic;
 ///
 /// let hub = MemoryHub::new();
@@ -98,7 +98,7 @@ pub trait Broker: Send + Sync + 'static {
 /// let sink = got.clone();
 /// // The futures of MemoryBroker complete at once; poll them with any executor.
 /// let block = |f| futures_lite_block_on(f);
-/// # fn futures_lite_block_on<T>(f: rtm_core::broker::BoxFuture<'_, T>) -> T {
+/// # fn futures_lite_block_on<T>(f: rtm_driver::broker::BoxFuture<'_, T>) -> T {
 /// #     use std::task::{Context, Poll, Waker};
 /// #     let mut f = f;
 /// #     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) { Poll::Ready(v) => v, Poll::Pending => unreachable!() }
