@@ -50,6 +50,7 @@ struct HeaderIn {
 
 /// Why a broker message was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EnvelopeError {
     /// No `\n` after the header.
     #[error("broker message has no header line")]

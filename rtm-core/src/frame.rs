@@ -194,6 +194,7 @@ pub struct PushSub {
 
 /// Why a text frame could not be served as a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// Not JSON, not an object, no string `id` or no string `type`: close 1007.
     #[error("invalid payload: {0}")]

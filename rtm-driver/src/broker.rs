@@ -35,6 +35,7 @@ pub enum BrokerState {
 
 /// What a broker hands to its server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BrokerEvent {
     /// A message arrived on a subscribed topic.
     Message {
@@ -53,6 +54,7 @@ pub type BrokerSink = Arc<dyn Fn(BrokerEvent) + Send + Sync>;
 
 /// Why a broker operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BrokerError {
     /// The broker is known to be down; nothing was sent.
     #[error("broker unavailable: {0}")]
@@ -60,6 +62,20 @@ pub enum BrokerError {
     /// The operation itself failed.
     #[error("broker error: {0}")]
     Failed(String),
+}
+
+impl BrokerError {
+    /// What happened, without the kind's prefix (for a message to a person).
+    ///
+    /// ```
+    /// let err = rtm_driver::BrokerError::Failed("invalid Redis URL 'x': it has no scheme".into());
+    /// assert_eq!(err.reason(), "invalid Redis URL 'x': it has no scheme");
+    /// ```
+    pub fn reason(&self) -> &str {
+        match self {
+            BrokerError::Unavailable(reason) | BrokerError::Failed(reason) => reason,
+        }
+    }
 }
 
 /// A message bus between the servers of a cluster.

@@ -39,6 +39,7 @@ pub type Connector =
 /// assert!(matches!(refused, ConnectError::Retry(_)));
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// Worth another attempt: the server is down, refused, or the handshake failed.
     Retry(String),
@@ -268,7 +269,7 @@ impl ClientHandle {
         let (commands, commands_rx) = async_channel::unbounded();
         let listeners = Arc::new(Mutex::new(Listeners::default()));
         let driver = Driver {
-            core: Client::new(config, Instant::now()),
+            core: Client::new(config, runtime.now()),
             commands: commands_rx,
             listeners: Arc::downgrade(&listeners),
             connector,
@@ -294,7 +295,7 @@ impl ClientHandle {
     /// attempt failed (refused, a TLS certificate not trusted, …).
     pub async fn wait_open(&self, limit: Duration) -> Result<(), RtmError> {
         let events = self.lifecycle();
-        let deadline = Instant::now() + limit;
+        let deadline = self.runtime.now() + limit;
         let mut last_error = None;
         // Why it closed: the error seen here, else the one recorded before
         // this call started listening (the driver may run ahead of us).
@@ -316,7 +317,7 @@ impl ClientHandle {
                 ClientState::Closed => return Err(why_closed(last_error)),
                 _ => {}
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(self.runtime.now());
             match crate::runtime::timeout(&*self.runtime, left, events.recv()).await {
                 Some(Ok(ClientEvent::Error(err))) => last_error = Some(err),
                 Some(Ok(_)) => {}
@@ -527,7 +528,7 @@ impl Driver {
         loop {
             self.drain().await;
             let wake = self.wait().await;
-            let now = Instant::now();
+            let now = self.runtime.now();
             match wake {
                 Wake::Command(None) => {
                     // Every handle is gone: close and stop.
@@ -579,7 +580,7 @@ impl Driver {
         let sleep = match self.core.poll_timeout() {
             Some(at) => self
                 .runtime
-                .sleep(at.saturating_duration_since(Instant::now())),
+                .sleep(at.saturating_duration_since(self.runtime.now())),
             None => self.runtime.sleep(Duration::from_secs(3600)),
         };
         let mut sleep = sleep.fuse();
@@ -694,17 +695,17 @@ impl Driver {
                         self.core.handle_close(
                             None,
                             "the server stopped reading (unsent frames over the offline_queue bound)",
-                            Instant::now(),
+                            self.runtime.now(),
                         );
                         continue;
                     }
                     self.unsent.push_back(Outgoing::Text(frame));
                 }
-                ClientOutput::Ping => {
-                    if self.sink.is_some() {
-                        self.unsent.push_back(Outgoing::Ping);
-                    }
+                ClientOutput::Ping if self.sink.is_some() => {
+                    self.unsent.push_back(Outgoing::Ping);
                 }
+                // No socket: nothing to ping.
+                ClientOutput::Ping => {}
                 ClientOutput::Disconnect => {
                     if let Some(sink) = self.sink.as_mut() {
                         self.unsent.push_back(Outgoing::Close(1000, String::new()));
@@ -725,6 +726,8 @@ impl Driver {
                 }
                 ClientOutput::Event { event, args } => self.dispatch(&event, &args),
                 ClientOutput::Lifecycle(event) => self.lifecycle(event),
+                // A kind added to the core later: nothing to carry out here yet.
+                _ => {}
             }
         }
     }

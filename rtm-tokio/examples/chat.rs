@@ -208,11 +208,7 @@ fn redact(urls: &str) -> String {
 
 /// A broker error as a sentence, without the Redis client's error kind.
 fn broker_error_text(err: &rtm_tokio::broker::BrokerError) -> String {
-    use rtm_tokio::broker::BrokerError;
-    let text = match err {
-        BrokerError::Unavailable(text) | BrokerError::Failed(text) => text,
-    };
-    text.replace(" - InvalidClientConfig", "")
+    err.reason().replace(" - InvalidClientConfig", "")
 }
 
 /// Ctrl-C, or SIGTERM (a service manager's stop) on Unix.

@@ -20,7 +20,6 @@ use async_signal::{Signal, Signals};
 use clap::Parser;
 use conformance::Adapter;
 use futures_util::StreamExt;
-use rtm_driver::broker::BrokerError;
 use rtm_driver::fixture::{fixture_builder, FixtureOptions};
 use rtm_driver::tls::ServerTls;
 use rtm_driver::ServerBuilder;
@@ -101,8 +100,8 @@ async fn run(args: Args) -> ExitCode {
         // On async-std and smol, redis does its IO on async-io (rtm-redis' `smol` feature).
         match RedisBroker::new(config, adapter.runtime()) {
             Ok(broker) => builder = builder.broker(Arc::new(broker)),
-            Err(BrokerError::Failed(reason) | BrokerError::Unavailable(reason)) => {
-                eprintln!("rtm-fixture: --redis: {reason}");
+            Err(err) => {
+                eprintln!("rtm-fixture: --redis: {}", err.reason());
                 return ExitCode::from(2);
             }
         }

@@ -425,11 +425,13 @@ impl Client {
     // ----- outputs -----
 
     /// The next thing the adapter must do, or `None` when there is nothing.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
         self.outputs.pop_front()
     }
 
     /// When [`Client::handle_timeout`] must be called next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let call = self.deadlines.first().map(|(at, _)| *at);
         let reconnect = match self.state {

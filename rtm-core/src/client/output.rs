@@ -42,6 +42,7 @@ pub enum ClientState {
 
 /// Something worth telling the application about the connection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// A socket is being opened.
     Connecting,
@@ -73,6 +74,7 @@ pub enum ClientEvent {
 
 /// What the client core asks of its adapter. See the [module docs](super) for the loop.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientOutput {
     /// Open a WebSocket now, then call [`Client::handle_open`](super::Client::handle_open), or
     /// [`Client::handle_close`](super::Client::handle_close) if it fails.

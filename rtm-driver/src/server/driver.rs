@@ -165,7 +165,7 @@ impl<T: Transport> ConnectionDriver<T> {
     /// One pass; see the module docs. Returns `Ready` when the connection is over.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let now = Instant::now();
+            let now = self.shared.runtime.now();
             if let Stage::Open = self.stage {
                 self.take_mail(cx);
                 let yielded = self.read(cx, now);
@@ -645,7 +645,7 @@ impl<T: Transport> ConnectionDriver<T> {
             return;
         };
         if self.timer.as_ref().is_none_or(|(armed, _)| *armed != at) {
-            let wait = at.saturating_duration_since(Instant::now());
+            let wait = at.saturating_duration_since(self.shared.runtime.now());
             self.timer = Some((at, self.shared.runtime.sleep(wait)));
         }
         if let Some((_, timer)) = self.timer.as_mut() {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::broker::BrokerState;
 use rtm_core::connection::Functions;
@@ -132,7 +132,7 @@ impl Shared {
             meta,
             self.config.clone(),
             self.functions.clone(),
-            Instant::now(),
+            self.runtime.now(),
         );
         let mailbox = Arc::new(Mailbox::new(self.config.limits.max_outbound_bytes));
         let open = !self.config.requires_auth();
@@ -416,12 +416,13 @@ impl ServerHandle {
 
     /// Waits up to `limit` for every connection's task to end.
     async fn wait_ended(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let runtime = &self.shared.runtime;
+        let deadline = runtime.now() + limit;
         loop {
             if self.shared.live.load(Ordering::SeqCst) == 0 {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if runtime.now() >= deadline {
                 return false;
             }
             self.shared.runtime.sleep(Duration::from_millis(5)).await;
