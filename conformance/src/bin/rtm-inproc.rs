@@ -191,13 +191,19 @@ fn main() {
                         let _keep = _wr;
                         let mut buf = Vec::with_capacity(64 * 1024);
                         let mut chunk = vec![0u8; 64 * 1024];
+                        // Counted locally, added to the shared total now and then:
+                        // a counter every reader bumps would itself be contended.
+                        let mut unreported = 0;
                         while !stop.load(Ordering::Relaxed) {
                             let n = match rd.read(&mut chunk).await {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => n,
                             };
                             buf.extend_from_slice(&chunk[..n]);
-                            counted.fetch_add(count_frames(&mut buf), Ordering::Relaxed);
+                            unreported += count_frames(&mut buf);
+                            if unreported >= 32 {
+                                counted.fetch_add(std::mem::take(&mut unreported), Ordering::Relaxed);
+                            }
                         }
                     }));
                 }
