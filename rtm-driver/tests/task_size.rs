@@ -1,8 +1,9 @@
 //! Idle memory per connection is mostly its task: a guard on the size of
 //! what is spawned per connection, so growing it fails a test instead of a
 //! benchmark nobody runs. The types do not depend on features (plain and
-//! TLS streams are both a `BoxIo`), so this holds under any feature set;
-//! `cargo test -p rtm-driver --all-features --test task_size` checks it.
+//! TLS streams are both a `BoxIo`), so this holds under any feature set.
+//! `cargo test --workspace` runs it with every feature of this crate on
+//! (`fixture` and `tls`, through `conformance`), which is `--all-features`.
 use std::sync::Arc;
 
 use rtm_driver::io::BoxIo;
