@@ -43,8 +43,8 @@ pub fn fixture_builder(mut builder: ServerBuilder, options: &FixtureOptions) -> 
                 .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))
         });
     }
-    builder = builder.authorize_subscriptions(|_info, event, tags| async move {
-        fixture::authorize(&event, &tags).is_ok()
+    builder = builder.authorize_subscriptions_with(|_info, event, tags| async move {
+        fixture::authorize(&event, &tags)
     });
     if options.auth {
         builder =

@@ -23,8 +23,9 @@ pub type AuthHandler =
     Arc<dyn Fn(Vec<Value>, Arc<ConnInfo>) -> BoxFuture<Result<Identity, RtmError>> + Send + Sync>;
 
 /// Decides whether a connection may hold a push subscription (event, tags).
-pub type Authorizer =
-    Arc<dyn Fn(Arc<ConnInfo>, String, Vec<String>) -> BoxFuture<bool> + Send + Sync>;
+pub type Authorizer = Arc<
+    dyn Fn(Arc<ConnInfo>, String, Vec<String>) -> BoxFuture<Result<(), RtmError>> + Send + Sync,
+>;
 
 /// A connection lifecycle hook. It runs on the connection's own task, under
 /// no lock: it may call the server (emit, publish, …); keep it quick, as the
@@ -242,6 +243,41 @@ impl ServerBuilder {
     where
         F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.authorizer = Some(Arc::new(move |info, event, tags| {
+            let decision = authorizer(info, event, tags);
+            Box::pin(async move {
+                if decision.await {
+                    Ok(())
+                } else {
+                    Err(RtmError::new(
+                        rtm_core::ErrorCode::Forbidden,
+                        "subscription denied",
+                    ))
+                }
+            })
+        }));
+        self
+    }
+
+    /// [`ServerBuilder::authorize_subscriptions`] with a reason: `Err` denies
+    /// with that error's code and message (`rtm/forbidden` is the usual code),
+    /// which the client receives.
+    ///
+    /// ```
+    /// use rtm_driver::ServerBuilder;
+    /// use rtm_core::{ErrorCode, RtmError};
+    /// let builder = ServerBuilder::new().authorize_subscriptions_with(|_info, event, tags| async move {
+    ///     match tags.iter().find(|t| t.starts_with("private-")) {
+    ///         Some(tag) => Err(RtmError::new(ErrorCode::Forbidden, format!("'{tag}' of '{event}' is private"))),
+    ///         None => Ok(()),
+    ///     }
+    /// });
+    /// ```
+    pub fn authorize_subscriptions_with<F, Fut>(mut self, authorizer: F) -> Self
+    where
+        F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RtmError>> + Send + 'static,
     {
         self.authorizer = Some(Arc::new(move |info, event, tags| {
             Box::pin(authorizer(info, event, tags))

@@ -502,15 +502,13 @@ impl<T: Transport> ConnectionDriver<T> {
         let info = self.conn.info().clone();
         let (event, tags) = (ticket.event().to_owned(), ticket.tags().to_vec());
         self.wait(Box::pin(async move {
-            let allowed = AssertUnwindSafe(authorizer(info, event, tags))
+            let result = AssertUnwindSafe(authorizer(info, event, tags))
                 .catch_unwind()
                 .await
-                .unwrap_or(false);
-            let result = if allowed {
-                Ok(())
-            } else {
-                Err(RtmError::new(ErrorCode::Forbidden, "subscription denied"))
-            };
+                .unwrap_or_else(|_| {
+                    tracing::error!("the subscribe authorizer panicked");
+                    Err(RtmError::new(ErrorCode::Forbidden, "subscription denied"))
+                });
             Done::Authorized(ticket, result)
         }));
     }
