@@ -127,6 +127,8 @@ pub(crate) struct ConnectionDriver<T> {
     ip: Option<std::net::IpAddr>,
     /// The handle its functions get (made at the first call).
     handle: Option<ServerHandle>,
+    /// Frames taken from the mailbox (swapped with its buffer: no allocation).
+    inbox: std::collections::VecDeque<Bytes>,
 }
 
 impl<T: Transport> ConnectionDriver<T> {
@@ -153,6 +155,7 @@ impl<T: Transport> ConnectionDriver<T> {
             fresh: false,
             ip: None,
             handle: None,
+            inbox: std::collections::VecDeque::new(),
         }
     }
 
@@ -245,9 +248,11 @@ impl<T: Transport> ConnectionDriver<T> {
     /// takes the application's requests (close, shutdown).
     fn take_mail(&mut self, cx: &mut Context<'_>) {
         let budget = WRITE_WATERMARK.saturating_sub(self.transport.unwritten());
-        let taken = self.mailbox.take(Some(cx.waker()), budget.max(1));
-        for frame in &taken.frames {
-            self.transport.queue_text(frame);
+        let taken = self
+            .mailbox
+            .take(Some(cx.waker()), budget.max(1), &mut self.inbox);
+        for frame in self.inbox.drain(..) {
+            self.transport.queue_text(&frame);
         }
         if taken.overflowed {
             tracing::warn!(conn = %self.conn.id(), "slow consumer: outbound bound passed");
@@ -414,9 +419,9 @@ impl<T: Transport> ConnectionDriver<T> {
         let mut overflowed = false;
         if self.mailbox.has_frames() {
             // No waker: the pass already registered this task's.
-            let taken = self.mailbox.take(None, usize::MAX);
-            for event in &taken.frames {
-                self.transport.queue_text(event);
+            let taken = self.mailbox.take(None, usize::MAX, &mut self.inbox);
+            for event in self.inbox.drain(..) {
+                self.transport.queue_text(&event);
             }
             overflowed = taken.overflowed;
         }

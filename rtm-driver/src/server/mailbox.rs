@@ -27,10 +27,9 @@ struct Queue {
     gone: bool,
 }
 
-/// What [`Mailbox::take`] hands the connection's task.
+/// What [`Mailbox::take`] tells the connection's task (besides the frames).
 #[derive(Debug, Default)]
 pub(crate) struct Taken {
-    pub(crate) frames: VecDeque<Bytes>,
     pub(crate) overflowed: bool,
     pub(crate) close: Option<(CloseCode, &'static str)>,
     pub(crate) draining: bool,
@@ -112,22 +111,30 @@ impl Mailbox {
         self.waker.wake();
     }
 
-    /// Everything waiting, at most `budget` bytes of frames (at least one
-    /// frame when any waits). With `waker`, registers it first, so nothing
+    /// Moves what waits into `into` (which the caller keeps empty between
+    /// calls: when all of it is taken the two buffers are swapped, so neither
+    /// side allocates), at most `budget` bytes of frames (at least one frame
+    /// when any waits). With `waker`, registers it first, so nothing
     /// delivered after this call goes unnoticed.
-    pub(crate) fn take(&self, waker: Option<&std::task::Waker>, budget: usize) -> Taken {
+    pub(crate) fn take(
+        &self,
+        waker: Option<&std::task::Waker>,
+        budget: usize,
+        into: &mut VecDeque<Bytes>,
+    ) -> Taken {
         if let Some(waker) = waker {
             self.waker.register(waker);
         }
         let mut queue = self.lock();
-        let mut taken = Taken {
+        let taken = Taken {
             overflowed: queue.overflowed,
             close: queue.close,
             draining: queue.draining,
             ..Taken::default()
         };
         if queue.bytes <= budget {
-            taken.frames = std::mem::take(&mut queue.frames);
+            into.clear();
+            std::mem::swap(&mut queue.frames, into);
             // Still unwritten, now held by the task: the bound keeps counting them.
             self.held.fetch_add(queue.bytes, Ordering::Relaxed);
             queue.bytes = 0;
@@ -139,7 +146,7 @@ impl Mailbox {
                 }
                 bytes += frame.len();
                 if let Some(frame) = queue.frames.pop_front() {
-                    taken.frames.push_back(frame);
+                    into.push_back(frame);
                 }
             }
             queue.bytes -= bytes;
@@ -177,14 +184,19 @@ mod tests {
         mailbox.deliver(&Bytes::from_static(b"12345"));
         assert_eq!(mailbox.queued_bytes(), 10, "exactly at the bound");
         mailbox.deliver(&Bytes::from_static(b"1"));
-        let taken = mailbox.take(Some(&waker), usize::MAX);
+        let mut frames = VecDeque::new();
+        let taken = mailbox.take(Some(&waker), usize::MAX, &mut frames);
         assert!(taken.overflowed);
-        assert!(taken.frames.is_empty());
+        assert!(frames.is_empty());
         // Bytes the task holds count too.
         let mailbox = Mailbox::new(10);
         mailbox.set_held(8);
         mailbox.deliver(&Bytes::from_static(b"123"));
-        assert!(mailbox.take(Some(&waker), usize::MAX).overflowed);
+        assert!(
+            mailbox
+                .take(Some(&waker), usize::MAX, &mut frames)
+                .overflowed
+        );
     }
 
     #[test]
@@ -194,8 +206,12 @@ mod tests {
         for _ in 0..3 {
             mailbox.deliver(&Bytes::from_static(b"1234567890"));
         }
-        assert_eq!(mailbox.take(Some(&waker), 5).frames.len(), 1);
-        assert_eq!(mailbox.take(Some(&waker), 20).frames.len(), 2);
+        let mut frames = VecDeque::new();
+        mailbox.take(Some(&waker), 5, &mut frames);
+        assert_eq!(frames.len(), 1);
+        frames.clear();
+        mailbox.take(Some(&waker), 20, &mut frames);
+        assert_eq!(frames.len(), 2);
         assert_eq!(mailbox.queued_bytes(), 0);
     }
 }
