@@ -130,7 +130,6 @@ impl Mailbox {
             overflowed: queue.overflowed,
             close: queue.close,
             draining: queue.draining,
-            ..Taken::default()
         };
         if queue.bytes <= budget {
             into.clear();
