@@ -28,6 +28,37 @@ fn functions() -> ServerBuilder {
             ctx.server.runtime().sleep(Duration::from_millis(ms)).await;
             Ok::<_, RtmError>(ms)
         })
+        .register("big", |_ctx: CallContext, (n,): (usize,)| async move {
+            Ok::<_, RtmError>("x".repeat(n))
+        })
+}
+
+/// A peer that reads promptly is never a slow consumer because of its own
+/// replies: 64 pipelined calls answering 17 KB each (1.1 MB together, past
+/// the 1 MiB bound) and one 2 MB reply all arrive, and the connection stays
+/// open. (Its requests simply wait in its socket while replies are queued.)
+async fn replies_to_pipelined_calls_never_make_a_reading_peer_a_slow_consumer(adapter: Adapter) {
+    let server = listen(adapter, functions()).await;
+    let mut peer = RawPeer::upgrade(server.local_addr(), "/").await;
+    let mut burst = Vec::new();
+    for n in 0..64 {
+        let call =
+            json!({"id": format!("b{n}"), "type": "invoke", "function": "big", "data": [17_000]});
+        burst.extend(frame(true, TEXT, call.to_string().as_bytes()));
+    }
+    let call = json!({"id": "huge", "type": "invoke", "function": "big", "data": [2_000_000]});
+    burst.extend(frame(true, TEXT, call.to_string().as_bytes()));
+    peer.send(&burst).await;
+    for n in 0..65 {
+        let got = reply(&mut peer).await;
+        assert!(got["data"].is_string(), "reply {n}: {got}");
+    }
+    assert_eq!(
+        request_echo(&mut peer, 1).await["data"],
+        json!(1),
+        "still open"
+    );
+    soon("shutdown", server.shutdown()).await;
 }
 
 async fn request(peer: &mut RawPeer, request: Value) -> Value {
@@ -233,7 +264,44 @@ async fn handshakes_in_flight_are_bounded(adapter: Adapter) {
     soon("shutdown", server.shutdown()).await;
 }
 
+/// Before authentication a frame is held to an `auth` request's size
+/// (`max_auth_bytes` + 1 KiB): a peer that never authenticates cannot make
+/// the server buffer a whole `max_frame_bytes` for it, it gets 1009 at the
+/// frame's header. After authentication the full size is read.
+async fn before_authentication_frames_are_held_to_an_auth_requests_size(adapter: Adapter) {
+    let builder = functions().auth(|data, _info| async move {
+        let name = data
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("x")
+            .to_owned();
+        Ok(Identity::new(name, Value::Null))
+    });
+    let server = listen(adapter, builder).await;
+    let addr = server.local_addr();
+    let mut stalled = RawPeer::upgrade(addr, "/").await;
+    // The header of a 1 MiB text frame and a little of it, then nothing.
+    let big = frame(true, TEXT, &vec![b' '; 1024 * 1024]);
+    stalled.send(&big[..4096]).await;
+    let (code, _, _) = stalled.expect_close(0).await;
+    assert_eq!(code, 1009);
+    // Authenticated, a frame of 100 KB is served.
+    let mut peer = RawPeer::upgrade(addr, "/").await;
+    let auth = json!({"id": "a", "type": "auth", "data": ["alice"]});
+    assert_eq!(request(&mut peer, auth).await["id"], json!("a"));
+    let big = "y".repeat(100_000);
+    let got = request(
+        &mut peer,
+        json!({"id": "e", "type": "invoke", "function": "echo", "data": [big]}),
+    )
+    .await;
+    assert_eq!(got["data"].as_str().map(str::len), Some(100_000));
+    soon("shutdown", server.shutdown()).await;
+}
+
 on_every_adapter!(
+    before_authentication_frames_are_held_to_an_auth_requests_size,
+    replies_to_pipelined_calls_never_make_a_reading_peer_a_slow_consumer,
     names_and_subscriptions_past_their_limits_are_refused,
     a_subscription_of_40000_tags_is_cheap_and_stalls_no_one,
     auth_handlers_of_closed_connections_are_cancelled,

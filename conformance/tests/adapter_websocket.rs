@@ -200,7 +200,8 @@ async fn an_auth_timeout_mid_frame_closes_4008_cleanly(adapter: Adapter) {
         .auth_timeout(Duration::from_millis(200));
     let server = listen(adapter, builder).await;
     let mut peer = RawPeer::upgrade(server.local_addr(), "/").await;
-    let whole = invoke("1", "echo", json!(["w".repeat(200_000)]));
+    // Within the frame limit before authentication (max_auth_bytes + 1 KiB).
+    let whole = invoke("1", "echo", json!(["w".repeat(12_000)]));
     let (first, rest) = whole.split_at(whole.len() / 3);
     peer.send(first).await;
     async_io::Timer::after(Duration::from_millis(400)).await;

@@ -405,6 +405,18 @@ fn unreadable_tls_files_exit_2_naming_the_file() {
     assert!(exited.stderr.contains("--tls-key"), "{exited:?}");
 }
 
+/// A limit of zero would refuse every frame or every call: the command line
+/// refuses it instead, naming the flag.
+#[test]
+fn a_zero_limit_is_a_usage_error_naming_the_flag() {
+    for flag in ["--max-frame-bytes", "--max-in-flight", "--auth-timeout-ms"] {
+        let args = ["--listen", "127.0.0.1:0", flag, "0"];
+        let exited = run_to_exit(FIXTURE_BIN, args, Duration::from_secs(10)).unwrap();
+        assert_eq!(exited.status.code(), Some(2), "{flag}: {exited:?}");
+        assert!(exited.stderr.contains(flag), "{flag}: {exited:?}");
+    }
+}
+
 // ----- signals -----
 
 /// SIGTERM (a service manager's stop; Ctrl-C's SIGINT does the same) shuts

@@ -22,9 +22,13 @@ pub struct Limits {
     /// Requests in flight per connection: invokes, and subscribes waiting for
     /// the authorizer or the broker (default 256); more get `rtm/too-many-requests`.
     pub max_in_flight: u32,
-    /// Bytes queued for one connection and not yet written to its socket
-    /// (frames, pongs, pings; default 1 MiB). A connection that lets more
-    /// pile up is closed 1013 `rtm/slow-consumer`. Enforced by the adapter.
+    /// Bytes of events, pongs and pings queued for one connection and not
+    /// yet written to its socket (default 1 MiB). A connection that lets
+    /// more pile up is closed 1013 `rtm/slow-consumer`. Replies are paced
+    /// instead: while a quarter of this (at most 64 KiB) waits to be
+    /// written, the connection is not read, so a client pipelining calls is
+    /// slowed, not closed (replies close it only past 16× this). Enforced by
+    /// the adapter.
     pub max_outbound_bytes: usize,
     /// Connections a server holds at once (default 100,000); more are refused with 1013.
     pub max_connections: usize,
@@ -45,6 +49,9 @@ pub struct Limits {
     pub max_broker_topics: usize,
     /// Largest `data` of an `auth` request, in bytes (default 16 KiB):
     /// larger gets `rtm/bad-request` without reaching the auth handler.
+    /// Before authentication the adapters also hold frames to this + 1 KiB
+    /// (close 1009), so an unauthenticated peer cannot make the server
+    /// buffer `max_frame_bytes`.
     pub max_auth_bytes: usize,
 }
 

@@ -67,8 +67,10 @@ pub enum EnvelopeError {
     BadFrame(&'static str),
 }
 
-/// The shape of an event frame, checked before it reaches any client.
+/// The shape of an event frame, checked before it reaches any client:
+/// nothing else (an `id` would make a client take it for a reply).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EventFrame<'a> {
     #[serde(borrow)]
     event: &'a serde_json::value::RawValue,
@@ -124,6 +126,9 @@ impl Envelope {
                 "event must be a string and data an array",
             ));
         }
+        if event.event.get() == "\"\"" {
+            return Err(EnvelopeError::BadFrame("the event name is empty"));
+        }
         Ok(Envelope {
             origin: header.origin,
             seq: header.seq,
@@ -167,13 +172,15 @@ mod tests {
     #[test]
     fn a_frame_that_is_not_an_event_is_refused() {
         let header = b"{\"v\":1,\"origin\":\"o\",\"seq\":1}\n".to_vec();
-        let frames: [&[u8]; 6] = [
+        let frames: [&[u8]; 8] = [
             b"{\"event\":\"e\",\"data\":[\"\xff\"]}",
             b"plain text",
             b"{\"event\":\"e\"}",
             b"{\"event\":1,\"data\":[]}",
             b"{\"event\":\"e\",\"data\":{}}",
             b"[1,2]",
+            b"{\"event\":\"dm\",\"data\":[1],\"id\":\"a\"}",
+            b"{\"event\":\"\",\"data\":[]}",
         ];
         for frame in frames {
             let mut wire = header.clone();

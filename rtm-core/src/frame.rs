@@ -236,6 +236,24 @@ fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
+/// A string field: missing or not a string is `missing`; a string whose
+/// escapes are not valid Unicode (a lone surrogate) says so.
+fn string_field<'a>(raw: Option<&'a RawValue>, missing: &str) -> Result<Cow<'a, str>, String> {
+    let raw = raw.ok_or_else(|| missing.to_owned())?;
+    if !raw.get().starts_with('"') {
+        return Err(missing.to_owned());
+    }
+    json_str(raw).ok_or_else(|| {
+        format!(
+            "{} is not valid Unicode (a lone surrogate escape?)",
+            raw.get()
+        )
+        .chars()
+        .take(200)
+        .collect()
+    })
+}
+
 /// Parses one text frame from a client.
 ///
 /// `frame` must be the whole frame: [`Args`] are sliced out of it without copying.
@@ -283,21 +301,20 @@ pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
     match kind.as_ref() {
         "auth" => Ok(Request::Auth { id, data: args }),
         "invoke" => {
-            let function = raw
-                .function
-                .and_then(json_str)
-                .ok_or_else(|| bad("invoke needs a string function"))?;
+            let function = string_field(raw.function, "invoke needs a string function")
+                .map_err(|message| bad(&message))?;
             Ok(Request::Invoke { id, function, args })
         }
         "subscribe" | "unsubscribe" => {
-            let event = raw
-                .event
-                .and_then(json_str)
-                .ok_or_else(|| bad("subscribe needs a string event"))?;
+            let event = string_field(raw.event, "subscribe needs a string event")
+                .map_err(|message| bad(&message))?;
             let tags = match raw.tags {
                 None => return Err(bad("subscribe needs an array of string tags")),
+                Some(tags) if !tags.get().starts_with('[') => {
+                    return Err(bad("tags must be an array of strings"))
+                }
                 Some(tags) => serde_json::from_str::<Vec<String>>(tags.get())
-                    .map_err(|_| bad("tags must be an array of strings"))?,
+                    .map_err(|e| bad(&format!("tags must be an array of strings ({e})")))?,
             };
             let sub = PushSub {
                 event: event.into_owned(),

@@ -233,6 +233,17 @@ fn a_lone_surrogate_in_a_string_is_a_per_request_bad_request() {
         c,
         r#"{"id":"2","type":"subscribe","event":"\udfff","tags":["a"]}"#.to_owned(),
     );
-    assert_eq!(code(&h.only_frame(c)), "rtm/bad-request");
+    let reply = h.only_frame(c);
+    assert_eq!(code(&reply), "rtm/bad-request");
+    assert!(message(&reply).contains("not valid Unicode"), "{reply}");
     assert!(h.server.is_open(c));
+    // In the request's own `id`, `type` or a key, the frame is no request: 1007.
+    h.send(
+        c,
+        r#"{"id":"\ud800","type":"invoke","function":"echo","data":[]}"#.to_owned(),
+    );
+    assert!(matches!(
+        h.next(c),
+        Some(common::harness::Delivery::Close { code, .. }) if code.0 == 1007
+    ));
 }

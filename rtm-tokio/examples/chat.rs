@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
@@ -43,7 +42,7 @@ use axum::Router;
 use clap::Parser;
 use rtm_tokio::broker::BrokerState;
 use rtm_tokio::{
-    CallContext, ConnMeta, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
+    CallContext, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
     ServerHandle,
 };
 use serde_json::{json, Value};
@@ -65,8 +64,9 @@ const BROKER_START_GRACE: Duration = Duration::from_secs(2);
 #[derive(Parser)]
 #[command(about = "RTM chat: a small web chat on rooms (Push), DMs (Publish) and presence (Emit)")]
 struct Cli {
-    /// Address to serve the page and the RTM endpoint on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    /// Address to serve the page and the RTM endpoint on (`host:port`; a
+    /// name such as `localhost:7070` is resolved).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Redis URL (redis://host:port/), to share rooms and DMs between several
     /// chat servers; comma-separated URLs are the seed nodes of a Redis Cluster.
@@ -163,6 +163,15 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
 }
 
 /// Why binding `addr` failed, and what to do about it.
+/// `host:port` to the first address it resolves to.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|err| format!("not a host:port address ({err})"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_owned())
+}
+
 pub fn listen_error(addr: SocketAddr, err: &std::io::Error) -> String {
     use std::io::ErrorKind;
     let next = SocketAddr::new(addr.ip(), addr.port().checked_add(1).unwrap_or(7070));
@@ -407,21 +416,14 @@ fn online(server: &ServerHandle) -> Vec<String> {
     names.into_iter().collect()
 }
 
+/// `/rtm`: the server's own WebSocket (HTTP answers to bad handshakes, close
+/// codes, lingering closes), under axum's route.
 async fn upgrade(
     State(rtm): State<ServerHandle>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    request: axum::extract::Request,
 ) -> Response {
-    let max = rtm.config().limits.max_frame_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let meta = ConnMeta {
-                peer_addr: Some(peer),
-                path: Some("/rtm".into()),
-            };
-            rtm_tokio::serve_axum(&rtm, socket, meta).await;
-        })
+    rtm_tokio::upgrade_axum(&rtm, request, Some(peer))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

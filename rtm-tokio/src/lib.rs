@@ -58,9 +58,13 @@
 //!   subscription, made by [`ClientHandle::subscribe_push`]).
 //! - **A cluster**: `rtm-redis`'s `RedisBroker`, given to
 //!   [`ServerBuilder::broker`], carries Publish and Push between servers.
-//! - **An existing axum app**: [`serve_axum`] serves RTM on one of its routes
-//!   (see [`ServerBuilderExt::embedded`]); [`serve_websocket`] serves a
-//!   socket upgraded by tokio-tungstenite yourself.
+//! - **An existing axum app**: [`upgrade_axum`] answers one of its routes
+//!   with the server's own WebSocket (close codes, limits and lingering
+//!   close as on [`Server::builder`]'s listener; see
+//!   [`ServerBuilderExt::embedded`]); [`serve_axum`] serves a socket axum
+//!   already upgraded, and [`serve_websocket`] one upgraded by
+//!   tokio-tungstenite yourself (frames and close codes are then that
+//!   library's).
 //! - **TLS**: `wss://` with [`ServerTls`] and [`ClientTls`] (feature `tls`).
 //! - **The wire protocol**, its limits, error codes and close codes:
 //!   `docs/protocol.md` in the repository; unit-test routing without
@@ -76,9 +80,9 @@ pub use listener::{Listening, Server, ServerBuilderExt};
 pub use rtm_core::{ClientEvent, ClientState, Reconnect};
 pub use rtm_driver::{ClientHandle, ClientOptions, Subscription};
 pub use rtm_runtime::TokioRuntime;
-#[cfg(feature = "axum")]
-pub use ws::serve_axum;
 pub use ws::serve_websocket;
+#[cfg(feature = "axum")]
+pub use ws::{serve_axum, upgrade_axum};
 
 pub use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,

@@ -38,8 +38,8 @@ struct Args {
     /// Require auth: `data[0]` = `"user:<id>"`.
     #[arg(long)]
     auth: bool,
-    /// Auth timeout in milliseconds (default 10 s).
-    #[arg(long)]
+    /// Auth timeout in milliseconds (default 10 s; at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     auth_timeout_ms: Option<u64>,
     /// Join a cluster through this Redis (comma-separated URLs: a Redis Cluster's seed nodes).
     #[arg(long)]
@@ -47,11 +47,11 @@ struct Args {
     /// Broker topic namespace.
     #[arg(long)]
     namespace: Option<String>,
-    /// Largest frame accepted.
-    #[arg(long)]
+    /// Largest frame accepted, in bytes (default 1 MiB; at least 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_frame_bytes: Option<usize>,
-    /// Invokes in flight per connection.
-    #[arg(long)]
+    /// Invokes in flight per connection (default 256; at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: Option<u32>,
     /// Serve wss:// with this PEM certificate chain (with `--tls-key`).
     #[arg(long, requires = "tls_key")]

@@ -54,6 +54,12 @@ pub struct TransportOptions {
     /// what sockets that connect and stay silent can hold. Past it, a new
     /// connection is closed at once. Applies to the adapter's own listener.
     pub max_handshakes: usize,
+    /// The listening socket's accept queue: connections the kernel completes
+    /// before the accept loop takes them (default 1,024; Linux caps it at
+    /// `net.core.somaxconn`). A burst of reconnecting clients larger than it
+    /// sees SYNs dropped and retried a second later. Applies to the
+    /// adapter's own listener.
+    pub listen_backlog: u32,
     /// After the server sent a close frame, how many bytes it reads (and
     /// discards) waiting for the peer's close before giving up (default 16
     /// MiB): enough for a peer to finish sending an oversized message and
@@ -88,6 +94,7 @@ impl Default for TransportOptions {
             close_drain_bytes: 16 * 1024 * 1024,
             max_connections_per_ip: None,
             max_handshakes: 4096,
+            listen_backlog: 1024,
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(2),
@@ -442,6 +449,14 @@ impl ServerBuilder {
     /// 4,096); past it, a new connection is closed at once.
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
         self.transport.max_handshakes = handshakes.max(1);
+        self
+    }
+
+    /// The listening socket's accept queue length (default 1,024; at least
+    /// 1; Linux caps it at `net.core.somaxconn`); see
+    /// [`TransportOptions::listen_backlog`].
+    pub fn listen_backlog(mut self, connections: u32) -> Self {
+        self.transport.listen_backlog = connections.max(1);
         self
     }
 

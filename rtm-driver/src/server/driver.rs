@@ -43,6 +43,10 @@ use crate::websocket::stream::Read;
 const MESSAGES_PER_PASS: usize = 64;
 /// Events taken from the mailbox while this much waits to be written, at most.
 const WRITE_WATERMARK: usize = 64 * 1024;
+/// Replies to the connection's own requests do not count toward
+/// `max_outbound_bytes` (its requests are not read while they wait), up to
+/// this many times it: past that, even replies make it a slow consumer.
+const REPLY_ALLOWANCE: usize = 16;
 
 /// What finished among the things a connection waits for.
 enum Done {
@@ -51,6 +55,15 @@ enum Done {
     Authorized(SubscribeTicket, Result<(), RtmError>),
     Subscribed(SubscribeTicket, Vec<String>, bool),
     Joined(JoinTicket),
+}
+
+/// The largest frame read before authentication: an `auth` request's data
+/// at its limit, and room for the request around it.
+pub(crate) fn pre_auth_frame_bytes(limits: &rtm_core::Limits) -> usize {
+    limits
+        .max_auth_bytes
+        .saturating_add(1024)
+        .min(limits.max_frame_bytes)
 }
 
 /// Something the connection waits for: a running function (its boxed
@@ -129,16 +142,30 @@ pub(crate) struct ConnectionDriver<T> {
     handle: Option<ServerHandle>,
     /// Frames taken from the mailbox (swapped with its buffer: no allocation).
     inbox: std::collections::VecDeque<Bytes>,
+    /// Bytes of events queued since nothing was left to write.
+    event_bytes: usize,
+    /// The last pass stopped reading for backpressure.
+    read_paused: bool,
+    /// Frames up to max_frame_bytes are read (after authentication).
+    authenticated: bool,
 }
 
 impl<T: Transport> ConnectionDriver<T> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         conn: Connection,
-        transport: T,
+        mut transport: T,
         mailbox: Arc<Mailbox>,
     ) -> Self {
         let linger_budget = shared.transport.close_drain_bytes;
+        // Before authentication only an `auth` is useful: frames are held to
+        // its size, so a peer that never authenticates cannot make the server
+        // buffer a whole max_frame_bytes for it.
+        let limits = &shared.config.limits;
+        let authenticated = conn.is_open();
+        if !authenticated {
+            transport.set_max_message(pre_auth_frame_bytes(limits));
+        }
         ConnectionDriver {
             shared,
             conn,
@@ -156,6 +183,9 @@ impl<T: Transport> ConnectionDriver<T> {
             ip: None,
             handle: None,
             inbox: std::collections::VecDeque::new(),
+            event_bytes: 0,
+            read_paused: false,
+            authenticated,
         }
     }
 
@@ -187,6 +217,11 @@ impl<T: Transport> ConnectionDriver<T> {
                         break;
                     }
                 }
+                if !self.authenticated && self.conn.is_open() {
+                    self.authenticated = true;
+                    let max = self.shared.config.limits.max_frame_bytes;
+                    self.transport.set_max_message(max);
+                }
                 if matches!(self.stage, Stage::Open) {
                     if self.flush_due(cx, now) {
                         match self.transport.poll_flush(cx) {
@@ -196,8 +231,19 @@ impl<T: Transport> ConnectionDriver<T> {
                             Poll::Ready(Ok(())) | Poll::Pending => {}
                         }
                     }
-                    self.mailbox.set_held(self.transport.unwritten());
+                    // Events waiting to be written count toward the mailbox's
+                    // bound; replies to the peer's own requests do not.
+                    let unwritten = self.transport.unwritten();
+                    if unwritten == 0 {
+                        self.event_bytes = 0;
+                    }
+                    self.mailbox.set_held(self.event_bytes.min(unwritten));
                     if !matches!(self.stage, Stage::Open) {
+                        continue;
+                    }
+                    // Reading paused for replies that are now written: read on
+                    // (nothing else would wake this task for the bytes waiting).
+                    if self.read_paused && unwritten < self.read_pause() {
                         continue;
                     }
                     if yielded {
@@ -210,6 +256,11 @@ impl<T: Transport> ConnectionDriver<T> {
             }
             return self.close_stages(cx, now);
         }
+    }
+
+    /// Bytes waiting to be written past which the peer is not read.
+    fn read_pause(&self) -> usize {
+        (self.shared.config.limits.max_outbound_bytes / 4).clamp(1, WRITE_WATERMARK)
     }
 
     /// Whether to write now. Without a write delay, the first pass that has
@@ -252,6 +303,7 @@ impl<T: Transport> ConnectionDriver<T> {
             .mailbox
             .take(Some(cx.waker()), budget.max(1), &mut self.inbox);
         for frame in self.inbox.drain(..) {
+            self.event_bytes += frame.len();
             self.transport.queue_text(&frame);
         }
         if taken.overflowed {
@@ -267,10 +319,17 @@ impl<T: Transport> ConnectionDriver<T> {
     /// Reads and handles what arrived; `true` when it stopped early to let
     /// other tasks run.
     fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        let max = self.shared.config.limits.max_outbound_bytes;
+        // Backpressure: while this much waits to be written, the peer's next
+        // requests wait in its socket (a peer that does not read its replies
+        // is not read either), so replies stay bounded by what is in flight.
+        let pause = self.read_pause();
+        self.read_paused = false;
         for _ in 0..MESSAGES_PER_PASS {
-            // Backpressure: a peer that does not read its replies is not read either.
-            if self.draining || self.conn.is_closed() || self.transport.unwritten() > max {
+            if self.draining || self.conn.is_closed() {
+                return false;
+            }
+            if self.transport.unwritten() >= pause {
+                self.read_paused = true;
                 return false;
             }
             let Poll::Ready(read) = self.transport.poll_read(cx) else {
@@ -421,12 +480,19 @@ impl<T: Transport> ConnectionDriver<T> {
             // No waker: the pass already registered this task's.
             let taken = self.mailbox.take(None, usize::MAX, &mut self.inbox);
             for event in self.inbox.drain(..) {
+                self.event_bytes += event.len();
                 self.transport.queue_text(&event);
             }
             overflowed = taken.overflowed;
         }
         self.transport.queue_text(frame);
-        if overflowed || self.transport.unwritten() > self.shared.config.limits.max_outbound_bytes {
+        let allowance = self
+            .shared
+            .config
+            .limits
+            .max_outbound_bytes
+            .saturating_mul(REPLY_ALLOWANCE);
+        if overflowed || self.transport.unwritten() > allowance {
             tracing::warn!(conn = %self.conn.id(), "slow consumer: outbound bound passed");
             self.conn.handle_slow_consumer();
         }

@@ -22,6 +22,23 @@ impl Server {
     }
 }
 
+/// A non-blocking listening socket on `addr` with an accept queue of
+/// `backlog` (std's `bind` fixes it at 128, which a reconnect storm fills).
+/// `SO_REUSEADDR` is set on Unix, as every server does, so a restarted
+/// server can bind while old connections linger in TIME_WAIT (a port that
+/// another socket listens on is still `AddrInUse`).
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX).max(1);
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
 /// A running server with its listener (from an adapter's `listen`).
 pub struct Listening {
     handle: ServerHandle,
@@ -44,8 +61,7 @@ impl Listening {
         addr: SocketAddr,
         runtime: RuntimeRef,
     ) -> io::Result<Listening> {
-        let std_listener = std::net::TcpListener::bind(addr)?;
-        std_listener.set_nonblocking(true)?;
+        let std_listener = bind(addr, builder.transport.listen_backlog)?;
         let listener = runtime.listener(std_listener)?;
         let local_addr = listener.local_addr()?;
         let handle = builder.start(runtime.clone());
@@ -141,5 +157,58 @@ async fn accept_loop(handle: ServerHandle, listener: Box<dyn Listener>) {
                 runtime.sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(300))
+    }
+
+    /// The kernel completes up to backlog + 1 connections nobody accepted;
+    /// the next SYN is dropped. So the backlog given is the one applied.
+    #[test]
+    fn the_accept_queue_holds_the_backlog_given() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(connect(addr).expect("within the backlog"));
+        }
+        let refused = (0..3)
+            .map(|_| connect(addr))
+            .filter_map(Result::err)
+            .count();
+        assert!(refused > 0, "a full accept queue takes no more connections");
+    }
+
+    /// The default (1,024) absorbs a burst std's fixed 128 would not.
+    #[test]
+    fn the_default_backlog_absorbs_a_burst_of_200_connections() {
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let burst = 200.min(somaxconn);
+        let backlog = crate::server::TransportOptions::default().listen_backlog;
+        let listener = bind("127.0.0.1:0".parse().unwrap(), backlog).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held: Vec<_> = (0..burst).map(|_| connect(addr)).collect();
+        let failed = held.iter().filter(|c| c.is_err()).count();
+        assert_eq!(failed, 0, "{failed} of {burst} connections not completed");
+    }
+
+    /// A port another socket listens on stays taken despite SO_REUSEADDR.
+    #[test]
+    fn a_port_in_use_is_still_refused() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind(addr, 16).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

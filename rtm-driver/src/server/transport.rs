@@ -35,6 +35,9 @@ pub(crate) trait Transport: Send + Unpin {
     fn poll_linger(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<Lingered>;
     /// Shuts the write side.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// The largest message accepted from now on (where the transport reads
+    /// frames itself; another library keeps the limit it was given).
+    fn set_max_message(&mut self, _max_message: usize) {}
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Transport for WebSocketIo<IO> {
@@ -65,6 +68,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Transport for WebSocketIo<IO> {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         WebSocketIo::poll_shutdown(self, cx)
     }
+    fn set_max_message(&mut self, max_message: usize) {
+        WebSocketIo::set_max_message(self, max_message)
+    }
 }
 
 /// A socket upgraded by another WebSocket library, as a stream of
@@ -77,6 +83,8 @@ pub(crate) struct Messages<St, Si> {
     queued_bytes: usize,
     /// Sent since the last flush.
     dirty: bool,
+    /// The peer closed: the library has queued its answer; ours would fail.
+    peer_closed: bool,
 }
 
 impl<St, Si> Messages<St, Si> {
@@ -87,6 +95,7 @@ impl<St, Si> Messages<St, Si> {
             queue: VecDeque::new(),
             queued_bytes: 0,
             dirty: false,
+            peer_closed: false,
         }
     }
 }
@@ -105,7 +114,13 @@ where
             Some(Incoming::Binary) => Read::Message(Message::Binary),
             Some(Incoming::Activity) => Read::Message(Message::Pong),
             Some(Incoming::TooLarge) => Read::Violation(Violation::TOO_BIG),
-            Some(Incoming::Closed(code, reason)) => Read::Message(Message::Close(code, reason)),
+            Some(Incoming::Closed(code, reason)) => {
+                // WebSocket libraries answer a close themselves, on their next
+                // flush: flush, do not send a second close.
+                self.peer_closed = true;
+                self.dirty = true;
+                Read::Message(Message::Close(code, reason))
+            }
             Some(Incoming::Error(err)) => Read::Failed(io::Error::other(err)),
             None => Read::Eof,
         })
@@ -121,8 +136,10 @@ where
     }
 
     fn queue_close(&mut self, code: u16, reason: &str) {
-        self.queue
-            .push_back(Outgoing::Close(code, reason.to_owned()));
+        if !self.peer_closed {
+            self.queue
+                .push_back(Outgoing::Close(code, reason.to_owned()));
+        }
     }
 
     fn set_pong(&mut self, _payload: Bytes) {}

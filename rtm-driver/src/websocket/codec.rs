@@ -114,6 +114,11 @@ impl Decoder {
         }
     }
 
+    /// Changes the message limit (for the frames that start after this call).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// Whether a message is half-received (its first fragment seen, not its last).
     pub fn mid_message(&self) -> bool {
         self.partial.is_some()

@@ -113,9 +113,14 @@ pub struct UpgradeRequest {
 }
 
 impl UpgradeRequest {
+    /// The `Sec-WebSocket-Accept` value of the `101` answer.
+    pub fn accept_key(&self) -> String {
+        tungstenite::handshake::derive_accept_key(self.key.as_bytes())
+    }
+
     /// The `101 Switching Protocols` response that completes the handshake.
     pub fn accept(&self) -> Vec<u8> {
-        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let accept = self.accept_key();
         format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         )
@@ -232,29 +237,46 @@ fn check(
     request: &httparse::Request,
     policy: &HandshakePolicy,
 ) -> Result<UpgradeRequest, Rejection> {
-    if request.version != Some(1) {
+    let headers: Vec<(&str, &[u8])> = request.headers.iter().map(|h| (h.name, h.value)).collect();
+    check_request(
+        request.method.unwrap_or(""),
+        request.version == Some(1),
+        request.path.unwrap_or("/"),
+        &headers,
+        policy,
+    )
+}
+
+/// Checks a request that an HTTP server already parsed (an axum route, for
+/// one): its method, whether it is HTTP/1.1, its target (path and query)
+/// and its headers as (name, value) pairs. The same rules and answers as
+/// [`read_request`].
+pub fn check_request(
+    method: &str,
+    http_1_1: bool,
+    target: &str,
+    headers: &[(&str, &[u8])],
+    policy: &HandshakePolicy,
+) -> Result<UpgradeRequest, Rejection> {
+    if !http_1_1 {
         return Err(Rejection::new(400, "a WebSocket handshake needs HTTP/1.1"));
     }
-    if request.method != Some("GET") {
+    if method != "GET" {
         return Err(Rejection::new(
             400,
             "a WebSocket handshake is a GET request",
         ));
     }
-    let target = request.path.unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
     if path != policy.path {
         return Err(Rejection::new(404, "not found"));
     }
     let header = |name: &str| -> Result<Option<&str>, Rejection> {
-        let mut found = request
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name));
-        let Some(first) = found.next() else {
+        let mut found = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let Some((_, value)) = found.next() else {
             return Ok(None);
         };
-        let value = std::str::from_utf8(first.value)
+        let value = std::str::from_utf8(value)
             .map_err(|_| Rejection::new(400, "a header value is not text"))?;
         Ok(Some(value.trim()))
     };
@@ -279,10 +301,9 @@ fn check(
     if header("host")?.is_none() {
         return Err(Rejection::new(400, "no Host header"));
     }
-    let keys = request
-        .headers
+    let keys = headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
         .count();
     let key = match header("sec-websocket-key")? {
         Some(key) if keys == 1 && valid_key(key) => key.to_owned(),

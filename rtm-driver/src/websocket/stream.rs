@@ -85,6 +85,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
         }
     }
 
+    /// Changes the largest message accepted (1009 past it).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.decoder.set_max_message(max_message);
+    }
+
     /// Reads the next message (or what ended the stream).
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         loop {
