@@ -97,6 +97,41 @@ pub trait Broker: Send + Sync + 'static {
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Stops receiving `topic`.
     fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Starts receiving each of `topics` (distinct), as [`Broker::subscribe`]
+    /// does for one: one result per topic, in the same order.
+    ///
+    /// The server hands over the topics that waited together (up to 512),
+    /// for instance when many users sign in at once after a restart. The
+    /// default subscribes them one after another; a broker with a round
+    /// trip per command should send them together (`RedisBroker` pipelines
+    /// them, so a batch costs one round trip, not one per topic).
+    fn subscribe_many<'a>(
+        &'a self,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Vec<Result<(), BrokerError>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(topics.len());
+            for topic in topics {
+                results.push(self.subscribe(topic).await);
+            }
+            results
+        })
+    }
+    /// Stops receiving each of `topics` (distinct), as
+    /// [`Broker::unsubscribe`] does for one: one result per topic, in
+    /// order. The default unsubscribes them one after another.
+    fn unsubscribe_many<'a>(
+        &'a self,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Vec<Result<(), BrokerError>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(topics.len());
+            for topic in topics {
+                results.push(self.unsubscribe(topic).await);
+            }
+            results
+        })
+    }
     /// The current state.
     fn state(&self) -> BrokerState;
 }

@@ -496,6 +496,91 @@ impl Broker for RedisBroker {
         })
     }
 
+    /// One pipeline for the batch (in chunks of 256 commands): a burst of
+    /// sign-ins costs a round trip to Redis per chunk, not per user.
+    fn subscribe_many<'a>(
+        &'a self,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Vec<Result<(), BrokerError>>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let subscriber = shared.subscriber.lock().await;
+            // Only the topics not wanted already need a command.
+            let fresh: Vec<bool> = {
+                let mut wanted = lock(&shared.topics);
+                topics.iter().map(|t| wanted.insert(t.clone())).collect()
+            };
+            let new: Vec<Topic> = topics
+                .iter()
+                .zip(&fresh)
+                .filter(|(_, fresh)| **fresh)
+                .map(|(topic, _)| topic.clone())
+                .collect();
+            let outcome = if new.is_empty() {
+                Ok(())
+            } else if let Some(mut conn) = subscriber.clone() {
+                let generation = shared.current_generation();
+                match conn.subscribe_all(shared, &new).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The topics stay wanted; a full reconnect puts them in place.
+                        shared.lost(generation, "SUBSCRIBE", &e);
+                        Err(BrokerError::Unavailable(e.to_string()))
+                    }
+                }
+            } else {
+                Err(BrokerError::Unavailable(
+                    "not connected to Redis: the topic is subscribed once it is back".into(),
+                ))
+            };
+            fresh
+                .iter()
+                .map(|fresh| if *fresh { outcome.clone() } else { Ok(()) })
+                .collect()
+        })
+    }
+
+    /// One pipeline for the batch, as [`RedisBroker::subscribe_many`].
+    fn unsubscribe_many<'a>(
+        &'a self,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, Vec<Result<(), BrokerError>>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let subscriber = shared.subscriber.lock().await;
+            let gone: Vec<bool> = {
+                let mut wanted = lock(&shared.topics);
+                topics
+                    .iter()
+                    .map(|t| *t != shared.control && wanted.remove(t))
+                    .collect()
+            };
+            let old: Vec<Topic> = topics
+                .iter()
+                .zip(&gone)
+                .filter(|(_, gone)| **gone)
+                .map(|(topic, _)| topic.clone())
+                .collect();
+            let outcome = match subscriber.clone() {
+                Some(mut conn) if !old.is_empty() => {
+                    let generation = shared.current_generation();
+                    match conn.unsubscribe_all(shared, &old).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            // A fresh connection subscribes only what is still wanted.
+                            shared.lost(generation, "UNSUBSCRIBE", &e);
+                            Err(BrokerError::Unavailable(e.to_string()))
+                        }
+                    }
+                }
+                _ => Ok(()),
+            };
+            gone.iter()
+                .map(|gone| if *gone { outcome.clone() } else { Ok(()) })
+                .collect()
+        })
+    }
+
     fn state(&self) -> BrokerState {
         lock(&self.shared.live).state.clone()
     }

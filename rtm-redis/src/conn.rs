@@ -143,6 +143,34 @@ impl Conn {
         Ok(())
     }
 
+    /// Unsubscribes every topic in `topics`, in batches.
+    pub(crate) async fn unsubscribe_all(
+        &mut self,
+        shared: &Shared,
+        topics: &[Topic],
+    ) -> RedisResult<()> {
+        for batch in topics.chunks(SUBSCRIBE_BATCH) {
+            match self {
+                Conn::Single(c) => {
+                    // One channel per command, as in subscribe_all.
+                    let mut pipe = redis::pipe();
+                    for topic in batch {
+                        pipe.add_command(shared.unsubscribe_cmd(topic));
+                    }
+                    pipe.exec_async(c).await?;
+                }
+                Conn::Cluster(c) => {
+                    try_join_all(batch.iter().map(|topic| {
+                        let mut c = c.clone();
+                        async move { c.sunsubscribe(topic.as_str()).await }
+                    }))
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends publish commands, each with its topic's slot (on a cluster), and
     /// returns one result per command, in order: one pipeline on a single
     /// node, one per slot on a cluster.

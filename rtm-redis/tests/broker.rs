@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rtm_core::Topic;
-use rtm_driver::broker::{Broker, BrokerError, BrokerState};
+use rtm_driver::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_redis::testing::{free_port, RedisServer, TestRedis};
 use rtm_redis::{RedisBroker, SmolRuntime};
 
@@ -124,6 +124,72 @@ async fn unsubscribing_everything_leaves_only_the_control_topic_and_dropping_lea
     eventually("no channels of the namespace left", || {
         pubsub_channels(&url, &format!("{ns}:*")).is_empty()
     });
+}
+
+/// 600 topics in one call go out as pipelines of at most 256 commands:
+/// each topic is confirmed, held at Redis and delivered; topics already
+/// wanted answer at once; one call unsubscribes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_subscribes_confirms_every_topic_and_each_receives() {
+    const TOPICS: usize = 600;
+    let redis = redis();
+    let url = redis.url();
+    let ns = unique_ns("batch");
+    let (a, _a_events) = started_tokio(fast_config(&url, &ns, "a")).await;
+    let (b, mut b_events) = started_tokio(fast_config(&url, &ns, "b")).await;
+    b_events.wait_up();
+    let topics: Vec<Topic> = (0..TOPICS)
+        .map(|i| Topic::user(&ns, &format!("u{i}")))
+        .collect();
+    // The two servers' control topics.
+    let before = pubsub_channels(&url, &format!("{ns}:*"));
+
+    let results = b.subscribe_many(&topics).await;
+    assert_eq!(results.len(), TOPICS);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        pubsub_channels(&url, &format!("{ns}:*")).len(),
+        before.len() + TOPICS
+    );
+
+    // Ten already wanted and one new: one result each, in order.
+    let late = Topic::user(&ns, "late");
+    let mut again = topics[..10].to_vec();
+    again.push(late.clone());
+    let results = b.subscribe_many(&again).await;
+    assert_eq!(results, vec![Ok(()); 11]);
+    assert_eq!(
+        pubsub_channels(&url, &format!("{ns}:*")).len(),
+        before.len() + TOPICS + 1
+    );
+
+    let sends: Vec<_> = topics
+        .iter()
+        .map(|t| a.publish(t, t.as_str().to_owned().into()))
+        .collect();
+    for result in futures_util::future::join_all(sends).await {
+        result.unwrap();
+    }
+    while b_events.payloads().len() < TOPICS {
+        b_events.wait_for("the next message", |e| {
+            matches!(e, BrokerEvent::Message { .. })
+        });
+    }
+    let mut got = b_events.payloads();
+    got.sort();
+    let mut want: Vec<String> = topics.iter().map(|t| t.as_str().to_owned()).collect();
+    want.sort();
+    assert_eq!(got, want, "each topic's message, once");
+
+    let results = b.unsubscribe_many(&topics).await;
+    assert_eq!(results.len(), TOPICS);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut left = pubsub_channels(&url, &format!("{ns}:*"));
+    left.sort();
+    let mut expected = before;
+    expected.push(late.to_string());
+    expected.sort();
+    assert_eq!(left, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

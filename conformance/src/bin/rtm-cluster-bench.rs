@@ -160,7 +160,13 @@ async fn run(args: Args) -> Result<(), String> {
         warmed: AtomicU64::new(0),
         closed: AtomicU64::new(0),
     });
+    let signing_in = Instant::now();
     let sockets = connect_users(&server2.url(), users).await?;
+    let signed_in = signing_in.elapsed();
+    println!(
+        "{users} users signed in on server 2 (100 at a time, each subscribing its user's topic in Redis) in {signed_in:.2?} ({:.0}/s)",
+        users as f64 / signed_in.as_secs_f64()
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let receivers: Vec<_> = sockets
         .into_iter()

@@ -270,25 +270,61 @@ async fn commands(shared: Arc<Shared>, sink: crate::broker::BrokerSink) {
     }
 }
 
+/// Applies one batch of topic changes. Each topic appears once in a batch
+/// (its changes coalesced), so the order between topics does not matter:
+/// the subscribes go to the broker together, then the unsubscribes.
 async fn apply_changes(shared: &Arc<Shared>, link: &BrokerLink, batch: Vec<(Topic, bool)>) {
-    for (topic, subscribe) in batch {
-        if subscribe {
-            let ok = match link.broker.subscribe(&topic).await {
-                Ok(()) => true,
-                Err(err) => {
-                    link.failed(&err, "subscribe", &topic);
-                    false
+    let (subscribes, unsubscribes): (Vec<_>, Vec<_>) =
+        batch.into_iter().partition(|(_, subscribe)| *subscribe);
+    let subscribes: Vec<Topic> = subscribes.into_iter().map(|(topic, _)| topic).collect();
+    let unsubscribes: Vec<Topic> = unsubscribes.into_iter().map(|(topic, _)| topic).collect();
+    if !subscribes.is_empty() {
+        let mut results = link.broker.subscribe_many(&subscribes).await.into_iter();
+        let oks: Vec<bool> = subscribes
+            .iter()
+            .map(|topic| {
+                // A broker that answered for fewer topics failed the rest.
+                match results.next() {
+                    Some(Ok(())) => true,
+                    Some(Err(err)) => {
+                        link.failed(&err, "subscribe", topic);
+                        false
+                    }
+                    None => {
+                        let err = BrokerError::Failed("the broker gave no answer".into());
+                        link.failed(&err, "subscribe", topic);
+                        false
+                    }
                 }
-            };
-            if ok {
-                link.changes().at_broker.insert(topic.clone());
+            })
+            .collect();
+        {
+            let mut changes = link.changes();
+            for (topic, _) in subscribes.iter().zip(&oks).filter(|(_, ok)| **ok) {
+                changes.at_broker.insert(topic.clone());
             }
-            shared.router_mut().handle_topic_subscribed(&topic, ok);
-            link.confirmed(&topic, ok);
-        } else {
-            link.changes().at_broker.remove(&topic);
-            if let Err(err) = link.broker.unsubscribe(&topic).await {
-                link.failed(&err, "unsubscribe", &topic);
+        }
+        {
+            let mut router = shared.router_mut();
+            for (topic, ok) in subscribes.iter().zip(&oks) {
+                router.handle_topic_subscribed(topic, *ok);
+            }
+        }
+        for (topic, ok) in subscribes.iter().zip(oks) {
+            link.confirmed(topic, ok);
+        }
+    }
+    if !unsubscribes.is_empty() {
+        {
+            let mut changes = link.changes();
+            for topic in &unsubscribes {
+                changes.at_broker.remove(topic);
+            }
+        }
+        let results = link.broker.unsubscribe_many(&unsubscribes).await;
+        for (topic, result) in unsubscribes.iter().zip(results) {
+            if let Err(err) = result {
+                link.failed(&err, "unsubscribe", topic);
             }
         }
     }
