@@ -264,6 +264,44 @@ async fn handshakes_in_flight_are_bounded(adapter: Adapter) {
     soon("shutdown", server.shutdown()).await;
 }
 
+/// One address holds at most `max_handshakes_per_ip` handshake slots:
+/// past it a new connection from that address gets 429 while the
+/// server-wide `max_handshakes` has room; a handshake that finishes gives
+/// its slot back.
+async fn handshakes_from_one_address_past_their_limit_get_429(adapter: Adapter) {
+    let server = listen(adapter, functions().max_handshakes_per_ip(Some(3))).await;
+    let addr = server.local_addr();
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(RawPeer::connect(addr).await);
+    }
+    async_io::Timer::after(Duration::from_millis(100)).await;
+    let mut fourth = RawPeer::connect(addr).await;
+    fourth.send(upgrade_request(addr, "/").as_bytes()).await;
+    let (answer, end) = fourth.read_to_end().await;
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert!(answer.contains("too many handshakes"), "{answer}");
+    assert_eq!(end, End::Eof);
+    // The first finishes its handshake: its slot is free again.
+    let first = &mut silent[0];
+    first.send(upgrade_request(addr, "/").as_bytes()).await;
+    let head = first.read_http_head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut peer = within("room for one more", Duration::from_secs(5), async {
+        loop {
+            match RawPeer::try_upgrade(addr, "/").await {
+                Ok(peer) => break peer,
+                Err(_) => {
+                    async_io::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(request_echo(&mut peer, 1).await["data"], json!(1));
+    soon("shutdown", server.shutdown()).await;
+}
+
 /// Before authentication a frame is held to an `auth` request's size
 /// (`max_auth_bytes` + 1 KiB): a peer that never authenticates cannot make
 /// the server buffer a whole `max_frame_bytes` for it, it gets 1009 at the
@@ -308,4 +346,5 @@ on_every_adapter!(
     a_request_id_reused_while_in_flight_is_bad_request,
     connections_past_max_connections_per_ip_get_429,
     handshakes_in_flight_are_bounded,
+    handshakes_from_one_address_past_their_limit_get_429,
 );

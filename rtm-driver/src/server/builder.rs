@@ -54,6 +54,16 @@ pub struct TransportOptions {
     /// what sockets that connect and stay silent can hold. Past it, a new
     /// connection is closed at once. Applies to the adapter's own listener.
     pub max_handshakes: usize,
+    /// Connections from one IP address in their TLS or WebSocket handshake
+    /// at once (default 256; `None`: no limit of its own). Keeps one
+    /// address from holding every one of the `max_handshakes` slots with
+    /// sockets that connect and stay silent. Through a reverse proxy
+    /// (every peer the proxy's address) a handshake arrives whole and takes
+    /// well under a millisecond, so 256 at once means a quarter of a
+    /// million new connections a second. Past it, a new connection from
+    /// that address gets `429 Too Many Requests`. Applies to the adapter's
+    /// own listener.
+    pub max_handshakes_per_ip: Option<usize>,
     /// The listening socket's accept queue: connections the kernel completes
     /// before the accept loop takes them (default 1,024; Linux caps it at
     /// `net.core.somaxconn`). A burst of reconnecting clients larger than it
@@ -94,6 +104,7 @@ impl Default for TransportOptions {
             close_drain_bytes: 16 * 1024 * 1024,
             max_connections_per_ip: None,
             max_handshakes: 4096,
+            max_handshakes_per_ip: Some(256),
             listen_backlog: 1024,
             write_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
@@ -449,6 +460,15 @@ impl ServerBuilder {
     /// 4,096); past it, a new connection is closed at once.
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
         self.transport.max_handshakes = handshakes.max(1);
+        self
+    }
+
+    /// Connections from one IP address in their handshake at once (default
+    /// `Some(256)`, at least 1; `None` lifts it); past it, a new connection
+    /// from that address gets `429 Too Many Requests`. See
+    /// [`TransportOptions::max_handshakes_per_ip`].
+    pub fn max_handshakes_per_ip(mut self, handshakes: Option<usize>) -> Self {
+        self.transport.max_handshakes_per_ip = handshakes.map(|n| n.max(1));
         self
     }
 

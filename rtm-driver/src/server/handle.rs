@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     live: AtomicUsize,
     /// Accepted connections still in their TLS or WebSocket handshake.
     pub(crate) handshakes: AtomicUsize,
+    /// Handshakes in flight per peer IP (only with `max_handshakes_per_ip`).
+    pub(crate) handshakes_per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Connections per peer IP (only with `max_connections_per_ip`).
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     shutting_down: AtomicBool,
@@ -200,6 +202,7 @@ impl ServerHandle {
             next_conn: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
+            handshakes_per_ip: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_tx,

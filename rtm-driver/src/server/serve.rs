@@ -2,7 +2,7 @@
 //! then the WebSocket handshake, then the connection's task), a stream
 //! already upgraded, or the two halves of a socket another library upgraded.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::{AsyncReadExt, AsyncWriteExt, Sink, SinkExt, Stream};
@@ -35,10 +35,20 @@ impl ServerHandle {
     /// `max_connections_per_ip` (past it: `429 Too Many Requests`).
     pub async fn accept(&self, mut io: BoxIo, peer: SocketAddr) {
         let shared = &self.shared;
-        let _handshake = match HandshakeSlot::take(shared) {
-            Some(slot) => slot,
-            None => {
+        let _handshake = match HandshakeSlot::take(shared, peer.ip()) {
+            Ok(slot) => slot,
+            Err(SlotRefused::Everywhere) => {
                 tracing::debug!(%peer, "too many handshakes in flight: closed at once");
+                return;
+            }
+            Err(SlotRefused::ThisAddress) => {
+                tracing::debug!(%peer, "too many handshakes from this address");
+                let refusal = crate::websocket::handshake::Rejection {
+                    status: 429,
+                    reason: "too many handshakes from this address",
+                };
+                let _ = io.write_all(&refusal.response()).await;
+                let _ = io.close().await;
                 return;
             }
         };
@@ -166,27 +176,64 @@ impl ServerHandle {
     }
 }
 
-/// One of the `max_handshakes` slots, given back when dropped.
-struct HandshakeSlot<'a>(&'a crate::server::handle::Shared);
+/// One of the `max_handshakes` slots (and of its address's
+/// `max_handshakes_per_ip`), given back when dropped.
+struct HandshakeSlot<'a> {
+    shared: &'a crate::server::handle::Shared,
+    /// Counted in `handshakes_per_ip`.
+    ip: Option<IpAddr>,
+}
+
+/// Why no handshake slot was given.
+enum SlotRefused {
+    /// `max_handshakes` are in flight.
+    Everywhere,
+    /// `max_handshakes_per_ip` are in flight from this address.
+    ThisAddress,
+}
 
 impl<'a> HandshakeSlot<'a> {
-    fn take(shared: &'a crate::server::handle::Shared) -> Option<Self> {
+    fn take(shared: &'a crate::server::handle::Shared, ip: IpAddr) -> Result<Self, SlotRefused> {
         use std::sync::atomic::Ordering;
         let max = shared.transport.max_handshakes;
         if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= max {
             shared.handshakes.fetch_sub(1, Ordering::SeqCst);
-            return None;
+            return Err(SlotRefused::Everywhere);
         }
-        Some(HandshakeSlot(shared))
+        // From here the global slot is held: dropping `slot` gives it back.
+        let mut slot = HandshakeSlot { shared, ip: None };
+        if let Some(max) = shared.transport.max_handshakes_per_ip {
+            let mut per_ip = lock(&shared.handshakes_per_ip);
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= max {
+                return Err(SlotRefused::ThisAddress);
+            }
+            *count += 1;
+            slot.ip = Some(ip);
+        }
+        Ok(slot)
     }
 }
 
 impl Drop for HandshakeSlot<'_> {
     fn drop(&mut self) {
-        self.0
+        if let Some(ip) = self.ip {
+            let mut per_ip = lock(&self.shared.handshakes_per_ip);
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        self.shared
             .handshakes
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads the handshake request and answers it: `Some` with the stream, the
