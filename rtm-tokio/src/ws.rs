@@ -9,7 +9,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
 /// Serves one WebSocket that was already upgraded (by hyper, or by
-/// `tokio_tungstenite::accept_async`), until it closes.
+/// `tokio_tungstenite::accept_async`), until it closes. tokio-tungstenite
+/// reads the frames and owns the close handshake (its close codes, not this
+/// crate's; see the note on `serve_axum`).
 pub async fn serve_websocket<S>(handle: &ServerHandle, socket: WebSocketStream<S>, meta: ConnMeta)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -19,6 +21,13 @@ where
 }
 
 /// Serves one axum WebSocket (from `WebSocketUpgrade::on_upgrade`), until it closes.
+///
+/// Prefer [`upgrade_axum`] where you can: here axum's WebSocket (tungstenite)
+/// reads the frames, answers pings and owns the close handshake, so a
+/// protocol fault closes with its codes and timing, not this crate's (1002,
+/// 1007, 1009 with a lingering close, one pong pending at most; see the
+/// protocol document's transport section). Use this one when the route
+/// already takes axum's `WebSocketUpgrade` for reasons of its own.
 ///
 /// ```no_run
 /// use axum::{extract::ws::WebSocketUpgrade, routing::get, Router};
