@@ -208,6 +208,22 @@ async fn a_request_id_reused_while_in_flight_is_bad_request(adapter: Adapter) {
     soon("shutdown", server.shutdown()).await;
 }
 
+/// Upgrades, retrying a refused handshake (429) for up to 5 s: a slot is
+/// given back a moment after the socket that held it is gone.
+async fn upgrade_once_there_is_room(addr: std::net::SocketAddr) -> RawPeer {
+    within("room for one more", Duration::from_secs(5), async {
+        loop {
+            match RawPeer::try_upgrade(addr, "/").await {
+                Ok(peer) => break peer,
+                Err(_) => {
+                    async_io::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
 async fn connections_past_max_connections_per_ip_get_429(adapter: Adapter) {
     let server = listen(adapter, functions().max_connections_per_ip(3)).await;
     let addr = server.local_addr();
@@ -223,18 +239,7 @@ async fn connections_past_max_connections_per_ip_get_429(adapter: Adapter) {
     // One leaves: room again once its socket is gone (a closing connection
     // counts until then).
     drop(held.pop());
-    let room = within("room for one more", Duration::from_secs(5), async {
-        loop {
-            match RawPeer::try_upgrade(addr, "/").await {
-                Ok(peer) => break peer,
-                Err(_) => {
-                    async_io::Timer::after(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    })
-    .await;
-    held.push(room);
+    held.push(upgrade_once_there_is_room(addr).await);
     soon("shutdown", server.shutdown()).await;
 }
 
@@ -287,17 +292,7 @@ async fn handshakes_from_one_address_past_their_limit_get_429(adapter: Adapter) 
     first.send(upgrade_request(addr, "/").as_bytes()).await;
     let head = first.read_http_head().await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut peer = within("room for one more", Duration::from_secs(5), async {
-        loop {
-            match RawPeer::try_upgrade(addr, "/").await {
-                Ok(peer) => break peer,
-                Err(_) => {
-                    async_io::Timer::after(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    })
-    .await;
+    let mut peer = upgrade_once_there_is_room(addr).await;
     assert_eq!(request_echo(&mut peer, 1).await["data"], json!(1));
     soon("shutdown", server.shutdown()).await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::until;
+use common::{connect, until};
 use rtm_core::ErrorCode;
 use rtm_driver::broker::MemoryHub;
 use rtm_driver::ServerBuilder;
@@ -45,18 +45,7 @@ async fn subscription_traffic_does_not_take_the_publish_backlog() {
         .broker(Arc::new(hub.broker()))
         .broker_backlog(BACKLOG)
         .start(Arc::new(TokioRuntime::current()));
-    let (peer, incoming) = futures_channel::mpsc::unbounded::<rtm_driver::Incoming>();
-    let (out_tx, _out_rx) = tokio::sync::mpsc::unbounded_channel::<rtm_driver::Outgoing>();
-    let sink = Box::pin(futures_util::sink::unfold(out_tx, |tx, item| async move {
-        let _ = tx.send(item);
-        Ok::<_, ()>(tx)
-    }));
-    let serving = server.clone();
-    tokio::spawn(async move {
-        serving
-            .serve(incoming, sink, rtm_core::ConnMeta::default())
-            .await
-    });
+    let (peer, _out) = connect(&server).await;
     until("the connection is open", || server.connection_count() == 1).await;
     let tags: Vec<String> = (0..100).map(|t| format!("t{t}")).collect();
     let subscribe = serde_json::json!({"id": "s", "type": "subscribe", "event": "e", "tags": tags});

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::until;
+use common::{connect, until};
 use rtm_core::Topic;
 use rtm_driver::broker::{
     BoxFuture, Broker, BrokerError, BrokerSink, BrokerState, MemoryBroker, MemoryHub,
@@ -68,26 +68,17 @@ fn recording(answer: Option<usize>) -> Arc<Recording> {
     })
 }
 
-/// One connection served in memory: what it sends, and what it receives.
-async fn connect(
-    server: &ServerHandle,
-) -> (
-    futures_channel::mpsc::UnboundedSender<Incoming>,
-    tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let (peer, incoming) = futures_channel::mpsc::unbounded::<Incoming>();
-    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
-    let sink = Box::pin(futures_util::sink::unfold(out_tx, |tx, item| async move {
-        let _ = tx.send(item);
-        Ok::<_, ()>(tx)
-    }));
-    let serving = server.clone();
-    tokio::spawn(async move {
-        serving
-            .serve(incoming, sink, rtm_core::ConnMeta::default())
-            .await
-    });
-    (peer, out_rx)
+/// A server on this runtime with `broker`, once the broker is up.
+async fn started(broker: Arc<Recording>) -> ServerHandle {
+    let server = ServerBuilder::new()
+        .heartbeat(None)
+        .broker(broker)
+        .start(Arc::new(TokioRuntime::current()));
+    until("the broker is up", || {
+        server.broker_state() == Some(BrokerState::Up)
+    })
+    .await;
+    server
 }
 
 async fn reply(out: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) -> Value {
@@ -105,14 +96,7 @@ fn subscribe(id: &str, tags: &[String]) -> Incoming {
 #[tokio::test]
 async fn the_topics_that_wait_together_reach_the_broker_in_one_batch() {
     let broker = recording(None);
-    let server = ServerBuilder::new()
-        .heartbeat(None)
-        .broker(broker.clone())
-        .start(Arc::new(TokioRuntime::current()));
-    until("the broker is up", || {
-        server.broker_state() == Some(BrokerState::Up)
-    })
-    .await;
+    let server = started(broker.clone()).await;
     let (peer, mut out) = connect(&server).await;
     let tags: Vec<String> = (0..100).map(|t| format!("match-{t}")).collect();
     peer.unbounded_send(subscribe("s", &tags)).unwrap();
@@ -128,14 +112,7 @@ async fn the_topics_that_wait_together_reach_the_broker_in_one_batch() {
 async fn topics_a_broker_gives_no_answer_for_are_not_confirmed() {
     // Answers for the first of each batch only.
     let broker = recording(Some(1));
-    let server = ServerBuilder::new()
-        .heartbeat(None)
-        .broker(broker.clone())
-        .start(Arc::new(TokioRuntime::current()));
-    until("the broker is up", || {
-        server.broker_state() == Some(BrokerState::Up)
-    })
-    .await;
+    let server = started(broker.clone()).await;
     let (peer, mut out) = connect(&server).await;
     let one = vec!["match-1".to_owned()];
     peer.unbounded_send(subscribe("one", &one)).unwrap();

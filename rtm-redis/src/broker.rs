@@ -376,6 +376,60 @@ impl Shared {
     }
 }
 
+impl RedisBroker {
+    /// (Un)subscribes `topics` in one pipeline: the wanted set changes at
+    /// once; only the topics it changed for are sent, and they share the
+    /// outcome. Without a connection a subscribe is `Unavailable` (the
+    /// topic is subscribed on reconnect) and an unsubscribe is done.
+    async fn change_many(&self, topics: &[Topic], subscribe: bool) -> Vec<Result<(), BrokerError>> {
+        let shared = &self.shared;
+        let subscriber = shared.subscriber.lock().await;
+        let changed: Vec<bool> = {
+            let mut wanted = lock(&shared.topics);
+            topics
+                .iter()
+                .map(|t| {
+                    if subscribe {
+                        wanted.insert(t.clone())
+                    } else {
+                        *t != shared.control && wanted.remove(t)
+                    }
+                })
+                .collect()
+        };
+        let sent: Vec<Topic> = topics
+            .iter()
+            .zip(&changed)
+            .filter(|(_, changed)| **changed)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        let outcome = match subscriber.clone() {
+            _ if sent.is_empty() => Ok(()),
+            None if subscribe => Err(BrokerError::Unavailable(
+                "not connected to Redis: the topic is subscribed once it is back".into(),
+            )),
+            None => Ok(()),
+            Some(mut conn) => {
+                let generation = shared.current_generation();
+                let (result, what) = if subscribe {
+                    (conn.subscribe_all(shared, &sent).await, "SUBSCRIBE")
+                } else {
+                    (conn.unsubscribe_all(shared, &sent).await, "UNSUBSCRIBE")
+                };
+                result.map_err(|e| {
+                    // The wanted set is right; a full reconnect puts Redis in line with it.
+                    shared.lost(generation, what, &e);
+                    BrokerError::Unavailable(e.to_string())
+                })
+            }
+        };
+        changed
+            .iter()
+            .map(|changed| if *changed { outcome.clone() } else { Ok(()) })
+            .collect()
+    }
+}
+
 impl Broker for RedisBroker {
     fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
@@ -502,42 +556,7 @@ impl Broker for RedisBroker {
         &'a self,
         topics: &'a [Topic],
     ) -> BoxFuture<'a, Vec<Result<(), BrokerError>>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let subscriber = shared.subscriber.lock().await;
-            // Only the topics not wanted already need a command.
-            let fresh: Vec<bool> = {
-                let mut wanted = lock(&shared.topics);
-                topics.iter().map(|t| wanted.insert(t.clone())).collect()
-            };
-            let new: Vec<Topic> = topics
-                .iter()
-                .zip(&fresh)
-                .filter(|(_, fresh)| **fresh)
-                .map(|(topic, _)| topic.clone())
-                .collect();
-            let outcome = if new.is_empty() {
-                Ok(())
-            } else if let Some(mut conn) = subscriber.clone() {
-                let generation = shared.current_generation();
-                match conn.subscribe_all(shared, &new).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        // The topics stay wanted; a full reconnect puts them in place.
-                        shared.lost(generation, "SUBSCRIBE", &e);
-                        Err(BrokerError::Unavailable(e.to_string()))
-                    }
-                }
-            } else {
-                Err(BrokerError::Unavailable(
-                    "not connected to Redis: the topic is subscribed once it is back".into(),
-                ))
-            };
-            fresh
-                .iter()
-                .map(|fresh| if *fresh { outcome.clone() } else { Ok(()) })
-                .collect()
-        })
+        Box::pin(self.change_many(topics, true))
     }
 
     /// One pipeline for the batch, as [`RedisBroker::subscribe_many`].
@@ -545,40 +564,7 @@ impl Broker for RedisBroker {
         &'a self,
         topics: &'a [Topic],
     ) -> BoxFuture<'a, Vec<Result<(), BrokerError>>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let subscriber = shared.subscriber.lock().await;
-            let gone: Vec<bool> = {
-                let mut wanted = lock(&shared.topics);
-                topics
-                    .iter()
-                    .map(|t| *t != shared.control && wanted.remove(t))
-                    .collect()
-            };
-            let old: Vec<Topic> = topics
-                .iter()
-                .zip(&gone)
-                .filter(|(_, gone)| **gone)
-                .map(|(topic, _)| topic.clone())
-                .collect();
-            let outcome = match subscriber.clone() {
-                Some(mut conn) if !old.is_empty() => {
-                    let generation = shared.current_generation();
-                    match conn.unsubscribe_all(shared, &old).await {
-                        Ok(()) => Ok(()),
-                        Err(e) => {
-                            // A fresh connection subscribes only what is still wanted.
-                            shared.lost(generation, "UNSUBSCRIBE", &e);
-                            Err(BrokerError::Unavailable(e.to_string()))
-                        }
-                    }
-                }
-                _ => Ok(()),
-            };
-            gone.iter()
-                .map(|gone| if *gone { outcome.clone() } else { Ok(()) })
-                .collect()
-        })
+        Box::pin(self.change_many(topics, false))
     }
 
     fn state(&self) -> BrokerState {

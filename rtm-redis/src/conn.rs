@@ -120,27 +120,7 @@ impl Conn {
         shared: &Shared,
         topics: &[Topic],
     ) -> RedisResult<()> {
-        for batch in topics.chunks(SUBSCRIBE_BATCH) {
-            match self {
-                Conn::Single(c) => {
-                    // One channel per command: a multi-channel SUBSCRIBE has one reply
-                    // per channel, which the multiplexer would pair with later requests.
-                    let mut pipe = redis::pipe();
-                    for topic in batch {
-                        pipe.add_command(shared.subscribe_cmd(topic));
-                    }
-                    pipe.exec_async(c).await?;
-                }
-                Conn::Cluster(c) => {
-                    try_join_all(batch.iter().map(|topic| {
-                        let mut c = c.clone();
-                        async move { c.ssubscribe(topic.as_str()).await }
-                    }))
-                    .await?;
-                }
-            }
-        }
-        Ok(())
+        self.change_all(shared, topics, true).await
     }
 
     /// Unsubscribes every topic in `topics`, in batches.
@@ -149,20 +129,42 @@ impl Conn {
         shared: &Shared,
         topics: &[Topic],
     ) -> RedisResult<()> {
+        self.change_all(shared, topics, false).await
+    }
+
+    /// (Un)subscribes `topics`: one pipeline per batch on a single node,
+    /// the batch's commands at once on a cluster.
+    async fn change_all(
+        &mut self,
+        shared: &Shared,
+        topics: &[Topic],
+        subscribe: bool,
+    ) -> RedisResult<()> {
         for batch in topics.chunks(SUBSCRIBE_BATCH) {
             match self {
                 Conn::Single(c) => {
-                    // One channel per command, as in subscribe_all.
+                    // One channel per command: a multi-channel SUBSCRIBE has one reply
+                    // per channel, which the multiplexer would pair with later requests.
                     let mut pipe = redis::pipe();
                     for topic in batch {
-                        pipe.add_command(shared.unsubscribe_cmd(topic));
+                        pipe.add_command(if subscribe {
+                            shared.subscribe_cmd(topic)
+                        } else {
+                            shared.unsubscribe_cmd(topic)
+                        });
                     }
                     pipe.exec_async(c).await?;
                 }
                 Conn::Cluster(c) => {
                     try_join_all(batch.iter().map(|topic| {
                         let mut c = c.clone();
-                        async move { c.sunsubscribe(topic.as_str()).await }
+                        async move {
+                            if subscribe {
+                                c.ssubscribe(topic.as_str()).await
+                            } else {
+                                c.sunsubscribe(topic.as_str()).await
+                            }
+                        }
                     }))
                     .await?;
                 }

@@ -33,7 +33,7 @@ impl ServerHandle {
     /// Two bounds apply here (see [`TransportOptions`](crate::TransportOptions)):
     /// `max_handshakes` (past it the socket is closed at once) and
     /// `max_connections_per_ip` (past it: `429 Too Many Requests`).
-    pub async fn accept(&self, mut io: BoxIo, peer: SocketAddr) {
+    pub async fn accept(&self, io: BoxIo, peer: SocketAddr) {
         let shared = &self.shared;
         let _handshake = match HandshakeSlot::take(shared, peer.ip()) {
             Ok(slot) => slot,
@@ -42,27 +42,13 @@ impl ServerHandle {
                 return;
             }
             Err(SlotRefused::ThisAddress) => {
-                tracing::debug!(%peer, "too many handshakes from this address");
-                let refusal = crate::websocket::handshake::Rejection {
-                    status: 429,
-                    reason: "too many handshakes from this address",
-                };
-                let _ = io.write_all(&refusal.response()).await;
-                let _ = io.close().await;
-                return;
+                return too_many(io, peer, "too many handshakes from this address").await;
             }
         };
         let ip = shared.transport.max_connections_per_ip.map(|_| peer.ip());
         if let Some(ip) = ip {
             if !shared.admit_ip(ip) {
-                tracing::debug!(%peer, "too many connections from this address");
-                let refusal = crate::websocket::handshake::Rejection {
-                    status: 429,
-                    reason: "too many connections from this address",
-                };
-                let _ = io.write_all(&refusal.response()).await;
-                let _ = io.close().await;
-                return;
+                return too_many(io, peer, "too many connections from this address").await;
             }
         }
         let limit = shared.transport.handshake_timeout;
@@ -174,6 +160,17 @@ impl ServerHandle {
             }
         }
     }
+}
+
+/// Answers `429 Too Many Requests` (with `reason`) and closes.
+async fn too_many(mut io: BoxIo, peer: SocketAddr, reason: &'static str) {
+    tracing::debug!(%peer, reason, "refused");
+    let refusal = crate::websocket::handshake::Rejection {
+        status: 429,
+        reason,
+    };
+    let _ = io.write_all(&refusal.response()).await;
+    let _ = io.close().await;
 }
 
 /// One of the `max_handshakes` slots (and of its address's
