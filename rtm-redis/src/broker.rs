@@ -138,7 +138,7 @@ impl RedisBroker {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(BrokerError::Failed)?;
             // Checks the seeds now, so a bad configuration fails here, not in the background.
-            cluster_builder(nodes.clone())
+            cluster_builder(nodes.clone(), &config)
                 .build()
                 .map_err(|e| BrokerError::Failed(format!("invalid Redis Cluster config: {e}")))?;
             Target::Cluster(nodes)
@@ -151,12 +151,12 @@ impl RedisBroker {
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
             let info = info.set_redis_settings(settings);
-            Target::Single(redis::Client::open(info).map_err(|e| {
+            Target::Single(Box::new(single_client(info, &config).map_err(|e| {
                 BrokerError::Failed(format!(
                     "invalid Redis URL '{}': {e}",
                     crate::url::redact(&config.url)
                 ))
-            })?)
+            })?))
         };
         let (signals, signals_rx) = futures_channel::mpsc::unbounded();
         let nonce = format!(
@@ -374,6 +374,25 @@ impl Shared {
             reason: format!("{what} failed: {e}"),
         });
     }
+}
+
+/// A client for one Redis, trusting `config`'s TLS root certificate when
+/// one is set (for `rediss://`).
+fn single_client(
+    info: redis::ConnectionInfo,
+    config: &RedisBrokerConfig,
+) -> redis::RedisResult<redis::Client> {
+    #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
+    if let Some(root) = &config.tls_root_cert {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root.clone()),
+        };
+        return redis::Client::build_with_tls(info, certs);
+    }
+    #[cfg(not(any(feature = "tokio-tls", feature = "smol-tls")))]
+    let _ = config;
+    redis::Client::open(info)
 }
 
 impl RedisBroker {

@@ -40,6 +40,11 @@ pub struct RedisBrokerConfig {
     pub connect_timeout: Duration,
     /// Time limit for one Redis command (publish, subscribe).
     pub command_timeout: Duration,
+    /// For `rediss://` URLs: the certificate authority (PEM) that signed the
+    /// Redis server's certificate, trusted instead of the system's roots
+    /// (default `None`: the system's roots). Needs feature `tokio-tls` or
+    /// `smol-tls`; ignored for `redis://`.
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl RedisBrokerConfig {
@@ -62,6 +67,7 @@ impl RedisBrokerConfig {
             probe_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
+            tls_root_cert: None,
         }
     }
 
@@ -119,6 +125,14 @@ impl RedisBrokerConfig {
     /// Sets [`Self::probe_timeout`].
     pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::tls_root_cert`]: the PEM of the certificate authority
+    /// that signed the Redis server's certificate (a managed Redis's CA, or
+    /// your own).
+    pub fn with_tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
         self
     }
 

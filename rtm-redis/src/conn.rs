@@ -22,7 +22,7 @@ use crate::broker::Shared;
 /// Where the broker connects.
 pub(crate) enum Target {
     /// One Redis node (or a proxy in front of one).
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// The seed nodes of a Redis Cluster.
     Cluster(Vec<ConnectionInfo>),
 }
@@ -62,7 +62,7 @@ impl Target {
                     .map(Conn::Single)
             }
             Target::Cluster(nodes) => {
-                let mut builder = cluster_builder(nodes.clone())
+                let mut builder = cluster_builder(nodes.clone(), config)
                     .connection_timeout(config.connect_timeout)
                     .response_timeout(config.command_timeout);
                 if push {
@@ -78,13 +78,27 @@ impl Target {
     }
 }
 
-/// A cluster client builder speaking RESP3 (push frames carry the messages).
-pub(crate) fn cluster_builder(nodes: Vec<ConnectionInfo>) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(nodes)
+/// A cluster client builder speaking RESP3 (push frames carry the messages),
+/// trusting `config`'s TLS root certificate for `rediss://` nodes.
+pub(crate) fn cluster_builder(
+    nodes: Vec<ConnectionInfo>,
+    config: &crate::RedisBrokerConfig,
+) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(nodes)
         .use_protocol(ProtocolVersion::RESP3)
         // Retries stay within the command timeout; a node that is really gone
         // is the driver's business (Down, reconnect), not an endless retry.
-        .retries(2)
+        .retries(2);
+    #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
+    if let Some(root) = &config.tls_root_cert {
+        return builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root.clone()),
+        });
+    }
+    #[cfg(not(any(feature = "tokio-tls", feature = "smol-tls")))]
+    let _ = config;
+    builder
 }
 
 impl Conn {

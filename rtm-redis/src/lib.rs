@@ -23,6 +23,24 @@
 //! connections that send each command to the node owning the topic's slot;
 //! publishes are pipelined per slot, and probes go to one topic per shard.
 //!
+//! # TLS (`rediss://`)
+//!
+//! Feature `tokio-tls` (default) or `smol-tls` lets the URL be `rediss://`
+//! (a managed Redis, or one behind stunnel): rustls on the ring provider,
+//! trusting the system's root certificates, or only the certificate
+//! authority given with [`RedisBrokerConfig::with_tls_root_cert`]. A
+//! certificate the broker does not trust keeps it `Down`, its reason naming
+//! the certificate error, and retrying.
+//!
+//! ```
+//! use rtm_redis::RedisBrokerConfig;
+//!
+//! # let pem = "-----BEGIN CERTIFICATE-----\n…";
+//! let config = RedisBrokerConfig::new("rediss://:s3cret@redis.internal:6380", "chat", "server-1")
+//!     .with_tls_root_cert(pem);
+//! assert!(config.tls_root_cert.is_some());
+//! ```
+//!
 //! # Failure handling
 //!
 //! The broker keeps the set of topics the server wants. When the pub/sub

@@ -27,9 +27,10 @@ pub(crate) fn explain(url: &str) -> Option<String> {
     };
     match scheme {
         "redis" | "valkey" => {}
+        "rediss" | "valkeys" if cfg!(any(feature = "tokio-tls", feature = "smol-tls")) => {}
         "rediss" | "valkeys" => {
             return Some(format!(
-                "'{scheme}://' (Redis over TLS) is not built into this rtm-redis"
+                "'{scheme}://' (Redis over TLS) needs rtm-redis' feature tokio-tls or smol-tls"
             ))
         }
         "unix" | "redis+unix" => {
@@ -102,6 +103,8 @@ mod tests {
             "redis://user:pw@host:6379/2",
             "redis://[::1]:6379/0",
             "unix:///tmp/redis.sock",
+            #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
+            "rediss://redis.example.com:6380",
         ] {
             assert_eq!(explain(url), None, "{url}");
             assert!(connection_info(url).is_ok(), "{url}");
@@ -119,7 +122,10 @@ mod tests {
             ("redis://host:99999", "the port '99999'"),
             ("redis://host:6379/zero", "the database 'zero'"),
             ("redis://[::1:6379", "IPv6"),
-            ("rediss://host", "TLS"),
+            #[cfg(not(any(feature = "tokio-tls", feature = "smol-tls")))]
+            ("rediss://host", "needs rtm-redis' feature tokio-tls"),
+            #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
+            ("rediss://host:99999", "the port '99999'"),
         ];
         for (url, expected) in cases {
             let message = connection_info(url).err().unwrap_or_default();
