@@ -297,6 +297,36 @@ async fn handshakes_from_one_address_past_their_limit_get_429(adapter: Adapter) 
     soon("shutdown", server.shutdown()).await;
 }
 
+/// An unsubscribe sent right behind its subscribe (while the authorizer
+/// still decides) takes effect after it: answered second, and nothing is
+/// left subscribed, so a Push to the pair reaches nobody.
+async fn an_unsubscribe_pipelined_behind_its_subscribe_leaves_nothing_subscribed(adapter: Adapter) {
+    let builder = functions()
+        .authorize_subscriptions(|_info, _event, _tags| async move {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            true
+        })
+        .register("push", |ctx: CallContext, (tag,): (String,)| async move {
+            ctx.server.push("score", &[tag], &("pushed",))
+        });
+    let server = listen(adapter, builder).await;
+    let mut peer = RawPeer::upgrade(server.local_addr(), "/").await;
+    let subscribe = json!({"id": "s", "type": "subscribe", "event": "score", "tags": ["t"]});
+    let unsubscribe = json!({"id": "u", "type": "unsubscribe", "event": "score", "tags": ["t"]});
+    let mut both = frame(true, TEXT, subscribe.to_string().as_bytes());
+    both.extend(frame(true, TEXT, unsubscribe.to_string().as_bytes()));
+    peer.send(&both).await;
+    assert_eq!(reply(&mut peer).await, json!({"id": "s", "data": true}));
+    assert_eq!(reply(&mut peer).await, json!({"id": "u", "data": true}));
+    let push = json!({"id": "p", "type": "invoke", "function": "push", "data": ["t"]});
+    assert_eq!(
+        request(&mut peer, push).await["data"],
+        json!(0),
+        "still subscribed"
+    );
+    soon("shutdown", server.shutdown()).await;
+}
+
 /// Before authentication a frame is held to an `auth` request's size
 /// (`max_auth_bytes` + 1 KiB): a peer that never authenticates cannot make
 /// the server buffer a whole `max_frame_bytes` for it, it gets 1009 at the
@@ -342,4 +372,5 @@ on_every_adapter!(
     connections_past_max_connections_per_ip_get_429,
     handshakes_in_flight_are_bounded,
     handshakes_from_one_address_past_their_limit_get_429,
+    an_unsubscribe_pipelined_behind_its_subscribe_leaves_nothing_subscribed,
 );

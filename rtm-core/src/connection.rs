@@ -264,10 +264,26 @@ pub struct Connection {
     /// Ids of the requests in flight (auth, invokes, subscribes): unique per
     /// connection, and their count is bounded by `max_in_flight`.
     in_flight: HashSet<RequestId, BuildHasherDefault<IdHasher>>,
+    /// Subscribes in progress and the (un)subscribes waiting behind one that
+    /// overlaps them, in arrival order. `None` nearly always (boxed: an idle
+    /// connection pays one word for it, not a `Vec`'s three; the task-size
+    /// test holds the connection's task to 512 bytes).
+    #[allow(clippy::box_collection)]
+    sub_queue: Option<Box<Vec<QueuedSub>>>,
     last_activity: Instant,
     auth_deadline: Option<Instant>,
     next_heartbeat: Option<Instant>,
     outputs: VecDeque<ConnOutput>,
+}
+
+/// A subscription request in [`Connection`]'s queue.
+#[derive(Debug)]
+struct QueuedSub {
+    id: RequestId,
+    sub: PushSub,
+    unsubscribe: bool,
+    /// A subscribe handed to the authorizer or the router.
+    started: bool,
 }
 
 impl Connection {
@@ -297,6 +313,7 @@ impl Connection {
             functions,
             phase,
             in_flight: HashSet::default(),
+            sub_queue: None,
             last_activity: now,
             outputs: VecDeque::new(),
         }
@@ -484,6 +501,7 @@ impl Connection {
             Err(err) => {
                 self.in_flight.remove(&ticket.id);
                 self.reply_error(&ticket.id, err);
+                self.subscribe_done(&ticket.id);
             }
         }
     }
@@ -503,6 +521,7 @@ impl Connection {
             Ok(()) => self.transmit(reply_true(&ticket.id)),
             Err(err) => self.reply_error(&ticket.id, err),
         }
+        self.subscribe_done(&ticket.id);
     }
 
     /// Time passed: the auth deadline and the heartbeat, if due by `now`.
@@ -541,6 +560,7 @@ impl Connection {
         }
         self.phase = Phase::Closed;
         self.in_flight.clear();
+        self.sub_queue = None;
         self.auth_deadline = None;
         self.next_heartbeat = None;
         self.outputs.push_back(ConnOutput::Close { code, reason });
@@ -640,10 +660,89 @@ impl Connection {
         if !self.take_slot(&id) {
             return;
         }
-        let ticket = SubscribeTicket {
-            conn: self.id(),
+        let waits = self.overlaps_queued(&sub, self.queued().len());
+        let queue = self.sub_queue.get_or_insert_with(Box::default);
+        queue.push(QueuedSub {
             id,
             sub,
+            unsubscribe: false,
+            started: false,
+        });
+        let last = queue.len() - 1;
+        if !waits {
+            self.start_queued(last);
+        }
+    }
+
+    /// An unsubscribe takes effect at once, unless a subscribe that arrived
+    /// before it and shares its event and a tag is still in progress: then
+    /// it waits for that one, so the two take effect in arrival order (and
+    /// its reply follows the subscribe's).
+    fn unsubscribe(&mut self, id: RequestId, sub: PushSub) {
+        if self.phase != Phase::Open {
+            return self.reply_unauthenticated(&id);
+        }
+        if let Err(err) = self.check_sub(&sub) {
+            return self.reply_error(&id, err);
+        }
+        if !self.overlaps_queued(&sub, self.queued().len()) {
+            self.outputs.push_back(ConnOutput::Unsubscribe(sub));
+            return self.transmit(reply_true(&id));
+        }
+        // Waiting, it is in flight: its id is taken and it counts.
+        if !self.take_slot(&id) {
+            return;
+        }
+        self.sub_queue
+            .get_or_insert_with(Box::default)
+            .push(QueuedSub {
+                id,
+                sub,
+                unsubscribe: true,
+                started: false,
+            });
+    }
+
+    /// The subscription requests queued, in arrival order.
+    fn queued(&self) -> &[QueuedSub] {
+        self.sub_queue.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a queued request before `before` shares `sub`'s event and a tag.
+    fn overlaps_queued(&self, sub: &PushSub, before: usize) -> bool {
+        let earlier = &self.queued()[..before];
+        if !earlier.iter().any(|q| q.sub.event == sub.event) {
+            return false;
+        }
+        let tags: HashSet<&str> = sub.tags.iter().map(String::as_str).collect();
+        earlier.iter().any(|q| {
+            q.sub.event == sub.event && q.sub.tags.iter().any(|t| tags.contains(t.as_str()))
+        })
+    }
+
+    /// Starts the queued request at `index`: a subscribe goes to the
+    /// authorizer or the router (and stays queued until it is done); an
+    /// unsubscribe takes effect and leaves the queue.
+    fn start_queued(&mut self, index: usize) {
+        let Some(queue) = self.sub_queue.as_mut() else {
+            return;
+        };
+        if queue[index].unsubscribe {
+            let queued = queue.remove(index);
+            if queue.is_empty() {
+                self.sub_queue = None;
+            }
+            self.in_flight.remove(&queued.id);
+            self.outputs.push_back(ConnOutput::Unsubscribe(queued.sub));
+            self.transmit(reply_true(&queued.id));
+            return;
+        }
+        let queued = &mut queue[index];
+        queued.started = true;
+        let ticket = SubscribeTicket {
+            conn: self.info.id,
+            id: queued.id.clone(),
+            sub: queued.sub.clone(),
         };
         self.outputs
             .push_back(if self.config.authorize_subscriptions {
@@ -653,15 +752,33 @@ impl Connection {
             });
     }
 
-    fn unsubscribe(&mut self, id: RequestId, sub: PushSub) {
-        if self.phase != Phase::Open {
-            return self.reply_unauthenticated(&id);
+    /// The subscribe `id` is done (replied): it leaves the queue, and the
+    /// requests that waited only for it start, in arrival order.
+    fn subscribe_done(&mut self, id: &RequestId) {
+        let Some(queue) = self.sub_queue.as_mut() else {
+            return;
+        };
+        let Some(index) = queue.iter().position(|q| &q.id == id) else {
+            return;
+        };
+        queue.remove(index);
+        let mut i = 0;
+        while i < self.queued().len() {
+            let queued = &self.queued()[i];
+            if queued.started || self.overlaps_queued(&queued.sub, i) {
+                i += 1;
+                continue;
+            }
+            let unsubscribe = queued.unsubscribe;
+            self.start_queued(i);
+            // An unsubscribe left the queue: the next one is at `i` now.
+            if !unsubscribe {
+                i += 1;
+            }
         }
-        if let Err(err) = self.check_sub(&sub) {
-            return self.reply_error(&id, err);
+        if self.queued().is_empty() {
+            self.sub_queue = None;
         }
-        self.outputs.push_back(ConnOutput::Unsubscribe(sub));
-        self.transmit(reply_true(&id));
     }
 
     // ----- internals -----

@@ -129,3 +129,83 @@ fn the_auth_reply_does_not_wait_while_the_broker_is_down() {
     );
     assert_eq!(h.only_frame(c)["data"]["user"], json!("alice"));
 }
+
+fn unsubscribe(id: &str, tags: &[&str]) -> String {
+    json!({"id": id, "type": "unsubscribe", "event": "score", "tags": tags}).to_string()
+}
+
+/// Requests on one subscription take effect in the order they arrived: an
+/// unsubscribe sent right behind its subscribe (not waiting for the answer)
+/// waits for it, is answered after it, and leaves nothing subscribed.
+#[test]
+fn an_unsubscribe_pipelined_behind_its_subscribe_takes_effect_after_it() {
+    let mut h = Harness::with_broker();
+    let c = h.open_as("alice");
+    h.hold_topics = true;
+    h.send(c, subscribe("s", &["t"]));
+    h.send(c, unsubscribe("u", &["t", "other"]));
+    assert!(h.nothing_for(c), "the unsubscribe overtook its subscribe");
+    let topic = h.held_topics.remove(0);
+    h.server.handle_topic_subscribed(&topic, true);
+    h.pump();
+    assert_eq!(
+        h.frames(c),
+        vec![
+            json!({"id": "s", "data": true}),
+            json!({"id": "u", "data": true})
+        ]
+    );
+    assert_eq!(h.server.index_sizes().1, 0, "still subscribed");
+}
+
+/// Subscribe, unsubscribe, subscribe again, all pipelined: the last word
+/// is the subscribe; requests on other tags do not wait.
+#[test]
+fn a_resubscribe_behind_a_waiting_unsubscribe_ends_subscribed_and_other_tags_go_ahead() {
+    let mut h = Harness::with_broker();
+    let c = h.open_as("alice");
+    h.hold_topics = true;
+    h.send(c, subscribe("s1", &["t"]));
+    h.send(c, unsubscribe("u", &["t"]));
+    h.send(c, subscribe("s2", &["t"]));
+    // Another tag: its own topic, answered without waiting for "t".
+    h.send(c, subscribe("x", &["x"]));
+    assert_eq!(h.held_topics.len(), 2, "t and x asked of the broker");
+    let x = h.held_topics.remove(1);
+    h.server.handle_topic_subscribed(&x, true);
+    h.pump();
+    assert_eq!(h.frames(c), vec![json!({"id": "x", "data": true})]);
+    let t = h.held_topics.remove(0);
+    h.server.handle_topic_subscribed(&t, true);
+    h.pump();
+    // s2 needs "t" again after u released it: the broker is asked anew.
+    let mut frames = h.frames(c);
+    while let Some(topic) = h.held_topics.pop() {
+        h.server.handle_topic_subscribed(&topic, true);
+        h.pump();
+        frames.extend(h.frames(c));
+    }
+    assert_eq!(
+        frames,
+        vec![
+            json!({"id": "s1", "data": true}),
+            json!({"id": "u", "data": true}),
+            json!({"id": "s2", "data": true}),
+        ]
+    );
+    assert_eq!(h.server.index_sizes().1, 2, "subscribed to t and x");
+}
+
+/// A waiting unsubscribe is in flight: its id is taken until it is done.
+#[test]
+fn a_waiting_unsubscribe_holds_its_id() {
+    let mut h = Harness::with_broker();
+    let c = h.open_as("alice");
+    h.hold_topics = true;
+    h.send(c, subscribe("s", &["t"]));
+    h.send(c, unsubscribe("u", &["t"]));
+    h.send(c, unsubscribe("u", &["t"]));
+    let reply = h.only_frame(c);
+    assert_eq!(reply["id"], json!("u"));
+    assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
+}

@@ -382,7 +382,6 @@ fn single_client(
     info: redis::ConnectionInfo,
     config: &RedisBrokerConfig,
 ) -> redis::RedisResult<redis::Client> {
-    #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
     if let Some(root) = &config.tls_root_cert {
         let certs = redis::TlsCertificates {
             client_tls: None,
@@ -390,8 +389,6 @@ fn single_client(
         };
         return redis::Client::build_with_tls(info, certs);
     }
-    #[cfg(not(any(feature = "tokio-tls", feature = "smol-tls")))]
-    let _ = config;
     redis::Client::open(info)
 }
 

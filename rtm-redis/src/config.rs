@@ -42,8 +42,7 @@ pub struct RedisBrokerConfig {
     pub command_timeout: Duration,
     /// For `rediss://` URLs: the certificate authority (PEM) that signed the
     /// Redis server's certificate, trusted instead of the system's roots
-    /// (default `None`: the system's roots). Needs feature `tokio-tls` or
-    /// `smol-tls`; ignored for `redis://`.
+    /// (default `None`: the system's roots). Ignored for `redis://`.
     pub tls_root_cert: Option<Vec<u8>>,
 }
 

@@ -89,15 +89,12 @@ pub(crate) fn cluster_builder(
         // Retries stay within the command timeout; a node that is really gone
         // is the driver's business (Down, reconnect), not an endless retry.
         .retries(2);
-    #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
     if let Some(root) = &config.tls_root_cert {
         return builder.certs(redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(root.clone()),
         });
     }
-    #[cfg(not(any(feature = "tokio-tls", feature = "smol-tls")))]
-    let _ = config;
     builder
 }
 

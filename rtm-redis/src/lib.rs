@@ -25,8 +25,8 @@
 //!
 //! # TLS (`rediss://`)
 //!
-//! Feature `tokio-tls` (default) or `smol-tls` lets the URL be `rediss://`
-//! (a managed Redis, or one behind stunnel): rustls on the ring provider,
+//! The URL may be `rediss://` (a managed Redis, or one behind stunnel) on
+//! either runtime: rustls on the ring provider,
 //! trusting the system's root certificates, or only the certificate
 //! authority given with [`RedisBrokerConfig::with_tls_root_cert`]. A
 //! certificate the broker does not trust keeps it `Down`, its reason naming

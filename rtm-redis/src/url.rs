@@ -26,13 +26,7 @@ pub(crate) fn explain(url: &str) -> Option<String> {
         return Some(format!("it has no scheme; {SHAPES}"));
     };
     match scheme {
-        "redis" | "valkey" => {}
-        "rediss" | "valkeys" if cfg!(any(feature = "tokio-tls", feature = "smol-tls")) => {}
-        "rediss" | "valkeys" => {
-            return Some(format!(
-                "'{scheme}://' (Redis over TLS) needs rtm-redis' feature tokio-tls or smol-tls"
-            ))
-        }
+        "redis" | "valkey" | "rediss" | "valkeys" => {}
         "unix" | "redis+unix" => {
             return rest
                 .is_empty()
@@ -103,7 +97,6 @@ mod tests {
             "redis://user:pw@host:6379/2",
             "redis://[::1]:6379/0",
             "unix:///tmp/redis.sock",
-            #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
             "rediss://redis.example.com:6380",
         ] {
             assert_eq!(explain(url), None, "{url}");
@@ -122,9 +115,6 @@ mod tests {
             ("redis://host:99999", "the port '99999'"),
             ("redis://host:6379/zero", "the database 'zero'"),
             ("redis://[::1:6379", "IPv6"),
-            #[cfg(not(any(feature = "tokio-tls", feature = "smol-tls")))]
-            ("rediss://host", "needs rtm-redis' feature tokio-tls"),
-            #[cfg(any(feature = "tokio-tls", feature = "smol-tls"))]
             ("rediss://host:99999", "the port '99999'"),
         ];
         for (url, expected) in cases {
