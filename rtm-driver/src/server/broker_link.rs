@@ -8,7 +8,7 @@
 //! subscribed and unsubscribed while both wait is left alone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,11 +54,14 @@ pub(crate) struct BrokerLink {
     changed: async_channel::Sender<()>,
     changed_rx: async_channel::Receiver<()>,
     backlog: usize,
+    /// Bytes of publishes queued or at the broker unanswered, and their bound.
+    backlog_bytes: AtomicUsize,
+    max_backlog_bytes: usize,
     pub(crate) errors: AtomicU64,
 }
 
 impl BrokerLink {
-    pub(crate) fn new(broker: Arc<dyn Broker>, backlog: usize) -> Self {
+    pub(crate) fn new(broker: Arc<dyn Broker>, backlog: usize, max_backlog_bytes: usize) -> Self {
         let (publishes, publishes_rx) = async_channel::unbounded();
         let (changed, changed_rx) = async_channel::bounded(1);
         BrokerLink {
@@ -69,6 +72,8 @@ impl BrokerLink {
             changed,
             changed_rx,
             backlog,
+            backlog_bytes: AtomicUsize::new(0),
+            max_backlog_bytes,
             errors: AtomicU64::new(0),
         }
     }
@@ -82,7 +87,13 @@ impl BrokerLink {
         self.publishes.len()
     }
 
-    /// `rtm/broker-unavailable` while the publish backlog is at its bound.
+    /// Bytes of publishes queued or at the broker unanswered.
+    pub(crate) fn backlog_bytes(&self) -> usize {
+        self.backlog_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `rtm/broker-unavailable` while the publish backlog is at its bound
+    /// (in publishes, or in bytes).
     pub(crate) fn check_backlog(&self) -> Result<(), RtmError> {
         if self.publishes.len() >= self.backlog {
             return Err(RtmError::new(
@@ -93,11 +104,28 @@ impl BrokerLink {
                 ),
             ));
         }
+        if self.backlog_bytes() >= self.max_backlog_bytes {
+            return Err(RtmError::new(
+                ErrorCode::BrokerUnavailable,
+                format!(
+                    "broker backlog full ({} bytes of publishes waiting for the broker)",
+                    self.max_backlog_bytes
+                ),
+            ));
+        }
         Ok(())
     }
 
     pub(crate) fn publish(&self, publish: BrokerPublish) {
-        let _ = self.publishes.try_send(publish);
+        let bytes = publish.payload.len();
+        if self.publishes.try_send(publish).is_ok() {
+            self.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// A publish of `bytes` was answered by the broker (or failed).
+    fn published(&self, bytes: usize) {
+        self.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Queues topic changes, coalescing with those still waiting. A
@@ -260,12 +288,18 @@ async fn commands(shared: Arc<Shared>, sink: crate::broker::BrokerSink) {
         };
         match next {
             Either::Left(Some(BrokerPublish { topic, payload })) => {
+                let bytes = payload.len();
                 let publish = link.broker.publish(&topic, payload);
-                publishing.push_back(publish.map(move |result| (topic, result)));
+                publishing.push_back(publish.map(move |result| (topic, bytes, result)));
             }
             Either::Left(None) => return,
-            Either::Right(Some((topic, Err(err)))) => link.failed(&err, "publish on", &topic),
-            Either::Right(_) => {}
+            Either::Right(Some((topic, bytes, result))) => {
+                link.published(bytes);
+                if let Err(err) = result {
+                    link.failed(&err, "publish on", &topic);
+                }
+            }
+            Either::Right(None) => {}
         }
     }
 }

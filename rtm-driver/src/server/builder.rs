@@ -141,6 +141,8 @@ pub struct ServerBuilder {
     pub(crate) shutdown_timeout: Duration,
     /// Publishes waiting for the broker, at most.
     pub(crate) broker_backlog: usize,
+    /// Bytes of publishes waiting for the broker, at most.
+    pub(crate) broker_backlog_bytes: usize,
 }
 
 impl Default for ServerBuilder {
@@ -165,6 +167,7 @@ impl ServerBuilder {
             transport: TransportOptions::default(),
             shutdown_timeout: Duration::from_secs(10),
             broker_backlog: 65_536,
+            broker_backlog_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -370,6 +373,18 @@ impl ServerBuilder {
     /// and `push` fail with `rtm/broker-unavailable` (default 65,536; at least 1).
     pub fn broker_backlog(mut self, commands: usize) -> Self {
         self.broker_backlog = commands.max(1);
+        self
+    }
+
+    /// How many bytes of Publish and Push may wait for the broker (queued,
+    /// or handed to it and not yet answered) before `publish` and `push`
+    /// fail with `rtm/broker-unavailable` (default 64 MiB; at least 1). With
+    /// the count bound of [`ServerBuilder::broker_backlog`] alone, a broker
+    /// that stalls while big events are published could hold 65,536 of them;
+    /// this holds their bytes. One publish may take the total past it by its
+    /// own size: the check is made before the payload is known.
+    pub fn broker_backlog_bytes(mut self, bytes: usize) -> Self {
+        self.broker_backlog_bytes = bytes.max(1);
         self
     }
 

@@ -182,9 +182,9 @@ impl ServerHandle {
             handlers.push(handler);
         }
         let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
-        let broker = builder
-            .broker
-            .map(|broker| BrokerLink::new(broker, builder.broker_backlog));
+        let broker = builder.broker.map(|broker| {
+            BrokerLink::new(broker, builder.broker_backlog, builder.broker_backlog_bytes)
+        });
         let shared = Arc::new(Shared {
             router: RwLock::new(Router::new(&builder.config)),
             config: Arc::new(builder.config),
@@ -314,6 +314,16 @@ impl ServerHandle {
             .broker
             .as_ref()
             .map_or(0, BrokerLink::backlog_len)
+    }
+
+    /// Bytes of publishes waiting for the broker: queued, or handed to it
+    /// and not yet answered (0 without one); see
+    /// [`ServerBuilder::broker_backlog_bytes`].
+    pub fn broker_backlog_bytes(&self) -> usize {
+        self.shared
+            .broker
+            .as_ref()
+            .map_or(0, BrokerLink::backlog_bytes)
     }
 
     /// The runtime the server runs on (to sleep or spawn from a function).
