@@ -10,7 +10,7 @@ use common::*;
 use rtm_core::Topic;
 use rtm_driver::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_redis::testing::{free_port, RedisServer, TestRedis};
-use rtm_redis::{RedisBroker, SmolRuntime};
+use rtm_redis::RedisBroker;
 
 fn redis() -> TestRedis {
     TestRedis::get().unwrap_or_else(|e| panic!("{e}"))
@@ -44,12 +44,8 @@ fn round_trip_works_on_smol_without_tokio() {
     let redis = redis();
     smol::block_on(async {
         let ns = unique_ns("smol");
-        let a = RedisBroker::new(fast_config(&redis.url(), &ns, "a"), SmolRuntime).unwrap();
-        let b = RedisBroker::new(fast_config(&redis.url(), &ns, "b"), SmolRuntime).unwrap();
-        let (a_sink, mut a_events) = capture();
-        let (b_sink, mut b_events) = capture();
-        a.start(a_sink).await.unwrap();
-        b.start(b_sink).await.unwrap();
+        let (a, mut a_events) = started_smol(fast_config(&redis.url(), &ns, "a")).await;
+        let (b, mut b_events) = started_smol(fast_config(&redis.url(), &ns, "b")).await;
         a_events.wait_up();
         b_events.wait_up();
 

@@ -213,12 +213,8 @@ fn cluster_round_trip_works_on_smol_without_tokio() {
     smol::block_on(async {
         let ns = unique_ns("cluster-smol");
         let topics = topics_on_every_node(&cluster, &ns);
-        let a = RedisBroker::new(cluster_config(&cluster, &ns, "a"), SmolRuntime).unwrap();
-        let b = RedisBroker::new(cluster_config(&cluster, &ns, "b"), SmolRuntime).unwrap();
-        let (a_sink, mut a_events) = capture();
-        let (b_sink, mut b_events) = capture();
-        a.start(a_sink).await.unwrap();
-        b.start(b_sink).await.unwrap();
+        let (a, mut a_events) = started_smol(cluster_config(&cluster, &ns, "a")).await;
+        let (b, mut b_events) = started_smol(cluster_config(&cluster, &ns, "b")).await;
         a_events.wait_up();
         b_events.wait_up();
         for topic in &topics {

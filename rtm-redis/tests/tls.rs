@@ -9,7 +9,7 @@ use common::*;
 use rtm_core::Topic;
 use rtm_driver::broker::{Broker, BrokerState};
 use rtm_redis::testing::{free_port, RedisServer};
-use rtm_redis::{RedisBroker, RedisBrokerConfig, SmolRuntime};
+use rtm_redis::RedisBrokerConfig;
 
 /// A redis-server with a plain port (for its readiness check) and a TLS
 /// port, and the certificate to trust.
@@ -90,12 +90,8 @@ fn rediss_works_on_smol_without_tokio() {
         let ns = unique_ns("tls-smol");
         let config =
             |id| fast_config(&redis.url(), &ns, id).with_tls_root_cert(redis.cert_pem.clone());
-        let a = RedisBroker::new(config("a"), SmolRuntime).unwrap();
-        let b = RedisBroker::new(config("b"), SmolRuntime).unwrap();
-        let (a_sink, mut a_events) = capture();
-        let (b_sink, mut b_events) = capture();
-        a.start(a_sink).await.unwrap();
-        b.start(b_sink).await.unwrap();
+        let (a, mut a_events) = started_smol(config("a")).await;
+        let (b, mut b_events) = started_smol(config("b")).await;
         a_events.wait_up();
         b_events.wait_up();
         let topic = Topic::push(&ns, "score", "match-7");

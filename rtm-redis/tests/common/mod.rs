@@ -197,6 +197,17 @@ pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker
     (broker, events)
 }
 
+/// A broker on smol (no tokio runtime around), started with a capturing
+/// sink (not waiting for `Up`).
+#[allow(dead_code)] // not every test binary has a smol test
+pub async fn started_smol(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
+    use rtm_driver::broker::Broker;
+    let broker = rtm_redis::RedisBroker::new(config, rtm_redis::SmolRuntime).unwrap();
+    let (sink, events) = capture();
+    broker.start(sink).await.unwrap();
+    (broker, events)
+}
+
 /// For the smol tests: the broker must have run with no tokio runtime around.
 pub fn assert_outside_tokio() {
     assert!(
