@@ -11,8 +11,10 @@
 //!   `[from, text, ts, to]` to `to` and to the sender's other tabs, on every
 //!   server of the cluster: any valid name can be reached, online here or not.
 //! - **Presence** is Emit: `presence [names]` to every authenticated
-//!   connection after `hello()` (called by the page right after auth) and
-//!   after a disconnect; `online()` returns the same list. Per server.
+//!   connection after `hello()` (called by the page right after auth; it
+//!   returns the list to its caller) and after a disconnect, at most one
+//!   announcement per 250 ms for all of them (so `hello` in a loop cannot
+//!   flood everyone); `online()` returns the same list. Per server.
 //! - **Status:** `status()` returns `{cluster, broker, reason}` (`broker`:
 //!   `"none"` without `--redis`, else `"up"` or `"down"`), and the same object
 //!   is emitted as `status [object]` whenever the Redis link goes up or down:
@@ -239,9 +241,13 @@ async fn stop_requested() {
 /// The chat's RTM server (started) and the axum router serving the page and
 /// `/rtm`. Serve the router `with_connect_info::<SocketAddr>`.
 pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
-    // The disconnect hook only nudges this task, which announces the new
-    // presence list once for several departures at a time.
-    let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Arrivals (`hello`) and departures only nudge the presence task, which
+    // announces the list at most every PRESENCE_INTERVAL, once for all the
+    // nudges in between (a channel of one: extra nudges are dropped). So a
+    // client calling `hello` in a loop costs everyone one presence event per
+    // interval, not one per call.
+    let (nudge, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
+    let hello_nudge = nudge.clone();
     let rtm = builder
         .auth(|data: Vec<Value>, _info| async move {
             match data.first().and_then(Value::as_str) {
@@ -261,11 +267,13 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
         })
         .on_disconnect(move |info| {
             if info.identity.is_some() {
-                let _ = left_tx.send(());
+                let _ = nudge.try_send(());
             }
         })
-        .register("hello", |ctx: CallContext, _: Vec<Value>| async move {
-            announce(&ctx.server)
+        .register("hello", move |ctx: CallContext, _: Vec<Value>| {
+            let _ = hello_nudge.try_send(());
+            // The caller gets the list now; the others with the next announcement.
+            async move { Ok::<_, RtmError>(online(&ctx.server)) }
         })
         .register("online", |ctx: CallContext, _: Vec<Value>| async move {
             Ok::<_, RtmError>(online(&ctx.server))
@@ -279,12 +287,11 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
 
     let presence = rtm.clone();
     tokio::spawn(async move {
-        while left_rx.recv().await.is_some() {
-            // Several tabs closing at once: one announcement is enough.
-            while left_rx.try_recv().is_ok() {}
+        while nudged.recv().await.is_some() {
             if let Err(err) = announce(&presence) {
                 tracing::warn!(%err, "presence not sent");
             }
+            tokio::time::sleep(PRESENCE_INTERVAL).await;
         }
     });
 
@@ -397,11 +404,14 @@ fn watch_broker(rtm: ServerHandle) {
     });
 }
 
-/// Emits `presence [names]` to every authenticated connection; returns the names.
-fn announce(server: &ServerHandle) -> Result<Vec<String>, RtmError> {
+/// The shortest time between two presence announcements.
+const PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Emits `presence [names]` to every authenticated connection.
+fn announce(server: &ServerHandle) -> Result<(), RtmError> {
     let names = online(server);
     server.emit("presence", |_| true, &(&names,))?;
-    Ok(names)
+    Ok(())
 }
 
 /// The sorted names of the users connected to this server. Read from the

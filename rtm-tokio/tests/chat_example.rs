@@ -279,6 +279,36 @@ async fn presence_lists_online_names_after_hello_and_after_a_disconnect() {
     assert_eq!(online, ["alice"]);
 }
 
+/// `hello` in a loop cannot flood the others with presence events (each to
+/// every connection): announcements are coalesced, at most one per 250 ms
+/// whatever the calls, and the last one still comes.
+#[tokio::test]
+async fn a_client_calling_hello_in_a_loop_costs_the_others_one_event_per_interval() {
+    const CALLS: usize = 500;
+    let (addr, _rtm) = start().await;
+    let alice = user(addr, "alice").await;
+    let (_p, mut presence) = listen(&alice, "presence");
+    let bob = user(addr, "bob").await;
+    let started = std::time::Instant::now();
+    for _ in 0..CALLS {
+        let names: Vec<String> = bob.call_wait("hello", &json!([])).await.unwrap();
+        assert_eq!(names, ["alice", "bob"]);
+    }
+    let elapsed = started.elapsed();
+    // The last announcement comes within an interval of the last call.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut events = 0;
+    while let Ok(names) = presence.try_recv() {
+        assert_eq!(names, [json!(["alice", "bob"])]);
+        events += 1;
+    }
+    let bound = 2 + elapsed.as_millis() as usize / 250;
+    assert!(
+        (1..=bound).contains(&events),
+        "{events} presence events for {CALLS} hello calls in {elapsed:?}"
+    );
+}
+
 #[tokio::test]
 async fn dm_reaches_a_name_that_is_not_online_here() {
     // Presence is per server: the page may start a DM with any valid name
