@@ -74,6 +74,10 @@ struct Cli {
     /// chat servers; comma-separated URLs are the seed nodes of a Redis Cluster.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Connections one IP address may hold open at once (page loads, RTM
+    /// sockets, silent sockets alike); past it a new one is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: u32,
 }
 
 /// A reason to stop at start: printed as one line `chat: <message>`.
@@ -151,8 +155,8 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
         rtm.shutdown().await;
     };
     axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        PerIpLimit::new(listener, cli.max_connections_per_ip as usize),
+        router.into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -162,6 +166,122 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listener that lets one IP address hold at most `max` connections at
+/// once: axum's `serve` has no header-read timeout, so without a bound one
+/// client opening silent sockets could take every file descriptor. A socket
+/// past the bound is closed as soon as it is accepted.
+pub struct PerIpLimit {
+    listener: tokio::net::TcpListener,
+    max: usize,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl PerIpLimit {
+    pub fn new(listener: tokio::net::TcpListener, max: usize) -> Self {
+        PerIpLimit {
+            listener,
+            max: max.max(1),
+            open: Default::default(),
+        }
+    }
+}
+
+impl axum::serve::Listener for PerIpLimit {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            // axum's own accept: it retries (and logs) accept errors.
+            let (stream, peer) = axum::serve::Listener::accept(&mut self.listener).await;
+            let ip = peer.ip();
+            {
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                let count = open.entry(ip).or_insert(0);
+                if *count >= self.max {
+                    tracing::debug!(%peer, "too many connections from this address: closed");
+                    continue;
+                }
+                *count += 1;
+            }
+            let counted = Counted {
+                stream,
+                ip,
+                open: self.open.clone(),
+            };
+            return (counted, peer);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// The client's address, as axum's `ConnectInfo` for a [`PerIpLimit`]
+/// listener (serve the router `into_make_service_with_connect_info::<Peer>()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PerIpLimit>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PerIpLimit>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// An accepted connection, counted against its IP until dropped.
+pub struct Counted {
+    stream: tokio::net::TcpStream,
+    ip: std::net::IpAddr,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Why binding `addr` failed, and what to do about it.
@@ -239,7 +359,8 @@ async fn stop_requested() {
 }
 
 /// The chat's RTM server (started) and the axum router serving the page and
-/// `/rtm`. Serve the router `with_connect_info::<SocketAddr>`.
+/// `/rtm`. Serve the router on a [`PerIpLimit`] listener
+/// `into_make_service_with_connect_info::<Peer>()`.
 pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
     // Arrivals (`hello`) and departures only nudge the presence task, which
     // announces the list at most every PRESENCE_INTERVAL, once for all the
@@ -427,10 +548,11 @@ fn online(server: &ServerHandle) -> Vec<String> {
 }
 
 /// `/rtm`: the server's own WebSocket (HTTP answers to bad handshakes, close
-/// codes, lingering closes), under axum's route.
+/// codes, lingering closes), under axum's route. Serve the router on a
+/// [`PerIpLimit`] listener with `into_make_service_with_connect_info::<Peer>()`.
 async fn upgrade(
     State(rtm): State<ServerHandle>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: axum::extract::Request,
 ) -> Response {
     rtm_tokio::upgrade_axum(&rtm, request, Some(peer))

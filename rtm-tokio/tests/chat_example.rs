@@ -23,13 +23,19 @@ async fn start() -> (SocketAddr, ServerHandle) {
 }
 
 async fn start_with(builder: ServerBuilder) -> (SocketAddr, ServerHandle) {
+    start_limited(builder, 256).await
+}
+
+/// The chat served as its `main` serves it: a [`chat::PerIpLimit`] listener
+/// letting one address hold `per_ip` connections.
+async fn start_limited(builder: ServerBuilder, per_ip: usize) -> (SocketAddr, ServerHandle) {
     let (router, rtm) = chat::app(builder);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            chat::PerIpLimit::new(listener, per_ip),
+            router.into_make_service_with_connect_info::<chat::Peer>(),
         )
         .await
         .unwrap();
@@ -307,6 +313,43 @@ async fn a_client_calling_hello_in_a_loop_costs_the_others_one_event_per_interva
         (1..=bound).contains(&events),
         "{events} presence events for {CALLS} hello calls in {elapsed:?}"
     );
+}
+
+/// Silent sockets from one address are bounded: past the per-IP limit a
+/// new connection is closed at once, and the others keep being served; a
+/// socket that goes gives its place back.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let (addr, _rtm) = start_limited(Server::builder(), 3).await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut byte))
+        .await
+        .expect("the fourth socket was kept");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(silent.pop());
+    let page = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            // A socket still past the limit is closed (maybe reset): try again.
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            let mut response = String::new();
+            if tcp.write_all(request.as_bytes()).await.is_ok()
+                && tcp.read_to_string(&mut response).await.is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                break response;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no room again after a socket went");
+    assert!(page.contains("<script"), "{page}");
 }
 
 #[tokio::test]
