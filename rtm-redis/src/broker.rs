@@ -376,6 +376,11 @@ impl Shared {
     }
 }
 
+/// The one result of a one-topic batch.
+fn first(results: Vec<Result<(), BrokerError>>) -> Result<(), BrokerError> {
+    results.into_iter().next().unwrap_or(Ok(()))
+}
+
 /// A client for one Redis, trusting `config`'s TLS root certificate when
 /// one is set (for `rediss://`).
 fn single_client(
@@ -517,53 +522,13 @@ impl Broker for RedisBroker {
     }
 
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let topic = topic.clone();
-        Box::pin(async move {
-            let shared = &self.shared;
-            let subscriber = shared.subscriber.lock().await;
-            if !lock(&shared.topics).insert(topic.clone()) {
-                return Ok(());
-            }
-            // Without a connection the driver subscribes it when it reconnects,
-            // but nothing is confirmed now: the caller must not promise delivery.
-            let Some(mut conn) = subscriber.clone() else {
-                return Err(BrokerError::Unavailable(
-                    "not connected to Redis: the topic is subscribed once it is back".into(),
-                ));
-            };
-            let generation = shared.current_generation();
-            match conn.subscribe(shared, &topic).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    // The topic stays wanted; a full reconnect puts it in place.
-                    shared.lost(generation, "SUBSCRIBE", &e);
-                    Err(BrokerError::Unavailable(e.to_string()))
-                }
-            }
-        })
+        let topic = [topic.clone()];
+        Box::pin(async move { first(self.change_many(&topic, true).await) })
     }
 
     fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let topic = topic.clone();
-        Box::pin(async move {
-            let shared = &self.shared;
-            let subscriber = shared.subscriber.lock().await;
-            if !lock(&shared.topics).remove(&topic) || topic == shared.control {
-                return Ok(());
-            }
-            let Some(mut conn) = subscriber.clone() else {
-                return Ok(());
-            };
-            let generation = shared.current_generation();
-            match conn.unsubscribe(shared, &topic).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    // A fresh connection subscribes only what is still wanted.
-                    shared.lost(generation, "UNSUBSCRIBE", &e);
-                    Err(BrokerError::Unavailable(e.to_string()))
-                }
-            }
-        })
+        let topic = [topic.clone()];
+        Box::pin(async move { first(self.change_many(&topic, false).await) })
     }
 
     /// One pipeline for the batch (in chunks of 256 commands): a burst of

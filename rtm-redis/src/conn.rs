@@ -107,24 +107,6 @@ impl Conn {
         }
     }
 
-    /// Subscribes one topic.
-    pub(crate) async fn subscribe(&mut self, shared: &Shared, topic: &Topic) -> RedisResult<()> {
-        match self {
-            Conn::Single(c) => shared.subscribe_cmd(topic).exec_async(c).await,
-            // The cluster connection pairs the confirmation push with the
-            // command and remembers the subscription for its own reconnects.
-            Conn::Cluster(c) => c.ssubscribe(topic.as_str()).await,
-        }
-    }
-
-    /// Unsubscribes one topic.
-    pub(crate) async fn unsubscribe(&mut self, shared: &Shared, topic: &Topic) -> RedisResult<()> {
-        match self {
-            Conn::Single(c) => shared.unsubscribe_cmd(topic).exec_async(c).await,
-            Conn::Cluster(c) => c.sunsubscribe(topic.as_str()).await,
-        }
-    }
-
     /// Subscribes every topic in `topics`, in batches.
     pub(crate) async fn subscribe_all(
         &mut self,
