@@ -274,7 +274,12 @@ function addMessage(view, from, text, ts) {
 }
 
 function setOnline(names) {
-  if (Array.isArray(names)) state.online = names.map(String);
+  if (!Array.isArray(names)) return;
+  const online = names.map(String);
+  // The same list again (announcements come for every arrival and
+  // departure): nothing to redraw, and no element replaced under the mouse.
+  if (online.length === state.online.length && online.every((name, i) => name === state.online[i])) return;
+  state.online = online;
   renderSide();
   renderTitle();
 }

@@ -235,6 +235,20 @@ async function waitFor(page, what, fn, ...args) {
 }
 
 // The visible element matching `selector` whose text is `text`, as a handle.
+// Clicks the element showing `text`, as a user would (a real mouse click).
+// The side bar is re-rendered when presence changes, which can detach the
+// element between finding and clicking it: then it is found again.
+async function clickOn(page, selector, text) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await (await element(page, selector, text)).click();
+      return;
+    } catch (err) {
+      if (attempt >= 5 || !/detached|not clickable/i.test(String(err && err.message))) throw err;
+    }
+  }
+}
+
 async function element(page, selector, text) {
   const handle = await waitFor(page, `"${text}" in ${selector}`, (selector, text) => [...document.querySelectorAll(selector)]
     .find((el) => el.textContent.trim() === text && el.getClientRects().length > 0), selector, text);
@@ -322,7 +336,7 @@ test('two users chat in a real browser, on a desktop and a phone, across a serve
       await waitFor(bob, 'an unread badge on alice', () => [...document.querySelectorAll('#online li')]
         .some((li) => li.querySelector('.name')?.textContent === 'alice' && li.querySelector('.badge')?.textContent === '1'));
       await bob.screenshot({ path: path.join(SHOTS, 'desktop-1100-unread.png') });
-      await (await element(bob, '#online li .name', 'alice')).click();
+      await clickOn(bob, '#online li .name', 'alice');
       assert.equal(await title(bob), '@ alice');
       await waitForMessage(bob, 'alice', 'psst, a direct message');
       await send(bob, 'got it, answering in private');
@@ -346,7 +360,7 @@ test('two users chat in a real browser, on a desktop and a phone, across a serve
       await bob.keyboard.press('Backspace');
       await waitFor(bob, 'the error gone after an edit', () => document.querySelector('#side-error').textContent === '');
       await bob.$eval('#join-name', (input) => { input.value = ''; });
-      await (await element(bob, '#rooms li .name', '# lobby')).click();
+      await clickOn(bob, '#rooms li .name', '# lobby');
       assert.equal(await title(bob), '# lobby');
     });
 
@@ -367,7 +381,7 @@ test('two users chat in a real browser, on a desktop and a phone, across a serve
       assert.equal(await alice.$eval('#me-name', (el) => el.textContent), 'alice');
       assert.equal(await title(alice), '@ bob');
       await waitForMessage(alice, 'bob', 'got it, answering in private');
-      await (await element(alice, '#rooms li .name', '# lobby')).click();
+      await clickOn(alice, '#rooms li .name', '# lobby');
       await alice.screenshot({ path: path.join(SHOTS, 'desktop-1100.png') });
     });
 
@@ -392,7 +406,7 @@ test('two users chat in a real browser, on a desktop and a phone, across a serve
       await alice.click('#menu');
       await waitFor(alice, 'the drawer open', () => document.querySelector('#side').getBoundingClientRect().left >= 0);
       await alice.screenshot({ path: path.join(SHOTS, 'phone-390-drawer.png') });
-      await (await element(alice, '#rooms li .name', '# lobby')).click();
+      await clickOn(alice, '#rooms li .name', '# lobby');
       await waitFor(alice, 'the drawer closed', () => document.querySelector('#side').getBoundingClientRect().right <= 0);
       await send(alice, 'sent from a phone');
       await waitForMessage(bob, 'alice', 'sent from a phone');
@@ -465,12 +479,12 @@ test('two servers sharing Redis: a DM and a room across servers, and Redis down 
       await waitFor(dave, 'the DM with erin open', () => document.querySelector('#title').textContent === '@ erin');
       assert.match(await dave.$eval('#title-note', (el) => el.textContent), /any server of the cluster/);
       await send(dave, 'hello from server 1');
-      await (await element(erin, '#online li .name', 'dave')).click();
+      await clickOn(erin, '#online li .name', 'dave');
       await waitForMessage(erin, 'dave', 'hello from server 1');
       await send(erin, 'hello back from server 2');
       await waitForMessage(dave, 'erin', 'hello back from server 2');
-      await (await element(dave, '#rooms li .name', '# lobby')).click();
-      await (await element(erin, '#rooms li .name', '# lobby')).click();
+      await clickOn(dave, '#rooms li .name', '# lobby');
+      await clickOn(erin, '#rooms li .name', '# lobby');
       await send(dave, 'lobby, across servers');
       await waitForMessage(erin, 'dave', 'lobby, across servers');
     });
