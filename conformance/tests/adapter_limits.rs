@@ -120,6 +120,7 @@ async fn a_subscription_of_40000_tags_is_cheap_and_stalls_no_one(adapter: Adapte
     let limits = Limits {
         max_tags_per_request: TAGS,
         max_subscriptions: TAGS,
+        max_subscriptions_per_ip: None,
         max_frame_bytes: 4 * 1024 * 1024,
         ..Limits::default()
     };

@@ -165,6 +165,11 @@ pub struct SubscribeTicket {
 }
 
 impl SubscribeTicket {
+    #[cfg(feature = "testkit")]
+    pub(crate) fn new(conn: ConnId, id: RequestId, sub: PushSub) -> Self {
+        SubscribeTicket { conn, id, sub }
+    }
+
     /// The connection subscribing.
     pub fn conn(&self) -> ConnId {
         self.conn
@@ -179,9 +184,37 @@ impl SubscribeTicket {
     }
 }
 
-/// What a [`Connection`] asks of its adapter, in the order it must be done.
+/// A request that waited for the broker to confirm its topics, now
+/// decided by the [`Router`](crate::Router): hand it to
+/// [`Connection::handle_settled`] on its connection ([`Settled::conn`]).
 #[derive(Debug)]
-#[non_exhaustive]
+pub enum Settled {
+    /// The `auth` may be answered: the user's topic is confirmed (or the wait
+    /// ended without it — the broker went down or was too slow — and
+    /// authentication goes on without it).
+    Joined(JoinTicket),
+    /// The `subscribe` is decided: `Ok` (every topic confirmed), or `Err`
+    /// (`rtm/broker-unavailable`, `rtm/too-many-subscriptions`; nothing of it
+    /// is left in the router).
+    Subscribed(SubscribeTicket, Result<(), RtmError>),
+}
+
+impl Settled {
+    /// The connection whose request it is.
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Settled::Joined(ticket) => ticket.conn,
+            Settled::Subscribed(ticket, _) => ticket.conn,
+        }
+    }
+}
+
+/// What a [`Connection`] asks of its adapter, in the order it must be done.
+///
+/// Exhaustive on purpose: an adapter matches every variant, so one added
+/// later is a compile error where it must be carried out, not an output
+/// silently dropped.
+#[derive(Debug)]
 pub enum ConnOutput {
     /// Send this text frame.
     Transmit(Bytes),
@@ -435,6 +468,15 @@ impl Connection {
                 self.transmit(frame::encode_auth_rejected(&id, &err.message));
                 self.close(CloseCode::AUTH_REJECTED, "authentication rejected");
             }
+        }
+    }
+
+    /// The router settled a request that waited for the broker (or answered
+    /// one at once): the `auth` or `subscribe` gets its reply.
+    pub fn handle_settled(&mut self, settled: Settled) {
+        match settled {
+            Settled::Joined(ticket) => self.handle_joined(ticket),
+            Settled::Subscribed(ticket, result) => self.handle_subscribe_result(ticket, result),
         }
     }
 

@@ -85,6 +85,7 @@
 //!   clusters in tests, the fixture functions and the wire-vector interpreter.
 #![warn(missing_docs)]
 
+mod broker_topics;
 pub mod client;
 pub mod config;
 pub mod conn;
@@ -92,20 +93,23 @@ pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod outbound;
 pub mod router;
 pub mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;
 
+pub use broker_topics::TopicChanges;
 pub use client::{CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Reconnect};
 pub use config::{Heartbeat, Limits, ServerConfig};
 pub use conn::{ConnId, ConnInfo, ConnMeta, Identity};
-pub use connection::{ConnOutput, Connection, Functions, TimerReason};
+pub use connection::{ConnOutput, Connection, Functions, Settled, TimerReason};
 pub use envelope::Envelope;
 pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
-pub use router::{RecentPushes, Router, Subscribed};
+pub use outbound::{Outbound, OutboundBounds};
+pub use router::{RecentPushes, Router};
 pub use server::{
     AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, ServerCore,
     ServerOutput, SubscribeTicket,

@@ -11,24 +11,42 @@
 //! read-write lock and let Emits on several cores run at once; connections
 //! joining, subscribing and leaving take `&mut self`.
 //!
-//! # Broker topics
+//! # Broker topics, and requests that wait for them
 //!
-//! A topic is needed exactly while its set of local holders is non-empty,
-//! so the sets are the reference counts: a method that creates a set returns
-//! the topic to subscribe, one that empties a set returns the topic to
-//! unsubscribe. A new topic starts *unconfirmed*: a subscription that
-//! depends on it is acknowledged only once the broker confirms it
-//! ([`Router::handle_topic_subscribed`]), so the first event after the
-//! acknowledgement cannot be missed.
+//! A topic is needed exactly while its set of local holders is non-empty.
+//! The router tells its broker (through [`Router::poll_topic_changes`]) and
+//! holds back the answer to a request that needs a topic the broker has not
+//! confirmed: an `auth` (its user's topic) or a `subscribe` (its (event,
+//! tag) topics) is acknowledged only once every topic it needs is
+//! confirmed, so the first event after the acknowledgement cannot be missed.
+//! A subscribe whose topic fails (the broker refused it, went down, or did
+//! not answer within [`ServerConfig::broker_confirm_timeout`]) is undone and
+//! answered `rtm/broker-unavailable`; an auth goes on without its topic.
+//! The topics themselves follow two rules: one command in flight per topic
+//! (a subscribe and an unsubscribe of one topic are never both on their
+//! way, so the broker's last answer is the truth), and a change is decided
+//! when it is taken (a topic released and needed again before its
+//! unsubscribe was taken — a page reload — sends nothing and stays
+//! confirmed).
+//!
+//! Driving it, with a broker: after every `&mut` call, drain
+//! [`Router::poll_settled`] (hand each to its connection's
+//! [`Connection::handle_settled`](crate::Connection::handle_settled)) and
+//! [`Router::poll_topic_changes`] (carry them out and report each answer);
+//! call [`Router::handle_timeout`] at [`Router::poll_timeout`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::broker_topics::{BrokerTopics, TopicChanges, WaitId};
 use crate::config::{Limits, ServerConfig};
 use crate::conn::{ConnId, ConnInfo};
+use crate::connection::{JoinTicket, Settled, SubscribeTicket};
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::{self, Args};
@@ -42,32 +60,35 @@ enum Target {
 }
 
 #[derive(Debug)]
-struct TopicEntry {
-    target: Target,
-    /// The broker confirmed the subscription.
-    confirmed: bool,
-}
-
-#[derive(Debug)]
 struct Entry<T> {
     info: Arc<ConnInfo>,
     handle: T,
     /// Emit reaches it (authenticated, or on a server without auth).
     open: bool,
     subs: HashSet<(Arc<str>, Arc<str>)>,
+    /// Its requests waiting for the broker (usually none).
+    waits: Vec<WaitId>,
 }
 
-/// What [`Router::subscribe`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Subscribed {
-    /// The tags this connection did not hold before (what undoing removes).
-    pub added: Vec<String>,
-    /// Topics that did not exist: subscribe them on the broker.
-    pub new_topics: Vec<Topic>,
-    /// Topics of this subscription the broker has not confirmed yet (the new
-    /// ones, and those another connection's subscribe is waiting for):
-    /// acknowledge once every one is confirmed.
-    pub unconfirmed: Vec<Topic>,
+impl<T> Entry<T> {
+    fn user(&self) -> Option<&Arc<str>> {
+        self.info.identity.as_ref().map(|i| &i.user_id)
+    }
+
+    fn ip(&self) -> Option<IpAddr> {
+        self.info.meta.peer_addr.map(|addr| addr.ip())
+    }
+}
+
+/// A request waiting for the broker to confirm its topics.
+#[derive(Debug)]
+enum Pending {
+    Join(JoinTicket),
+    Subscribe {
+        ticket: SubscribeTicket,
+        /// The tags it added (what undoing removes).
+        added: Vec<String>,
+    },
 }
 
 /// The indexes and fan-out shared by a server's connections. See the
@@ -99,7 +120,13 @@ pub struct Router<T> {
     conns: HashMap<ConnId, Entry<T>>,
     users: HashMap<Arc<str>, HashSet<ConnId>>,
     push: HashMap<Arc<str>, HashMap<Arc<str>, HashSet<ConnId>>>,
-    topics: HashMap<Topic, TopicEntry>,
+    /// The topics needed now, and what each delivers to.
+    topics: HashMap<Topic, Target>,
+    broker_topics: BrokerTopics<Pending>,
+    settled: VecDeque<Settled>,
+    /// Push subscriptions held, per user and per peer address.
+    held_by_user: HashMap<Arc<str>, usize>,
+    held_by_ip: HashMap<IpAddr, usize>,
     seq: AtomicU64,
 }
 
@@ -117,6 +144,10 @@ impl<T> Router<T> {
             users: HashMap::new(),
             push: HashMap::new(),
             topics: HashMap::new(),
+            broker_topics: BrokerTopics::new(config.broker_confirm_timeout),
+            settled: VecDeque::new(),
+            held_by_user: HashMap::new(),
+            held_by_ip: HashMap::new(),
             seq: AtomicU64::new(0),
         }
     }
@@ -153,9 +184,14 @@ impl<T> Router<T> {
         self.topics.keys()
     }
 
-    /// Whether the broker confirmed this topic (`true` for a topic not held).
+    /// Whether the broker confirmed this topic, which the server needs.
     pub fn is_confirmed(&self, topic: &Topic) -> bool {
-        self.topics.get(topic).is_none_or(|t| t.confirmed)
+        self.broker_topics.is_confirmed(topic)
+    }
+
+    /// Requests (auths and subscribes) waiting for the broker.
+    pub fn waiting_count(&self) -> usize {
+        self.broker_topics.wait_count()
     }
 
     /// Users with at least one connection here, and (event, tag) pairs with
@@ -167,6 +203,16 @@ impl<T> Router<T> {
     /// Whether the broker is believed up.
     pub fn broker_up(&self) -> bool {
         self.broker_up
+    }
+
+    /// Push subscriptions held by the connections of `user`.
+    pub fn held_by_user(&self, user: &str) -> usize {
+        self.held_by_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// Push subscriptions held by the connections from `ip`.
+    pub fn held_by_ip(&self, ip: IpAddr) -> usize {
+        self.held_by_ip.get(&ip).copied().unwrap_or(0)
     }
 
     // ----- membership (&mut) -----
@@ -181,80 +227,234 @@ impl<T> Router<T> {
                 handle,
                 open,
                 subs: HashSet::new(),
+                waits: Vec::new(),
             },
         );
     }
 
-    /// An authenticated connection: its info now carries the identity, Emit
-    /// reaches it, and Publish to its user does. Returns the user's topic when
-    /// it is new (subscribe it on the broker; it is unconfirmed).
-    pub fn join(&mut self, info: Arc<ConnInfo>) -> Option<Topic> {
+    /// An authenticated connection joins: its info now carries the identity,
+    /// Emit reaches it, and Publish to its user does. The `auth` reply waits
+    /// while the broker is up and has not confirmed the user's topic: `None`
+    /// then (it comes from [`Router::poll_settled`]), else the ticket back at once.
+    pub fn join(
+        &mut self,
+        info: Arc<ConnInfo>,
+        ticket: JoinTicket,
+        now: Instant,
+    ) -> Option<Settled> {
         let conn = info.id;
         let user: Option<Arc<str>> = info.identity.as_ref().map(|i| i.user_id.clone());
-        let entry = self.conns.get_mut(&conn)?;
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return Some(Settled::Joined(ticket));
+        };
         entry.info = info;
         entry.open = true;
-        let user = user?;
+        let Some(user) = user else {
+            return Some(Settled::Joined(ticket));
+        };
         let set = self.users.entry(user.clone()).or_default();
         let first = set.is_empty();
         set.insert(conn);
-        if !(first && self.broker) {
-            return None;
+        if !self.broker {
+            return Some(Settled::Joined(ticket));
         }
         let topic = Topic::user(&self.namespace, &user);
-        self.topics.insert(
-            topic.clone(),
-            TopicEntry {
-                target: Target::User(user),
-                confirmed: false,
-            },
-        );
-        Some(topic)
+        if first {
+            self.topics.insert(topic.clone(), Target::User(user));
+            self.broker_topics.want(&topic);
+        }
+        // While the broker is down, authentication goes on without the topic.
+        if !self.broker_up || self.broker_topics.is_confirmed(&topic) {
+            return Some(Settled::Joined(ticket));
+        }
+        self.wait(conn, &[topic], Pending::Join(ticket), now);
+        None
     }
 
-    /// The topic of this user, if the server holds one of its connections.
-    pub fn user_topic(&self, user: &str) -> Option<Topic> {
-        let topic = Topic::user(&self.namespace, user);
-        self.topics.contains_key(&topic).then_some(topic)
-    }
-
-    /// Removes a connection and everything it held; returns its handle and
-    /// the topics no connection needs any more (unsubscribe them).
-    pub fn remove(&mut self, conn: ConnId) -> Option<(T, Vec<Topic>)> {
+    /// Removes a connection and everything it held (its topics are released,
+    /// its waiting requests dropped); returns its handle.
+    pub fn remove(&mut self, conn: ConnId) -> Option<T> {
         let entry = self.conns.remove(&conn)?;
-        let mut gone = Vec::new();
-        if let Some(user) = entry.info.user_id() {
+        for wait in &entry.waits {
+            self.broker_topics.cancel(*wait);
+        }
+        if let Some(user) = entry.user() {
             if let Some(set) = self.users.get_mut(user) {
                 set.remove(&conn);
                 if set.is_empty() {
                     self.users.remove(user);
                     let topic = Topic::user(&self.namespace, user);
                     if self.topics.remove(&topic).is_some() {
-                        gone.push(topic);
+                        self.broker_topics.unwant(&topic);
                     }
                 }
             }
         }
         for (event, tag) in &entry.subs {
-            if let Some(topic) = self.unhold(event, tag, conn) {
-                gone.push(topic);
-            }
+            self.unhold(event, tag, conn);
         }
-        Some((entry.handle, gone))
+        self.count_held(entry.user(), entry.ip(), -(entry.subs.len() as isize));
+        Some(entry.handle)
     }
 
-    /// Adds (event, tag) for each tag to this connection's subscriptions,
-    /// all or nothing: past the connection's `max_subscriptions` or the
-    /// server's `max_broker_topics` it adds none and fails with
+    /// Adds the ticket's subscription — (event, tag) for each tag — to its
+    /// connection, all or nothing: past the connection's
+    /// `max_subscriptions`, its user's `max_subscriptions_per_user`, its
+    /// address's `max_subscriptions_per_ip` or the server's
+    /// `max_broker_topics` it adds none and fails with
     /// `rtm/too-many-subscriptions`. Costs O(tags).
-    pub fn subscribe(
+    ///
+    /// Returns the outcome now (`Some`), or `None` when it waits for the
+    /// broker to confirm a topic (the outcome comes from
+    /// [`Router::poll_settled`]; while the broker is down it fails at once
+    /// with `rtm/broker-unavailable`, undone).
+    pub fn subscribe(&mut self, ticket: SubscribeTicket, now: Instant) -> Option<Settled> {
+        let conn = ticket.conn();
+        let added = match self.add_subs(conn, ticket.event(), ticket.tags()) {
+            Ok(added) => added,
+            Err(err) => return Some(Settled::Subscribed(ticket, Err(err))),
+        };
+        let mut unconfirmed = Vec::new();
+        if self.broker {
+            let mut seen = HashSet::new();
+            for tag in ticket.tags() {
+                if !seen.insert(tag.as_str()) {
+                    continue;
+                }
+                let topic = Topic::push(&self.namespace, ticket.event(), tag);
+                if !self.broker_topics.is_confirmed(&topic) {
+                    unconfirmed.push(topic);
+                }
+            }
+        }
+        if unconfirmed.is_empty() {
+            return Some(Settled::Subscribed(ticket, Ok(())));
+        }
+        if !self.broker_up {
+            self.unsubscribe(conn, ticket.event(), &added);
+            let err = RtmError::new(
+                ErrorCode::BrokerUnavailable,
+                "the broker is down: this subscription needs a new topic",
+            );
+            return Some(Settled::Subscribed(ticket, Err(err)));
+        }
+        self.wait(
+            conn,
+            &unconfirmed,
+            Pending::Subscribe { ticket, added },
+            now,
+        );
+        None
+    }
+
+    /// Removes (event, tag) for each tag from this connection's
+    /// subscriptions (topics no connection needs any more are released).
+    /// Costs O(tags).
+    pub fn unsubscribe<S: AsRef<str>>(&mut self, conn: ConnId, event: &str, tags: &[S]) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut removed = Vec::new();
+        for tag in tags {
+            let key = (Arc::<str>::from(event), Arc::<str>::from(tag.as_ref()));
+            if entry.subs.remove(&key) {
+                removed.push(key);
+            }
+        }
+        let (user, ip) = (entry.user().cloned(), entry.ip());
+        self.count_held(user.as_ref(), ip, -(removed.len() as isize));
+        for (event, tag) in removed {
+            self.unhold(&event, &tag, conn);
+        }
+    }
+
+    // ----- broker inputs (&mut) -----
+
+    /// The broker answered a subscribe of `topic` (one of
+    /// [`TopicChanges::subscribe`]): confirmed (`true`) or failed. The
+    /// requests waiting for it are settled (a failed subscribe is undone).
+    pub fn handle_topic_subscribed(&mut self, topic: &Topic, ok: bool) {
+        self.broker_topics.handle_subscribed(topic, ok);
+        self.collect_ended();
+    }
+
+    /// The broker answered an unsubscribe of `topic` (one of
+    /// [`TopicChanges::unsubscribe`]), whatever the outcome.
+    pub fn handle_topic_unsubscribed(&mut self, topic: &Topic) {
+        self.broker_topics.handle_unsubscribed(topic);
+    }
+
+    /// The broker came up (`true`) or went down. While it is down, Publish
+    /// and Push fail with `rtm/broker-unavailable` and every request waiting
+    /// for it is settled (subscribes fail, auths go on). Coming back up,
+    /// every topic needed is subscribed again (for brokers that do not
+    /// resubscribe by themselves). Returns `true` when it came back up.
+    pub fn handle_broker_state(&mut self, up: bool) -> bool {
+        self.broker_up = up;
+        let came_up = self.broker_topics.handle_broker_state(up);
+        self.collect_ended();
+        came_up
+    }
+
+    /// Time passed: requests waiting for the broker past
+    /// [`ServerConfig::broker_confirm_timeout`] are settled (subscribes fail,
+    /// auths go on).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.broker_topics.handle_timeout(now);
+        self.collect_ended();
+    }
+
+    // ----- outputs (&mut) -----
+
+    /// A request that waited for the broker, decided: hand it to its
+    /// connection ([`Settled::conn`]).
+    #[must_use]
+    pub fn poll_settled(&mut self) -> Option<Settled> {
+        self.settled.pop_front()
+    }
+
+    /// Up to `max` topic changes for the broker (`None` when there are none,
+    /// or without a broker). Report each answer.
+    #[must_use]
+    pub fn poll_topic_changes(&mut self, max: usize) -> Option<TopicChanges> {
+        if !self.broker || !self.broker_topics.has_changes() {
+            return None;
+        }
+        let changes = self.broker_topics.poll_changes(max);
+        (!changes.is_empty()).then_some(changes)
+    }
+
+    /// Whether topic changes wait for [`Router::poll_topic_changes`].
+    pub fn has_topic_changes(&self) -> bool {
+        self.broker && self.broker_topics.has_changes()
+    }
+
+    /// Whether a topic change was queued since the last call (which resets
+    /// it): the signal to wake whoever carries changes out — once per
+    /// change, so a task that looks while its batch travels is not woken
+    /// again and again by changes it cannot take yet.
+    pub fn take_topic_signal(&mut self) -> bool {
+        self.broker_topics.take_queued() && self.broker
+    }
+
+    /// When [`Router::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.broker_topics.poll_timeout()
+    }
+
+    // ----- membership internals -----
+
+    /// Adds the fresh (event, tag) pairs of `tags` to `conn`, all or nothing
+    /// (see [`Router::subscribe`]); returns the tags it added.
+    fn add_subs(
         &mut self,
         conn: ConnId,
         event: &str,
         tags: &[String],
-    ) -> Result<Subscribed, RtmError> {
+    ) -> Result<Vec<String>, RtmError> {
         let Some(entry) = self.conns.get(&conn) else {
-            return Ok(Subscribed::default());
+            return Ok(Vec::new());
         };
         // Count first, change after: nothing half-made.
         let existing = self.push.get(event);
@@ -274,29 +474,46 @@ impl<T> Router<T> {
             }
             fresh.push(tag);
         }
+        let too_many =
+            |message: String| Err(RtmError::new(ErrorCode::TooManySubscriptions, message));
         let held = entry.subs.len();
         let max = self.limits.max_subscriptions;
         if held + fresh.len() > max {
-            return Err(RtmError::new(
-                ErrorCode::TooManySubscriptions,
-                format!(
-                    "{} more subscriptions would pass this connection's limit of {max} (it holds {held})",
-                    fresh.len()
-                ),
+            return too_many(format!(
+                "{} more subscriptions would pass this connection's limit of {max} (it holds {held})",
+                fresh.len()
             ));
+        }
+        if let (Some(user), Some(max)) = (entry.user(), self.limits.max_subscriptions_per_user) {
+            let held = self.held_by_user(user);
+            if held + fresh.len() > max {
+                return too_many(format!(
+                    "{} more subscriptions would pass this user's limit of {max} (its connections hold {held})",
+                    fresh.len()
+                ));
+            }
+        }
+        if let (Some(ip), Some(max)) = (entry.ip(), self.limits.max_subscriptions_per_ip) {
+            let held = self.held_by_ip(ip);
+            if held + fresh.len() > max {
+                return too_many(format!(
+                    "{} more subscriptions would pass this address's limit of {max} (its connections hold {held})",
+                    fresh.len()
+                ));
+            }
         }
         let max_topics = self.limits.max_broker_topics;
         if self.broker && self.topics.len() + new_keys > max_topics {
-            return Err(RtmError::new(
-                ErrorCode::TooManySubscriptions,
-                format!("this server holds its limit of {max_topics} broker topics"),
+            return too_many(format!(
+                "this server holds its limit of {max_topics} broker topics"
             ));
         }
+        let (user, ip) = (entry.user().cloned(), entry.ip());
         let event_key: Arc<str> = match self.push.get_key_value(event) {
             Some((key, _)) => key.clone(),
             None => event.into(),
         };
-        let mut result = Subscribed::default();
+        let mut added = Vec::with_capacity(fresh.len());
         for tag in fresh {
             let tags = self.push.entry(event_key.clone()).or_default();
             let tag_key: Arc<str> = match tags.get_key_value(tag) {
@@ -309,79 +526,78 @@ impl<T> Router<T> {
             if let Some(entry) = self.conns.get_mut(&conn) {
                 entry.subs.insert((event_key.clone(), tag_key.clone()));
             }
-            result.added.push(tag.to_owned());
+            added.push(tag.to_owned());
             if first && self.broker {
                 let topic = Topic::push(&self.namespace, event, tag);
-                self.topics.insert(
-                    topic.clone(),
-                    TopicEntry {
-                        target: Target::Push(event_key.clone(), tag_key),
-                        confirmed: false,
-                    },
-                );
-                result.new_topics.push(topic.clone());
-                result.unconfirmed.push(topic);
+                self.topics
+                    .insert(topic.clone(), Target::Push(event_key.clone(), tag_key));
+                self.broker_topics.want(&topic);
             }
         }
-        if self.broker {
-            // Topics another connection created and the broker has yet to confirm.
-            for tag in tags {
-                let topic = Topic::push(&self.namespace, event, tag);
-                if self.topics.get(&topic).is_some_and(|t| !t.confirmed)
-                    && !result.unconfirmed.contains(&topic)
-                {
-                    result.unconfirmed.push(topic);
+        self.count_held(user.as_ref(), ip, added.len() as isize);
+        Ok(added)
+    }
+
+    /// Counts push subscriptions taken (`delta > 0`) or released by a
+    /// connection of `user` from `ip`.
+    fn count_held(&mut self, user: Option<&Arc<str>>, ip: Option<IpAddr>, delta: isize) {
+        if delta == 0 {
+            return;
+        }
+        fn apply<K: std::hash::Hash + Eq + Clone>(
+            map: &mut HashMap<K, usize>,
+            key: K,
+            delta: isize,
+        ) {
+            let count = map.entry(key.clone()).or_insert(0);
+            *count = count.saturating_add_signed(delta);
+            if *count == 0 {
+                map.remove(&key);
+            }
+        }
+        if let Some(user) = user {
+            apply(&mut self.held_by_user, user.clone(), delta);
+        }
+        if let Some(ip) = ip {
+            apply(&mut self.held_by_ip, ip, delta);
+        }
+    }
+
+    fn wait(&mut self, conn: ConnId, topics: &[Topic], pending: Pending, now: Instant) {
+        let id = self.broker_topics.wait(topics, pending, now);
+        if let Some(entry) = self.conns.get_mut(&conn) {
+            entry.waits.push(id);
+        }
+        self.collect_ended();
+    }
+
+    /// Turns the waits that ended into settled requests: a failed subscribe
+    /// is undone first, an auth goes on whatever happened.
+    fn collect_ended(&mut self) {
+        let ended: Vec<_> = self.broker_topics.take_ended().collect();
+        for end in ended {
+            let settled = match end.payload {
+                Pending::Join(ticket) => {
+                    self.forget_wait(ticket.conn(), end.id);
+                    Settled::Joined(ticket)
                 }
-            }
-        }
-        Ok(result)
-    }
-
-    /// Removes (event, tag) for each tag from this connection's
-    /// subscriptions; returns the topics no connection needs any more.
-    /// Costs O(tags).
-    pub fn unsubscribe<S: AsRef<str>>(
-        &mut self,
-        conn: ConnId,
-        event: &str,
-        tags: &[S],
-    ) -> Vec<Topic> {
-        let mut gone = Vec::new();
-        let Some(entry) = self.conns.get_mut(&conn) else {
-            return gone;
-        };
-        let mut removed = Vec::new();
-        for tag in tags {
-            let key = (Arc::<str>::from(event), Arc::<str>::from(tag.as_ref()));
-            if entry.subs.remove(&key) {
-                removed.push(key);
-            }
-        }
-        for (event, tag) in removed {
-            if let Some(topic) = self.unhold(&event, &tag, conn) {
-                gone.push(topic);
-            }
-        }
-        gone
-    }
-
-    /// The broker answered a subscribe of `topic`: confirmed (`true`) or
-    /// failed. A failed topic stays unconfirmed; the subscriptions waiting
-    /// for it fail and undo themselves ([`Router::unsubscribe`]).
-    pub fn handle_topic_subscribed(&mut self, topic: &Topic, ok: bool) {
-        if let Some(entry) = self.topics.get_mut(topic) {
-            entry.confirmed |= ok;
+                Pending::Subscribe { ticket, added } => {
+                    let conn = ticket.conn();
+                    self.forget_wait(conn, end.id);
+                    if end.result.is_err() {
+                        self.unsubscribe(conn, ticket.event(), &added);
+                    }
+                    Settled::Subscribed(ticket, end.result)
+                }
+            };
+            self.settled.push_back(settled);
         }
     }
 
-    /// The broker came up (`true`) or went down. While it is down, Publish
-    /// and Push fail with `rtm/broker-unavailable`. Returns `true` when it
-    /// came back up (re-announce [`Router::topics`] to a broker that does not
-    /// resubscribe by itself).
-    pub fn handle_broker_state(&mut self, up: bool) -> bool {
-        let came_up = up && !self.broker_up;
-        self.broker_up = up;
-        came_up
+    fn forget_wait(&mut self, conn: ConnId, id: WaitId) {
+        if let Some(entry) = self.conns.get_mut(&conn) {
+            entry.waits.retain(|w| *w != id);
+        }
     }
 
     // ----- fan-out (&self) -----
@@ -489,10 +705,10 @@ impl<T> Router<T> {
         if *envelope.origin == *self.server_id {
             return Ok(0);
         }
-        let Some(entry) = self.topics.get(topic) else {
+        let Some(target) = self.topics.get(topic) else {
             return Ok(0);
         };
-        Ok(match &entry.target {
+        Ok(match target {
             Target::User(user) => self.deliver_user(user, &envelope.frame, &mut deliver),
             Target::Push(event, tag) => match &envelope.tags {
                 Some(tags) if tags.len() > 1 => {
@@ -579,22 +795,28 @@ impl<T> Router<T> {
         sent
     }
 
-    /// Drops `conn` from (event, tag); the topic when that emptied it.
-    fn unhold(&mut self, event: &str, tag: &str, conn: ConnId) -> Option<Topic> {
-        let tags = self.push.get_mut(event)?;
-        let set = tags.get_mut(tag)?;
+    /// Drops `conn` from (event, tag); releases the topic when that emptied it.
+    fn unhold(&mut self, event: &str, tag: &str, conn: ConnId) {
+        let Some(tags) = self.push.get_mut(event) else {
+            return;
+        };
+        let Some(set) = tags.get_mut(tag) else {
+            return;
+        };
         if !set.remove(&conn) || !set.is_empty() {
-            return None;
+            return;
         }
         tags.remove(tag);
         if tags.is_empty() {
             self.push.remove(event);
         }
         if !self.broker {
-            return None;
+            return;
         }
         let topic = Topic::push(&self.namespace, event, tag);
-        self.topics.remove(&topic).map(|_| topic)
+        if self.topics.remove(&topic).is_some() {
+            self.broker_topics.unwant(&topic);
+        }
     }
 }
 

@@ -45,22 +45,24 @@ use serde::Serialize;
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use crate::connection::{AuthTicket, CallTicket, FunctionId, JoinTicket, SubscribeTicket};
-use crate::connection::{ConnOutput, Connection, Functions};
+use crate::connection::{ConnOutput, Connection, Functions, Settled};
 use crate::envelope::EnvelopeError;
-use crate::error::{CloseCode, ErrorCode, RtmError};
+use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
 use crate::router::{BrokerPublish, RecentPushes, Router};
 use crate::topic::Topic;
 
 /// A broker operation the adapter must perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum BrokerCommand {
     /// Start receiving this topic (a local connection needs it now). Report
     /// the outcome with [`ServerCore::handle_topic_subscribed`]: subscriptions
-    /// that need the topic are acknowledged only then.
+    /// that need the topic are acknowledged only then, and no other command
+    /// for the topic is sent before.
     Subscribe(Topic),
     /// Stop receiving this topic (no local connection needs it any more).
+    /// Report the answer with [`ServerCore::handle_topic_unsubscribed`]: no
+    /// other command for the topic is sent before.
     Unsubscribe(Topic),
     /// Send this envelope to every server subscribed to `topic`.
     Publish {
@@ -82,7 +84,6 @@ impl From<BrokerPublish> for BrokerCommand {
 
 /// What the server core asks of its adapter. See the [module docs](self) for the loop.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum ServerOutput {
     /// Send this text frame to this connection.
     Transmit {
@@ -161,23 +162,6 @@ pub enum OpenError {
     TooManyConnections(usize),
 }
 
-/// An acknowledgement waiting for the broker to confirm topics.
-#[derive(Debug)]
-enum Waiter {
-    Join(JoinTicket),
-    Subscribe {
-        ticket: SubscribeTicket,
-        added: Vec<String>,
-    },
-}
-
-#[derive(Debug)]
-struct Waiting {
-    waiter: Waiter,
-    /// Topics still unconfirmed.
-    remaining: usize,
-}
-
 /// The server state machine. See the [module docs](self).
 #[derive(Debug)]
 pub struct ServerCore {
@@ -188,9 +172,8 @@ pub struct ServerCore {
     next_conn: u64,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     scheduled: HashMap<ConnId, Instant>,
-    waiting: HashMap<u64, Waiting>,
-    by_topic: HashMap<Topic, Vec<u64>>,
-    next_waiter: u64,
+    /// The latest time an input passed in (for inputs that carry none).
+    now: Option<Instant>,
     outputs: VecDeque<ServerOutput>,
     recent: RecentPushes,
 }
@@ -206,9 +189,7 @@ impl ServerCore {
             next_conn: 0,
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
-            waiting: HashMap::new(),
-            by_topic: HashMap::new(),
-            next_waiter: 0,
+            now: None,
             outputs: VecDeque::new(),
             recent: RecentPushes::default(),
         }
@@ -353,19 +334,11 @@ impl ServerCore {
         }
     }
 
-    /// Re-announces every topic this server needs (after the broker reconnected).
-    pub fn resubscribe_all(&mut self) {
-        let topics: Vec<Topic> = self.router.topics().cloned().collect();
-        for topic in topics {
-            self.outputs
-                .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
-        }
-    }
-
     // ----- inputs -----
 
     /// A WebSocket connection opened.
     pub fn handle_open(&mut self, meta: ConnMeta, now: Instant) -> Result<ConnId, OpenError> {
+        self.set_now(now);
         let max = self.config.limits.max_connections;
         if self.conns.len() >= max {
             return Err(OpenError::TooManyConnections(max));
@@ -377,11 +350,13 @@ impl ServerCore {
             .insert(conn.info().clone(), (), !self.config.requires_auth());
         self.conns.insert(id, conn);
         self.after(id);
+        self.flush();
         Ok(id)
     }
 
     /// A text frame arrived on a connection.
     pub fn handle_text(&mut self, conn: ConnId, frame: Bytes, now: Instant) {
+        self.set_now(now);
         self.with_conn(conn, |c| c.handle_text(frame, now));
     }
 
@@ -402,6 +377,7 @@ impl ServerCore {
 
     /// Something arrived from the peer (a pong, any frame): it is alive.
     pub fn handle_activity(&mut self, conn: ConnId, now: Instant) {
+        self.set_now(now);
         self.with_conn(conn, |c| c.handle_activity(now));
     }
 
@@ -411,6 +387,7 @@ impl ServerCore {
         if let Some(c) = self.conns.remove(&conn) {
             self.forget(c);
         }
+        self.flush();
     }
 
     /// The authentication handler decided.
@@ -444,24 +421,14 @@ impl ServerCore {
     /// `rtm/broker-unavailable`, leaving nothing behind.
     pub fn handle_topic_subscribed(&mut self, topic: &Topic, ok: bool) {
         self.router.handle_topic_subscribed(topic, ok);
-        for waiter in self.by_topic.remove(topic).unwrap_or_default() {
-            let Some(waiting) = self.waiting.get_mut(&waiter) else {
-                continue;
-            };
-            waiting.remaining = waiting.remaining.saturating_sub(1);
-            if ok && waiting.remaining > 0 {
-                continue;
-            }
-            if let Some(waiting) = self.waiting.remove(&waiter) {
-                let failure = (!ok).then(|| {
-                    RtmError::new(
-                        ErrorCode::BrokerUnavailable,
-                        format!("the broker could not subscribe {topic}"),
-                    )
-                });
-                self.settle(waiting.waiter, failure);
-            }
-        }
+        self.flush();
+    }
+
+    /// The broker answered a [`BrokerCommand::Unsubscribe`] (whatever the
+    /// outcome): the next command for that topic may go.
+    pub fn handle_topic_unsubscribed(&mut self, topic: &Topic) {
+        self.router.handle_topic_unsubscribed(topic);
+        self.flush();
     }
 
     /// The broker came up (`true`) or went down (`false`). While it is down,
@@ -469,18 +436,8 @@ impl ServerCore {
     /// waiting for a topic fail the same way. Coming back up re-announces
     /// every topic this server needs.
     pub fn handle_broker_state(&mut self, up: bool) {
-        if self.router.handle_broker_state(up) {
-            self.resubscribe_all();
-        }
-        if !up {
-            let mut waiters: Vec<_> = self.waiting.drain().collect();
-            waiters.sort_by_key(|(id, _)| *id);
-            self.by_topic.clear();
-            for (_, waiting) in waiters {
-                let failure = RtmError::new(ErrorCode::BrokerUnavailable, "the broker is down");
-                self.settle(waiting.waiter, Some(failure));
-            }
-        }
+        self.router.handle_broker_state(up);
+        self.flush();
     }
 
     /// A message arrived from the broker on `topic`. Messages from this
@@ -501,8 +458,10 @@ impl ServerCore {
             })
     }
 
-    /// Time passed: auth deadlines and heartbeats due by `now` fire.
+    /// Time passed: auth deadlines, heartbeats and broker confirmations due
+    /// by `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.set_now(now);
         while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -512,8 +471,13 @@ impl ServerCore {
                 continue;
             }
             self.scheduled.remove(&conn);
-            self.with_conn(conn, |c| c.handle_timeout(now));
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.handle_timeout(now);
+                self.after(conn);
+            }
         }
+        self.router.handle_timeout(now);
+        self.flush();
     }
 
     // ----- outputs -----
@@ -527,23 +491,33 @@ impl ServerCore {
     /// When [`ServerCore::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let conns = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (conns, self.router.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- internals -----
 
-    /// Runs `input` on a live connection, then carries out its outputs.
+    fn set_now(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |was| was.max(now)));
+    }
+
+    /// Runs `input` on a live connection, then carries out what follows.
     fn with_conn(&mut self, conn: ConnId, input: impl FnOnce(&mut Connection)) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         input(c);
         self.after(conn);
+        self.flush();
     }
 
     /// Carries out a connection's outputs (joining the router, subscribing,
     /// closing), then schedules its next timer.
     fn after(&mut self, id: ConnId) {
+        let now = self.now.unwrap_or_else(Instant::now);
         let mut closed = false;
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
@@ -582,12 +556,17 @@ impl ServerCore {
                 ConnOutput::Authorize { ticket } => self
                     .outputs
                     .push_back(ServerOutput::Authorize { ticket, info }),
-                ConnOutput::Join { ticket, info } => self.join(ticket, info),
-                ConnOutput::Subscribe { ticket } => self.subscribe(ticket),
-                ConnOutput::Unsubscribe(sub) => {
-                    let gone = self.router.unsubscribe(id, &sub.event, &sub.tags);
-                    self.unsubscribe_topics(gone);
+                ConnOutput::Join { ticket, info } => {
+                    if let Some(settled) = self.router.join(info, ticket, now) {
+                        self.settle(settled);
+                    }
                 }
+                ConnOutput::Subscribe { ticket } => {
+                    if let Some(settled) = self.router.subscribe(ticket, now) {
+                        self.settle(settled);
+                    }
+                }
+                ConnOutput::Unsubscribe(sub) => self.router.unsubscribe(id, &sub.event, &sub.tags),
                 ConnOutput::AuthTimedOut => {
                     self.outputs.push_back(ServerOutput::AuthTimedOut { info })
                 }
@@ -613,109 +592,44 @@ impl ServerCore {
         }
     }
 
+    /// Hands a settled request to its connection (its outputs are carried
+    /// out by the caller's loop).
+    fn settle(&mut self, settled: Settled) {
+        if let Some(c) = self.conns.get_mut(&settled.conn()) {
+            c.handle_settled(settled);
+        }
+    }
+
+    /// Carries out what the router decided: requests settled (and what their
+    /// connections do next), topic changes for the broker.
+    fn flush(&mut self) {
+        loop {
+            if let Some(settled) = self.router.poll_settled() {
+                let conn = settled.conn();
+                self.settle(settled);
+                self.after(conn);
+                continue;
+            }
+            let Some(changes) = self.router.poll_topic_changes(usize::MAX) else {
+                return;
+            };
+            for topic in changes.subscribe {
+                self.outputs
+                    .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
+            }
+            for topic in changes.unsubscribe {
+                self.outputs
+                    .push_back(ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)));
+            }
+        }
+    }
+
     /// A connection is gone: out of the router, its topics released.
     fn forget(&mut self, conn: Connection) {
         self.scheduled.remove(&conn.id());
-        if let Some(((), gone)) = self.router.remove(conn.id()) {
-            self.unsubscribe_topics(gone);
-        }
+        self.router.remove(conn.id());
         self.outputs.push_back(ServerOutput::Disconnected {
             info: conn.info().clone(),
         });
-    }
-
-    fn join(&mut self, ticket: JoinTicket, info: Arc<ConnInfo>) {
-        let user = info.user_id().map(str::to_owned);
-        if let Some(topic) = self.router.join(info) {
-            self.outputs
-                .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
-        }
-        // The reply waits for the user's topic while the broker is up; while it
-        // is down the topic stays wanted and authentication goes on without it.
-        let unconfirmed = user
-            .and_then(|user| self.router.user_topic(&user))
-            .filter(|topic| self.router.broker_up() && !self.router.is_confirmed(topic));
-        match unconfirmed {
-            Some(topic) => self.wait(Waiter::Join(ticket), vec![topic]),
-            None => self.settle(Waiter::Join(ticket), None),
-        }
-    }
-
-    fn subscribe(&mut self, ticket: SubscribeTicket) {
-        let subscribed = self
-            .router
-            .subscribe(ticket.conn(), ticket.event(), ticket.tags());
-        let subscribed = match subscribed {
-            Ok(subscribed) => subscribed,
-            Err(err) => return self.answer(ticket, Err(err)),
-        };
-        for topic in &subscribed.new_topics {
-            self.outputs
-                .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(
-                    topic.clone(),
-                )));
-        }
-        let waiter = Waiter::Subscribe {
-            ticket,
-            added: subscribed.added,
-        };
-        if subscribed.unconfirmed.is_empty() {
-            self.settle(waiter, None);
-        } else if !self.router.broker_up() {
-            let failure = RtmError::new(
-                ErrorCode::BrokerUnavailable,
-                "the broker is down: this subscription needs a new topic",
-            );
-            self.settle(waiter, Some(failure));
-        } else {
-            self.wait(waiter, subscribed.unconfirmed);
-        }
-    }
-
-    fn wait(&mut self, waiter: Waiter, topics: Vec<Topic>) {
-        self.next_waiter += 1;
-        let id = self.next_waiter;
-        self.waiting.insert(
-            id,
-            Waiting {
-                waiter,
-                remaining: topics.len(),
-            },
-        );
-        for topic in topics {
-            self.by_topic.entry(topic).or_default().push(id);
-        }
-    }
-
-    /// Completes a waiting acknowledgement; a failed subscribe undoes itself.
-    fn settle(&mut self, waiter: Waiter, failure: Option<RtmError>) {
-        match waiter {
-            Waiter::Join(ticket) => {
-                let conn = ticket.conn();
-                self.with_conn(conn, |c| c.handle_joined(ticket));
-            }
-            Waiter::Subscribe { ticket, added } => match failure {
-                None => self.answer(ticket, Ok(())),
-                Some(err) => {
-                    let gone = self
-                        .router
-                        .unsubscribe(ticket.conn(), ticket.event(), &added);
-                    self.unsubscribe_topics(gone);
-                    self.answer(ticket, Err(err));
-                }
-            },
-        }
-    }
-
-    fn answer(&mut self, ticket: SubscribeTicket, result: Result<(), RtmError>) {
-        let conn = ticket.conn();
-        self.with_conn(conn, |c| c.handle_subscribe_result(ticket, result));
-    }
-
-    fn unsubscribe_topics(&mut self, topics: Vec<Topic>) {
-        for topic in topics {
-            self.outputs
-                .push_back(ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)));
-        }
     }
 }

@@ -139,11 +139,12 @@ const TICK_FRAME: &str = r#"{"event":"tick","data":[0]}"#;
 
 #[tokio::test]
 async fn a_slow_consumer_close_does_not_wait_for_the_write_delay() {
-    // A bound of 2 frames and a delay far beyond the test's timeout: the
-    // third frame passes the bound, and the close must go out at once.
+    // A hard bound of 2 frames and a delay far beyond the test's timeout:
+    // the third frame passes the bound, and the close must go out at once.
     let server = ServerBuilder::new()
         .heartbeat(None)
         .max_outbound_bytes(2 * TICK_FRAME.len())
+        .max_outbound_burst_bytes(2 * TICK_FRAME.len())
         .write_delay(Duration::from_secs(60))
         .start(Arc::new(TokioRuntime::current()));
     let (peer, incoming) = futures_channel::mpsc::unbounded::<Incoming>();

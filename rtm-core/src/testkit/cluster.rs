@@ -329,12 +329,28 @@ impl<A: App> Cluster<A> {
     /// (which may acknowledge subscriptions waiting for it). Returns `false`
     /// when none is waiting.
     pub fn confirm_one(&mut self) -> bool {
+        self.answer_one(true)
+    }
+
+    /// Answers the oldest subscribe the broker carried out: confirmed
+    /// (`true`) or failed (`false`: the broker then holds no subscription
+    /// for it). Returns `false` when none is waiting.
+    pub fn answer_one(&mut self, ok: bool) -> bool {
         let Some((server, topic)) = self.unconfirmed.pop_front() else {
             return false;
         };
-        self.servers[server].handle_topic_subscribed(&topic, true);
+        if !ok {
+            self.broker
+                .apply(server, BrokerCommand::Unsubscribe(topic.clone()));
+        }
+        self.servers[server].handle_topic_subscribed(&topic, ok);
         self.drain_once(server);
         true
+    }
+
+    /// Subscribes the broker carried out and has not answered yet.
+    pub fn unanswered(&self) -> usize {
+        self.unconfirmed.len()
     }
 
     /// Off: subscribes reach the broker at once but are confirmed to their
@@ -385,10 +401,20 @@ impl<A: App> Cluster<A> {
                 ServerOutput::PeerSilent { .. } => {}
                 ServerOutput::Disconnected { info } => self.app.disconnected(&info),
                 ServerOutput::Broker(command) => {
-                    if let BrokerCommand::Subscribe(topic) = &command {
-                        self.unconfirmed.push_back((index, topic.clone()));
-                    }
+                    let unsubscribed = match &command {
+                        BrokerCommand::Subscribe(topic) => {
+                            self.unconfirmed.push_back((index, topic.clone()));
+                            None
+                        }
+                        BrokerCommand::Unsubscribe(topic) => Some(topic.clone()),
+                        BrokerCommand::Publish { .. } => None,
+                    };
                     self.broker.apply(index, command);
+                    // An unsubscribe is answered at once (the topic is gone
+                    // from the broker as soon as it is applied).
+                    if let Some(topic) = unsubscribed {
+                        server.handle_topic_unsubscribed(&topic);
+                    }
                 }
             }
         }

@@ -19,5 +19,18 @@ mod cluster;
 mod queued_broker;
 
 pub use app::{App, TokenApp};
+
+/// A subscribe ticket as a connection would hand it out, for tests of code
+/// that carries tickets (mailboxes, queues) without a connection.
+pub fn subscribe_ticket(conn: crate::ConnId, event: &str, tags: &[&str]) -> crate::SubscribeTicket {
+    crate::connection::SubscribeTicket::new(
+        conn,
+        crate::RequestId::new("t"),
+        crate::PushSub {
+            event: event.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        },
+    )
+}
 pub use cluster::{Cluster, Inbox};
 pub use queued_broker::{Delivery, QueuedBroker};

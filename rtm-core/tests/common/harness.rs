@@ -279,6 +279,12 @@ impl Harness {
                     self.notices
                         .push(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
                 }
+                ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)) => {
+                    // Answered at once: the next command for it may go.
+                    self.server.handle_topic_unsubscribed(&topic);
+                    self.notices
+                        .push(ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)));
+                }
                 other => self.notices.push(other),
             }
         }

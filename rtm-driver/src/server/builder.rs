@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::broker::Broker;
+use rtm_core::connection::Functions;
 use rtm_core::{ConnInfo, Heartbeat, Identity, Limits, RtmError, ServerConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,107 +15,13 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::function::{erase, CallContext};
-use crate::runtime::{BoxFuture, RuntimeRef};
-use crate::server::handle::Handler;
+use crate::runtime::RuntimeRef;
+use crate::server::broker_link::{self, BrokerLink};
 use crate::server::handle::ServerHandle;
+use crate::server::options::TransportOptions;
+use crate::server::routing::Routing;
+use crate::server::shared::{AuthHandler, Authorizer, ConnHook, Handler, Shared};
 use crate::websocket::handshake::AllowedOrigins;
-
-/// Turns the `auth` request's `data` array into an identity, or rejects it.
-pub type AuthHandler =
-    Arc<dyn Fn(Vec<Value>, Arc<ConnInfo>) -> BoxFuture<Result<Identity, RtmError>> + Send + Sync>;
-
-/// Decides whether a connection may hold a push subscription (event, tags).
-pub type Authorizer = Arc<
-    dyn Fn(Arc<ConnInfo>, String, Vec<String>) -> BoxFuture<Result<(), RtmError>> + Send + Sync,
->;
-
-/// A connection lifecycle hook. It runs on the connection's own task, under
-/// no lock: it may call the server (emit, publish, …); keep it quick, as the
-/// connection waits for it.
-pub type ConnHook = Arc<dyn Fn(&ConnInfo) + Send + Sync>;
-
-/// The socket side of a server: how connections are accepted, upgraded,
-/// written and closed.
-#[derive(Debug, Clone)]
-pub struct TransportOptions {
-    /// The WebSocket path served (default `/`); other paths get 404.
-    pub path: String,
-    /// Which browser origins may connect (default: any; see
-    /// [`AllowedOrigins`]). Others get 403 before the upgrade.
-    pub allowed_origins: AllowedOrigins,
-    /// The largest handshake request (request line and headers) read, in
-    /// bytes (default 8 KiB); larger gets 431.
-    pub max_handshake_bytes: usize,
-    /// Connections from one IP address at once, counting those still in
-    /// their TLS or WebSocket handshake (default: no limit; usually a proxy
-    /// enforces this). Past it, a new connection from that address gets
-    /// `429 Too Many Requests`. Applies to the adapter's own listener.
-    pub max_connections_per_ip: Option<usize>,
-    /// Connections in their TLS or WebSocket handshake at once (default
-    /// 4,096). Handshakes do not count toward `max_connections`; this bounds
-    /// what sockets that connect and stay silent can hold. Past it, a new
-    /// connection is closed at once. Applies to the adapter's own listener.
-    pub max_handshakes: usize,
-    /// Connections from one IP address in their TLS or WebSocket handshake
-    /// at once (default 256; `None`: no limit of its own). Keeps one
-    /// address from holding every one of the `max_handshakes` slots with
-    /// sockets that connect and stay silent. Through a reverse proxy
-    /// (every peer the proxy's address) a handshake arrives whole and takes
-    /// well under a millisecond, so 256 at once means a quarter of a
-    /// million new connections a second. Past it, a new connection from
-    /// that address gets `429 Too Many Requests`. Applies to the adapter's
-    /// own listener.
-    pub max_handshakes_per_ip: Option<usize>,
-    /// The listening socket's accept queue: connections the kernel completes
-    /// before the accept loop takes them (default 1,024; Linux caps it at
-    /// `net.core.somaxconn`). A burst of reconnecting clients larger than it
-    /// sees SYNs dropped and retried a second later. Applies to the
-    /// adapter's own listener.
-    pub listen_backlog: u32,
-    /// After the server sent a close frame, how many bytes it reads (and
-    /// discards) waiting for the peer's close before giving up (default 16
-    /// MiB): enough for a peer to finish sending an oversized message and
-    /// then read the 1009, bounded so a peer cannot keep a closing
-    /// connection busy.
-    pub close_drain_bytes: usize,
-    /// How long a connection's writer waits, after its first queued frame,
-    /// for more frames to send in the same socket write (default zero: one
-    /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
-    pub write_delay: Duration,
-    /// After the server sent a close frame, how long it keeps the socket for
-    /// the peer to read up to the close and answer it (default 2 s); a peer
-    /// that does neither is dropped then. Graceful shutdown waits as long.
-    pub close_grace: Duration,
-    /// How long a new connection on the adapter's listener may take to
-    /// finish its handshakes (TLS, if any, and the WebSocket upgrade) before
-    /// it is dropped (default 10 s): a peer that connects and sends nothing
-    /// holds a socket no longer than this.
-    pub handshake_timeout: Duration,
-    /// TLS on the adapter's listener (`wss://`); `None` (default): plain `ws://`.
-    /// Sockets upgraded elsewhere (`serve_websocket`, axum) bring their own.
-    #[cfg(feature = "tls")]
-    pub tls: Option<crate::tls::ServerTls>,
-}
-
-impl Default for TransportOptions {
-    fn default() -> Self {
-        TransportOptions {
-            path: "/".into(),
-            allowed_origins: AllowedOrigins::Any,
-            max_handshake_bytes: 8 * 1024,
-            close_drain_bytes: 16 * 1024 * 1024,
-            max_connections_per_ip: None,
-            max_handshakes: 4096,
-            max_handshakes_per_ip: Some(256),
-            listen_backlog: 1024,
-            write_delay: Duration::ZERO,
-            handshake_timeout: Duration::from_secs(10),
-            close_grace: Duration::from_secs(2),
-            #[cfg(feature = "tls")]
-            tls: None,
-        }
-    }
-}
 
 /// Builds a server. Adapters wrap it (`rtm_tokio::Server::builder()`).
 ///
@@ -344,10 +252,65 @@ impl ServerBuilder {
         self
     }
 
-    /// Bytes queued for one connection and not yet written to its socket
-    /// before it is closed 1013 `rtm/slow-consumer` (default 1 MiB).
+    /// Bytes of events that may wait for a connection whose peer stopped
+    /// reading (default 1 MiB; at least 1): past it, once its socket has
+    /// taken nothing for [`ServerBuilder::slow_consumer_timeout`], the
+    /// connection is closed 1013 `rtm/slow-consumer`. See
+    /// [`rtm_core::outbound`] for the whole rule.
     pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
-        self.config.limits.max_outbound_bytes = bytes.max(1);
+        let limits = &mut self.config.limits;
+        limits.max_outbound_bytes = bytes.max(1);
+        limits.max_outbound_burst_bytes = limits
+            .max_outbound_burst_bytes
+            .max(limits.max_outbound_bytes);
+        self
+    }
+
+    /// How long a connection's socket may take no byte, while more than
+    /// `max_outbound_bytes` waits for it, before it is closed 1013
+    /// `rtm/slow-consumer` (default 1 s; at least 1 ms).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = rtm_driver::ServerBuilder::new().slow_consumer_timeout(Duration::from_secs(5));
+    /// assert_eq!(builder.config().limits.slow_consumer_timeout, Duration::from_secs(5));
+    /// ```
+    pub fn slow_consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.config.limits.slow_consumer_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Bytes that may wait for one connection whatever it does (default 16
+    /// MiB; at least `max_outbound_bytes`): a burst larger than this for
+    /// one connection closes it 1013 `rtm/slow-consumer` even if it reads.
+    pub fn max_outbound_burst_bytes(mut self, bytes: usize) -> Self {
+        let limits = &mut self.config.limits;
+        limits.max_outbound_burst_bytes = bytes.max(limits.max_outbound_bytes);
+        self
+    }
+
+    /// Push subscriptions the connections of one user may hold together
+    /// (default 4,096; `None`: no limit of its own); past it a subscribe
+    /// gets `rtm/too-many-subscriptions`. See [`Limits::max_subscriptions_per_user`].
+    pub fn max_subscriptions_per_user(mut self, subscriptions: Option<usize>) -> Self {
+        self.config.limits.max_subscriptions_per_user = subscriptions;
+        self
+    }
+
+    /// Push subscriptions the connections from one peer address may hold
+    /// together (default 16,384; `None`: no limit of its own; behind a
+    /// reverse proxy, raise it or use `None`). See [`Limits::max_subscriptions_per_ip`].
+    pub fn max_subscriptions_per_ip(mut self, subscriptions: Option<usize>) -> Self {
+        self.config.limits.max_subscriptions_per_ip = subscriptions;
+        self
+    }
+
+    /// How long an `auth` or `subscribe` waits for the broker to confirm
+    /// the topics it needs (default 10 s; at least 1 ms): past it a
+    /// subscribe fails `rtm/broker-unavailable` and an auth goes on
+    /// without its user's topic.
+    pub fn broker_confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.config.broker_confirm_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -547,7 +510,56 @@ impl ServerBuilder {
         self.config.auth_timeout = self.auth.as_ref().map(|_| self.auth_timeout);
         self.config.authorize_subscriptions = self.authorizer.is_some();
         self.config.broker = self.broker.is_some();
-        ServerHandle::start(self, runtime)
+        ServerHandle::new(self.into_shared(runtime))
+    }
+
+    /// The shared state of a server built from this, with its broker link's tasks started.
+    fn into_shared(self, runtime: RuntimeRef) -> Arc<Shared> {
+        let builder = self;
+        let mut functions = Functions::default();
+        let mut handlers = Vec::new();
+        let mut named: Vec<_> = builder.functions.into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, handler) in named {
+            let id = functions.register(&name);
+            debug_assert_eq!(id.0 as usize, handlers.len());
+            handlers.push(handler);
+        }
+        let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
+        let broker = builder.broker.map(|broker| {
+            Arc::new(BrokerLink::new(
+                broker,
+                builder.broker_backlog,
+                builder.broker_backlog_bytes,
+            ))
+        });
+        let routing = Arc::new(Routing::new(&builder.config));
+        if let Some(link) = &broker {
+            broker_link::start(link.clone(), routing.clone(), runtime.clone());
+        }
+        Arc::new(Shared {
+            routing,
+            config: Arc::new(builder.config),
+            functions: Arc::new(functions),
+            handlers,
+            runtime,
+            auth: builder.auth,
+            authorizer: builder.authorizer,
+            on_connect: builder.on_connect,
+            on_disconnect: builder.on_disconnect,
+            on_auth_timeout: builder.on_auth_timeout,
+            broker,
+            transport: builder.transport,
+            shutdown_timeout: builder.shutdown_timeout,
+            next_conn: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            handshakes_per_ip: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx,
+            shutdown_rx,
+        })
     }
 }
 

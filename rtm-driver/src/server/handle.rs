@@ -1,152 +1,18 @@
-//! What a server's tasks share, and the cloneable [`ServerHandle`] over it.
-//!
-//! The [`Router`] sits behind a read-write lock: Emit, Publish, Push and
-//! broker deliveries take it for reading (so they run on several cores at
-//! once), a connection joining, subscribing or leaving takes it for
-//! writing. Calls take no lock at all: each connection's task runs them.
+//! The cloneable [`ServerHandle`]: a running server as functions and the
+//! application see it (sending, getters, shutdown).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::BrokerState;
-use rtm_core::connection::Functions;
-use rtm_core::{
-    Args, CloseCode, ConnId, ConnInfo, ConnMeta, Connection, Router, RtmError, ServerConfig, Topic,
-};
+use rtm_core::{Args, CloseCode, ConnId, ConnInfo, RtmError, ServerConfig, Topic};
 use serde::Serialize;
 
-use crate::function::ErasedFunction;
+use crate::broker::BrokerState;
 use crate::runtime::RuntimeRef;
-use crate::server::broker_link::{self, BrokerLink};
-use crate::server::builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
 use crate::server::mailbox::Mailbox;
-
-/// A registered function as the connection tasks run it.
-#[derive(Clone)]
-pub(crate) struct Handler {
-    pub(crate) run: ErasedFunction,
-    /// Runs on a task of its own (outliving its connection if it must).
-    pub(crate) detached: bool,
-}
-
-/// Everything a server's tasks share.
-pub(crate) struct Shared {
-    router: RwLock<Router<Arc<Mailbox>>>,
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) functions: Arc<Functions>,
-    pub(crate) handlers: Vec<Handler>,
-    pub(crate) runtime: RuntimeRef,
-    pub(crate) auth: Option<AuthHandler>,
-    pub(crate) authorizer: Option<Authorizer>,
-    pub(crate) on_connect: Option<ConnHook>,
-    pub(crate) on_disconnect: Option<ConnHook>,
-    pub(crate) on_auth_timeout: Option<ConnHook>,
-    pub(crate) broker: Option<BrokerLink>,
-    pub(crate) transport: TransportOptions,
-    shutdown_timeout: Duration,
-    next_conn: AtomicU64,
-    /// Connections admitted and not yet ended (their tasks are running).
-    live: AtomicUsize,
-    /// Accepted connections still in their TLS or WebSocket handshake.
-    pub(crate) handshakes: AtomicUsize,
-    /// Handshakes in flight per peer IP (only with `max_handshakes_per_ip`).
-    pub(crate) handshakes_per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Connections per peer IP (only with `max_connections_per_ip`).
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    shutting_down: AtomicBool,
-    shutdown_tx: async_channel::Sender<()>,
-    shutdown_rx: async_channel::Receiver<()>,
-}
-
-impl Shared {
-    pub(crate) fn router(&self) -> RwLockReadGuard<'_, Router<Arc<Mailbox>>> {
-        // Router methods do not panic; a poisoned lock still guards consistent state.
-        self.router.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn router_mut(&self) -> RwLockWriteGuard<'_, Router<Arc<Mailbox>>> {
-        self.router.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Topics to subscribe and unsubscribe on the broker (none without one).
-    pub(crate) fn topic_changes(&self, subscribe: &[Topic], unsubscribe: &[Topic]) {
-        if let Some(link) = &self.broker {
-            link.change(subscribe, unsubscribe);
-        }
-    }
-
-    /// A connection's task ended.
-    pub(crate) fn connection_ended(&self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Counts one more connection from `ip`; `false` (nothing counted) at
-    /// `max_connections_per_ip`.
-    pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
-        let Some(max) = self.transport.max_connections_per_ip else {
-            return true;
-        };
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= max {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    /// A connection from `ip` counted by [`Shared::admit_ip`] ended.
-    pub(crate) fn release_ip(&self, ip: IpAddr) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
-        }
-    }
-
-    /// Admits a connection: its protocol state and its mailbox, registered
-    /// in the router. `Err` with the close to send when it is refused.
-    pub(crate) fn open(
-        self: &Arc<Self>,
-        meta: ConnMeta,
-    ) -> Result<(Connection, Arc<Mailbox>), (CloseCode, String)> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err((CloseCode::GOING_AWAY, "server shutting down".into()));
-        }
-        let max = self.config.limits.max_connections;
-        if self.live.fetch_add(1, Ordering::SeqCst) >= max {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(max, "connection refused: too many connections");
-            return Err((
-                CloseCode::TRY_AGAIN_LATER,
-                format!("too many connections (limit {max})"),
-            ));
-        }
-        let id = ConnId::from_u64(self.next_conn.fetch_add(1, Ordering::Relaxed) + 1);
-        let conn = Connection::new(
-            id,
-            meta,
-            self.config.clone(),
-            self.functions.clone(),
-            self.runtime.now(),
-        );
-        let mailbox = Arc::new(Mailbox::new(self.config.limits.max_outbound_bytes));
-        let open = !self.config.requires_auth();
-        self.router_mut()
-            .insert(conn.info().clone(), mailbox.clone(), open);
-        tracing::debug!(conn = %id, peer = ?conn.info().meta.peer_addr, "connected");
-        if let Some(hook) = &self.on_connect {
-            call_hook(hook, conn.info());
-        }
-        Ok((conn, mailbox))
-    }
-}
+use crate::server::options::TransportOptions;
+use crate::server::shared::Shared;
 
 /// A running server: cloneable, usable from functions and from outside.
 ///
@@ -171,44 +37,7 @@ impl ServerHandle {
         }
     }
 
-    pub(crate) fn start(builder: ServerBuilder, runtime: RuntimeRef) -> ServerHandle {
-        let mut functions = Functions::default();
-        let mut handlers = Vec::new();
-        let mut named: Vec<_> = builder.functions.into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, handler) in named {
-            let id = functions.register(&name);
-            debug_assert_eq!(id.0 as usize, handlers.len());
-            handlers.push(handler);
-        }
-        let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
-        let broker = builder.broker.map(|broker| {
-            BrokerLink::new(broker, builder.broker_backlog, builder.broker_backlog_bytes)
-        });
-        let shared = Arc::new(Shared {
-            router: RwLock::new(Router::new(&builder.config)),
-            config: Arc::new(builder.config),
-            functions: Arc::new(functions),
-            handlers,
-            runtime,
-            auth: builder.auth,
-            authorizer: builder.authorizer,
-            on_connect: builder.on_connect,
-            on_disconnect: builder.on_disconnect,
-            on_auth_timeout: builder.on_auth_timeout,
-            broker,
-            transport: builder.transport,
-            shutdown_timeout: builder.shutdown_timeout,
-            next_conn: AtomicU64::new(0),
-            live: AtomicUsize::new(0),
-            handshakes: AtomicUsize::new(0),
-            handshakes_per_ip: Mutex::new(HashMap::new()),
-            per_ip: Mutex::new(HashMap::new()),
-            shutting_down: AtomicBool::new(false),
-            shutdown_tx,
-            shutdown_rx,
-        });
-        broker_link::start(&shared);
+    pub(crate) fn new(shared: Arc<Shared>) -> ServerHandle {
         ServerHandle {
             shared: Arc::new(shared),
         }
@@ -313,7 +142,7 @@ impl ServerHandle {
         self.shared
             .broker
             .as_ref()
-            .map_or(0, BrokerLink::backlog_len)
+            .map_or(0, |link| link.backlog_len())
     }
 
     /// Bytes of publishes waiting for the broker: queued, or handed to it
@@ -323,7 +152,7 @@ impl ServerHandle {
         self.shared
             .broker
             .as_ref()
-            .map_or(0, BrokerLink::backlog_bytes)
+            .map_or(0, |link| link.backlog_bytes())
     }
 
     /// The runtime the server runs on (to sleep or spawn from a function).
@@ -440,13 +269,5 @@ impl ServerHandle {
             }
             self.shared.runtime.sleep(Duration::from_millis(5)).await;
         }
-    }
-}
-
-/// Calls an application hook; a panic in it is logged, never spread into
-/// the connection task that happened to run it.
-pub(crate) fn call_hook(hook: &ConnHook, info: &ConnInfo) {
-    if std::panic::catch_unwind(AssertUnwindSafe(|| hook(info))).is_err() {
-        tracing::error!(conn = %info.id, "a connection hook panicked");
     }
 }

@@ -1,22 +1,32 @@
 //! The server driver: one task per connection, a router they share.
 //!
-//! Each connection's task (`ConnectionDriver`) owns its protocol state, its socket
-//! and its running functions; nothing on the call path takes a lock. Emit,
-//! Publish and Push fan out through the shared [`rtm_core::Router`] (behind
-//! a read-write lock) into each target's mailbox. With a broker, one task
-//! carries publishes and topic changes out and another hands messages in.
+//! Each connection's task ([`connection`]'s `ConnectionDriver`) owns its
+//! protocol state, its socket and its running functions; nothing on the
+//! call path takes a lock. Emit, Publish and Push fan out through the
+//! shared [`rtm_core::Router`] (behind a read-write lock, [`routing`]) into
+//! each target's mailbox. With a broker, [`broker_link`]'s tasks carry
+//! publishes and topic changes out and hand messages in.
+//!
+//! The modules depend on each other one way: `mailbox` ← `routing` ←
+//! `broker_link` ← `shared` ← `handle` ← `builder`, and `connection`,
+//! `serve` and `listening` on top.
 
 mod broker_link;
 mod builder;
-mod driver;
+mod connection;
 mod handle;
 mod listening;
 mod mailbox;
+mod options;
+mod routing;
 mod serve;
+mod shared;
 mod transport;
 
-pub use builder::{AuthHandler, Authorizer, ConnHook, ServerBuilder, TransportOptions};
+pub use builder::ServerBuilder;
 #[doc(hidden)]
-pub use driver::connection_task_size;
+pub use connection::connection_task_size;
 pub use handle::ServerHandle;
 pub use listening::{Listening, Server};
+pub use options::TransportOptions;
+pub use shared::{AuthHandler, Authorizer, ConnHook};

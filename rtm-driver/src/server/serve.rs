@@ -10,7 +10,7 @@ use rtm_core::ConnMeta;
 
 use crate::io::BoxIo;
 use crate::runtime::timeout;
-use crate::server::driver::ConnectionDriver;
+use crate::server::connection::ConnectionDriver;
 use crate::server::handle::ServerHandle;
 use crate::server::transport::Messages;
 use crate::transport::{Incoming, Outgoing};
@@ -109,7 +109,10 @@ impl ServerHandle {
         let Some(driver) = self.upgraded_driver(io, already_read, meta) else {
             return false;
         };
-        self.shared.runtime.spawn(Box::pin(driver.holding_ip(ip)));
+        // Its peer address (the one counted) is in the connection's meta.
+        self.shared
+            .runtime
+            .spawn(Box::pin(driver.holding_ip(ip.is_some())));
         true
     }
 
@@ -176,7 +179,7 @@ async fn too_many(mut io: BoxIo, peer: SocketAddr, reason: &'static str) {
 /// One of the `max_handshakes` slots (and of its address's
 /// `max_handshakes_per_ip`), given back when dropped.
 struct HandshakeSlot<'a> {
-    shared: &'a crate::server::handle::Shared,
+    shared: &'a crate::server::shared::Shared,
     /// Counted in `handshakes_per_ip`.
     ip: Option<IpAddr>,
 }
@@ -190,7 +193,7 @@ enum SlotRefused {
 }
 
 impl<'a> HandshakeSlot<'a> {
-    fn take(shared: &'a crate::server::handle::Shared, ip: IpAddr) -> Result<Self, SlotRefused> {
+    fn take(shared: &'a crate::server::shared::Shared, ip: IpAddr) -> Result<Self, SlotRefused> {
         use std::sync::atomic::Ordering;
         let max = shared.transport.max_handshakes;
         if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= max {

@@ -1,0 +1,298 @@
+//! Step 4: the requests in flight — the functions, the auth handler and the
+//! subscribe authorizer the connection runs — and carrying out what the
+//! connection asks ([`ConnOutput`]), in order.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::{FutureExt, StreamExt};
+use rtm_core::connection::{AuthTicket, CallTicket, JoinTicket, SubscribeTicket};
+use rtm_core::{CloseCode, ConnOutput, ErrorCode, Identity, PushSub, RtmError};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::{ConnectionDriver, Next};
+use crate::function::CallContext;
+use crate::runtime::BoxFuture;
+use crate::server::handle::ServerHandle;
+use crate::server::shared::call_hook;
+use crate::server::transport::Transport;
+
+/// What finished among the things a connection waits for.
+pub(super) enum Done {
+    Call(CallTicket, Result<Box<RawValue>, RtmError>),
+    Auth(AuthTicket, Result<Identity, RtmError>),
+    Authorized(SubscribeTicket, Result<(), RtmError>),
+}
+
+/// Something the connection waits for: a running function (its boxed
+/// future as the function returned it), or another handler.
+pub(super) enum Waiting {
+    Call(Option<CallTicket>, crate::function::FunctionFuture),
+    Other(BoxFuture<Done>),
+}
+
+impl Future for Waiting {
+    type Output = Done;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        match self.get_mut() {
+            Waiting::Other(future) => future.as_mut().poll(cx),
+            Waiting::Call(ticket, running) => {
+                // A panic inside the function becomes `rtm/internal`.
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx)));
+                let result = match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(result)) => result,
+                    Err(_) => {
+                        tracing::error!("a function panicked");
+                        Err(panicked())
+                    }
+                };
+                match ticket.take() {
+                    Some(ticket) => Poll::Ready(Done::Call(ticket, result)),
+                    // Polled after completion: never, FuturesUnordered drops it.
+                    None => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<T: Transport> ConnectionDriver<T> {
+    /// Polls the functions and handlers in flight (those just started too,
+    /// so each registers this task's waker), hands their results in, and
+    /// closes 1001 once shutdown began and nothing is in flight.
+    pub(super) fn drive_requests(&mut self, cx: &mut Context<'_>, now: Instant) -> Next {
+        loop {
+            self.poll_waiting(cx);
+            self.carry_out(cx, now);
+            if self.draining && self.conn.in_flight() == 0 && !self.conn.is_closed() {
+                self.conn
+                    .close(CloseCode::GOING_AWAY, "server shutting down");
+                self.carry_out(cx, now);
+            }
+            if !std::mem::take(&mut self.fresh) {
+                return Next::IDLE;
+            }
+        }
+    }
+
+    /// Carries out the connection's outputs, in order.
+    pub(super) fn carry_out(&mut self, cx: &mut Context<'_>, now: Instant) {
+        while let Some(output) = self.conn.poll_output() {
+            match output {
+                ConnOutput::Transmit(frame) => self.transmit(&frame),
+                ConnOutput::Close { code, reason } => self.start_close(code, reason, now),
+                // A connection with writes pending shows it is alive anyway.
+                ConnOutput::Ping if self.transport.unwritten() == 0 => {
+                    self.transport.queue_ping();
+                }
+                ConnOutput::Ping => {}
+                ConnOutput::Authenticate { ticket, data } => self.authenticate(ticket, data),
+                ConnOutput::Invoke {
+                    ticket,
+                    function,
+                    args,
+                } => self.invoke(cx, ticket, function, args),
+                ConnOutput::Authorize { ticket } => self.authorize(ticket),
+                ConnOutput::Join { ticket, info } => self.join(ticket, info, now),
+                ConnOutput::Subscribe { ticket } => self.subscribe(ticket, now),
+                ConnOutput::Unsubscribe(sub) => self.unsubscribe(&sub),
+                ConnOutput::AuthTimedOut => {
+                    tracing::debug!(conn = %self.conn.id(), "authentication timed out");
+                    if let Some(hook) = &self.shared.on_auth_timeout {
+                        call_hook(hook, self.conn.info());
+                    }
+                }
+                ConnOutput::PeerSilent => {
+                    tracing::debug!(conn = %self.conn.id(), "peer silent past the heartbeat deadline");
+                }
+            }
+        }
+        if !self.authenticated && self.conn.is_open() {
+            self.authenticated = true;
+            let max = self.shared.config.limits.max_frame_bytes;
+            self.transport.set_max_message(max);
+        }
+    }
+
+    /// Polls the functions and handlers in flight and hands their results in.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return;
+        };
+        let mut finished = Vec::new();
+        while let Poll::Ready(Some(done)) = waiting.poll_next_unpin(cx) {
+            finished.push(done);
+        }
+        if waiting.is_empty() {
+            // The allocation of an idle FuturesUnordered is freed.
+            self.waiting = None;
+        }
+        for done in finished {
+            self.finish(done);
+        }
+    }
+
+    fn finish(&mut self, done: Done) {
+        match done {
+            Done::Call(ticket, result) => match result {
+                Ok(raw) => self.conn.handle_call_result_raw(ticket, Ok(&raw)),
+                Err(err) => self.conn.handle_call_result_raw(ticket, Err(err)),
+            },
+            Done::Auth(ticket, result) => {
+                match &result {
+                    Ok(identity) => {
+                        tracing::debug!(conn = %self.conn.id(), user = %crate::log::clip(&identity.user_id), "authenticated")
+                    }
+                    Err(err) => {
+                        tracing::debug!(conn = %self.conn.id(), %err, "authentication rejected")
+                    }
+                }
+                self.conn.handle_auth_result(ticket, result);
+            }
+            Done::Authorized(ticket, result) => self.conn.handle_authorize_result(ticket, result),
+        }
+    }
+
+    fn authenticate(&mut self, ticket: AuthTicket, data: rtm_core::Args) {
+        let Some(auth) = self.shared.auth.clone() else {
+            self.conn
+                .handle_auth_result(ticket, Err(RtmError::internal("no auth handler")));
+            return;
+        };
+        let info = self.conn.info().clone();
+        self.wait(Box::pin(async move {
+            let data: Vec<Value> = data.deserialize().unwrap_or_default();
+            Done::Auth(ticket, guarded(auth(data, info)).await)
+        }));
+    }
+
+    fn invoke(
+        &mut self,
+        cx: &mut Context<'_>,
+        ticket: CallTicket,
+        function: rtm_core::FunctionId,
+        args: rtm_core::Args,
+    ) {
+        let server = self
+            .handle
+            .get_or_insert_with(|| ServerHandle::for_connection(&self.shared))
+            .clone();
+        let ctx = CallContext {
+            info: self.conn.info().clone(),
+            server,
+        };
+        // By reference: no counter shared by every core is touched per call.
+        let Some(handler) = self.shared.handlers.get(function.0 as usize) else {
+            self.conn.handle_call_result::<Value>(
+                ticket,
+                Err(RtmError::internal("unknown function id")),
+            );
+            return;
+        };
+        let detached = handler.detached;
+        let running = match std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(ctx, args)))
+        {
+            Ok(running) => running,
+            Err(_) => {
+                self.conn
+                    .handle_call_result::<Value>(ticket, Err(panicked()));
+                return;
+            }
+        };
+        if detached {
+            // Runs on its own task: it outlives this connection if it must.
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.shared.runtime.spawn(Box::pin(async move {
+                let _ = tx.send(guarded(running).await);
+            }));
+            self.wait(Box::pin(async move {
+                let result = rx.await.unwrap_or_else(|_| Err(panicked()));
+                Done::Call(ticket, result)
+            }));
+            return;
+        }
+        // Started now, in arrival order; most functions finish on this first
+        // poll, and only those that do not are kept (with no second box).
+        let mut call = Waiting::Call(Some(ticket), running);
+        match Pin::new(&mut call).poll(cx) {
+            Poll::Ready(done) => self.finish(done),
+            Poll::Pending => self.keep(call),
+        }
+    }
+
+    fn authorize(&mut self, ticket: SubscribeTicket) {
+        let Some(authorizer) = self.shared.authorizer.clone() else {
+            self.conn.handle_authorize_result(ticket, Ok(()));
+            return;
+        };
+        let info = self.conn.info().clone();
+        let (event, tags) = (ticket.event().to_owned(), ticket.tags().to_vec());
+        self.wait(Box::pin(async move {
+            let result = AssertUnwindSafe(authorizer(info, event, tags))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!("the subscribe authorizer panicked");
+                    Err(RtmError::new(ErrorCode::Forbidden, "subscription denied"))
+                });
+            Done::Authorized(ticket, result)
+        }));
+    }
+
+    /// Authenticated: into the router's user index. The router answers at
+    /// once, or holds the ticket until the broker confirms the user's topic
+    /// (it then comes back through the mailbox).
+    fn join(&mut self, ticket: JoinTicket, info: Arc<rtm_core::ConnInfo>, now: Instant) {
+        let settled = self.shared.router_mut().join(info, ticket, now);
+        if let Some(settled) = settled {
+            self.conn.handle_settled(settled);
+        }
+    }
+
+    /// Into the router; answered at once, or once the broker confirmed every
+    /// topic it needs (through the mailbox).
+    fn subscribe(&mut self, ticket: SubscribeTicket, now: Instant) {
+        let settled = self.shared.router_mut().subscribe(ticket, now);
+        if let Some(settled) = settled {
+            self.conn.handle_settled(settled);
+        }
+    }
+
+    fn unsubscribe(&mut self, sub: &PushSub) {
+        self.shared
+            .router_mut()
+            .unsubscribe(self.conn.id(), &sub.event, &sub.tags);
+    }
+
+    fn wait(&mut self, future: BoxFuture<Done>) {
+        self.keep(Waiting::Other(future));
+    }
+
+    fn keep(&mut self, future: Waiting) {
+        self.fresh = true;
+        self.waiting.get_or_insert_with(Box::default).push(future);
+    }
+}
+
+fn panicked() -> RtmError {
+    RtmError::internal("the function panicked")
+}
+
+/// Awaits a handler's future; a panic inside becomes `rtm/internal`.
+async fn guarded<T>(future: impl Future<Output = Result<T, RtmError>>) -> Result<T, RtmError> {
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!("a handler panicked");
+            Err(panicked())
+        }
+    }
+}
