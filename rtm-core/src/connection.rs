@@ -59,6 +59,7 @@ use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::error::{CloseCode, ErrorCode, RtmError};
 use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
+use crate::sub_queue::{Ready, SubQueue};
 
 /// A function registered with [`Functions::register`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -298,25 +299,14 @@ pub struct Connection {
     /// connection, and their count is bounded by `max_in_flight`.
     in_flight: HashSet<RequestId, BuildHasherDefault<IdHasher>>,
     /// Subscribes in progress and the (un)subscribes waiting behind one that
-    /// overlaps them, in arrival order. `None` nearly always (boxed: an idle
-    /// connection pays one word for it, not a `Vec`'s three; the task-size
-    /// test holds the connection's task to 512 bytes).
-    #[allow(clippy::box_collection)]
-    sub_queue: Option<Box<Vec<QueuedSub>>>,
+    /// overlaps them. `None` nearly always (boxed: an idle connection pays
+    /// one word for it; the task-size test holds the connection's task to
+    /// 512 bytes).
+    sub_queue: Option<Box<SubQueue>>,
     last_activity: Instant,
     auth_deadline: Option<Instant>,
     next_heartbeat: Option<Instant>,
     outputs: VecDeque<ConnOutput>,
-}
-
-/// A subscription request in [`Connection`]'s queue.
-#[derive(Debug)]
-struct QueuedSub {
-    id: RequestId,
-    sub: PushSub,
-    unsubscribe: bool,
-    /// A subscribe handed to the authorizer or the router.
-    started: bool,
 }
 
 impl Connection {
@@ -456,6 +446,10 @@ impl Connection {
                 let mut info = ConnInfo::clone(&self.info);
                 info.identity = Some(identity);
                 self.info = Arc::new(info);
+                // The peer authenticated in time: what is left (joining, which
+                // may wait for the broker, bounded by its confirm timeout) is
+                // the server's, and is not held against the auth deadline.
+                self.auth_deadline = None;
                 self.outputs.push_back(ConnOutput::Join {
                     ticket: JoinTicket {
                         conn: self.id(),
@@ -702,18 +696,11 @@ impl Connection {
         if !self.take_slot(&id) {
             return;
         }
-        let waits = self.overlaps_queued(&sub, self.queued().len());
-        let queue = self.sub_queue.get_or_insert_with(Box::default);
-        queue.push(QueuedSub {
-            id,
-            sub,
-            unsubscribe: false,
-            started: false,
-        });
-        let last = queue.len() - 1;
-        if !waits {
-            self.start_queued(last);
-        }
+        let ready = self
+            .sub_queue
+            .get_or_insert_with(Box::default)
+            .push(id, sub, false);
+        self.go(ready);
     }
 
     /// An unsubscribe takes effect at once, unless a subscribe that arrived
@@ -727,7 +714,7 @@ impl Connection {
         if let Err(err) = self.check_sub(&sub) {
             return self.reply_error(&id, err);
         }
-        if !self.overlaps_queued(&sub, self.queued().len()) {
+        if !self.sub_queue.as_ref().is_some_and(|q| q.would_wait(&sub)) {
             self.outputs.push_back(ConnOutput::Unsubscribe(sub));
             return self.transmit(reply_true(&id));
         }
@@ -735,90 +722,52 @@ impl Connection {
         if !self.take_slot(&id) {
             return;
         }
-        self.sub_queue
-            .get_or_insert_with(Box::default)
-            .push(QueuedSub {
-                id,
-                sub,
-                unsubscribe: true,
-                started: false,
-            });
-    }
-
-    /// The subscription requests queued, in arrival order.
-    fn queued(&self) -> &[QueuedSub] {
-        self.sub_queue.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    /// Whether a queued request before `before` shares `sub`'s event and a tag.
-    fn overlaps_queued(&self, sub: &PushSub, before: usize) -> bool {
-        let earlier = &self.queued()[..before];
-        if !earlier.iter().any(|q| q.sub.event == sub.event) {
-            return false;
+        if let Some(queue) = self.sub_queue.as_mut() {
+            let ready = queue.push(id, sub, true);
+            debug_assert!(ready.is_none(), "it waits behind an overlapping request");
         }
-        let tags: HashSet<&str> = sub.tags.iter().map(String::as_str).collect();
-        earlier.iter().any(|q| {
-            q.sub.event == sub.event && q.sub.tags.iter().any(|t| tags.contains(t.as_str()))
-        })
     }
 
-    /// Starts the queued request at `index`: a subscribe goes to the
+    /// Carries out a request the queue let through: a subscribe goes to the
     /// authorizer or the router (and stays queued until it is done); an
-    /// unsubscribe takes effect and leaves the queue.
-    fn start_queued(&mut self, index: usize) {
-        let Some(queue) = self.sub_queue.as_mut() else {
-            return;
-        };
-        if queue[index].unsubscribe {
-            let queued = queue.remove(index);
-            if queue.is_empty() {
-                self.sub_queue = None;
+    /// unsubscribe takes effect (it left the queue).
+    fn go(&mut self, ready: Option<Ready>) {
+        match ready {
+            None => {}
+            Some(Ready::Unsubscribe(id, sub)) => {
+                self.in_flight.remove(&id);
+                self.outputs.push_back(ConnOutput::Unsubscribe(sub));
+                self.transmit(reply_true(&id));
             }
-            self.in_flight.remove(&queued.id);
-            self.outputs.push_back(ConnOutput::Unsubscribe(queued.sub));
-            self.transmit(reply_true(&queued.id));
-            return;
+            Some(Ready::Subscribe(id, sub)) => {
+                let ticket = SubscribeTicket {
+                    conn: self.info.id,
+                    id,
+                    sub,
+                };
+                self.outputs
+                    .push_back(if self.config.authorize_subscriptions {
+                        ConnOutput::Authorize { ticket }
+                    } else {
+                        ConnOutput::Subscribe { ticket }
+                    });
+            }
         }
-        let queued = &mut queue[index];
-        queued.started = true;
-        let ticket = SubscribeTicket {
-            conn: self.info.id,
-            id: queued.id.clone(),
-            sub: queued.sub.clone(),
-        };
-        self.outputs
-            .push_back(if self.config.authorize_subscriptions {
-                ConnOutput::Authorize { ticket }
-            } else {
-                ConnOutput::Subscribe { ticket }
-            });
+        if self.sub_queue.as_ref().is_some_and(|q| q.is_empty()) {
+            self.sub_queue = None;
+        }
     }
 
     /// The subscribe `id` is done (replied): it leaves the queue, and the
-    /// requests that waited only for it start, in arrival order.
+    /// requests that waited only for it go, in arrival order (O(tags) each).
     fn subscribe_done(&mut self, id: &RequestId) {
         let Some(queue) = self.sub_queue.as_mut() else {
             return;
         };
-        let Some(index) = queue.iter().position(|q| &q.id == id) else {
-            return;
-        };
-        queue.remove(index);
-        let mut i = 0;
-        while i < self.queued().len() {
-            let queued = &self.queued()[i];
-            if queued.started || self.overlaps_queued(&queued.sub, i) {
-                i += 1;
-                continue;
-            }
-            let unsubscribe = queued.unsubscribe;
-            self.start_queued(i);
-            // An unsubscribe left the queue: the next one is at `i` now.
-            if !unsubscribe {
-                i += 1;
-            }
+        for ready in queue.finish(id) {
+            self.go(Some(ready));
         }
-        if self.queued().is_empty() {
+        if self.sub_queue.as_ref().is_some_and(|q| q.is_empty()) {
             self.sub_queue = None;
         }
     }

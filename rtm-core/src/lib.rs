@@ -96,6 +96,7 @@ pub mod frame;
 pub mod outbound;
 pub mod router;
 pub mod server;
+mod sub_queue;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;

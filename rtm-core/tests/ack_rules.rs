@@ -209,3 +209,111 @@ fn a_waiting_unsubscribe_holds_its_id() {
     assert_eq!(reply["id"], json!("u"));
     assert_eq!(code(&reply), "rtm/bad-request", "{reply}");
 }
+
+fn auth(id: &str, user: &str) -> String {
+    json!({"id": id, "type": "auth", "data": [format!("user:{user}")]}).to_string()
+}
+
+/// A page reload: the user's last connection closes and a new one signs in
+/// while the unsubscribe of the user's topic is still on its way. The new
+/// auth is answered once the broker has the topic again — never before
+/// (the unsubscribe could land after a subscribe sent at once) and never
+/// lost (no confirmation swallowed by a cancel-out).
+#[test]
+fn a_reload_while_the_users_unsubscribe_travels_is_answered_once_the_topic_is_back() {
+    let mut h = Harness::with_broker();
+    let old = h.open_as("alice");
+    h.hold_topics = true;
+    h.hold_unsubscribes = true;
+    h.close(old);
+    let topic = Topic::user("rtm", "alice");
+    assert_eq!(h.held_unsubscribes, vec![topic.clone()]);
+    let new = h.open();
+    h.send(new, auth("a", "alice"));
+    assert!(h.nothing_for(new), "answered while the unsubscribe travels");
+    assert!(
+        h.held_topics.is_empty(),
+        "a subscribe sent beside its unsubscribe"
+    );
+    // The unsubscribe lands; then the subscribe goes, and its confirmation
+    // answers the auth.
+    h.held_unsubscribes.clear();
+    h.server.handle_topic_unsubscribed(&topic);
+    h.pump();
+    assert_eq!(h.held_topics, vec![topic.clone()]);
+    assert!(h.nothing_for(new));
+    h.held_topics.clear();
+    h.server.handle_topic_subscribed(&topic, true);
+    h.pump();
+    assert_eq!(h.only_frame(new)["data"]["user"], json!("alice"));
+}
+
+/// A subscribe whose topic the broker never answers fails at the confirm
+/// timeout (10 s), not a millisecond before, and is undone; one that needs
+/// nothing new is answered at once meanwhile.
+#[test]
+fn a_subscribe_the_broker_never_confirms_fails_at_the_confirm_timeout_and_is_undone() {
+    let mut h = Harness::with_broker();
+    let c = h.open_as("alice");
+    h.hold_topics = true;
+    h.send(c, subscribe("s", &["t"]));
+    h.advance(9_999);
+    assert!(h.nothing_for(c), "failed before the timeout");
+    h.advance(1);
+    let reply = h.only_frame(c);
+    assert_eq!(code(&reply), "rtm/broker-unavailable", "{reply}");
+    assert_eq!(h.server.index_sizes().1, 0, "the subscription was undone");
+    // A late confirmation changes nothing for the request, and the topic,
+    // no longer needed, is unsubscribed.
+    let topic = h.held_topics.remove(0);
+    h.take_broker_commands();
+    h.server.handle_topic_subscribed(&topic, true);
+    h.pump();
+    assert!(h.nothing_for(c), "answered twice");
+    assert_eq!(
+        h.take_broker_commands(),
+        vec![BrokerCommand::Unsubscribe(topic)]
+    );
+}
+
+/// An auth whose user topic the broker never answers goes on at the
+/// confirm timeout (authentication does not depend on the broker), even
+/// when that is past the auth deadline: the peer authenticated in time.
+#[test]
+fn an_auth_the_broker_never_confirms_goes_on_at_the_confirm_timeout() {
+    let mut h = Harness::with_broker();
+    h.hold_topics = true;
+    let c = h.open();
+    h.advance(5_000);
+    h.send(c, auth("a", "alice"));
+    h.advance(9_999);
+    assert!(h.nothing_for(c));
+    h.advance(1);
+    assert_eq!(h.only_frame(c)["data"]["user"], json!("alice"));
+}
+
+/// Many connections subscribing to one topic the broker has not confirmed
+/// wait for that one confirmation; a later subscriber of a confirmed topic
+/// is answered at once (no second subscribe, no 10 s wait).
+#[test]
+fn subscribers_of_a_topic_share_its_one_confirmation_and_later_ones_need_none() {
+    let mut h = Harness::with_broker();
+    let users: Vec<_> = (0..5).map(|n| h.open_as(&format!("u{n}"))).collect();
+    h.hold_topics = true;
+    for (n, c) in users.iter().enumerate() {
+        h.send(*c, subscribe(&format!("s{n}"), &["t"]));
+    }
+    assert_eq!(h.held_topics.len(), 1);
+    let topic = h.held_topics.remove(0);
+    h.server.handle_topic_subscribed(&topic, true);
+    h.pump();
+    for c in &users {
+        assert_eq!(h.only_frame(*c)["data"], json!(true));
+    }
+    h.hold_topics = false;
+    let late = h.open_as("late");
+    h.hold_topics = true;
+    h.send(late, subscribe("l", &["t"]));
+    assert_eq!(h.only_frame(late)["data"], json!(true));
+    assert!(h.held_topics.is_empty());
+}

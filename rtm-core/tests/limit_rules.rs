@@ -156,6 +156,88 @@ fn broker_topics_past_max_broker_topics_are_refused_for_the_requester_alone() {
     assert_eq!(h.server.broker_topics().count(), 5);
 }
 
+/// One user's connections share `max_subscriptions_per_user`: at the limit
+/// exactly, more is refused whole (whichever of its connections asks),
+/// another user is not affected, and releasing makes room again.
+#[test]
+fn a_users_connections_together_hold_at_most_max_subscriptions_per_user() {
+    let limits = Limits {
+        max_subscriptions_per_user: Some(10),
+        ..Limits::default()
+    };
+    let mut h = with_limits(limits, true);
+    let tab1 = h.open_as("alice");
+    let tab2 = h.open_as("alice");
+    let bob = h.open_as("bob");
+    assert_eq!(
+        subscribe(&mut h, tab1, "a", "e", &tags(6, "a"))["data"],
+        json!(true)
+    );
+    assert_eq!(
+        subscribe(&mut h, tab2, "b", "e", &tags(4, "b"))["data"],
+        json!(true)
+    );
+    let reply = subscribe(&mut h, tab2, "c", "e", &tags(1, "c"));
+    assert_eq!(code(&reply), "rtm/too-many-subscriptions", "{reply}");
+    assert!(message(&reply).contains("user's limit of 10"), "{reply}");
+    assert_eq!(
+        subscribe(&mut h, bob, "d", "e", &tags(10, "d"))["data"],
+        json!(true)
+    );
+    h.send(
+        tab1,
+        json!({"id": "u", "type": "unsubscribe", "event": "e", "tags": tags(1, "a")}).to_string(),
+    );
+    assert_eq!(h.only_frame(tab1)["data"], json!(true));
+    assert_eq!(
+        subscribe(&mut h, tab2, "c2", "e", &tags(1, "c"))["data"],
+        json!(true)
+    );
+    // A closed connection gives its share back.
+    h.close(tab1);
+    assert_eq!(
+        subscribe(&mut h, tab2, "f", "e", &tags(5, "f"))["data"],
+        json!(true)
+    );
+}
+
+/// Connections from one address share `max_subscriptions_per_ip`, signed in
+/// or not; a connection from another address still subscribes.
+#[test]
+fn an_addresss_connections_together_hold_at_most_max_subscriptions_per_ip() {
+    let limits = Limits {
+        max_subscriptions_per_ip: Some(8),
+        max_subscriptions_per_user: None,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(ServerConfig {
+        broker: true,
+        limits,
+        ..Harness::fixture_config()
+    });
+    let attacker: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let victim: std::net::SocketAddr = "198.51.100.7:6000".parse().unwrap();
+    let conns: Vec<_> = (0..3).map(|_| h.open_from(attacker)).collect();
+    for (n, c) in conns.iter().take(2).enumerate() {
+        let got = subscribe(
+            &mut h,
+            *c,
+            &format!("s{n}"),
+            "e",
+            &tags(4, &format!("x{n}-")),
+        );
+        assert_eq!(got["data"], json!(true));
+    }
+    let reply = subscribe(&mut h, conns[2], "s2", "e", &tags(1, "y"));
+    assert_eq!(code(&reply), "rtm/too-many-subscriptions", "{reply}");
+    assert!(message(&reply).contains("address's limit of 8"), "{reply}");
+    let v = h.open_from(victim);
+    assert_eq!(
+        subscribe(&mut h, v, "v", "e", &tags(8, "v"))["data"],
+        json!(true)
+    );
+}
+
 #[test]
 fn auth_data_over_max_auth_bytes_is_bad_request_and_the_handler_never_runs() {
     let limits = Limits {

@@ -54,6 +54,11 @@ pub struct Harness {
     pub hold_topics: bool,
     /// Broker subscribes not yet confirmed (with `hold_topics`).
     pub held_topics: Vec<rtm_core::Topic>,
+    /// Keep broker unsubscribes unanswered in `held_unsubscribes` instead of
+    /// answering each as soon as it is output.
+    pub hold_unsubscribes: bool,
+    /// Broker unsubscribes not yet answered (with `hold_unsubscribes`).
+    pub held_unsubscribes: Vec<rtm_core::Topic>,
     /// Invokes not run (with `hold_calls`), with their function names.
     pub held_calls: Vec<(CallTicket, String)>,
     /// Auth requests not decided (with `hold_auth`).
@@ -81,6 +86,8 @@ impl Harness {
             hold_authorize: false,
             hold_topics: false,
             held_topics: Vec::new(),
+            hold_unsubscribes: false,
+            held_unsubscribes: Vec::new(),
             held_calls: Vec::new(),
             held_auth: Vec::new(),
             held_authorize: Vec::new(),
@@ -121,6 +128,20 @@ impl Harness {
             broker: true,
             ..Self::fixture_config()
         })
+    }
+
+    /// Opens a connection from this peer address.
+    pub fn open_from(&mut self, peer: std::net::SocketAddr) -> ConnId {
+        let meta = ConnMeta {
+            peer_addr: Some(peer),
+            path: None,
+        };
+        let conn = self
+            .server
+            .handle_open(meta, self.now)
+            .expect("under max_connections");
+        self.pump();
+        conn
     }
 
     /// Opens a connection.
@@ -280,8 +301,12 @@ impl Harness {
                         .push(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));
                 }
                 ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)) => {
-                    // Answered at once: the next command for it may go.
-                    self.server.handle_topic_unsubscribed(&topic);
+                    if self.hold_unsubscribes {
+                        self.held_unsubscribes.push(topic.clone());
+                    } else {
+                        // Answered at once: the next command for it may go.
+                        self.server.handle_topic_unsubscribed(&topic);
+                    }
                     self.notices
                         .push(ServerOutput::Broker(BrokerCommand::Unsubscribe(topic)));
                 }
