@@ -726,8 +726,6 @@ impl Driver {
                 }
                 ClientOutput::Event { event, args } => self.dispatch(&event, &args),
                 ClientOutput::Lifecycle(event) => self.lifecycle(event),
-                // A kind added to the core later: nothing to carry out here yet.
-                _ => {}
             }
         }
     }

@@ -1,6 +1,9 @@
-//! How a [`crate::RedisBroker`] connects, names its control topic, reconnects and probes.
+//! How a [`crate::RedisBroker`] connects, names its control topic, reconnects
+//! and probes, and which pub/sub commands (plain or sharded) it sends.
 
 use std::time::Duration;
+
+use rtm_core::Topic;
 
 /// Settings of a [`crate::RedisBroker`].
 ///
@@ -140,6 +143,32 @@ impl RedisBrokerConfig {
         self.connect_timeout = connect;
         self.command_timeout = command;
         self
+    }
+}
+
+// The pub/sub commands: `(UN)SUBSCRIBE`/`PUBLISH`, or their sharded
+// `S`-forms with `sharded`.
+impl RedisBrokerConfig {
+    fn command(&self, plain: &'static str, sharded: &'static str) -> redis::Cmd {
+        redis::cmd(if self.sharded { sharded } else { plain })
+    }
+
+    pub(crate) fn subscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
+        let mut cmd = self.command("SUBSCRIBE", "SSUBSCRIBE");
+        cmd.arg(topic.as_str());
+        cmd
+    }
+
+    pub(crate) fn unsubscribe_cmd(&self, topic: &Topic) -> redis::Cmd {
+        let mut cmd = self.command("UNSUBSCRIBE", "SUNSUBSCRIBE");
+        cmd.arg(topic.as_str());
+        cmd
+    }
+
+    pub(crate) fn publish_cmd(&self, topic: &Topic, payload: &[u8]) -> redis::Cmd {
+        let mut cmd = self.command("PUBLISH", "SPUBLISH");
+        cmd.arg(topic.as_str()).arg(payload);
+        cmd
     }
 }
 

@@ -7,17 +7,16 @@
 //! slot (which keeps the order of each topic, as one topic is one slot).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use futures_util::future::{join_all, try_join_all};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
-use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, RedisResult, Value};
+use redis::{AsyncConnectionConfig, ConnectionInfo, ProtocolVersion, PushInfo, RedisResult, Value};
 use rtm_core::Topic;
 
-use crate::broker::Shared;
+use crate::config::RedisBrokerConfig;
 
 /// Where the broker connects.
 pub(crate) enum Target {
@@ -37,24 +36,24 @@ pub(crate) enum Conn {
 /// Resubscribing sends this many (S)SUBSCRIBE commands at once.
 const SUBSCRIBE_BATCH: usize = 256;
 
+/// The `push` of a connection that takes no subscriptions (for [`Target::open`]).
+pub(crate) const NO_PUSH: Option<fn(PushInfo) -> Result<(), ()>> = None;
+
 impl Target {
-    /// Opens a connection; with `push` its pub/sub messages go to the push
-    /// handler of `generation`.
+    /// Opens a connection; with `push` its pub/sub messages go to that
+    /// handler (the push handler of the connection's generation).
     pub(crate) async fn open(
         &self,
-        shared: &Arc<Shared>,
-        generation: u64,
-        push: bool,
+        config: &RedisBrokerConfig,
+        push: Option<impl AsyncPushSender>,
     ) -> RedisResult<Conn> {
-        let config = &shared.config;
         match self {
             Target::Single(client) => {
                 let mut conn_config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.command_timeout));
-                if push {
-                    conn_config =
-                        conn_config.set_push_sender(Shared::push_handler(shared, generation));
+                if let Some(push) = push {
+                    conn_config = conn_config.set_push_sender(push);
                 }
                 client
                     .get_multiplexed_async_connection_with_config(&conn_config)
@@ -65,8 +64,8 @@ impl Target {
                 let mut builder = cluster_builder(nodes.clone(), config)
                     .connection_timeout(config.connect_timeout)
                     .response_timeout(config.command_timeout);
-                if push {
-                    builder = builder.push_sender(Shared::push_handler(shared, generation));
+                if let Some(push) = push {
+                    builder = builder.push_sender(push);
                 }
                 builder
                     .build()?
@@ -82,7 +81,7 @@ impl Target {
 /// trusting `config`'s TLS root certificate for `rediss://` nodes.
 pub(crate) fn cluster_builder(
     nodes: Vec<ConnectionInfo>,
-    config: &crate::RedisBrokerConfig,
+    config: &RedisBrokerConfig,
 ) -> ClusterClientBuilder {
     let builder = ClusterClientBuilder::new(nodes)
         .use_protocol(ProtocolVersion::RESP3)
@@ -110,26 +109,26 @@ impl Conn {
     /// Subscribes every topic in `topics`, in batches.
     pub(crate) async fn subscribe_all(
         &mut self,
-        shared: &Shared,
+        config: &RedisBrokerConfig,
         topics: &[Topic],
     ) -> RedisResult<()> {
-        self.change_all(shared, topics, true).await
+        self.change_all(config, topics, true).await
     }
 
     /// Unsubscribes every topic in `topics`, in batches.
     pub(crate) async fn unsubscribe_all(
         &mut self,
-        shared: &Shared,
+        config: &RedisBrokerConfig,
         topics: &[Topic],
     ) -> RedisResult<()> {
-        self.change_all(shared, topics, false).await
+        self.change_all(config, topics, false).await
     }
 
     /// (Un)subscribes `topics`: one pipeline per batch on a single node,
     /// the batch's commands at once on a cluster.
     async fn change_all(
         &mut self,
-        shared: &Shared,
+        config: &RedisBrokerConfig,
         topics: &[Topic],
         subscribe: bool,
     ) -> RedisResult<()> {
@@ -141,9 +140,9 @@ impl Conn {
                     let mut pipe = redis::pipe();
                     for topic in batch {
                         pipe.add_command(if subscribe {
-                            shared.subscribe_cmd(topic)
+                            config.subscribe_cmd(topic)
                         } else {
-                            shared.unsubscribe_cmd(topic)
+                            config.unsubscribe_cmd(topic)
                         });
                     }
                     pipe.exec_async(c).await?;

@@ -18,9 +18,9 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use rtm_driver::broker::{BrokerEvent, BrokerState};
 
-use crate::broker::{lock, Shared, Signal};
 use crate::config::Backoff;
-use crate::conn::Conn;
+use crate::conn::{Conn, NO_PUSH};
+use crate::shared::{lock, Shared, Signal};
 
 /// Why a phase ended.
 enum Exit {
@@ -88,12 +88,15 @@ async fn connect(
     let lost = |what: &str, e: redis::RedisError| Exit::Lost(format!("{what}: {e}"));
     let subscriber = shared
         .target
-        .open(shared, generation, true)
+        .open(
+            &shared.config,
+            Some(Shared::push_handler(shared, generation)),
+        )
         .await
         .map_err(|e| lost("connecting", e))?;
     let publisher = shared
         .target
-        .open(shared, generation, false)
+        .open(&shared.config, NO_PUSH)
         .await
         .map_err(|e| lost("connecting", e))?;
     // Set before subscribing, so the push handler knows the probe topics.
@@ -113,7 +116,7 @@ async fn connect(
         let mut topics: Vec<_> = lock(&shared.topics).iter().cloned().collect();
         topics.extend(probes);
         let mut conn = subscriber;
-        if let Err(e) = conn.subscribe_all(shared, &topics).await {
+        if let Err(e) = conn.subscribe_all(&shared.config, &topics).await {
             *slot = None;
             return Err(lost("resubscribing", e));
         }
@@ -177,7 +180,7 @@ async fn probe(
     let mut waiting = HashSet::with_capacity(topics.len());
     for (i, topic) in topics.iter().enumerate() {
         let token = Bytes::from(format!("probe:{}:{seq}:{i}", shared.nonce));
-        let cmd = shared.publish_cmd(topic, &token);
+        let cmd = shared.config.publish_cmd(topic, &token);
         match select(Box::pin(publisher.exec(&cmd)), &mut timer).await {
             Either::Left((Ok(()), _)) => {}
             Either::Left((Err(e), _)) => {

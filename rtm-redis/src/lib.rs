@@ -85,6 +85,7 @@ mod config;
 mod conn;
 mod driver;
 mod publisher;
+mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod url;

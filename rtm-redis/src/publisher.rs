@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use redis::cluster_routing::Slot;
 use rtm_driver::broker::{BrokerError, BrokerState};
 
-use crate::broker::{lock, Shared, Signal};
+use crate::shared::{lock, Shared, Signal};
 
 /// At most this many publishes go in one pipeline.
 const MAX_BATCH: usize = 512;

@@ -73,8 +73,10 @@ pub enum ClientEvent {
 }
 
 /// What the client core asks of its adapter. See the [module docs](super) for the loop.
+///
+/// Exhaustive on purpose: an adapter matches every variant, so one added
+/// later is a compile error where it must be carried out.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum ClientOutput {
     /// Open a WebSocket now, then call [`Client::handle_open`](super::Client::handle_open), or
     /// [`Client::handle_close`](super::Client::handle_close) if it fails.
