@@ -104,5 +104,13 @@ async fn run(server: &ServerHandle, action: Action) -> Result<Value, RtmError> {
             Ok(Value::Null)
         }
         Action::Count => Ok(server.connection_count().into()),
+        Action::Burst { event, count, text } => {
+            // One pass: no await between the emits.
+            let mut sent = 0;
+            for i in 0..count {
+                sent += server.emit_args(&event, |_| true, &Args::encode(&(i, &text))?)?;
+            }
+            Ok(sent.into())
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! rtm-load emit  --url ws://127.0.0.1:PORT/ --connections 2000 --events 50
 //! rtm-load idle  --url ws://127.0.0.1:PORT/ --connections 10000 --server-pid PID
 //! rtm-load idle  --url wss://127.0.0.1:PORT/ --ca cert.pem --connections 10000 --server-pid PID
+//! rtm-load burst --url ws://127.0.0.1:PORT/ --sizes-mb 1,2,8 --passes 10 --server-pid PID
 //! ```
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,26 @@ enum Command {
         /// fixture's self-signed one) instead of Mozilla's roots.
         #[arg(long)]
         ca: Option<std::path::PathBuf>,
+    },
+    /// Bursts of events in one pass (the fixture's `burst`): a reader that
+    /// reads as fast as it can and one that never reads are both targets.
+    /// Reports the fast reader's delivery latency and closes (none
+    /// expected), whether the paused reader was closed 1013, and the
+    /// server's memory.
+    Burst {
+        #[arg(long)]
+        url: String,
+        /// Burst sizes, in MB (10^6 bytes) of event payload per pass.
+        #[arg(long, value_delimiter = ',', default_values_t = [1.0, 2.0, 8.0])]
+        sizes_mb: Vec<f64>,
+        /// Passes per size.
+        #[arg(long, default_value_t = 10)]
+        passes: usize,
+        /// Payload bytes per event.
+        #[arg(long, default_value_t = 10_000)]
+        event_bytes: usize,
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
 }
 
@@ -276,6 +297,206 @@ async fn connect_many_tls(
     clients
 }
 
+/// The `i` of an event frame `{"event":"…","data":[i,…]}` (without parsing the rest).
+fn event_index(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once("\"data\":[")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+/// What one reader saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Arrival of each event of the current pass (by index).
+    arrivals: Vec<Option<Instant>>,
+    close: Option<String>,
+}
+
+async fn burst(
+    url: String,
+    sizes_mb: Vec<f64>,
+    passes: usize,
+    event_bytes: usize,
+    server_pid: Option<u32>,
+) {
+    use std::sync::{Arc, Mutex};
+    let event_bytes = event_bytes.max(1);
+    let baseline = server_pid.and_then(rss_kib);
+    // The paused reader: a small receive buffer, never read.
+    let paused = async {
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.set_recv_buffer_size(4096).ok()?;
+        let stream = socket.connect(addr.parse().ok()?).await.ok()?;
+        tokio_tungstenite::client_async(url.as_str(), stream)
+            .await
+            .ok()
+            .map(|(ws, _)| ws)
+    }
+    .await;
+    let Some(paused) = paused else {
+        eprintln!("burst: the paused reader could not connect");
+        return;
+    };
+    let mut sockets = connect_many(&url, 2).await;
+    let (Some(mut sender), Some(fast)) = (sockets.pop(), sockets.pop()) else {
+        eprintln!("burst: could not connect");
+        return;
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut fast = fast;
+            while let Some(message) = fast.next().await {
+                match message {
+                    Ok(Message::Text(text)) => {
+                        if let Some(i) = event_index(text.as_str()) {
+                            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(slot) = seen.arrivals.get_mut(i as usize) {
+                                *slot = Some(Instant::now());
+                            }
+                            if seen.arrivals.iter().all(Option::is_some) {
+                                let _ = got_tx.send(());
+                            }
+                        }
+                    }
+                    Ok(Message::Close(frame)) => {
+                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        seen.close = Some(format!("{frame:?}"));
+                        let _ = got_tx.send(());
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        seen.close = Some(format!("error: {err}"));
+                        let _ = got_tx.send(());
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline.unwrap_or(0)));
+    let sampling = server_pid.map(|pid| {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(kib) = rss_kib(pid) {
+                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    let mut next_id = 0u64;
+    for size_mb in sizes_mb {
+        let count = ((size_mb * 1e6) as usize / event_bytes).max(1);
+        let mut latencies = Vec::new();
+        let mut pass_times = Vec::new();
+        let mut incomplete = 0;
+        for _ in 0..passes {
+            {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.close.is_some() {
+                    break;
+                }
+                seen.arrivals = vec![None; count];
+            }
+            while got_rx.try_recv().is_ok() {}
+            next_id += 1;
+            let id = format!("b{next_id}");
+            let call = format!(
+                r#"{{"id":"{id}","type":"invoke","function":"burst","data":["b",{count},{event_bytes}]}}"#
+            );
+            let started = Instant::now();
+            if sender.send(Message::text(call)).await.is_err() {
+                eprintln!("burst: the sender's connection failed");
+                return;
+            }
+            // The sender is a target too: it reads its copies up to its reply.
+            let needle = format!(r#"{{"id":"{id}""#);
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), sender.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with(&needle) => break,
+                    Ok(Some(Ok(_))) => {}
+                    other => {
+                        eprintln!("burst: the sender got no reply: {other:?}");
+                        return;
+                    }
+                }
+            }
+            let complete =
+                tokio::time::timeout(Duration::from_secs(30), got_rx.recv()).await.is_ok();
+            let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !complete || seen.close.is_some() {
+                incomplete += 1;
+            }
+            let arrived: Vec<Duration> = seen
+                .arrivals
+                .iter()
+                .flatten()
+                .map(|at| at.saturating_duration_since(started))
+                .collect();
+            if let Some(last) = arrived.iter().max() {
+                pass_times.push(*last);
+            }
+            latencies.extend(arrived);
+        }
+        latencies.sort();
+        pass_times.sort();
+        let closed = seen.lock().unwrap_or_else(|e| e.into_inner()).close.clone();
+        println!(
+            "burst {size_mb} MB ({count} events of {event_bytes} B) x {passes}: fast reader latency p50 {:.2?} p99 {:.2?}; whole pass p50 {:.2?} max {:.2?}; incomplete passes {incomplete}; fast reader closed: {}",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            percentile(&pass_times, 0.5),
+            pass_times.last().copied().unwrap_or_default(),
+            closed.as_deref().unwrap_or("no"),
+        );
+    }
+    // The paused reader: read now, to see how the server ended it.
+    let mut paused = paused;
+    let mut paused_end = "still open".to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Ok(next) = tokio::time::timeout_at(deadline.into(), paused.next()).await {
+        match next {
+            Some(Ok(Message::Close(frame))) => {
+                paused_end = format!("closed {frame:?}");
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => {
+                paused_end = format!("error: {err}");
+                break;
+            }
+            None => {
+                paused_end = "stream ended".into();
+                break;
+            }
+        }
+    }
+    if let Some(task) = sampling {
+        task.abort();
+    }
+    reader.abort();
+    println!("burst: paused reader: {paused_end}");
+    if let Some(before) = baseline {
+        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "burst: server RSS {before} KiB before, peak {peak} KiB (+{:.1} MiB)",
+            peak.saturating_sub(before) as f64 / 1024.0
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -297,5 +518,12 @@ async fn main() {
             hold_seconds,
             ca,
         } => idle(url, connections, server_pid, hold_seconds.min(300), ca).await,
+        Command::Burst {
+            url,
+            sizes_mb,
+            passes,
+            event_bytes,
+            server_pid,
+        } => burst(url, sizes_mb, passes.min(1000), event_bytes, server_pid).await,
     }
 }

@@ -25,6 +25,7 @@
 //! | `big(n)` | a string of `n` `'x'` (at most [`BIG_MAX_BYTES`]) |
 //! | `count()` | the number of local connections |
 //! | `broadcast(x)` | Emit event `"alert"` with args `[x]` to every local connection; returns how many |
+//! | `burst(event, count, bytes)` | in one pass, `count` Emits of `event` with args `[i, "xx…"]` (`i` from 0, a string of `bytes` `'x'`) to every local connection; returns the deliveries. At most [`BURST_MAX_EVENTS`] events and [`BIG_MAX_BYTES`] in all |
 //!
 //! A call is split in two: [`plan`] decides what a call does, as an
 //! [`Action`], without touching any server; [`run_on`] carries the action out
@@ -78,7 +79,11 @@ pub const FUNCTIONS: &[&str] = &[
     "big",
     "count",
     "broadcast",
+    "burst",
 ];
+
+/// The most events one `burst` call emits.
+pub const BURST_MAX_EVENTS: u64 = 100_000;
 
 /// The longest string `big(n)` builds; larger `n` is `rtm/handler-error`
 /// (a fixture must not be made to exhaust memory by one call).
@@ -173,6 +178,16 @@ pub enum Action {
     },
     /// Reply with the number of local connections.
     Count,
+    /// Emit `event` `count` times, with args `[i, text]`, to every local
+    /// connection, in one pass; reply with the number of deliveries.
+    Burst {
+        /// The event name.
+        event: String,
+        /// How many events.
+        count: u64,
+        /// The second argument of each.
+        text: String,
+    },
 }
 
 /// Decides what a call of fixture function `function` by `info` with `args` does.
@@ -251,6 +266,26 @@ fn plan_checked(function: &str, info: &ConnInfo, args: &Args) -> Result<Action, 
             reply(Value::String("x".repeat(n as usize)))
         }
         "count" => Ok(Action::Count),
+        "burst" => {
+            let count = arg(1).as_u64().filter(|n| *n <= BURST_MAX_EVENTS);
+            let bytes = arg(2).as_u64();
+            let (Some(count), Some(bytes)) = (count, bytes) else {
+                return Err(RtmError::handler(format!(
+                    "burst needs an event, a count (at most {BURST_MAX_EVENTS}) and a size in bytes"
+                )));
+            };
+            if count.saturating_mul(bytes) > BIG_MAX_BYTES {
+                return Err(RtmError::handler(format!(
+                    "a burst of {count} x {bytes} bytes is over {BIG_MAX_BYTES} bytes"
+                )));
+            }
+            Ok(Action::Burst {
+                event: string(0, "an event name")?,
+                count,
+                // count * bytes <= BIG_MAX_BYTES, so bytes fits in usize.
+                text: "x".repeat(bytes as usize),
+            })
+        }
         "broadcast" => Ok(Action::Emit {
             event: "alert".into(),
             args: Args::encode(&[arg(0)])?,
@@ -323,6 +358,13 @@ pub fn run_on(server: &mut ServerCore, action: Action) -> Result<Value, RtmError
             Ok(Value::Null)
         }
         Action::Count => Ok(server.connection_count().into()),
+        Action::Burst { event, count, text } => {
+            let mut sent = 0;
+            for i in 0..count {
+                sent += server.emit(&event, |_| true, &Args::encode(&(i, &text))?)?;
+            }
+            Ok(sent.into())
+        }
     }
 }
 
