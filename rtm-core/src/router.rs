@@ -310,6 +310,10 @@ impl<T> Router<T> {
     /// with `rtm/broker-unavailable`, undone).
     pub fn subscribe(&mut self, ticket: SubscribeTicket, now: Instant) -> Option<Settled> {
         let conn = ticket.conn();
+        if !self.conns.contains_key(&conn) {
+            // Gone already: nothing to add, nobody to wait for.
+            return Some(Settled::Subscribed(ticket, Ok(())));
+        }
         let added = match self.add_subs(conn, ticket.event(), ticket.tags()) {
             Ok(added) => added,
             Err(err) => return Some(Settled::Subscribed(ticket, Err(err))),
