@@ -24,7 +24,9 @@ use std::time::Duration;
 use async_net::TcpStream;
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 
-use crate::adapter::soon;
+use serde_json::{json, Value};
+
+use crate::adapter::{soon, within};
 
 /// Opcodes.
 pub const CONTINUATION: u8 = 0x0;
@@ -340,4 +342,59 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
         },
         at + len,
     ))
+}
+
+/// A JSON request as one masked text frame.
+pub fn request(request: &Value) -> Vec<u8> {
+    frame(true, TEXT, request.to_string().as_bytes())
+}
+
+/// What a peer read next (pings and pongs skipped); shown in failures.
+#[derive(Debug)]
+pub enum Got {
+    /// A text frame, as JSON.
+    Json(Value),
+    /// A close frame: its code and reason.
+    Close(u16, String),
+    /// Nothing more: how the stream ended, or `Timeout`.
+    Ended(End),
+}
+
+/// The next text frame (as JSON) or close; `Ended(Timeout)` when nothing
+/// arrived for `quiet`.
+///
+/// # Panics
+/// On a text frame that is not JSON (the server only sends JSON).
+pub async fn next(peer: &mut RawPeer, quiet: Duration) -> Got {
+    loop {
+        match peer.read_frame_within(quiet).await {
+            Ok(f) if f.opcode == CLOSE => {
+                let (code, reason) = f.close().unwrap_or((1005, String::new()));
+                return Got::Close(code, reason);
+            }
+            Ok(f) if f.opcode == TEXT => {
+                return Got::Json(serde_json::from_slice(&f.payload).expect("a JSON frame"))
+            }
+            Ok(_) => continue,
+            Err(end) => return Got::Ended(end),
+        }
+    }
+}
+
+/// The reply to `id`, skipping events.
+///
+/// # Panics
+/// When anything else arrives, or nothing within `limit`.
+pub async fn reply_to(peer: &mut RawPeer, id: &str, limit: Duration) -> Value {
+    within(&format!("the reply to {id:?}"), limit, async {
+        loop {
+            match next(peer, limit).await {
+                Got::Json(v) if v.get("event").is_some() => continue,
+                Got::Json(v) if v["id"] == json!(id) => return v,
+                Got::Ended(End::Timeout) => panic!("no reply to {id:?} within {limit:?}"),
+                got => panic!("waiting for the reply to {id:?}, got {got:?}"),
+            }
+        }
+    })
+    .await
 }

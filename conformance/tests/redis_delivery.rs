@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use conformance::adapter::{soon, until_within, within, Adapter};
 use conformance::on_every_adapter;
-use conformance::raw_tcp::{close_payload, frame, End, RawPeer, CLOSE, TEXT};
+use conformance::raw_tcp::{
+    close_payload, frame, next, reply_to, request, End, Got, RawPeer, CLOSE,
+};
 use futures_util::future::join_all;
 use rtm_core::{Identity, RtmError};
 use rtm_driver::broker::BrokerState;
@@ -107,53 +109,6 @@ fn functions_with_auth() -> ServerBuilder {
             .to_owned();
         Ok(Identity::new(user.as_str(), json!({ "user": user })))
     })
-}
-
-/// A request as one masked text frame.
-fn request(request: &Value) -> Vec<u8> {
-    frame(true, TEXT, request.to_string().as_bytes())
-}
-
-/// What a peer read next (pings and pongs skipped); shown in failures.
-#[derive(Debug)]
-#[allow(dead_code)] // the fields are read through Debug
-enum Got {
-    Json(Value),
-    Close(u16, String),
-    Ended(End),
-}
-
-/// The next text frame (as JSON) or close; `Ended(Timeout)` when nothing
-/// arrived for `quiet`.
-async fn next(peer: &mut RawPeer, quiet: Duration) -> Got {
-    loop {
-        match peer.read_frame_within(quiet).await {
-            Ok(f) if f.opcode == CLOSE => {
-                let (code, reason) = f.close().unwrap_or((1005, String::new()));
-                return Got::Close(code, reason);
-            }
-            Ok(f) if f.opcode == TEXT => {
-                return Got::Json(serde_json::from_slice(&f.payload).expect("a JSON frame"))
-            }
-            Ok(_) => continue,
-            Err(end) => return Got::Ended(end),
-        }
-    }
-}
-
-/// The reply to `id`, skipping events; anything else fails.
-async fn reply_to(peer: &mut RawPeer, id: &str, limit: Duration) -> Value {
-    within(&format!("the reply to {id:?}"), limit, async {
-        loop {
-            match next(peer, limit).await {
-                Got::Json(v) if v.get("event").is_some() => continue,
-                Got::Json(v) if v["id"] == json!(id) => return v,
-                Got::Ended(End::Timeout) => panic!("no reply to {id:?} within {limit:?}"),
-                got => panic!("waiting for the reply to {id:?}, got {got:?}"),
-            }
-        }
-    })
-    .await
 }
 
 /// A connection to `server` authenticated as `user`.

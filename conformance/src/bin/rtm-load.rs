@@ -425,7 +425,9 @@ async fn burst(
             let needle = format!(r#"{{"id":"{id}""#);
             loop {
                 match tokio::time::timeout(Duration::from_secs(60), sender.next()).await {
-                    Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with(&needle) => break,
+                    Ok(Some(Ok(Message::Text(text)))) if text.as_str().starts_with(&needle) => {
+                        break
+                    }
                     Ok(Some(Ok(_))) => {}
                     other => {
                         eprintln!("burst: the sender got no reply: {other:?}");
@@ -433,8 +435,9 @@ async fn burst(
                     }
                 }
             }
-            let complete =
-                tokio::time::timeout(Duration::from_secs(30), got_rx.recv()).await.is_ok();
+            let complete = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+                .await
+                .is_ok();
             let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             if !complete || seen.close.is_some() {
                 incomplete += 1;
