@@ -232,10 +232,12 @@ impl<T> Router<T> {
         );
     }
 
-    /// An authenticated connection joins: its info now carries the identity,
-    /// Emit reaches it, and Publish to its user does. The `auth` reply waits
+    /// An authenticated connection joins: its info now carries the identity
+    /// and it counts among its user's connections. The `auth` reply waits
     /// while the broker is up and has not confirmed the user's topic: `None`
-    /// then (it comes from [`Router::poll_settled`]), else the ticket back at once.
+    /// then (it comes from [`Router::poll_settled`]), else the ticket back
+    /// at once. Emit and Publish reach the connection once its reply may be
+    /// sent (never an event before the auth reply).
     pub fn join(
         &mut self,
         info: Arc<ConnInfo>,
@@ -248,27 +250,30 @@ impl<T> Router<T> {
             return Some(Settled::Joined(ticket));
         };
         entry.info = info;
-        entry.open = true;
         let Some(user) = user else {
+            entry.open = true;
             return Some(Settled::Joined(ticket));
         };
+        // In the user's set at once: that keeps the user's topic wanted.
         let set = self.users.entry(user.clone()).or_default();
         let first = set.is_empty();
         set.insert(conn);
-        if !self.broker {
-            return Some(Settled::Joined(ticket));
-        }
-        let topic = Topic::user(&self.namespace, &user);
-        if first {
+        let topic = self.broker.then(|| Topic::user(&self.namespace, &user));
+        if let (Some(topic), true) = (&topic, first) {
             self.topics.insert(topic.clone(), Target::User(user));
-            self.broker_topics.want(&topic);
+            self.broker_topics.want(topic);
         }
         // While the broker is down, authentication goes on without the topic.
-        if !self.broker_up || self.broker_topics.is_confirmed(&topic) {
-            return Some(Settled::Joined(ticket));
+        match topic {
+            Some(topic) if self.broker_up && !self.broker_topics.is_confirmed(&topic) => {
+                self.wait(conn, &[topic], Pending::Join(ticket), now);
+                None
+            }
+            _ => {
+                self.open(conn);
+                Some(Settled::Joined(ticket))
+            }
         }
-        self.wait(conn, &[topic], Pending::Join(ticket), now);
-        None
     }
 
     /// Removes a connection and everything it held (its topics are released,
@@ -583,6 +588,7 @@ impl<T> Router<T> {
             let settled = match end.payload {
                 Pending::Join(ticket) => {
                     self.forget_wait(ticket.conn(), end.id);
+                    self.open(ticket.conn());
                     Settled::Joined(ticket)
                 }
                 Pending::Subscribe { ticket, added } => {
@@ -595,6 +601,13 @@ impl<T> Router<T> {
                 }
             };
             self.settled.push_back(settled);
+        }
+    }
+
+    /// Emit and Publish reach the connection from now on.
+    fn open(&mut self, conn: ConnId) {
+        if let Some(entry) = self.conns.get_mut(&conn) {
+            entry.open = true;
         }
     }
 
@@ -762,7 +775,8 @@ impl<T> Router<T> {
     ) -> usize {
         let mut sent = 0;
         for conn in self.users.get(user).into_iter().flatten() {
-            if let Some(entry) = self.conns.get(conn) {
+            // A connection whose auth reply waits for the broker is not reached yet.
+            if let Some(entry) = self.conns.get(conn).filter(|e| e.open) {
                 deliver(*conn, &entry.handle, frame);
                 sent += 1;
             }

@@ -610,9 +610,13 @@ impl ServerCore {
                 self.after(conn);
                 continue;
             }
-            let Some(changes) = self.router.poll_topic_changes(usize::MAX) else {
+            let Some(mut changes) = self.router.poll_topic_changes(usize::MAX) else {
                 return;
             };
+            // In a stable order: the same inputs give the same outputs (the
+            // order within a batch follows hash sets otherwise).
+            changes.subscribe.sort();
+            changes.unsubscribe.sort();
             for topic in changes.subscribe {
                 self.outputs
                     .push_back(ServerOutput::Broker(BrokerCommand::Subscribe(topic)));

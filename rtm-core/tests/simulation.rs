@@ -6,8 +6,12 @@
 //! Every failure message starts with `RTM_SIM_SEED=<seed>`; replay it with
 //! `RTM_SIM_SEED=<seed> cargo test -p rtm-core --test simulation`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use common::sim::{check, seeds, Rng};
 
 use rtm_core::frame::{parse_server_frame, ServerFrame};
 use rtm_core::testkit::{Cluster, TokenApp};
@@ -28,34 +32,11 @@ const EVENTS: [&str; 3] = ["score", "chat", "news"];
 const DENIED: &str = "secret";
 const TAGS: [&str; 4] = ["a", "b", "c", "d"];
 
-/// xorshift64*: tiny, good enough, and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // A zero state would stay zero; mix the seed so nearby seeds diverge at once.
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-    fn tags(&mut self, min: usize) -> Vec<String> {
-        // Duplicates on purpose: a push to ["a","a"] must still arrive once.
-        let n = min + self.below(4 - min);
-        (0..n).map(|_| self.pick(&TAGS).to_owned()).collect()
-    }
+/// `min` to 3 random tags; duplicates on purpose: a push to ["a","a"]
+/// must still arrive once.
+fn random_tags(rng: &mut Rng, min: usize) -> Vec<String> {
+    let n = min + rng.below(4 - min);
+    (0..n).map(|_| rng.choose(&TAGS).to_owned()).collect()
 }
 
 /// What the reply to a pending request must be.
@@ -93,15 +74,6 @@ impl Client {
     fn live(&self) -> Option<&Conn> {
         self.conn.as_ref().filter(|c| c.closed.is_none())
     }
-}
-
-/// Fails with the seed, step and operation, so the failure can be replayed.
-macro_rules! check {
-    ($ctx:expr, $cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            panic!("RTM_SIM_SEED={} {}", $ctx, format!($($fmt)+));
-        }
-    };
 }
 
 struct Sim {
@@ -355,9 +327,9 @@ impl Sim {
         let event = if self.rng.percent(5) {
             DENIED
         } else {
-            self.rng.pick(&EVENTS)
+            self.rng.choose(&EVENTS)
         };
-        let tags = self.rng.tags(1);
+        let tags = random_tags(&mut self.rng, 1);
         self.op = format!("client {client} subscribes {event} {tags:?}");
         let id = self.request_id(client);
         let text = json!({"id": id, "type": "subscribe", "event": event, "tags": tags});
@@ -384,9 +356,9 @@ impl Sim {
             let (event, tag) = held[self.rng.below(held.len())].clone();
             (event, vec![tag])
         } else {
-            (self.rng.pick(&EVENTS).to_owned(), Vec::new())
+            (self.rng.choose(&EVENTS).to_owned(), Vec::new())
         };
-        tags.extend(self.rng.tags(0));
+        tags.extend(random_tags(&mut self.rng, 0));
         self.op = format!("client {client} unsubscribes {event} {tags:?}");
         let id = self.request_id(client);
         let text = json!({"id": id, "type": "unsubscribe", "event": event, "tags": tags});
@@ -440,7 +412,7 @@ impl Sim {
 
     fn op_publish(&mut self) -> bool {
         let user = format!("u{}", self.rng.below(USERS));
-        let event = self.rng.pick(&EVENTS);
+        let event = self.rng.choose(&EVENTS);
         let n = self.nonce();
         let targets: Vec<usize> = (0..CLIENTS)
             .filter(|&i| {
@@ -453,8 +425,8 @@ impl Sim {
     }
 
     fn op_push(&mut self) -> bool {
-        let event = self.rng.pick(&EVENTS);
-        let tags = self.rng.tags(0);
+        let event = self.rng.choose(&EVENTS);
+        let tags = random_tags(&mut self.rng, 0);
         let n = self.nonce();
         let targets: Vec<usize> = (0..CLIENTS)
             .filter(|&i| {
@@ -754,33 +726,7 @@ impl Sim {
 
     /// After everyone left, no state is left anywhere.
     fn check_empty(&self) {
-        let ctx = self.ctx();
-        for s in 0..SERVERS {
-            let server = self.cluster.server(s);
-            check!(
-                ctx,
-                server.connection_count() == 0,
-                "server {s} still holds connections"
-            );
-            check!(
-                ctx,
-                server.index_sizes() == (0, 0),
-                "server {s} index sizes {:?}",
-                server.index_sizes()
-            );
-            check!(
-                ctx,
-                server.broker_topics().count() == 0,
-                "server {s} still needs broker topics"
-            );
-        }
-        let broker = self.cluster.broker();
-        check!(
-            ctx,
-            broker.subscription_count() == 0,
-            "the broker still holds {} subscriptions",
-            broker.subscription_count()
-        );
+        common::sim::check_empty(&self.ctx(), &self.cluster);
     }
 }
 
@@ -799,19 +745,9 @@ fn all_topics() -> BTreeMap<(String, String), Topic> {
     users.chain(pushes).collect()
 }
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("RTM_SIM_SEED") {
-        Ok(seed) => vec![seed
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("RTM_SIM_SEED must be a u64, got {seed:?}"))],
-        Err(_) => SEEDS.collect(),
-    }
-}
-
 #[test]
 fn random_cluster_operations_keep_every_delivery_rule() {
-    for seed in seeds() {
+    for seed in seeds(SEEDS) {
         Sim::new(seed).run();
     }
 }

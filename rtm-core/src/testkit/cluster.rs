@@ -75,6 +75,13 @@ pub struct Cluster<A: App = super::TokenApp> {
     /// Subscribes the broker carried out and has not confirmed to their server yet.
     unconfirmed: std::collections::VecDeque<(usize, crate::topic::Topic)>,
     auto_confirm: bool,
+    /// Subscribe and Unsubscribe commands in the order the servers sent
+    /// them, while recording is on.
+    topic_log: Option<Vec<(usize, BrokerCommand)>>,
+    /// Unsubscribes the broker carried out and has not answered yet (with
+    /// auto-answer off).
+    unanswered_unsubscribes: std::collections::VecDeque<(usize, crate::topic::Topic)>,
+    auto_answer_unsubscribes: bool,
 }
 
 impl<A: App> Cluster<A> {
@@ -119,6 +126,9 @@ impl<A: App> Cluster<A> {
             auto_settle: true,
             unconfirmed: std::collections::VecDeque::new(),
             auto_confirm: true,
+            topic_log: None,
+            unanswered_unsubscribes: std::collections::VecDeque::new(),
+            auto_answer_unsubscribes: true,
         }
     }
 
@@ -336,7 +346,15 @@ impl<A: App> Cluster<A> {
     /// (`true`) or failed (`false`: the broker then holds no subscription
     /// for it). Returns `false` when none is waiting.
     pub fn answer_one(&mut self, ok: bool) -> bool {
-        let Some((server, topic)) = self.unconfirmed.pop_front() else {
+        self.answer(0, ok)
+    }
+
+    /// Answers the unanswered subscribe at `index` in
+    /// [`Cluster::unanswered_subscribes`] (0 is the oldest), as
+    /// [`Cluster::answer_one`] does the oldest: so a test can confirm or fail
+    /// them in any order. Returns `false` when there is no such subscribe.
+    pub fn answer(&mut self, index: usize, ok: bool) -> bool {
+        let Some((server, topic)) = self.unconfirmed.remove(index) else {
             return false;
         };
         if !ok {
@@ -351,6 +369,62 @@ impl<A: App> Cluster<A> {
     /// Subscribes the broker carried out and has not answered yet.
     pub fn unanswered(&self) -> usize {
         self.unconfirmed.len()
+    }
+
+    /// The subscribes the broker carried out and has not answered yet, oldest
+    /// first, as (server, topic): the indexes [`Cluster::answer`] takes. A
+    /// subscribe made later is appended; answering one removes it.
+    pub fn unanswered_subscribes(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (usize, &crate::topic::Topic)> + '_ {
+        self.unconfirmed
+            .iter()
+            .map(|(server, topic)| (*server, topic))
+    }
+
+    /// Off: unsubscribes take effect at the broker at once, but their answer
+    /// reaches the server only through [`Cluster::answer_unsubscribe`] (on by
+    /// default: answered as soon as they are made). Until then the server
+    /// sends no other command for that topic.
+    pub fn set_auto_answer_unsubscribes(&mut self, on: bool) {
+        self.auto_answer_unsubscribes = on;
+    }
+
+    /// The unsubscribes the broker carried out and has not answered yet,
+    /// oldest first, as (server, topic) (only with auto-answer off).
+    pub fn unanswered_unsubscribes(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (usize, &crate::topic::Topic)> + '_ {
+        self.unanswered_unsubscribes
+            .iter()
+            .map(|(server, topic)| (*server, topic))
+    }
+
+    /// Answers the unanswered unsubscribe at `index` in
+    /// [`Cluster::unanswered_unsubscribes`] (0 is the oldest). Returns
+    /// `false` when there is no such unsubscribe.
+    pub fn answer_unsubscribe(&mut self, index: usize) -> bool {
+        let Some((server, topic)) = self.unanswered_unsubscribes.remove(index) else {
+            return false;
+        };
+        self.servers[server].handle_topic_unsubscribed(&topic);
+        self.drain_once(server);
+        true
+    }
+
+    /// On: every Subscribe and Unsubscribe a server sends is also kept, in
+    /// the order sent, for [`Cluster::take_topic_commands`] (off by default).
+    pub fn record_topic_commands(&mut self, on: bool) {
+        self.topic_log = on.then(Vec::new);
+    }
+
+    /// The Subscribe and Unsubscribe commands the servers sent since the last
+    /// call, in order, as (server, command); empty unless recording is on.
+    pub fn take_topic_commands(&mut self) -> Vec<(usize, BrokerCommand)> {
+        self.topic_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Off: subscribes reach the broker at once but are confirmed to their
@@ -401,6 +475,11 @@ impl<A: App> Cluster<A> {
                 ServerOutput::PeerSilent { .. } => {}
                 ServerOutput::Disconnected { info } => self.app.disconnected(&info),
                 ServerOutput::Broker(command) => {
+                    if let Some(log) = self.topic_log.as_mut() {
+                        if !matches!(command, BrokerCommand::Publish { .. }) {
+                            log.push((index, command.clone()));
+                        }
+                    }
                     let unsubscribed = match &command {
                         BrokerCommand::Subscribe(topic) => {
                             self.unconfirmed.push_back((index, topic.clone()));
@@ -411,9 +490,14 @@ impl<A: App> Cluster<A> {
                     };
                     self.broker.apply(index, command);
                     // An unsubscribe is answered at once (the topic is gone
-                    // from the broker as soon as it is applied).
+                    // from the broker as soon as it is applied), unless
+                    // the test answers them.
                     if let Some(topic) = unsubscribed {
-                        server.handle_topic_unsubscribed(&topic);
+                        if self.auto_answer_unsubscribes {
+                            server.handle_topic_unsubscribed(&topic);
+                        } else {
+                            self.unanswered_unsubscribes.push_back((index, topic));
+                        }
                     }
                 }
             }
