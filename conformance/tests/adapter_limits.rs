@@ -363,6 +363,77 @@ async fn before_authentication_frames_are_held_to_an_auth_requests_size(adapter:
     soon("shutdown", server.shutdown()).await;
 }
 
+/// Rate limits per function, on the real driver: per connection and per
+/// user (two connections of one user share it), `rtm/too-many-requests`
+/// past them; sign-ins per address, the auth rejected (4003) past them.
+async fn rate_limits_hold_per_connection_per_user_and_for_sign_ins(adapter: Adapter) {
+    use rtm_core::{Rate, RateLimit};
+    let builder = functions()
+        .rate_limit(
+            "echo",
+            RateLimit::per_connection(Rate::per_minute(3)).and_per_user(Rate::per_minute(4)),
+        )
+        .sign_ins_per_ip(Some(Rate::per_minute(3)))
+        .auth(|data, _info| async move {
+            let user = data
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or("anon")
+                .to_owned();
+            Ok(Identity::new(user.as_str(), json!(null)))
+        });
+    let server = listen(adapter, builder).await;
+    let addr = server.local_addr();
+    let mut signed_in = Vec::new();
+    for _ in 0..2 {
+        let mut peer = RawPeer::upgrade(addr, "/").await;
+        let auth = request(
+            &mut peer,
+            json!({"id": "a", "type": "auth", "data": ["alice"]}),
+        )
+        .await;
+        assert_eq!(auth["data"], json!(true), "{auth}");
+        signed_in.push(peer);
+    }
+    let echo =
+        |n: u32| json!({"id": format!("e{n}"), "type": "invoke", "function": "echo", "data": [n]});
+    let (tab1, tab2) = signed_in.split_at_mut(1);
+    let (tab1, tab2) = (&mut tab1[0], &mut tab2[0]);
+    for n in 0..3 {
+        assert_eq!(request(tab1, echo(n)).await["data"], json!(n));
+    }
+    let past_connection = request(tab1, echo(3)).await;
+    assert_eq!(
+        code(&past_connection),
+        "rtm/too-many-requests",
+        "{past_connection}"
+    );
+    // The user's fourth call (from its other connection) fits; the fifth not.
+    assert_eq!(request(tab2, echo(4)).await["data"], json!(4));
+    let past_user = request(tab2, echo(5)).await;
+    assert_eq!(code(&past_user), "rtm/too-many-requests", "{past_user}");
+    // A third sign-in from this address fits; a fourth is rejected.
+    let mut third = RawPeer::upgrade(addr, "/").await;
+    let auth = request(
+        &mut third,
+        json!({"id": "a", "type": "auth", "data": ["bob"]}),
+    )
+    .await;
+    assert_eq!(auth["data"], json!(true), "{auth}");
+    let mut fourth = RawPeer::upgrade(addr, "/").await;
+    let refused = request(
+        &mut fourth,
+        json!({"id": "a", "type": "auth", "data": ["carol"]}),
+    )
+    .await;
+    assert_eq!(
+        refused["error"]["code"],
+        json!("rtm/auth-rejected"),
+        "{refused}"
+    );
+    soon("shutdown", server.shutdown()).await;
+}
+
 on_every_adapter!(
     before_authentication_frames_are_held_to_an_auth_requests_size,
     replies_to_pipelined_calls_never_make_a_reading_peer_a_slow_consumer,
@@ -374,4 +445,5 @@ on_every_adapter!(
     handshakes_in_flight_are_bounded,
     handshakes_from_one_address_past_their_limit_get_429,
     an_unsubscribe_pipelined_behind_its_subscribe_leaves_nothing_subscribed,
+    rate_limits_hold_per_connection_per_user_and_for_sign_ins,
 );

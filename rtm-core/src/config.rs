@@ -147,6 +147,11 @@ pub struct ServerConfig {
     pub authorize_subscriptions: bool,
     /// Whether a broker carries Publish and Push to other servers.
     pub broker: bool,
+    /// Sign-ins (`auth` requests that reach the handler) one peer address
+    /// may make (default `None`: no limit); past it the `auth` is rejected
+    /// (4003) with `rtm/too-many-requests`'s message, before the handler
+    /// runs. Keeps one address from signing in and out in a loop.
+    pub sign_ins_per_ip: Option<crate::rate::Rate>,
     /// How long an `auth` or a `subscribe` waits for the broker to confirm
     /// the topics it needs (default 10 s). Past it a subscribe fails with
     /// `rtm/broker-unavailable` (undone) and an auth goes on without its
@@ -168,6 +173,7 @@ impl ServerConfig {
             authorize_subscriptions: false,
             broker: false,
             broker_confirm_timeout: Self::DEFAULT_BROKER_CONFIRM_TIMEOUT,
+            sign_ins_per_ip: None,
             limits: Limits::default(),
             heartbeat: Some(Heartbeat::default()),
         }

@@ -59,53 +59,9 @@ use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::error::{CloseCode, ErrorCode, RtmError};
 use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
+pub use crate::functions::{FunctionId, Functions};
+use crate::rate::{self, Bucket};
 use crate::sub_queue::{Ready, SubQueue};
-
-/// A function registered with [`Functions::register`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FunctionId(pub u32);
-
-/// The functions a server serves, by name. Built once at start-up and
-/// shared by every connection.
-#[derive(Debug, Clone, Default)]
-pub struct Functions {
-    ids: HashMap<Box<str>, FunctionId>,
-    names: Vec<Box<str>>,
-}
-
-impl Functions {
-    /// Registers a name; invokes of other names get `rtm/function-not-found`.
-    /// Registering a name twice returns the same id.
-    pub fn register(&mut self, name: &str) -> FunctionId {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
-        }
-        let id = FunctionId(self.names.len() as u32);
-        self.ids.insert(name.into(), id);
-        self.names.push(name.into());
-        id
-    }
-
-    /// The id of a registered name.
-    pub fn id(&self, name: &str) -> Option<FunctionId> {
-        self.ids.get(name).copied()
-    }
-
-    /// The name an id was registered under.
-    pub fn name(&self, id: FunctionId) -> Option<&str> {
-        self.names.get(id.0 as usize).map(|n| &**n)
-    }
-
-    /// How many are registered.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
 
 /// Proof that a function was asked to run; hand it back with the result.
 /// It cannot be cloned, so a call is answered at most once.
@@ -298,15 +254,31 @@ pub struct Connection {
     /// Ids of the requests in flight (auth, invokes, subscribes): unique per
     /// connection, and their count is bounded by `max_in_flight`.
     in_flight: HashSet<RequestId, BuildHasherDefault<IdHasher>>,
-    /// Subscribes in progress and the (un)subscribes waiting behind one that
-    /// overlaps them. `None` nearly always (boxed: an idle connection pays
-    /// one word for it; the task-size test holds the connection's task to
-    /// 512 bytes).
-    sub_queue: Option<Box<SubQueue>>,
+    /// Subscription requests in progress or waiting, rate-limit buckets:
+    /// `None` nearly always (boxed: an idle connection pays one word for
+    /// it; the task-size test holds the connection's task to 512 bytes).
+    extras: Option<Box<Extras>>,
     last_activity: Instant,
     auth_deadline: Option<Instant>,
     next_heartbeat: Option<Instant>,
     outputs: VecDeque<ConnOutput>,
+}
+
+/// What a connection needs only while it uses it (boxed behind one word:
+/// the connection's task size is every idle connection's memory): the
+/// subscription requests in progress and waiting, the buckets of its
+/// per-connection rate limits.
+#[derive(Debug, Default)]
+struct Extras {
+    queue: SubQueue,
+    call_buckets: HashMap<FunctionId, Bucket>,
+}
+
+impl Extras {
+    /// Nothing waits and no bucket is counting (it can be dropped).
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.call_buckets.is_empty()
+    }
 }
 
 impl Connection {
@@ -336,7 +308,7 @@ impl Connection {
             functions,
             phase,
             in_flight: HashSet::default(),
-            sub_queue: None,
+            extras: None,
             last_activity: now,
             outputs: VecDeque::new(),
         }
@@ -392,7 +364,7 @@ impl Connection {
         };
         match request {
             Request::Auth { id, data } => self.auth(id, data),
-            Request::Invoke { id, function, args } => self.invoke(id, &function, args),
+            Request::Invoke { id, function, args } => self.invoke(id, &function, args, now),
             Request::Subscribe { id, sub } => self.subscribe(id, sub),
             Request::Unsubscribe { id, sub } => self.unsubscribe(id, sub),
         }
@@ -596,7 +568,7 @@ impl Connection {
         }
         self.phase = Phase::Closed;
         self.in_flight.clear();
-        self.sub_queue = None;
+        self.extras = None;
         self.auth_deadline = None;
         self.next_heartbeat = None;
         self.outputs.push_back(ConnOutput::Close { code, reason });
@@ -662,17 +634,34 @@ impl Connection {
         }
     }
 
-    fn invoke(&mut self, id: RequestId, function: &str, args: Args) {
+    fn invoke(&mut self, id: RequestId, function: &str, args: Args, now: Instant) {
         if self.phase != Phase::Open {
             return self.reply_unauthenticated(&id);
         }
         if let Err(err) = self.check_name("function name", function) {
             return self.reply_error(&id, err);
         }
-        let Some(function) = self.functions.id(function) else {
+        let Some(function_id) = self.functions.id(function) else {
             let message = format!("no function named '{function}'");
             return self.reply_error(&id, RtmError::new(ErrorCode::FunctionNotFound, message));
         };
+        let rate = self
+            .functions
+            .rate_limit(function_id)
+            .and_then(|limit| limit.per_connection);
+        if let Some(rate) = rate {
+            let bucket = self
+                .extras
+                .get_or_insert_with(Box::default)
+                .call_buckets
+                .entry(function_id)
+                .or_default();
+            if let Err(wait) = bucket.try_take(rate, now) {
+                let what = format!("'{function}' by this connection");
+                return self.reply_error(&id, rate::too_many(&what, rate, wait));
+            }
+        }
+        let function = function_id;
         if !self.take_slot(&id) {
             return;
         }
@@ -697,8 +686,9 @@ impl Connection {
             return;
         }
         let ready = self
-            .sub_queue
+            .extras
             .get_or_insert_with(Box::default)
+            .queue
             .push(id, sub, false);
         self.go(ready);
     }
@@ -714,7 +704,11 @@ impl Connection {
         if let Err(err) = self.check_sub(&sub) {
             return self.reply_error(&id, err);
         }
-        if !self.sub_queue.as_ref().is_some_and(|q| q.would_wait(&sub)) {
+        if !self
+            .extras
+            .as_ref()
+            .is_some_and(|x| x.queue.would_wait(&sub))
+        {
             self.outputs.push_back(ConnOutput::Unsubscribe(sub));
             return self.transmit(reply_true(&id));
         }
@@ -722,8 +716,8 @@ impl Connection {
         if !self.take_slot(&id) {
             return;
         }
-        if let Some(queue) = self.sub_queue.as_mut() {
-            let ready = queue.push(id, sub, true);
+        if let Some(extras) = self.extras.as_mut() {
+            let ready = extras.queue.push(id, sub, true);
             debug_assert!(ready.is_none(), "it waits behind an overlapping request");
         }
     }
@@ -753,22 +747,22 @@ impl Connection {
                     });
             }
         }
-        if self.sub_queue.as_ref().is_some_and(|q| q.is_empty()) {
-            self.sub_queue = None;
+        if self.extras.as_ref().is_some_and(|x| x.is_empty()) {
+            self.extras = None;
         }
     }
 
     /// The subscribe `id` is done (replied): it leaves the queue, and the
     /// requests that waited only for it go, in arrival order (O(tags) each).
     fn subscribe_done(&mut self, id: &RequestId) {
-        let Some(queue) = self.sub_queue.as_mut() else {
+        let Some(extras) = self.extras.as_mut() else {
             return;
         };
-        for ready in queue.finish(id) {
+        for ready in extras.queue.finish(id) {
             self.go(Some(ready));
         }
-        if self.sub_queue.as_ref().is_some_and(|q| q.is_empty()) {
-            self.sub_queue = None;
+        if self.extras.as_ref().is_some_and(|x| x.is_empty()) {
+            self.extras = None;
         }
     }
 

@@ -93,7 +93,9 @@ pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod functions;
 pub mod outbound;
+pub mod rate;
 pub mod router;
 pub mod server;
 mod sub_queue;
@@ -109,7 +111,9 @@ pub use connection::{ConnOutput, Connection, Functions, Settled, TimerReason};
 pub use envelope::Envelope;
 pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
+pub use functions::SharedLimits;
 pub use outbound::{Outbound, OutboundBounds};
+pub use rate::{Rate, RateLimit};
 pub use router::{RecentPushes, Router};
 pub use server::{
     AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, ServerCore,

@@ -49,6 +49,8 @@ use crate::connection::{ConnOutput, Connection, Functions, Settled};
 use crate::envelope::EnvelopeError;
 use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
+use crate::functions::SharedLimits;
+use crate::rate::RateLimit;
 use crate::router::{BrokerPublish, RecentPushes, Router};
 use crate::topic::Topic;
 
@@ -167,6 +169,7 @@ pub enum OpenError {
 pub struct ServerCore {
     config: Arc<ServerConfig>,
     functions: Arc<Functions>,
+    limits: SharedLimits,
     router: Router<()>,
     conns: HashMap<ConnId, Connection>,
     next_conn: u64,
@@ -183,6 +186,7 @@ impl ServerCore {
     pub fn new(config: ServerConfig) -> Self {
         ServerCore {
             router: Router::new(&config),
+            limits: SharedLimits::new(&Functions::default(), &config),
             config: Arc::new(config),
             functions: Arc::new(Functions::default()),
             conns: HashMap::new(),
@@ -265,6 +269,15 @@ impl ServerCore {
     /// first connection opens: connections see the functions of their start.
     pub fn register_function(&mut self, name: &str) -> FunctionId {
         Arc::make_mut(&mut self.functions).register(name)
+    }
+
+    /// Limits how often a registered function may be called, per connection
+    /// and per user (see [`RateLimit`]): a call past it gets
+    /// `rtm/too-many-requests` and is not run. Set it before the first
+    /// connection opens, as [`ServerCore::register_function`].
+    pub fn set_rate_limit(&mut self, function: FunctionId, limit: RateLimit) {
+        Arc::make_mut(&mut self.functions).set_rate_limit(function, limit);
+        self.limits = SharedLimits::new(&self.functions, &self.config);
     }
 
     /// Emit: sends `event` with `args` to every connection on this server that
@@ -540,19 +553,32 @@ impl ServerCore {
                     });
                 }
                 ConnOutput::Ping => self.outputs.push_back(ServerOutput::Ping { conn: id }),
-                ConnOutput::Authenticate { ticket, data } => self
-                    .outputs
-                    .push_back(ServerOutput::Authenticate { ticket, info, data }),
+                ConnOutput::Authenticate { ticket, data } => {
+                    match self.limits.check_sign_in(&info, now) {
+                        Ok(()) => self.outputs.push_back(ServerOutput::Authenticate {
+                            ticket,
+                            info,
+                            data,
+                        }),
+                        Err(err) => conn.handle_auth_result(ticket, Err(err)),
+                    }
+                }
                 ConnOutput::Invoke {
                     ticket,
                     function,
                     args,
-                } => self.outputs.push_back(ServerOutput::Invoke {
-                    ticket,
-                    function,
-                    info,
-                    args,
-                }),
+                } => {
+                    let name = self.functions.name(function).unwrap_or_default();
+                    match self.limits.check_call(function, name, &info, now) {
+                        Ok(()) => self.outputs.push_back(ServerOutput::Invoke {
+                            ticket,
+                            function,
+                            info,
+                            args,
+                        }),
+                        Err(err) => conn.handle_call_result::<()>(ticket, Err(err)),
+                    }
+                }
                 ConnOutput::Authorize { ticket } => self
                     .outputs
                     .push_back(ServerOutput::Authorize { ticket, info }),

@@ -329,3 +329,110 @@ fn a_lone_surrogate_in_a_string_is_a_per_request_bad_request() {
         Some(common::harness::Delivery::Close { code, .. }) if code.0 == 1007
     ));
 }
+
+fn echo(h: &mut Harness, conn: rtm_core::ConnId, id: &str) -> Value {
+    h.send(
+        conn,
+        json!({"id": id, "type": "invoke", "function": "echo", "data": [id]}).to_string(),
+    );
+    h.only_frame(conn)
+}
+
+/// A function limited per connection: a burst at once, then one per
+/// period; past it `rtm/too-many-requests` (saying when to retry), and the
+/// function does not run. Another connection has its own budget.
+#[test]
+fn calls_past_a_functions_per_connection_rate_are_too_many_requests_and_do_not_run() {
+    use rtm_core::{Rate, RateLimit};
+    let mut h = Harness::plain();
+    let echo_id = h.server.function_id("echo").unwrap();
+    h.server.set_rate_limit(
+        echo_id,
+        RateLimit::per_connection(Rate::per_second(2).with_burst(3)),
+    );
+    let (a, b) = (h.open(), h.open());
+    for n in 0..3 {
+        assert_eq!(
+            echo(&mut h, a, &format!("a{n}"))["data"],
+            json!(format!("a{n}"))
+        );
+    }
+    let ran = h.functions_run;
+    let reply = echo(&mut h, a, "a3");
+    assert_eq!(code(&reply), "rtm/too-many-requests", "{reply}");
+    assert!(message(&reply).contains("retry in 500 ms"), "{reply}");
+    assert_eq!(h.functions_run, ran, "the function ran");
+    assert_eq!(
+        echo(&mut h, b, "b0")["data"],
+        json!("b0"),
+        "b has its own budget"
+    );
+    h.advance(499);
+    assert_eq!(code(&echo(&mut h, a, "a4")), "rtm/too-many-requests");
+    h.advance(1);
+    assert_eq!(echo(&mut h, a, "a5")["data"], json!("a5"));
+}
+
+/// A function limited per user: all the user's connections share the
+/// budget; another user has its own.
+#[test]
+fn calls_past_a_functions_per_user_rate_are_refused_on_every_connection_of_the_user() {
+    use rtm_core::{Rate, RateLimit};
+    let mut h = Harness::with_auth();
+    let echo_id = h.server.function_id("echo").unwrap();
+    h.server
+        .set_rate_limit(echo_id, RateLimit::per_user(Rate::per_minute(4)));
+    let tab1 = h.open_as("alice");
+    let tab2 = h.open_as("alice");
+    let bob = h.open_as("bob");
+    for (n, c) in [tab1, tab2, tab1, tab2].into_iter().enumerate() {
+        assert_eq!(
+            echo(&mut h, c, &format!("e{n}"))["data"],
+            json!(format!("e{n}"))
+        );
+    }
+    let reply = echo(&mut h, tab2, "e4");
+    assert_eq!(code(&reply), "rtm/too-many-requests", "{reply}");
+    assert!(message(&reply).contains("by this user"), "{reply}");
+    assert_eq!(echo(&mut h, bob, "b")["data"], json!("b"));
+    h.advance(15_000);
+    assert_eq!(echo(&mut h, tab1, "e5")["data"], json!("e5"));
+}
+
+/// Sign-ins per address: past the rate the auth is rejected (4003) before
+/// the handler runs; another address signs in.
+#[test]
+fn sign_ins_past_the_per_address_rate_are_rejected_before_the_handler() {
+    let mut h = Harness::new(ServerConfig {
+        auth_timeout: Some(ServerConfig::DEFAULT_AUTH_TIMEOUT),
+        sign_ins_per_ip: Some(rtm_core::Rate::per_minute(2)),
+        ..Harness::fixture_config()
+    });
+    let here: std::net::SocketAddr = "192.0.2.9:1000".parse().unwrap();
+    let there: std::net::SocketAddr = "198.51.100.1:1000".parse().unwrap();
+    let auth = r#"{"id":"a","type":"auth","data":["user:alice"]}"#;
+    for _ in 0..2 {
+        let c = h.open_from(here);
+        h.send(c, auth);
+        assert_eq!(h.only_frame(c)["data"]["user"], json!("alice"));
+    }
+    let c = h.open_from(here);
+    h.send(c, auth);
+    let frames = h.take(c);
+    let reply = frames[0].json();
+    assert_eq!(
+        reply["error"]["code"],
+        json!("rtm/auth-rejected"),
+        "{reply}"
+    );
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sign-ins from this address"),
+        "{reply}"
+    );
+    let other = h.open_from(there);
+    h.send(other, auth);
+    assert_eq!(h.only_frame(other)["data"]["user"], json!("alice"));
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use rtm_core::connection::Functions;
-use rtm_core::{ConnInfo, Heartbeat, Identity, Limits, RtmError, ServerConfig};
+use rtm_core::{
+    ConnInfo, Heartbeat, Identity, Limits, Rate, RateLimit, RtmError, ServerConfig, SharedLimits,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -51,6 +53,8 @@ pub struct ServerBuilder {
     pub(crate) broker_backlog: usize,
     /// Bytes of publishes waiting for the broker, at most.
     pub(crate) broker_backlog_bytes: usize,
+    /// Rate limits by function name.
+    pub(crate) rate_limits: HashMap<String, RateLimit>,
 }
 
 impl Default for ServerBuilder {
@@ -76,6 +80,7 @@ impl ServerBuilder {
             shutdown_timeout: Duration::from_secs(10),
             broker_backlog: 65_536,
             broker_backlog_bytes: 64 * 1024 * 1024,
+            rate_limits: HashMap::new(),
         }
     }
 
@@ -130,6 +135,33 @@ impl ServerBuilder {
         E: Into<RtmError> + Send + 'static,
     {
         self.function(name, erase(handler), true)
+    }
+
+    /// Limits how often the function registered as `name` may be called:
+    /// per connection, per user, or both (see [`RateLimit`]). A call past
+    /// it gets `rtm/too-many-requests` (its message says when to retry) and
+    /// the function does not run. No limit by default. For what a client
+    /// can make the server send to others (a chat message, a direct
+    /// message), so one client cannot flood everyone.
+    ///
+    /// ```
+    /// use rtm_driver::{CallContext, ServerBuilder};
+    /// use rtm_core::{Rate, RateLimit, RtmError};
+    /// let builder = ServerBuilder::new()
+    ///     .register("say", |_ctx: CallContext, (text,): (String,)| async move { Ok::<_, RtmError>(text) })
+    ///     .rate_limit("say", RateLimit::per_user(Rate::per_second(5).with_burst(10)));
+    /// ```
+    pub fn rate_limit(mut self, name: &str, limit: RateLimit) -> Self {
+        self.rate_limits.insert(name.to_owned(), limit);
+        self
+    }
+
+    /// Sign-ins (`auth` requests that reach the handler) one peer address
+    /// may make, at most (default: no limit); past it the auth is rejected
+    /// (4003) before the handler runs. See [`ServerConfig::sign_ins_per_ip`].
+    pub fn sign_ins_per_ip(mut self, rate: Option<Rate>) -> Self {
+        self.config.sign_ins_per_ip = rate;
+        self
     }
 
     fn function(
@@ -525,6 +557,18 @@ impl ServerBuilder {
             debug_assert_eq!(id.0 as usize, handlers.len());
             handlers.push(handler);
         }
+        for (name, limit) in &builder.rate_limits {
+            match functions.id(name) {
+                Some(id) => functions.set_rate_limit(id, *limit),
+                None => {
+                    tracing::warn!(function = %name, "a rate limit for a function not registered: ignored")
+                }
+            }
+        }
+        let limits = SharedLimits::new(&functions, &builder.config);
+        let limits = (limits.limits_sign_ins()
+            || (0..functions.len() as u32).any(|id| limits.limits_users(rtm_core::FunctionId(id))))
+        .then(|| std::sync::Mutex::new(limits));
         let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
         let broker = builder.broker.map(|broker| {
             Arc::new(BrokerLink::new(
@@ -541,6 +585,7 @@ impl ServerBuilder {
             routing,
             config: Arc::new(builder.config),
             functions: Arc::new(functions),
+            limits,
             handlers,
             runtime,
             auth: builder.auth,

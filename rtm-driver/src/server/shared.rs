@@ -15,7 +15,7 @@ use std::time::Duration;
 use rtm_core::connection::Functions;
 use rtm_core::{
     CloseCode, ConnId, ConnInfo, ConnMeta, Connection, Identity, OutboundBounds, Router, RtmError,
-    ServerConfig,
+    ServerConfig, SharedLimits,
 };
 use serde_json::Value;
 
@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) routing: Arc<Routing>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) functions: Arc<Functions>,
+    /// Limits counted across connections (per user, sign-ins per address);
+    /// `None` without any, so calls take no lock for them.
+    pub(crate) limits: Option<Mutex<SharedLimits>>,
     pub(crate) handlers: Vec<Handler>,
     pub(crate) runtime: RuntimeRef,
     pub(crate) auth: Option<AuthHandler>,

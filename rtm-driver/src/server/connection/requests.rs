@@ -168,6 +168,14 @@ impl<T: Transport> ConnectionDriver<T> {
             return;
         };
         let info = self.conn.info().clone();
+        if let Some(limits) = &self.shared.limits {
+            let now = self.shared.runtime.now();
+            let checked = lock(limits).check_sign_in(&info, now);
+            if let Err(err) = checked {
+                self.conn.handle_auth_result(ticket, Err(err));
+                return;
+            }
+        }
         self.wait(Box::pin(async move {
             let data: Vec<Value> = data.deserialize().unwrap_or_default();
             Done::Auth(ticket, guarded(auth(data, info)).await)
@@ -189,6 +197,18 @@ impl<T: Transport> ConnectionDriver<T> {
             info: self.conn.info().clone(),
             server,
         };
+        if let Some(limits) = &self.shared.limits {
+            let mut limits = lock(limits);
+            if limits.limits_users(function) {
+                let name = self.shared.functions.name(function).unwrap_or_default();
+                let now = self.shared.runtime.now();
+                if let Err(err) = limits.check_call(function, name, &ctx.info, now) {
+                    drop(limits);
+                    self.conn.handle_call_result::<Value>(ticket, Err(err));
+                    return;
+                }
+            }
+        }
         // By reference: no counter shared by every core is touched per call.
         let Some(handler) = self.shared.handlers.get(function.0 as usize) else {
             self.conn.handle_call_result::<Value>(
@@ -280,6 +300,11 @@ impl<T: Transport> ConnectionDriver<T> {
         self.fresh = true;
         self.waiting.get_or_insert_with(Box::default).push(future);
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding it; poisoned, it is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn panicked() -> RtmError {
