@@ -16,15 +16,18 @@
 //! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
 #![warn(missing_docs)]
 
-pub mod broker;
+/// The broker seam (from `rtm-broker`).
+pub use rtm_broker as broker;
+/// The runtime seam (from `rtm-runtime`, beside its implementations).
+pub use rtm_runtime as runtime;
+/// The byte streams connections run on (from `rtm-runtime`).
+pub use rtm_runtime::io;
 pub mod client;
 pub mod connector;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod function;
-pub mod io;
 pub mod log;
-pub mod runtime;
 pub mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -11,15 +11,15 @@ use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use redis::cluster_routing::Slot;
 use redis::ProtocolVersion;
+use rtm_broker::{BoxFuture, Broker, BrokerError, BrokerSink, BrokerState};
 use rtm_core::Topic;
-use rtm_driver::broker::{BoxFuture, Broker, BrokerError, BrokerSink, BrokerState};
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{cluster_builder, Target};
 use crate::driver;
 use crate::publisher::{self, Queued};
 use crate::shared::{lock, Counters, Live, Shared, Signal};
-use rtm_driver::Runtime;
+use rtm_runtime::Runtime;
 
 /// A [`Broker`] over Redis pub/sub.
 ///
@@ -56,9 +56,9 @@ impl RedisBroker {
     /// invalid, or a cluster configuration is not [sharded](RedisBrokerConfig::sharded).
     ///
     /// ```no_run
-    /// # async fn demo() -> Result<(), rtm_driver::broker::BrokerError> {
+    /// # async fn demo() -> Result<(), rtm_broker::BrokerError> {
     /// use std::sync::Arc;
-    /// use rtm_driver::broker::{Broker, BrokerEvent};
+    /// use rtm_broker::{Broker, BrokerEvent};
     /// use rtm_redis::{RedisBroker, RedisBrokerConfig, TokioRuntime};
     ///
     /// let config = RedisBrokerConfig::new("redis://127.0.0.1:6379", "chat", "server-1");

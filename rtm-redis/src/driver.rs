@@ -16,7 +16,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use rtm_driver::broker::{BrokerEvent, BrokerState};
+use rtm_broker::{BrokerEvent, BrokerState};
 
 use crate::config::Backoff;
 use crate::conn::{Conn, NO_PUSH};

@@ -1,5 +1,5 @@
 //! The RTM broker over Redis pub/sub: [`RedisBroker`] implements
-//! [`rtm_driver::broker::Broker`] for tokio and for smol/async-std alike.
+//! [`rtm_broker::Broker`] for tokio and for smol/async-std alike.
 //!
 //! # Runtimes
 //!
@@ -46,7 +46,7 @@
 //! The broker keeps the set of topics the server wants. When the pub/sub
 //! connection drops, a command on it fails, or a probe goes missing, the task
 //! marks the broker `Down` (the sink gets `State(Down)`, publish returns
-//! [`BrokerError::Unavailable`](rtm_driver::broker::BrokerError::Unavailable)
+//! [`BrokerError::Unavailable`](rtm_broker::BrokerError::Unavailable)
 //! at once and counts nothing as sent), drops both connections, and
 //! reconnects with capped exponential backoff. After a reconnect it subscribes
 //! every wanted topic again, verifies the new subscription with a probe, and
@@ -74,7 +74,7 @@
 //!
 //! # Observability
 //!
-//! [`Broker::state`](rtm_driver::broker::Broker::state), the `State` events, and
+//! [`Broker::state`](rtm_broker::Broker::state), the `State` events, and
 //! [`RedisBroker::stats`] (published, publish errors, received, reconnects,
 //! probes sent and failed).
 
@@ -95,7 +95,7 @@ compile_error!("rtm-redis needs a runtime: enable feature `tokio` or `smol`");
 
 pub use broker::{BrokerStats, RedisBroker};
 pub use config::RedisBrokerConfig;
-pub use rtm_driver::Runtime;
+pub use rtm_runtime::Runtime;
 #[cfg(feature = "smol")]
 pub use rtm_runtime::SmolRuntime;
 #[cfg(feature = "tokio")]

@@ -13,7 +13,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
 use redis::cluster_routing::Slot;
-use rtm_driver::broker::{BrokerError, BrokerState};
+use rtm_broker::{BrokerError, BrokerState};
 
 use crate::shared::{lock, Shared, Signal};
 

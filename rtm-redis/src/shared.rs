@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use redis::{PushInfo, PushKind, Value};
+use rtm_broker::{BrokerEvent, BrokerSink, BrokerState};
 use rtm_core::Topic;
-use rtm_driver::broker::{BrokerEvent, BrokerSink, BrokerState};
-use rtm_driver::Runtime;
+use rtm_runtime::Runtime;
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{Conn, Target};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rtm_broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_core::Topic;
-use rtm_driver::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_redis::testing::{free_port, RedisServer, TestRedis};
 use rtm_redis::RedisBroker;
 
@@ -251,7 +251,7 @@ async fn redis_restart_is_survived_with_subscriptions_restored_and_no_duplicates
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = spawn_publisher(a.clone(), topic.clone(), stop.clone());
     b_events.wait_for("a first message", |e| {
-        matches!(e, rtm_driver::broker::BrokerEvent::Message { .. })
+        matches!(e, rtm_broker::BrokerEvent::Message { .. })
     });
 
     server.kill();
@@ -274,7 +274,7 @@ async fn redis_restart_is_survived_with_subscriptions_restored_and_no_duplicates
     // Delivery resumes: wait for a message published after b is up again.
     let resumed_from = a.stats().published;
     b_events.wait_for("delivery after the restart", |e| match e {
-        rtm_driver::broker::BrokerEvent::Message { payload, .. } => {
+        rtm_broker::BrokerEvent::Message { payload, .. } => {
             std::str::from_utf8(payload)
                 .unwrap()
                 .parse::<u64>()

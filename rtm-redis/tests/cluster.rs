@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use common::*;
+use rtm_broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_core::Topic;
-use rtm_driver::broker::{Broker, BrokerError, BrokerEvent, BrokerState};
 use rtm_redis::testing::RedisCluster;
 use rtm_redis::{RedisBroker, RedisBrokerConfig, SmolRuntime};
 

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
+use rtm_broker::Broker;
 use rtm_core::Topic;
-use rtm_driver::broker::Broker;
 use rtm_redis::testing::TestRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

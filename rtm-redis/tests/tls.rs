@@ -6,8 +6,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
+use rtm_broker::{Broker, BrokerState};
 use rtm_core::Topic;
-use rtm_driver::broker::{Broker, BrokerState};
 use rtm_redis::testing::{free_port, RedisServer};
 use rtm_redis::RedisBrokerConfig;
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rtm_broker::{BrokerEvent, BrokerSink, BrokerState};
 use rtm_core::Topic;
-use rtm_driver::broker::{BrokerEvent, BrokerSink, BrokerState};
 use rtm_redis::RedisBrokerConfig;
 
 /// Long enough for any single expected event on a loaded CI machine.
@@ -190,7 +190,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>
 
 /// A broker on the current tokio runtime, started with a capturing sink (not waiting for `Up`).
 pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
-    use rtm_driver::broker::Broker;
+    use rtm_broker::Broker;
     let broker = rtm_redis::RedisBroker::new(config, rtm_redis::TokioRuntime::current()).unwrap();
     let (sink, events) = capture();
     broker.start(sink).await.unwrap();
@@ -201,7 +201,7 @@ pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker
 /// sink (not waiting for `Up`).
 #[allow(dead_code)] // not every test binary has a smol test
 pub async fn started_smol(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
-    use rtm_driver::broker::Broker;
+    use rtm_broker::Broker;
     let broker = rtm_redis::RedisBroker::new(config, rtm_redis::SmolRuntime).unwrap();
     let (sink, events) = capture();
     broker.start(sink).await.unwrap();

@@ -38,6 +38,7 @@ impl<T: Transport> ConnectionDriver<T> {
                 Stage::Done => {
                     self.leave_router();
                     self.timer = None;
+                    self.timer_at = None;
                     return Poll::Ready(());
                 }
                 // Past the grace: the socket goes without waiting any longer.

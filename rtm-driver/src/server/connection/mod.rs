@@ -46,7 +46,7 @@ use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use rtm_core::{Connection, Outbound};
 
-use crate::runtime::BoxFuture;
+use crate::runtime::Timer;
 use crate::server::handle::ServerHandle;
 use crate::server::mailbox::Mailbox;
 use crate::server::shared::Shared;
@@ -128,7 +128,10 @@ pub(crate) struct ConnectionDriver<T> {
     /// Boxed: most connections wait for nothing most of the time, and this
     /// task's size is every idle connection's memory.
     waiting: Option<Box<FuturesUnordered<Waiting>>>,
-    timer: Option<(Instant, BoxFuture<()>)>,
+    /// The connection's one timer (made at its first deadline, then moved),
+    /// and the deadline it is armed at (`None`: not armed, or it fired).
+    timer: Option<Pin<Box<dyn Timer>>>,
+    timer_at: Option<Instant>,
     stage: Stage,
     /// Shutdown began: no new request is read; close 1001 once idle.
     draining: bool,
@@ -187,6 +190,7 @@ impl<T: Transport> ConnectionDriver<T> {
             mailbox,
             waiting: None,
             timer: None,
+            timer_at: None,
             stage: Stage::Open,
             draining: false,
             routed: true,
@@ -276,16 +280,21 @@ impl<T: Transport> ConnectionDriver<T> {
             Stage::Done => None,
         };
         let Some(at) = deadline else {
-            self.timer = None;
+            self.timer_at = None;
             return;
         };
-        if self.timer.as_ref().is_none_or(|(armed, _)| *armed != at) {
-            let wait = at.saturating_duration_since(self.shared.runtime.now());
-            self.timer = Some((at, self.shared.runtime.sleep(wait)));
+        // One timer for the connection's life, moved in place.
+        match self.timer.as_mut() {
+            Some(timer) if self.timer_at != Some(at) => {
+                timer.as_mut().reset(at, &*self.shared.runtime)
+            }
+            Some(_) => {}
+            None => self.timer = Some(self.shared.runtime.timer(at)),
         }
-        if let Some((_, timer)) = self.timer.as_mut() {
-            if timer.as_mut().poll(cx).is_ready() {
-                self.timer = None;
+        self.timer_at = Some(at);
+        if let Some(timer) = self.timer.as_mut() {
+            if timer.as_mut().poll_elapsed(cx).is_ready() {
+                self.timer_at = None;
                 cx.waker().wake_by_ref();
             }
         }

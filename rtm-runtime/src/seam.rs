@@ -1,14 +1,14 @@
 //! The runtime seam: what an async runtime must provide, in one small trait
 //! (shaped like quinn's `Runtime`). Everything else in the drivers is plain
-//! futures code, so supporting a runtime is one impl of [`Runtime`]
-//! (`rtm-runtime` has tokio's, smol's and async-std's, a few dozen lines
-//! each).
+//! futures code, so supporting a runtime is one impl of [`Runtime`] (this
+//! crate has tokio's, smol's and async-std's, a few dozen lines each).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::io::BoxIo;
@@ -18,6 +18,32 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A shared runtime handle.
 pub type RuntimeRef = Arc<dyn Runtime>;
+
+/// A timer at a deadline that can be moved, as quinn's `AsyncTimer`: a
+/// connection re-arms its one timer in place when its next deadline moves,
+/// instead of boxing a new sleep each time.
+pub trait Timer: Send {
+    /// Fires at `at` instead (earlier or later than before). `runtime` is
+    /// the one that made the timer (a timer that cannot move itself makes a
+    /// new sleep with it).
+    fn reset(self: Pin<&mut Self>, at: Instant, runtime: &dyn Runtime);
+    /// Ready once the deadline has passed.
+    fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// The [`Timer`] of a runtime that only has [`Runtime::sleep`]: a new sleep
+/// on every reset.
+struct SleepTimer(BoxFuture<()>);
+
+impl Timer for SleepTimer {
+    fn reset(mut self: Pin<&mut Self>, at: Instant, runtime: &dyn Runtime) {
+        self.0 = runtime.sleep(at.saturating_duration_since(runtime.now()));
+    }
+
+    fn poll_elapsed(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
 
 /// What [`Listener::accept`] returns: the next connection and its peer's address.
 pub type Accept<'a> = Pin<Box<dyn Future<Output = io::Result<(BoxIo, SocketAddr)>> + Send + 'a>>;
@@ -40,7 +66,7 @@ pub trait Listener: Send + Sync + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use rtm_driver::runtime::{BoxFuture, Runtime};
+/// use rtm_runtime::{BoxFuture, Runtime};
 ///
 /// /// A runtime on plain threads (for illustration; `rtm-runtime` has real ones).
 /// struct Threads;
@@ -68,6 +94,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Now, on the clock the timers use. Must not go backwards.
     fn now(&self) -> Instant {
         Instant::now()
+    }
+
+    /// A [`Timer`] firing at `at`. The default sleeps with
+    /// [`Runtime::sleep`] (and makes a new sleep on every reset); the
+    /// runtimes of this crate move their timers in place.
+    fn timer(&self, at: Instant) -> Pin<Box<dyn Timer>> {
+        Box::pin(SleepTimer(
+            self.sleep(at.saturating_duration_since(self.now())),
+        ))
     }
 
     /// A non-blocking listener already bound (by `std`), handed to this
@@ -116,6 +151,9 @@ impl<R: Runtime + ?Sized> Runtime for Arc<R> {
     }
     fn now(&self) -> Instant {
         (**self).now()
+    }
+    fn timer(&self, at: Instant) -> Pin<Box<dyn Timer>> {
+        (**self).timer(at)
     }
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
         (**self).listener(listener)

@@ -1,4 +1,9 @@
-//! The broker trait: how servers of one cluster exchange Publish and Push.
+//! # rtm-broker
+//!
+//! The broker seam: how the servers of one cluster exchange Publish and
+//! Push. A crate of its own, so that writing a broker (NATS, Postgres, …)
+//! depends on this and `rtm-core`'s topic names, nothing else; `rtm-redis`
+//! is one, `rtm-driver` the server that uses them.
 //!
 //! Defined once, runtime-neutral: its futures are plain `std` futures and
 //! incoming messages are handed to a [`BrokerSink`] callback that the adapter
@@ -8,6 +13,8 @@
 //! server's subscription is down is lost, never replayed or duplicated.
 //! While the broker is known to be down, [`Broker::publish`] fails with
 //! [`BrokerError::Unavailable`] instead of pretending.
+
+#![warn(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -33,9 +40,9 @@ pub enum BrokerState {
     },
 }
 
-/// What a broker hands to its server.
+/// What a broker hands to its server. Exhaustive on purpose: the server
+/// matches every variant, so one added later is a compile error there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum BrokerEvent {
     /// A message arrived on a subscribed topic.
     Message {
@@ -68,7 +75,7 @@ impl BrokerError {
     /// What happened, without the kind's prefix (for a message to a person).
     ///
     /// ```
-    /// let err = rtm_driver::BrokerError::Failed("invalid Redis URL 'x': it has no scheme".into());
+    /// let err = rtm_broker::BrokerError::Failed("invalid Redis URL 'x': it has no scheme".into());
     /// assert_eq!(err.reason(), "invalid Redis URL 'x': it has no scheme");
     /// ```
     pub fn reason(&self) -> &str {
@@ -140,7 +147,7 @@ pub trait Broker: Send + Sync + 'static {
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use rtm_driver::broker::{Broker, BrokerEvent, MemoryHub};
+/// use rtm_broker::{Broker, BrokerEvent, MemoryHub};
 /// use rtm_core::Topic;
 ///
 /// let hub = MemoryHub::new();
@@ -149,7 +156,7 @@ pub trait Broker: Send + Sync + 'static {
 /// let sink = got.clone();
 /// // The futures of MemoryBroker complete at once; poll them with any executor.
 /// let block = |f| futures_lite_block_on(f);
-/// # fn futures_lite_block_on<T>(f: rtm_driver::broker::BoxFuture<'_, T>) -> T {
+/// # fn futures_lite_block_on<T>(f: rtm_broker::BoxFuture<'_, T>) -> T {
 /// #     use std::task::{Context, Poll, Waker};
 /// #     let mut f = f;
 /// #     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) { Poll::Ready(v) => v, Poll::Pending => unreachable!() }
