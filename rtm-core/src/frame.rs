@@ -131,7 +131,10 @@ impl Args {
                 .all(|b| matches!(b, b'[' | b']' | b' ' | b'\t' | b'\n' | b'\r'));
             match serde_json::from_slice::<T>(b"null") {
                 Ok(unit) if empty => Ok(unit),
-                _ => Err(RtmError::bad_request(format!("invalid arguments: {e}"))),
+                _ => Err(RtmError::bad_request(format!(
+                    "invalid arguments: {}",
+                    describe_args_error(&self.0, &e)
+                ))),
             }
         })
     }
@@ -714,5 +717,72 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// A deserialization error of an arguments array in the caller's terms:
+/// which argument (1-based) and what was expected, without serde's line
+/// and column (`argument 2 of 2: invalid type: string "a", expected i64`).
+fn describe_args_error(json: &[u8], err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let plain = match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text.clone(),
+    };
+    let Ok(values) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(json) else {
+        return plain;
+    };
+    if err.line() != 1 {
+        return plain;
+    }
+    // The column (on the first line) is that of the last byte read: inside
+    // the value it failed on, or just before it when the value was only
+    // peeked at (a map where a string was expected).
+    let column = err.column();
+    let base = json.as_ptr() as usize;
+    let index = values.iter().position(|raw| {
+        let start = raw.get().as_ptr() as usize - base;
+        start <= column && column <= start + raw.get().len()
+    });
+    match index {
+        Some(i) => format!("argument {} of {}: {plain}", i + 1, values.len()),
+        None => format!("{plain} (the call has {} arguments)", values.len()),
+    }
+}
+
+#[cfg(test)]
+mod args_errors {
+    use super::*;
+
+    fn error_of<T: serde::de::DeserializeOwned>(json: &'static str) -> String {
+        let args = Args::from_json(Bytes::from_static(json.as_bytes())).expect("an array");
+        match args.deserialize::<T>() {
+            Ok(_) => panic!("{json} deserialized"),
+            Err(err) => err.message,
+        }
+    }
+
+    #[test]
+    fn a_wrong_argument_is_named_by_its_position_and_what_was_expected() {
+        let message = error_of::<(i64, i64)>(r#"[2, "a"]"#);
+        assert!(
+            message.starts_with(
+                r#"invalid arguments: argument 2 of 2: invalid type: string "a", expected i64"#
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("column"), "{message}");
+        let message = error_of::<(String,)>(r#"[{"x": 1}]"#);
+        assert!(message.contains("argument 1 of 1"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_argument_says_how_many_came() {
+        let message = error_of::<(i64, i64)>("[2]");
+        assert!(message.contains("expected a tuple of size 2"), "{message}");
+        assert!(
+            message.contains("1 arguments") || message.contains("argument"),
+            "{message}"
+        );
     }
 }

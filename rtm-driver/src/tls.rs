@@ -17,7 +17,6 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rustls::crypto::ring::default_provider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -67,7 +66,7 @@ impl ServerTls {
             Err(rustls_pki_types::pem::Error::NoItemsFound) => return Err(TlsError::NoPrivateKey),
             Err(err) => return Err(TlsError::Pem(err.to_string())),
         };
-        let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        let config = ServerConfig::builder_with_provider(Arc::new(ring_provider()))
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
@@ -153,7 +152,7 @@ impl ClientTls {
     }
 
     fn with_roots(roots: RootCertStore) -> ClientTls {
-        let config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        let config = ClientConfig::builder_with_provider(Arc::new(ring_provider()))
             .with_safe_default_protocol_versions()
             // ring's provider supports the safe default versions: this cannot fail.
             .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
@@ -194,4 +193,13 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.display().to_string(),
         message: err.to_string(),
     })
+}
+
+/// rustls' *ring* provider. rustls 0.23.48 deprecates it in favour of
+/// aws-lc-rs, which has post-quantum key exchange but needs CMake and more
+/// to build; ring needs a C compiler only, so it stays the choice here
+/// (TLS 1.3 with X25519, P-256 and P-384), said once, in this function.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }

@@ -85,7 +85,7 @@ async fn connect(
     signals: &mut UnboundedReceiver<Signal>,
 ) -> Result<u64, Exit> {
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    let lost = |what: &str, e: redis::RedisError| Exit::Lost(format!("{what}: {e}"));
+    let lost = |what: &str, e: redis::RedisError| Exit::Lost(connect_failure(what, &e));
     let subscriber = shared
         .target
         .open(
@@ -234,5 +234,24 @@ async fn idle(
             Either::Left((None | Some(Signal::Shutdown), _)) => return Err(Exit::Shutdown),
             Either::Left((Some(_), _)) => {}
         }
+    }
+}
+
+/// Why connecting failed, for the Down state and the logs: a refused
+/// password or ACL user is said as such (it is not "unreachable": Redis
+/// answered), the rest as the client reports it.
+fn connect_failure(what: &str, e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || ["WRONGPASS", "NOPERM", "NOAUTH"]
+            .iter()
+            .any(|code| text.contains(code));
+    if refused {
+        format!(
+            "authentication failed: Redis refused the password or user in the URL ({text}); \
+             fix the URL or the Redis ACL, retrying meanwhile"
+        )
+    } else {
+        format!("{what}: {text}")
     }
 }

@@ -146,6 +146,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        // Its working directory goes with it (empty: no persistence).
+        let _ = std::fs::remove_dir_all(server_dir(self.port));
     }
 }
 
@@ -168,10 +170,11 @@ fn ping(port: u16) -> bool {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    // "+PONG", or "-NOAUTH" from a server with a password: it is up either way.
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+        && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
 }
 
 /// How long a fresh cluster may take to report `cluster_state:ok` on every node.

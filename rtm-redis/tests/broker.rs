@@ -385,3 +385,23 @@ async fn start_twice_is_an_error() {
     let (sink, _) = capture();
     assert!(b.start(sink).await.is_err());
 }
+
+/// A wrong password is not "unreachable": Redis answered and refused it.
+/// The broker stays down saying so (and keeps retrying: the URL or the ACL
+/// may be fixed while it runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_keeps_the_broker_down_saying_authentication_failed() {
+    let server = rtm_redis::testing::RedisServer::start_with(
+        rtm_redis::testing::free_port().unwrap(),
+        &["--requirepass", "right"],
+    )
+    .unwrap();
+    let url = format!("redis://:wrong@127.0.0.1:{}/", server.port());
+    let (broker, mut events) = started_tokio(fast_config(&url, &unique_ns("wrongpass"), "a")).await;
+    events.wait_down();
+    let BrokerState::Down { reason } = broker.state() else {
+        panic!("up with a wrong password");
+    };
+    assert!(reason.starts_with("authentication failed"), "{reason}");
+    assert!(!reason.contains("wrong"), "the password shows in {reason}");
+}
