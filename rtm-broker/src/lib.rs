@@ -59,29 +59,91 @@ pub enum BrokerEvent {
 /// Receives the broker's events; called from the broker's own task, so it must not block.
 pub type BrokerSink = Arc<dyn Fn(BrokerEvent) + Send + Sync>;
 
-/// Why a broker operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What caused a [`BrokerError`] (the broker client's own error), shared:
+/// one failure may answer several operations.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a broker operation failed: the kind, a reason for a person, and the
+/// underlying error when there is one ([`std::error::Error::source`], so an
+/// `anyhow` or `eyre` report shows the whole chain).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BrokerError {
     /// The broker is known to be down; nothing was sent.
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
+    #[error("broker unavailable: {reason}")]
+    Unavailable {
+        /// What happened.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The operation itself failed.
-    #[error("broker error: {0}")]
-    Failed(String),
+    #[error("broker error: {reason}")]
+    Failed {
+        /// What happened.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 impl BrokerError {
+    /// The broker is known to be down.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        BrokerError::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The operation failed.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        BrokerError::Failed {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, caused by `source`.
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// let io = std::io::Error::other("connection reset");
+    /// let err = rtm_broker::BrokerError::unavailable("PUBLISH failed").caused_by(io);
+    /// assert_eq!(err.source().map(|s| s.to_string()).as_deref(), Some("connection reset"));
+    /// ```
+    #[must_use]
+    pub fn caused_by(self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let cause: Cause = Arc::new(cause);
+        match self {
+            BrokerError::Unavailable { reason, .. } => BrokerError::Unavailable {
+                reason,
+                source: Some(cause),
+            },
+            BrokerError::Failed { reason, .. } => BrokerError::Failed {
+                reason,
+                source: Some(cause),
+            },
+        }
+    }
+
     /// What happened, without the kind's prefix (for a message to a person).
     ///
     /// ```
-    /// let err = rtm_broker::BrokerError::Failed("invalid Redis URL 'x': it has no scheme".into());
+    /// let err = rtm_broker::BrokerError::failed("invalid Redis URL 'x': it has no scheme");
     /// assert_eq!(err.reason(), "invalid Redis URL 'x': it has no scheme");
     /// ```
     pub fn reason(&self) -> &str {
         match self {
-            BrokerError::Unavailable(reason) | BrokerError::Failed(reason) => reason,
+            BrokerError::Unavailable { reason, .. } | BrokerError::Failed { reason, .. } => reason,
         }
+    }
+
+    /// Whether the broker was known to be down.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BrokerError::Unavailable { .. })
     }
 }
 
@@ -228,7 +290,7 @@ impl MemoryBroker {
         let hub = self
             .hub
             .upgrade()
-            .ok_or_else(|| BrokerError::Unavailable("the hub is gone".into()))?;
+            .ok_or_else(|| BrokerError::unavailable("the hub is gone"))?;
         let mut inner = hub.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&mut inner))
     }

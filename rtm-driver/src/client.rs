@@ -36,21 +36,51 @@ pub type Connector =
 /// use rtm_driver::ConnectError;
 /// // Plain strings are transient failures: the client retries on its schedule.
 /// let refused = ConnectError::from("connection refused".to_owned());
-/// assert!(matches!(refused, ConnectError::Retry(_)));
+/// assert!(matches!(refused, ConnectError::Retry { .. }));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// Worth another attempt: the server is down, refused, or the handshake failed.
-    Retry(String),
+    #[error("{reason}")]
+    Retry {
+        /// What happened, for a person.
+        reason: String,
+        /// The underlying error (a socket's, TLS's, the handshake's).
+        #[source]
+        source: Option<rtm_broker::Cause>,
+    },
     /// No attempt can succeed as configured (e.g. a malformed URL): the
     /// client reports this error, fails every call with it and closes for good.
+    #[error(transparent)]
     Fatal(RtmError),
+}
+
+impl ConnectError {
+    /// A failure worth another attempt.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        ConnectError::Retry {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The same failure, caused by `cause` (kept as its source).
+    #[must_use]
+    pub fn caused_by(self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match self {
+            ConnectError::Retry { reason, .. } => ConnectError::Retry {
+                reason,
+                source: Some(Arc::new(cause)),
+            },
+            fatal @ ConnectError::Fatal(_) => fatal,
+        }
+    }
 }
 
 impl From<String> for ConnectError {
     fn from(message: String) -> Self {
-        ConnectError::Retry(message)
+        ConnectError::retry(message)
     }
 }
 
@@ -562,8 +592,8 @@ impl Driver {
                     self.sink = Some(sink);
                     self.core.handle_open(now);
                 }
-                Wake::Connected(Err(ConnectError::Retry(err))) => {
-                    self.core.handle_close(None, &err, now);
+                Wake::Connected(Err(ConnectError::Retry { reason, .. })) => {
+                    self.core.handle_close(None, &reason, now);
                 }
                 Wake::Connected(Err(ConnectError::Fatal(err))) => self.core.handle_fatal_error(err),
                 Wake::Written(Ok(())) => {}

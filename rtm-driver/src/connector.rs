@@ -38,8 +38,8 @@ pub fn websocket(url: &str, options: &ClientOptions, runtime: RuntimeRef) -> Con
             let addrs = runtime
                 .resolve(host.clone(), port)
                 .await
-                .map_err(|e| format!("resolve {host}: {e}"))?;
-            let mut last = format!("{host} resolves to no address");
+                .map_err(|e| ConnectError::retry(format!("resolve {host}: {e}")).caused_by(e))?;
+            let mut last = ConnectError::retry(format!("{host} resolves to no address"));
             let mut io = None;
             for addr in addrs {
                 match runtime.connect(addr).await {
@@ -47,11 +47,14 @@ pub fn websocket(url: &str, options: &ClientOptions, runtime: RuntimeRef) -> Con
                         io = Some(stream);
                         break;
                     }
-                    Err(err) => last = format!("connect to {host}:{port} ({addr}): {err}"),
+                    Err(err) => {
+                        let reason = format!("connect to {host}:{port} ({addr}): {err}");
+                        last = ConnectError::retry(reason).caused_by(err);
+                    }
                 }
             }
             let Some(io) = io else {
-                return Err(ConnectError::Retry(last));
+                return Err(last);
             };
             #[cfg(feature = "tls")]
             let io = if target.tls {
@@ -61,7 +64,9 @@ pub fn websocket(url: &str, options: &ClientOptions, runtime: RuntimeRef) -> Con
                 let stream = connector
                     .connect(target.server_name()?, io)
                     .await
-                    .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+                    .map_err(|e| {
+                        ConnectError::retry(format!("TLS with {host}:{port}: {e}")).caused_by(e)
+                    })?;
                 Box::new(stream) as crate::io::BoxIo
             } else {
                 io
@@ -69,7 +74,7 @@ pub fn websocket(url: &str, options: &ClientOptions, runtime: RuntimeRef) -> Con
             let (socket, _) =
                 async_tungstenite::client_async_with_config(request, io, Some(config))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ConnectError::retry(e.to_string()).caused_by(e))?;
             let (sink, stream) = socket.split();
             Ok(client_halves(stream, sink))
         })

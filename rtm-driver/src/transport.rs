@@ -33,7 +33,30 @@ pub enum Outgoing {
     Close(u16, String),
 }
 
-/// Why writing to a WebSocket failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("websocket write failed: {0}")]
-pub struct WriteError(pub String);
+/// Why writing to a WebSocket failed, with the WebSocket library's error as
+/// its source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("websocket write failed: {message}")]
+pub struct WriteError {
+    message: String,
+    #[source]
+    source: Option<rtm_broker::Cause>,
+}
+
+impl WriteError {
+    /// A write failure, said as `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        WriteError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A write failure caused by `cause` (its message, and it as the source).
+    pub fn caused_by(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        WriteError {
+            message: cause.to_string(),
+            source: Some(std::sync::Arc::new(cause)),
+        }
+    }
+}

@@ -171,8 +171,8 @@ where
 {
     let stream: IncomingStream = Box::pin(stream.map(incoming));
     let sink: OutgoingSink = Box::pin(
-        sink.sink_map_err(|e| WriteError(e.to_string()))
-            .with(|m| std::future::ready(outgoing(m).map_err(|e| WriteError(e.to_string())))),
+        sink.sink_map_err(WriteError::caused_by)
+            .with(|m| std::future::ready(outgoing(m).map_err(WriteError::caused_by))),
     );
     (stream, sink)
 }

@@ -72,8 +72,8 @@ impl RedisBroker {
     pub fn new(config: RedisBrokerConfig, runtime: impl Runtime) -> Result<Self, BrokerError> {
         let target = if config.is_cluster() {
             if !config.sharded {
-                return Err(BrokerError::Failed(
-                    "a Redis Cluster needs sharded pub/sub (with_sharded(true))".into(),
+                return Err(BrokerError::failed(
+                    "a Redis Cluster needs sharded pub/sub (with_sharded(true))",
                 ));
             }
             let nodes = config
@@ -81,14 +81,14 @@ impl RedisBroker {
                 .iter()
                 .map(|url| crate::url::connection_info(url))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(BrokerError::Failed)?;
+                .map_err(BrokerError::failed)?;
             // Checks the seeds now, so a bad configuration fails here, not in the background.
             cluster_builder(nodes.clone(), &config)
                 .build()
-                .map_err(|e| BrokerError::Failed(format!("invalid Redis Cluster config: {e}")))?;
+                .map_err(|e| BrokerError::failed(format!("invalid Redis Cluster config: {e}")))?;
             Target::Cluster(nodes)
         } else {
-            let info = crate::url::connection_info(&config.url).map_err(BrokerError::Failed)?;
+            let info = crate::url::connection_info(&config.url).map_err(BrokerError::failed)?;
             // RESP3: subscription messages arrive as push frames on an ordinary
             // multiplexed connection, for SUBSCRIBE and SSUBSCRIBE alike.
             let settings = info
@@ -97,7 +97,7 @@ impl RedisBroker {
                 .set_protocol(ProtocolVersion::RESP3);
             let info = info.set_redis_settings(settings);
             Target::Single(Box::new(single_client(info, &config).map_err(|e| {
-                BrokerError::Failed(format!(
+                BrokerError::failed(format!(
                     "invalid Redis URL '{}': {e}",
                     crate::url::redact(&config.url)
                 ))
@@ -224,8 +224,8 @@ impl RedisBroker {
             .collect();
         let outcome = match subscriber.clone() {
             _ if sent.is_empty() => Ok(()),
-            None if subscribe => Err(BrokerError::Unavailable(
-                "not connected to Redis: the topic is subscribed once it is back".into(),
+            None if subscribe => Err(BrokerError::unavailable(
+                "not connected to Redis: the topic is subscribed once it is back",
             )),
             None => Ok(()),
             Some(mut conn) => {
@@ -241,7 +241,7 @@ impl RedisBroker {
                 result.map_err(|e| {
                     // The wanted set is right; a full reconnect puts Redis in line with it.
                     shared.lost(generation, what, &e);
-                    BrokerError::Unavailable(e.to_string())
+                    BrokerError::unavailable(e.to_string()).caused_by(e.clone())
                 })
             }
         };
@@ -260,7 +260,7 @@ impl Broker for RedisBroker {
             let queue = lock(&self.queue_rx).take();
             let (Some(signals), Some(queue), Ok(())) = (signals, queue, shared.sink.set(sink))
             else {
-                return Err(BrokerError::Failed("broker already started".into()));
+                return Err(BrokerError::failed("broker already started"));
             };
             shared
                 .runtime
@@ -293,7 +293,7 @@ impl Broker for RedisBroker {
                 .counters
                 .publish_errors
                 .fetch_add(1, Ordering::Relaxed);
-            return Box::pin(std::future::ready(Err(BrokerError::Unavailable(reason))));
+            return Box::pin(std::future::ready(Err(BrokerError::unavailable(reason))));
         }
         let (done, answer) = oneshot::channel();
         let cmd = shared.config.publish_cmd(topic, &payload);
@@ -311,14 +311,14 @@ impl Broker for RedisBroker {
                 .counters
                 .publish_errors
                 .fetch_add(1, Ordering::Relaxed);
-            return Box::pin(std::future::ready(Err(BrokerError::Unavailable(
-                "publisher stopped".into(),
+            return Box::pin(std::future::ready(Err(BrokerError::unavailable(
+                "publisher stopped",
             ))));
         }
         Box::pin(async move {
             answer
                 .await
-                .unwrap_or_else(|_| Err(BrokerError::Unavailable("publisher stopped".into())))
+                .unwrap_or_else(|_| Err(BrokerError::unavailable("publisher stopped")))
         })
     }
 

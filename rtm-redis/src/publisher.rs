@@ -57,7 +57,7 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
         }
     };
     let results: Vec<Result<(), BrokerError>> = match publisher {
-        Err(reason) => vec![Err(BrokerError::Unavailable(reason)); batch.len()],
+        Err(reason) => vec![Err(BrokerError::unavailable(reason)); batch.len()],
         Ok(mut conn) => {
             let cmds = batch
                 .iter_mut()
@@ -71,9 +71,9 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
                 .map(|r| {
                     r.map_err(|e| {
                         if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                            BrokerError::Unavailable(e.to_string())
+                            BrokerError::unavailable(e.to_string()).caused_by(e.clone())
                         } else {
-                            BrokerError::Failed(e.to_string())
+                            BrokerError::failed(e.to_string()).caused_by(e.clone())
                         }
                     })
                 })

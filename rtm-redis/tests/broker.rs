@@ -153,7 +153,8 @@ async fn a_batch_of_subscribes_confirms_every_topic_and_each_receives() {
     let mut again = topics[..10].to_vec();
     again.push(late.clone());
     let results = b.subscribe_many(&again).await;
-    assert_eq!(results, vec![Ok(()); 11]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(results.len(), 11);
     assert_eq!(
         pubsub_channels(&url, &format!("{ns}:*")).len(),
         before.len() + TOPICS + 1
@@ -199,7 +200,10 @@ async fn publish_and_subscribe_while_down_fail_at_once_and_the_topic_is_remember
 
     let t0 = Instant::now();
     let err = b.publish(&Topic::user(&ns, "x"), "x".into()).await;
-    assert!(matches!(err, Err(BrokerError::Unavailable(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(BrokerError::Unavailable { .. })),
+        "{err:?}"
+    );
     assert!(
         t0.elapsed() < Duration::from_millis(100),
         "must not wait for Redis"
@@ -211,7 +215,10 @@ async fn publish_and_subscribe_while_down_fail_at_once_and_the_topic_is_remember
     // then tells its client rtm/broker-unavailable), yet the topic is
     // remembered and subscribed once Redis is back.
     let err = b.subscribe(&Topic::user(&ns, "x")).await;
-    assert!(matches!(err, Err(BrokerError::Unavailable(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(BrokerError::Unavailable { .. })),
+        "{err:?}"
+    );
     assert!(b.topics().contains(&Topic::user(&ns, "x")));
 }
 
@@ -260,7 +267,7 @@ async fn redis_restart_is_survived_with_subscriptions_restored_and_no_duplicates
     let down_at = Instant::now();
     assert!(matches!(
         a.publish(&topic, "during".into()).await,
-        Err(BrokerError::Unavailable(_))
+        Err(BrokerError::Unavailable { .. })
     ));
 
     server.restart().unwrap();

@@ -202,7 +202,7 @@ fn a_cluster_without_sharded_pubsub_is_rejected() {
     let config =
         RedisBrokerConfig::cluster(["redis://127.0.0.1:7000"], "ns", "a").with_sharded(false);
     match RedisBroker::new(config, SmolRuntime) {
-        Err(BrokerError::Failed(reason)) => assert!(reason.contains("sharded"), "{reason}"),
+        Err(BrokerError::Failed { reason, .. }) => assert!(reason.contains("sharded"), "{reason}"),
         other => panic!("expected a config error, got {:?}", other.err()),
     }
 }

@@ -241,7 +241,7 @@ async fn carry_out(link: &BrokerLink, changes: &TopicChanges) -> (Vec<bool>, ())
                     false
                 }
                 None => {
-                    let err = BrokerError::Failed("the broker gave no answer".into());
+                    let err = BrokerError::failed("the broker gave no answer");
                     link.failed(&err, "subscribe", topic);
                     false
                 }
