@@ -47,6 +47,12 @@ pub struct RawConn {
     closed: Option<u16>,
 }
 
+impl std::fmt::Debug for RawConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawConn").finish_non_exhaustive()
+    }
+}
+
 impl RawConn {
     /// Connects to `url` (`ws://…`).
     pub async fn connect(url: &str) -> Result<RawConn, String> {

@@ -31,6 +31,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STDERR_KEEP_BYTES: usize = 64 * 1024;
 
 /// A running `rtm-fixture` process, killed on drop.
+#[derive(Debug)]
 pub struct Fixture {
     child: Child,
     url: String,

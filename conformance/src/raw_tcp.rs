@@ -123,6 +123,7 @@ pub enum End {
 }
 
 /// A raw peer. See the [module docs](self).
+#[derive(Debug)]
 pub struct RawPeer {
     tcp: TcpStream,
     buf: Vec<u8>,

@@ -30,6 +30,14 @@ pub struct SocketWire {
     send_failed: bool,
 }
 
+impl std::fmt::Debug for SocketWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketWire")
+            .field("send_failed", &self.send_failed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SocketWire {
     /// Connects to `url` (`ws://…`).
     pub fn connect(url: &str) -> Result<SocketWire, String> {

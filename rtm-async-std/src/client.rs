@@ -20,7 +20,7 @@ use rtm_driver::{ClientHandle, ClientOptions, RuntimeRef};
 /// client.close();
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Client {
     handle: ClientHandle,
 }

@@ -233,6 +233,15 @@ pub struct MemoryHub {
     inner: Arc<Mutex<HubInner>>,
 }
 
+impl std::fmt::Debug for MemoryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let members = self.inner.lock().map_or(0, |inner| inner.members.len());
+        f.debug_struct("MemoryHub")
+            .field("members", &members)
+            .finish()
+    }
+}
+
 #[derive(Default)]
 struct HubInner {
     next: u64,
@@ -283,6 +292,14 @@ impl MemoryHub {
 pub struct MemoryBroker {
     id: u64,
     hub: Weak<Mutex<HubInner>>,
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryBroker {

@@ -136,6 +136,14 @@ pub struct ClientHandle {
     runtime: RuntimeRef,
 }
 
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Options of a client, shared by every adapter.
 ///
 /// ```
@@ -177,12 +185,14 @@ impl Default for ClientOptions {
 
 impl ClientOptions {
     /// Authenticates with this value on every (re)open (`data: [value]`).
+    #[must_use]
     pub fn auth(mut self, data: serde_json::Value) -> Self {
         self.core.auth_data = Some(data);
         self
     }
 
     /// Reconnects after this fixed delay (the JS client's `reconnectDelayMs`); zero disables reconnecting.
+    #[must_use]
     pub fn reconnect_delay(mut self, delay: Duration) -> Self {
         self.core.reconnect = if delay.is_zero() {
             rtm_core::Reconnect::Never
@@ -193,24 +203,28 @@ impl ClientOptions {
     }
 
     /// Reconnects on this schedule (e.g. exponential backoff with jitter).
+    #[must_use]
     pub fn reconnect(mut self, schedule: rtm_core::Reconnect) -> Self {
         self.core.reconnect = schedule;
         self
     }
 
     /// Fails calls without a reply after this long with `rtm/timeout`.
+    #[must_use]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.core.call_timeout = Some(timeout);
         self
     }
 
     /// Queues at most this many calls while offline (`rtm/queue-full` beyond).
+    #[must_use]
     pub fn offline_queue(mut self, calls: usize) -> Self {
         self.core.offline_queue = calls;
         self
     }
 
     /// How long `connect` waits for the first open.
+    #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -219,6 +233,7 @@ impl ClientOptions {
     /// The server's liveness check (default 25 s / 60 s; see
     /// [`ClientConfig::heartbeat`]): ping after `interval` of silence, count
     /// the connection as lost and reconnect after `timeout`. `None`: never.
+    #[must_use]
     pub fn heartbeat(mut self, heartbeat: Option<rtm_core::Heartbeat>) -> Self {
         self.core.heartbeat = heartbeat;
         self
@@ -227,12 +242,14 @@ impl ClientOptions {
     /// Trust these roots for `wss://` instead of Mozilla's (a private CA, a
     /// self-signed server).
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
         self.tls = Some(tls);
         self
     }
 
     /// Largest frame accepted from the server.
+    #[must_use]
     pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
         self.max_frame_bytes = bytes;
         self
@@ -253,6 +270,14 @@ pub struct Subscription {
     event: String,
     id: u64,
     push: Option<(Vec<String>, async_channel::Sender<Command>)>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Subscription {

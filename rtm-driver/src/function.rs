@@ -16,7 +16,7 @@ use crate::runtime::BoxFuture;
 use crate::server::ServerHandle;
 
 /// What a function gets besides its arguments.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CallContext {
     /// The calling connection: its id, metadata and identity.
     pub info: Arc<ConnInfo>,

@@ -32,6 +32,14 @@ pub struct RedisBroker {
     queue_rx: Mutex<Option<UnboundedReceiver<Queued>>>,
 }
 
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Counters for observability; a snapshot from [`RedisBroker::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {

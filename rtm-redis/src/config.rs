@@ -106,12 +106,14 @@ impl RedisBrokerConfig {
     }
 
     /// Sets [`Self::sharded`].
+    #[must_use]
     pub fn with_sharded(mut self, sharded: bool) -> Self {
         self.sharded = sharded;
         self
     }
 
     /// Sets the reconnect backoff (first delay, longest delay).
+    #[must_use]
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.reconnect_initial = initial;
         self.reconnect_max = max.max(initial);
@@ -119,12 +121,14 @@ impl RedisBrokerConfig {
     }
 
     /// Sets [`Self::probe_interval`].
+    #[must_use]
     pub fn with_probe_interval(mut self, interval: Duration) -> Self {
         self.probe_interval = interval;
         self
     }
 
     /// Sets [`Self::probe_timeout`].
+    #[must_use]
     pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
@@ -133,12 +137,14 @@ impl RedisBrokerConfig {
     /// Sets [`Self::tls_root_cert`]: the PEM of the certificate authority
     /// that signed the Redis server's certificate (a managed Redis's CA, or
     /// your own).
+    #[must_use]
     pub fn with_tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root_cert = Some(pem.into());
         self
     }
 
     /// Sets [`Self::connect_timeout`] and [`Self::command_timeout`].
+    #[must_use]
     pub fn with_timeouts(mut self, connect: Duration, command: Duration) -> Self {
         self.connect_timeout = connect;
         self.command_timeout = command;

@@ -22,6 +22,7 @@ pub const REDIS_URL_ENV: &str = "RTM_REDIS_URL";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Redis a test uses: the shared one from `RTM_REDIS_URL`, or a private one.
+#[derive(Debug)]
 pub enum TestRedis {
     /// `RTM_REDIS_URL`.
     External(String),
@@ -51,6 +52,7 @@ impl TestRedis {
 }
 
 /// A `redis-server` child process on 127.0.0.1 without persistence.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
@@ -187,6 +189,7 @@ const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// let cluster = rtm_redis::testing::RedisCluster::start().unwrap();
 /// println!("{:?}", cluster.urls());
 /// ```
+#[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }

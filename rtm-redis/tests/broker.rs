@@ -288,7 +288,7 @@ async fn redis_restart_is_survived_with_subscriptions_restored_and_no_duplicates
                 .unwrap()
                 > resumed_from
         }
-        _ => false,
+        BrokerEvent::State(_) => false,
     });
     stop.store(true, Ordering::SeqCst);
     let sent = publisher.await.unwrap();

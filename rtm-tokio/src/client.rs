@@ -19,7 +19,7 @@ use rtm_runtime::TokioRuntime;
 /// client.close();
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Client {
     handle: ClientHandle,
 }

@@ -83,12 +83,14 @@ impl TokenApp {
     }
 
     /// Adds a token that authenticates as `user`.
+    #[must_use]
     pub fn with_token(mut self, token: &str, user: &str) -> Self {
         self.tokens.insert(token.into(), user.into());
         self
     }
 
     /// Denies every push subscription to `event` (needs `authorize_subscriptions`).
+    #[must_use]
     pub fn deny_event(mut self, event: &str) -> Self {
         self.denied_events.insert(event.into());
         self

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 /// What a connection received.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// A text frame.
     Frame(Bytes),
     /// The server closed it.
@@ -29,7 +29,7 @@ pub enum Delivery {
 
 impl Delivery {
     /// The frame as JSON; panics on a close or on text that is not JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         match self {
             Delivery::Frame(frame) => serde_json::from_slice(frame).expect("frame is JSON"),
             Delivery::Close { code, .. } => panic!("expected a frame, got close {code}"),
@@ -38,7 +38,7 @@ impl Delivery {
 }
 
 /// The server core plus the fixture, driven synchronously.
-pub struct Harness {
+pub(crate) struct Harness {
     /// The core under test.
     pub server: ServerCore,
     /// Virtual time.
@@ -75,7 +75,7 @@ pub struct Harness {
 
 impl Harness {
     /// A core with this configuration and every fixture function registered.
-    pub fn new(config: ServerConfig) -> Self {
+    pub(crate) fn new(config: ServerConfig) -> Self {
         let mut server = ServerCore::new(config);
         fixture::register(&mut server);
         Harness {
@@ -100,7 +100,7 @@ impl Harness {
 
     /// The fixture server's configuration: subscriptions go through the
     /// fixture's authorizer; no heartbeat, so time jumps close no one.
-    pub fn fixture_config() -> ServerConfig {
+    pub(crate) fn fixture_config() -> ServerConfig {
         ServerConfig {
             heartbeat: None,
             authorize_subscriptions: true,
@@ -109,12 +109,12 @@ impl Harness {
     }
 
     /// A fixture server without auth.
-    pub fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         Self::new(Self::fixture_config())
     }
 
     /// A fixture server with auth (10 s timeout).
-    pub fn with_auth() -> Self {
+    pub(crate) fn with_auth() -> Self {
         Self::new(ServerConfig {
             auth_timeout: Some(ServerConfig::DEFAULT_AUTH_TIMEOUT),
             ..Self::fixture_config()
@@ -122,7 +122,7 @@ impl Harness {
     }
 
     /// A fixture server with auth and a broker.
-    pub fn with_broker() -> Self {
+    pub(crate) fn with_broker() -> Self {
         Self::new(ServerConfig {
             auth_timeout: Some(ServerConfig::DEFAULT_AUTH_TIMEOUT),
             broker: true,
@@ -131,7 +131,7 @@ impl Harness {
     }
 
     /// Opens a connection from this peer address.
-    pub fn open_from(&mut self, peer: std::net::SocketAddr) -> ConnId {
+    pub(crate) fn open_from(&mut self, peer: std::net::SocketAddr) -> ConnId {
         let meta = ConnMeta {
             peer_addr: Some(peer),
             path: None,
@@ -145,7 +145,7 @@ impl Harness {
     }
 
     /// Opens a connection.
-    pub fn open(&mut self) -> ConnId {
+    pub(crate) fn open(&mut self) -> ConnId {
         let conn = self
             .server
             .handle_open(ConnMeta::default(), self.now)
@@ -155,7 +155,7 @@ impl Harness {
     }
 
     /// Opens a connection and authenticates it as `user` (on a server with auth).
-    pub fn open_as(&mut self, user: &str) -> ConnId {
+    pub(crate) fn open_as(&mut self, user: &str) -> ConnId {
         let conn = self.open();
         self.send(
             conn,
@@ -167,25 +167,25 @@ impl Harness {
     }
 
     /// A text frame from the peer.
-    pub fn send(&mut self, conn: ConnId, text: impl Into<Bytes>) {
+    pub(crate) fn send(&mut self, conn: ConnId, text: impl Into<Bytes>) {
         self.server.handle_text(conn, text.into(), self.now);
         self.pump();
     }
 
     /// A binary frame from the peer.
-    pub fn send_binary(&mut self, conn: ConnId) {
+    pub(crate) fn send_binary(&mut self, conn: ConnId) {
         self.server.handle_binary(conn);
         self.pump();
     }
 
     /// The peer closed.
-    pub fn close(&mut self, conn: ConnId) {
+    pub(crate) fn close(&mut self, conn: ConnId) {
         self.server.handle_close(conn);
         self.pump();
     }
 
     /// Virtual time moves forward: sleeps finish and timers fire in deadline order.
-    pub fn advance(&mut self, ms: u64) {
+    pub(crate) fn advance(&mut self, ms: u64) {
         let target = self.now + Duration::from_millis(ms);
         loop {
             let sleeper = self.sleepers.iter().map(|(at, _, _)| *at).min();
@@ -223,7 +223,7 @@ impl Harness {
     }
 
     /// Answers a call with a fixture result.
-    pub fn answer(&mut self, ticket: CallTicket, result: Result<Value, RtmError>) {
+    pub(crate) fn answer(&mut self, ticket: CallTicket, result: Result<Value, RtmError>) {
         match result {
             Ok(value) => self.server.handle_call_result(ticket, Ok(&value)),
             Err(err) => self.server.handle_call_result::<Value>(ticket, Err(err)),
@@ -232,7 +232,7 @@ impl Harness {
     }
 
     /// Drains the core's outputs, running handlers as the fixture server would.
-    pub fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         while let Some(output) = self.server.poll_output() {
             match output {
                 ServerOutput::Transmit { conn, frame } => {
@@ -316,12 +316,12 @@ impl Harness {
     }
 
     /// The next thing `conn` received, if any.
-    pub fn next(&mut self, conn: ConnId) -> Option<Delivery> {
+    pub(crate) fn next(&mut self, conn: ConnId) -> Option<Delivery> {
         self.inbox.get_mut(&conn)?.pop_front()
     }
 
     /// Everything `conn` received so far.
-    pub fn take(&mut self, conn: ConnId) -> Vec<Delivery> {
+    pub(crate) fn take(&mut self, conn: ConnId) -> Vec<Delivery> {
         self.inbox
             .get_mut(&conn)
             .map(|q| q.drain(..).collect())
@@ -329,12 +329,12 @@ impl Harness {
     }
 
     /// Everything `conn` received so far, as JSON frames (panics on a close).
-    pub fn frames(&mut self, conn: ConnId) -> Vec<Value> {
+    pub(crate) fn frames(&mut self, conn: ConnId) -> Vec<Value> {
         self.take(conn).iter().map(Delivery::json).collect()
     }
 
     /// The one frame `conn` received, as JSON; panics unless there is exactly one.
-    pub fn only_frame(&mut self, conn: ConnId) -> Value {
+    pub(crate) fn only_frame(&mut self, conn: ConnId) -> Value {
         let frames = self.frames(conn);
         assert_eq!(
             frames.len(),
@@ -345,22 +345,22 @@ impl Harness {
     }
 
     /// Whether nothing is waiting for `conn`.
-    pub fn nothing_for(&self, conn: ConnId) -> bool {
+    pub(crate) fn nothing_for(&self, conn: ConnId) -> bool {
         self.inbox.get(&conn).is_none_or(VecDeque::is_empty)
     }
 
     /// Sleeping calls not yet answered.
-    pub fn sleeping(&self) -> usize {
+    pub(crate) fn sleeping(&self) -> usize {
         self.sleepers.len()
     }
 
     /// Removes and returns the notices gathered so far.
-    pub fn take_notices(&mut self) -> Vec<ServerOutput> {
+    pub(crate) fn take_notices(&mut self) -> Vec<ServerOutput> {
         std::mem::take(&mut self.notices)
     }
 
     /// Removes the broker commands from the notices gathered so far and returns them.
-    pub fn take_broker_commands(&mut self) -> Vec<BrokerCommand> {
+    pub(crate) fn take_broker_commands(&mut self) -> Vec<BrokerCommand> {
         let mut commands = Vec::new();
         self.notices.retain(|notice| match notice {
             ServerOutput::Broker(command) => {

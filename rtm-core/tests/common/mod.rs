@@ -4,5 +4,5 @@
 // Each test crate uses a different part of these helpers.
 #![allow(dead_code)]
 
-pub mod harness;
-pub mod sim;
+pub(crate) mod harness;
+pub(crate) mod sim;

@@ -7,15 +7,15 @@ use std::ops::RangeInclusive;
 use rtm_core::testkit::{App, Cluster};
 
 /// xorshift64*: tiny, good enough, and the same on every platform.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         // A zero state would stay zero; mix the seed so nearby seeds diverge at once.
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -23,22 +23,22 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
     /// `true` `p` times in 100.
-    pub fn percent(&mut self, p: u64) -> bool {
+    pub(crate) fn percent(&mut self, p: u64) -> bool {
         self.next() % 100 < p
     }
 
     /// One of `items`, `None` when there is none.
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+    pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
         (!items.is_empty()).then(|| items[self.below(items.len())])
     }
 
     /// One of the `N` (> 0) items of an array.
-    pub fn choose<T: Copy, const N: usize>(&mut self, items: &[T; N]) -> T {
+    pub(crate) fn choose<T: Copy, const N: usize>(&mut self, items: &[T; N]) -> T {
         items[self.below(N)]
     }
 }
@@ -47,7 +47,7 @@ impl Rng {
 ///
 /// # Panics
 /// When `RTM_SIM_SEED` is not a number.
-pub fn seeds(default: RangeInclusive<u64>) -> Vec<u64> {
+pub(crate) fn seeds(default: RangeInclusive<u64>) -> Vec<u64> {
     match std::env::var("RTM_SIM_SEED") {
         Ok(seed) => vec![seed
             .trim()
@@ -72,7 +72,7 @@ pub(crate) use check;
 /// After everyone left: no server holds a connection, an index entry or a
 /// topic it needs, and the broker holds no subscription.
 #[allow(dead_code)] // not every test crate that has `common` simulates
-pub fn check_empty<A: App>(ctx: &str, cluster: &Cluster<A>) {
+pub(crate) fn check_empty<A: App>(ctx: &str, cluster: &Cluster<A>) {
     for s in 0..cluster.len() {
         let server = cluster.server(s);
         check!(

@@ -57,6 +57,20 @@ pub struct ServerBuilder {
     pub(crate) rate_limits: HashMap<String, RateLimit>,
 }
 
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut functions: Vec<&str> = self.functions.keys().map(String::as_str).collect();
+        functions.sort_unstable();
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("functions", &functions)
+            .field("auth", &self.auth.is_some())
+            .field("broker", &self.broker.is_some())
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for ServerBuilder {
     fn default() -> Self {
         Self::new()
@@ -86,6 +100,7 @@ impl ServerBuilder {
 
     /// Registers a function. Its arguments are deserialized from the `data`
     /// array (a tuple, a `Vec<Value>`, …); its result becomes the reply.
+    #[must_use]
     pub fn register<F, Fut, A, R, E>(self, name: &str, handler: F) -> Self
     where
         F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
@@ -113,6 +128,7 @@ impl ServerBuilder {
     ///     Ok::<_, rtm_core::RtmError>(RawValue::from_string(first.to_owned())?)
     /// });
     /// ```
+    #[must_use]
     pub fn register_raw<F, Fut, E>(self, name: &str, handler: F) -> Self
     where
         F: Fn(CallContext, rtm_core::Args) -> Fut + Send + Sync + 'static,
@@ -126,6 +142,7 @@ impl ServerBuilder {
     /// connection's: it is not cancelled when the connection closes (an
     /// ordinary function is: the connection's task drops it), at the cost of
     /// a spawned task per call. Use it for work that must finish.
+    #[must_use]
     pub fn register_detached<F, Fut, A, R, E>(self, name: &str, handler: F) -> Self
     where
         F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
@@ -151,6 +168,7 @@ impl ServerBuilder {
     ///     .register("say", |_ctx: CallContext, (text,): (String,)| async move { Ok::<_, RtmError>(text) })
     ///     .rate_limit("say", RateLimit::per_user(Rate::per_second(5).with_burst(10)));
     /// ```
+    #[must_use]
     pub fn rate_limit(mut self, name: &str, limit: RateLimit) -> Self {
         self.rate_limits.insert(name.to_owned(), limit);
         self
@@ -159,6 +177,7 @@ impl ServerBuilder {
     /// Sign-ins (`auth` requests that reach the handler) one peer address
     /// may make, at most (default: no limit); past it the auth is rejected
     /// (4003) before the handler runs. See [`ServerConfig::sign_ins_per_ip`].
+    #[must_use]
     pub fn sign_ins_per_ip(mut self, rate: Option<Rate>) -> Self {
         self.config.sign_ins_per_ip = rate;
         self
@@ -177,6 +196,7 @@ impl ServerBuilder {
 
     /// Requires authentication: `handler` turns the `auth` request's `data`
     /// array into an [`Identity`] or rejects it (4003).
+    #[must_use]
     pub fn auth<F, Fut>(mut self, handler: F) -> Self
     where
         F: Fn(Vec<Value>, Arc<ConnInfo>) -> Fut + Send + Sync + 'static,
@@ -187,6 +207,7 @@ impl ServerBuilder {
     }
 
     /// How long a connection may stay unauthenticated (default 10 s; 4008 after).
+    #[must_use]
     pub fn auth_timeout(mut self, timeout: Duration) -> Self {
         self.auth_timeout = timeout;
         self
@@ -194,12 +215,14 @@ impl ServerBuilder {
 
     /// Called when a connection is closed for not authenticating in time.
     /// Like every hook, it runs outside the server's lock (see [`ServerBuilder::on_connect`]).
+    #[must_use]
     pub fn on_auth_timeout(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
         self.on_auth_timeout = Some(Arc::new(hook));
         self
     }
 
     /// Asks `authorizer` about every push subscription; `false` answers `rtm/forbidden`.
+    #[must_use]
     pub fn authorize_subscriptions<F, Fut>(mut self, authorizer: F) -> Self
     where
         F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
@@ -235,6 +258,7 @@ impl ServerBuilder {
     ///     }
     /// });
     /// ```
+    #[must_use]
     pub fn authorize_subscriptions_with<F, Fut>(mut self, authorizer: F) -> Self
     where
         F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
@@ -251,6 +275,7 @@ impl ServerBuilder {
     /// Hooks run outside the server's lock, so one may call the server
     /// (emit, publish, push through a [`ServerHandle`](crate::ServerHandle)
     /// it holds); a panic in a hook is logged and goes no further.
+    #[must_use]
     pub fn on_connect(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Arc::new(hook));
         self
@@ -261,24 +286,28 @@ impl ServerBuilder {
     /// Hooks run outside the server's lock, so one may call the server
     /// (emit, publish, push through a [`ServerHandle`](crate::ServerHandle)
     /// it holds); a panic in a hook is logged and goes no further.
+    #[must_use]
     pub fn on_disconnect(mut self, hook: impl Fn(&ConnInfo) + Send + Sync + 'static) -> Self {
         self.on_disconnect = Some(Arc::new(hook));
         self
     }
 
     /// All limits at once.
+    #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
         self
     }
 
     /// Largest text frame accepted (default 1 MiB; larger closes 1009).
+    #[must_use]
     pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
         self.config.limits.max_frame_bytes = bytes;
         self
     }
 
     /// Invokes in flight per connection (default 256).
+    #[must_use]
     pub fn max_in_flight(mut self, calls: u32) -> Self {
         self.config.limits.max_in_flight = calls;
         self
@@ -289,6 +318,7 @@ impl ServerBuilder {
     /// taken nothing for [`ServerBuilder::slow_consumer_timeout`], the
     /// connection is closed 1013 `rtm/slow-consumer`. See
     /// [`rtm_core::outbound`] for the whole rule.
+    #[must_use]
     pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
         let limits = &mut self.config.limits;
         limits.max_outbound_bytes = bytes.max(1);
@@ -307,6 +337,7 @@ impl ServerBuilder {
     /// let builder = rtm_driver::ServerBuilder::new().slow_consumer_timeout(Duration::from_secs(5));
     /// assert_eq!(builder.config().limits.slow_consumer_timeout, Duration::from_secs(5));
     /// ```
+    #[must_use]
     pub fn slow_consumer_timeout(mut self, timeout: Duration) -> Self {
         self.config.limits.slow_consumer_timeout = timeout.max(Duration::from_millis(1));
         self
@@ -315,6 +346,7 @@ impl ServerBuilder {
     /// Bytes that may wait for one connection whatever it does (default 16
     /// MiB; at least `max_outbound_bytes`): a burst larger than this for
     /// one connection closes it 1013 `rtm/slow-consumer` even if it reads.
+    #[must_use]
     pub fn max_outbound_burst_bytes(mut self, bytes: usize) -> Self {
         let limits = &mut self.config.limits;
         limits.max_outbound_burst_bytes = bytes.max(limits.max_outbound_bytes);
@@ -324,6 +356,7 @@ impl ServerBuilder {
     /// Push subscriptions the connections of one user may hold together
     /// (default 4,096; `None`: no limit of its own); past it a subscribe
     /// gets `rtm/too-many-subscriptions`. See [`Limits::max_subscriptions_per_user`].
+    #[must_use]
     pub fn max_subscriptions_per_user(mut self, subscriptions: Option<usize>) -> Self {
         self.config.limits.max_subscriptions_per_user = subscriptions;
         self
@@ -332,6 +365,7 @@ impl ServerBuilder {
     /// Push subscriptions the connections from one peer address may hold
     /// together (default 16,384; `None`: no limit of its own; behind a
     /// reverse proxy, raise it or use `None`). See [`Limits::max_subscriptions_per_ip`].
+    #[must_use]
     pub fn max_subscriptions_per_ip(mut self, subscriptions: Option<usize>) -> Self {
         self.config.limits.max_subscriptions_per_ip = subscriptions;
         self
@@ -341,24 +375,28 @@ impl ServerBuilder {
     /// the topics it needs (default 10 s; at least 1 ms): past it a
     /// subscribe fails `rtm/broker-unavailable` and an auth goes on
     /// without its user's topic.
+    #[must_use]
     pub fn broker_confirm_timeout(mut self, timeout: Duration) -> Self {
         self.config.broker_confirm_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
     /// Connections held at once (default 100,000).
+    #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.limits.max_connections = connections;
         self
     }
 
     /// Ping schedule and silence deadline; `None` disables both.
+    #[must_use]
     pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
         self.config.heartbeat = heartbeat;
         self
     }
 
     /// Carries Publish and Push to the other servers sharing this broker.
+    #[must_use]
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
         self
@@ -366,6 +404,7 @@ impl ServerBuilder {
 
     /// How many broker commands may wait for the broker before `publish`
     /// and `push` fail with `rtm/broker-unavailable` (default 65,536; at least 1).
+    #[must_use]
     pub fn broker_backlog(mut self, commands: usize) -> Self {
         self.broker_backlog = commands.max(1);
         self
@@ -378,24 +417,28 @@ impl ServerBuilder {
     /// that stalls while big events are published could hold 65,536 of them;
     /// this holds their bytes. One publish may take the total past it by its
     /// own size: the check is made before the payload is known.
+    #[must_use]
     pub fn broker_backlog_bytes(mut self, bytes: usize) -> Self {
         self.broker_backlog_bytes = bytes.max(1);
         self
     }
 
     /// The broker topic prefix (default `rtm`).
+    #[must_use]
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.config.namespace = namespace.to_owned();
         self
     }
 
     /// This server's id in the cluster (default: random per process start).
+    #[must_use]
     pub fn server_id(mut self, id: &str) -> Self {
         self.config.server_id = id.to_owned();
         self
     }
 
     /// The WebSocket path (default `/`).
+    #[must_use]
     pub fn path(mut self, path: &str) -> Self {
         self.transport.path = path.to_owned();
         self
@@ -413,6 +456,7 @@ impl ServerBuilder {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
         self.transport.tls = Some(tls);
         self
@@ -420,6 +464,7 @@ impl ServerBuilder {
 
     /// How long a closing connection waits for its peer to read up to the
     /// close frame and answer it before the socket is dropped (default 2 s).
+    #[must_use]
     pub fn close_grace(mut self, grace: Duration) -> Self {
         self.transport.close_grace = grace;
         self
@@ -427,6 +472,7 @@ impl ServerBuilder {
 
     /// How long a new connection may take to finish its TLS and WebSocket
     /// handshakes before the listener drops it (default 10 s).
+    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.transport.handshake_timeout = timeout;
         self
@@ -446,6 +492,7 @@ impl ServerBuilder {
     ///     .allowed_origins(AllowedOrigins::list(["https://chat.example.com"]));
     /// assert!(!builder.transport().allowed_origins.allows("https://evil.example"));
     /// ```
+    #[must_use]
     pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
         self.transport.allowed_origins = origins;
         self
@@ -453,6 +500,7 @@ impl ServerBuilder {
 
     /// The largest handshake request accepted, in bytes (default 8 KiB;
     /// larger gets 431).
+    #[must_use]
     pub fn max_handshake_bytes(mut self, bytes: usize) -> Self {
         self.transport.max_handshake_bytes = bytes.max(256);
         self
@@ -461,6 +509,7 @@ impl ServerBuilder {
     /// Connections one IP address may hold at once, handshakes included
     /// (default: no limit). Past it, a new connection from that address
     /// gets `429 Too Many Requests`. Usually a proxy in front enforces this.
+    #[must_use]
     pub fn max_connections_per_ip(mut self, connections: usize) -> Self {
         self.transport.max_connections_per_ip = Some(connections);
         self
@@ -468,6 +517,7 @@ impl ServerBuilder {
 
     /// Connections in their TLS or WebSocket handshake at once (default
     /// 4,096); past it, a new connection is closed at once.
+    #[must_use]
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
         self.transport.max_handshakes = handshakes.max(1);
         self
@@ -477,6 +527,7 @@ impl ServerBuilder {
     /// `Some(256)`, at least 1; `None` lifts it); past it, a new connection
     /// from that address gets `429 Too Many Requests`. See
     /// [`TransportOptions::max_handshakes_per_ip`].
+    #[must_use]
     pub fn max_handshakes_per_ip(mut self, handshakes: Option<usize>) -> Self {
         self.transport.max_handshakes_per_ip = handshakes.map(|n| n.max(1));
         self
@@ -485,6 +536,7 @@ impl ServerBuilder {
     /// The listening socket's accept queue length (default 1,024; at least
     /// 1; Linux caps it at `net.core.somaxconn`); see
     /// [`TransportOptions::listen_backlog`].
+    #[must_use]
     pub fn listen_backlog(mut self, connections: u32) -> Self {
         self.transport.listen_backlog = connections.max(1);
         self
@@ -493,12 +545,14 @@ impl ServerBuilder {
     /// How many bytes a closing connection reads and discards while it waits
     /// for the peer's close frame (default 16 MiB); see
     /// [`TransportOptions::close_drain_bytes`].
+    #[must_use]
     pub fn close_drain_bytes(mut self, bytes: usize) -> Self {
         self.transport.close_drain_bytes = bytes;
         self
     }
 
     /// How long graceful shutdown waits for in-flight calls (default 10 s).
+    #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -521,6 +575,7 @@ impl ServerBuilder {
     /// let builder = rtm_driver::ServerBuilder::new().write_delay(Duration::from_millis(1));
     /// assert_eq!(builder.transport().write_delay, Duration::from_millis(1));
     /// ```
+    #[must_use]
     pub fn write_delay(mut self, delay: Duration) -> Self {
         self.transport.write_delay = delay;
         self

@@ -29,6 +29,15 @@ pub struct ServerHandle {
     pub(crate) shared: Arc<Arc<Shared>>,
 }
 
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("server_id", &self.shared.config.server_id)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerHandle {
     /// A handle of its own for one connection's task (see the field's doc).
     pub(crate) fn for_connection(shared: &Arc<Shared>) -> ServerHandle {
@@ -137,7 +146,7 @@ impl ServerHandle {
     }
 
     /// Publishes waiting to be handed to the broker (0 without one); see
-    /// [`ServerBuilder::broker_backlog`].
+    /// [`ServerBuilder::broker_backlog`](crate::ServerBuilder::broker_backlog).
     pub fn broker_backlog_len(&self) -> usize {
         self.shared
             .broker
@@ -147,7 +156,7 @@ impl ServerHandle {
 
     /// Bytes of publishes waiting for the broker: queued, or handed to it
     /// and not yet answered (0 without one); see
-    /// [`ServerBuilder::broker_backlog_bytes`].
+    /// [`ServerBuilder::broker_backlog_bytes`](crate::ServerBuilder::broker_backlog_bytes).
     pub fn broker_backlog_bytes(&self) -> usize {
         self.shared
             .broker

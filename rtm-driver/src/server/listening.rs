@@ -13,6 +13,7 @@ use crate::runtime::{BoxFuture, Listener, RuntimeRef};
 use crate::server::{ServerBuilder, ServerHandle};
 
 /// Entry point of every adapter: `Server::builder()` → register functions, set options → `.listen(addr)`.
+#[derive(Debug)]
 pub struct Server;
 
 impl Server {
@@ -45,6 +46,15 @@ pub struct Listening {
     local_addr: SocketAddr,
     /// Completes once the accept loop has stopped; awaited by `shutdown`.
     accept_stopped: Mutex<Option<BoxFuture<()>>>,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening")
+            .field("local_addr", &self.local_addr)
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Listening {

@@ -1,10 +1,10 @@
 //! The server driver: one task per connection, a router they share.
 //!
-//! Each connection's task ([`connection`]'s `ConnectionDriver`) owns its
+//! Each connection's task (`connection`'s `ConnectionDriver`) owns its
 //! protocol state, its socket and its running functions; nothing on the
 //! call path takes a lock. Emit, Publish and Push fan out through the
-//! shared [`rtm_core::Router`] (behind a read-write lock, [`routing`]) into
-//! each target's mailbox. With a broker, [`broker_link`]'s tasks carry
+//! shared [`rtm_core::Router`] (behind a read-write lock, `routing`) into
+//! each target's mailbox. With a broker, `broker_link`'s tasks carry
 //! publishes and topic changes out and hand messages in.
 //!
 //! The modules depend on each other one way: `mailbox` ← `routing` ←

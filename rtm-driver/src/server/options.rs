@@ -50,7 +50,7 @@ pub struct TransportOptions {
     pub close_drain_bytes: usize,
     /// How long a connection's writer waits, after its first queued frame,
     /// for more frames to send in the same socket write (default zero: one
-    /// scheduler pass, no timer). See [`ServerBuilder::write_delay`].
+    /// scheduler pass, no timer). See [`ServerBuilder::write_delay`](crate::ServerBuilder::write_delay).
     pub write_delay: Duration,
     /// After the server sent a close frame, how long it keeps the socket for
     /// the peer to read up to the close and answer it (default 2 s); a peer

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Waits (at most 5 s, checking every millisecond) until `condition` holds.
-pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(5), async {
         while !condition() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -17,7 +17,7 @@ pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
 #[allow(dead_code)]
 /// One connection served in memory by `server`: the sender of what the
 /// peer sends, and the receiver of what the server sends it.
-pub async fn connect(
+pub(crate) async fn connect(
     server: &rtm_driver::ServerHandle,
 ) -> (
     futures_channel::mpsc::UnboundedSender<rtm_driver::Incoming>,

@@ -21,7 +21,7 @@ use super::executor::SimClock;
 
 /// One event the driver logged.
 #[derive(Debug, Clone, Default)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// Virtual time it was logged at.
     pub at: Duration,
     pub level: String,
@@ -36,11 +36,11 @@ pub struct LogLine {
 
 /// The lines caught so far (shared with the subscriber).
 #[derive(Clone, Default)]
-pub struct ServerLog(Arc<Mutex<Vec<LogLine>>>);
+pub(crate) struct ServerLog(Arc<Mutex<Vec<LogLine>>>);
 
 impl ServerLog {
     /// Catches `rtm_driver`'s events on this thread until the guard drops.
-    pub fn install(&self, clock: SimClock) -> tracing::subscriber::DefaultGuard {
+    pub(crate) fn install(&self, clock: SimClock) -> tracing::subscriber::DefaultGuard {
         tracing::subscriber::set_default(Catcher {
             lines: self.clone(),
             clock,
@@ -48,12 +48,12 @@ impl ServerLog {
     }
 
     /// Every line caught, in order.
-    pub fn lines(&self) -> Vec<LogLine> {
+    pub(crate) fn lines(&self) -> Vec<LogLine> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The driver's `closing` lines for the connection displayed as `conn`.
-    pub fn closes(&self, conn: &str) -> Vec<LogLine> {
+    pub(crate) fn closes(&self, conn: &str) -> Vec<LogLine> {
         self.lines()
             .into_iter()
             .filter(|line| line.message == "closing" && line.conn.as_deref() == Some(conn))

@@ -35,7 +35,7 @@ use super::rng::Rng;
 const MAX_POLLS_PER_INSTANT: u64 = 5_000_000;
 
 /// The executor and its clock; see the [module docs](self).
-pub struct Sim {
+pub(crate) struct Sim {
     core: Arc<Core>,
 }
 
@@ -75,7 +75,7 @@ struct Task {
 
 /// How [`Sim::run_until`] stopped (other than by an error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The condition held.
     Condition,
     /// The next timer lies past the time limit: the clock stopped there.
@@ -86,7 +86,7 @@ pub enum Stop {
 
 /// The virtual clock, readable from anywhere ([`Sim::clock`]).
 #[derive(Clone)]
-pub struct SimClock {
+pub(crate) struct SimClock {
     core: Arc<Core>,
 }
 
@@ -209,14 +209,14 @@ impl Runtime for SimRuntime {
 
 impl SimClock {
     /// Virtual time elapsed since the simulation started.
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.core.now()
     }
 }
 
 impl Sim {
     /// A simulation whose scheduling choices follow `seed`.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Sim {
             core: Arc::new(Core {
                 base: Instant::now(),
@@ -234,38 +234,38 @@ impl Sim {
     }
 
     /// The runtime to start servers on (and to sleep on from sim tasks).
-    pub fn runtime(&self) -> RuntimeRef {
+    pub(crate) fn runtime(&self) -> RuntimeRef {
         Arc::new(SimRuntime {
             core: self.core.clone(),
         })
     }
 
     /// The virtual clock.
-    pub fn clock(&self) -> SimClock {
+    pub(crate) fn clock(&self) -> SimClock {
         SimClock {
             core: self.core.clone(),
         }
     }
 
     /// Virtual time elapsed since the start.
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.core.now()
     }
 
     /// Task polls so far.
-    pub fn polls(&self) -> u64 {
+    pub(crate) fn polls(&self) -> u64 {
         self.core.lock().polls
     }
 
     /// Adds a task; it runs once the simulation is driven.
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.core.spawn(Box::pin(task));
     }
 
     /// Runs tasks (and moves the clock) until `condition` holds, checked
     /// before every step; the clock never goes past `limit` (virtual time
     /// since the start). `Err` on a livelock.
-    pub fn run_until(
+    pub(crate) fn run_until(
         &self,
         mut condition: impl FnMut() -> bool,
         limit: Duration,

@@ -22,8 +22,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
-pub mod capture;
-pub mod executor;
-pub mod peer;
-pub mod pipe;
-pub mod rng;
+pub(crate) mod capture;
+pub(crate) mod executor;
+pub(crate) mod peer;
+pub(crate) mod pipe;
+pub(crate) mod rng;

@@ -43,7 +43,7 @@ const READ_BUF: usize = 64 * 1024;
 
 /// How a peer reads after its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadPolicy {
+pub(crate) enum ReadPolicy {
     /// Never reads again (its socket buffer fills and stays full).
     Never,
     /// Every `every`, reads what is buffered, up to `bytes`.
@@ -54,7 +54,7 @@ pub enum ReadPolicy {
 
 /// What a peer is.
 #[derive(Debug, Clone)]
-pub struct PeerSpec {
+pub(crate) struct PeerSpec {
     pub name: &'static str,
     /// The address the server is told the peer has (distinct per peer: it
     /// is how hooks and emit filters tell peers apart).
@@ -70,7 +70,7 @@ pub struct PeerSpec {
 
 /// One event frame as it arrived.
 #[derive(Debug, Clone)]
-pub struct Arrival {
+pub(crate) struct Arrival {
     /// Virtual time it was read.
     pub at: Duration,
     /// The first element of its `data`, when it is a number.
@@ -81,7 +81,7 @@ pub struct Arrival {
 
 /// The server's close frame.
 #[derive(Debug, Clone)]
-pub struct Closed {
+pub(crate) struct Closed {
     pub at: Duration,
     pub code: Option<u16>,
     pub reason: String,
@@ -89,7 +89,7 @@ pub struct Closed {
 
 /// What a peer saw; see the [module docs](self).
 #[derive(Debug, Default)]
-pub struct PeerLog {
+pub(crate) struct PeerLog {
     /// When the `101` answer was read.
     pub upgraded_at: Option<Duration>,
     /// Length of the `101` answer (the first bytes of the stream).
@@ -112,7 +112,7 @@ pub struct PeerLog {
 /// A peer in the simulation: its spec, its log, and its socket's
 /// server→peer counters.
 #[derive(Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub spec: PeerSpec,
     log: Arc<Mutex<PeerLog>>,
     /// The server→peer direction of its socket.
@@ -121,12 +121,12 @@ pub struct Peer {
 
 impl Peer {
     /// Its log so far.
-    pub fn log(&self) -> MutexGuard<'_, PeerLog> {
+    pub(crate) fn log(&self) -> MutexGuard<'_, PeerLog> {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The server closed it, or its stream ended, or it failed.
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         let log = self.log();
         log.close.is_some() || log.eof_at.is_some() || log.failure.is_some()
     }
@@ -134,7 +134,7 @@ impl Peer {
 
 /// Opens `spec`'s socket: its server end goes to `server.accept` and its
 /// client end to a peer task, both spawned on `sim`.
-pub fn connect(sim: &Sim, server: &ServerHandle, spec: PeerSpec) -> Peer {
+pub(crate) fn connect(sim: &Sim, server: &ServerHandle, spec: PeerSpec) -> Peer {
     let (client, server_end, socket) = duplex(spec.to_server, spec.to_client);
     let accepting = server.clone();
     let addr = spec.addr;
@@ -163,7 +163,7 @@ pub fn connect(sim: &Sim, server: &ServerHandle, spec: PeerSpec) -> Peer {
 }
 
 /// A client frame, masked as RFC 6455 requires.
-pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
@@ -182,7 +182,7 @@ pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The length of a server (unmasked) frame carrying `payload` bytes.
-pub fn server_frame_len(payload: usize) -> usize {
+pub(crate) fn server_frame_len(payload: usize) -> usize {
     let header = match payload {
         n if n < 126 => 2,
         n if n <= 0xFFFF => 4,

@@ -60,7 +60,7 @@ fn channel(capacity: usize) -> Shared {
 
 /// One end of an in-memory socket.
 #[derive(Debug)]
-pub struct PipeEnd {
+pub(crate) struct PipeEnd {
     /// What this end reads.
     incoming: Shared,
     /// What this end writes.
@@ -70,7 +70,7 @@ pub struct PipeEnd {
 /// A connected pair: `(client, server)`. The client→server direction holds
 /// `to_server` bytes at most, the server→client direction `to_client`.
 /// The stats are the server→client direction's (what the server wrote).
-pub fn duplex(to_server: usize, to_client: usize) -> (PipeEnd, PipeEnd, PipeStats) {
+pub(crate) fn duplex(to_server: usize, to_client: usize) -> (PipeEnd, PipeEnd, PipeStats) {
     let up = channel(to_server);
     let down = channel(to_client);
     let stats = PipeStats(down.clone());
@@ -87,27 +87,27 @@ pub fn duplex(to_server: usize, to_client: usize) -> (PipeEnd, PipeEnd, PipeStat
 
 /// Counters of one direction, readable from outside its ends.
 #[derive(Debug, Clone)]
-pub struct PipeStats(Shared);
+pub(crate) struct PipeStats(Shared);
 
 impl PipeStats {
     /// Bytes written into this direction so far.
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         lock(&self.0).written
     }
     /// Bytes read out of it so far.
-    pub fn read(&self) -> u64 {
+    pub(crate) fn read(&self) -> u64 {
         lock(&self.0).read
     }
     /// Bytes waiting in it.
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         lock(&self.0).buf.len()
     }
     /// Its capacity.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         lock(&self.0).capacity
     }
     /// The writing end closed (or was dropped).
-    pub fn write_closed(&self) -> bool {
+    pub(crate) fn write_closed(&self) -> bool {
         lock(&self.0).write_closed
     }
 }

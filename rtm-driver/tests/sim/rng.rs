@@ -6,11 +6,11 @@ use std::time::Duration;
 
 /// A seeded pseudo-random stream.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// The stream for `seed` (any value, zero included).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         // splitmix64 of the seed: never zero in practice, and if it is, one.
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -20,7 +20,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -30,17 +30,17 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 
     /// Uniform in `lo..=hi`.
-    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+    pub(crate) fn between(&mut self, lo: usize, hi: usize) -> usize {
         lo + self.below(hi - lo + 1)
     }
 
     /// Uniform in `lo..=hi`, at millisecond resolution.
-    pub fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
+    pub(crate) fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
         let (lo, hi) = (lo.as_millis() as usize, hi.as_millis() as usize);
         Duration::from_millis(self.between(lo, hi) as u64)
     }

@@ -15,10 +15,10 @@ use rtm_core::Topic;
 use rtm_redis::RedisBrokerConfig;
 
 /// Long enough for any single expected event on a loaded CI machine.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A namespace no other test (or test run on a shared Redis) uses.
-pub fn unique_ns(name: &str) -> String {
+pub(crate) fn unique_ns(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "t{}-{}-{name}",
@@ -28,7 +28,7 @@ pub fn unique_ns(name: &str) -> String {
 }
 
 /// Probes and backoff quick enough for tests.
-pub fn fast_config(url: &str, ns: &str, server_id: &str) -> RedisBrokerConfig {
+pub(crate) fn fast_config(url: &str, ns: &str, server_id: &str) -> RedisBrokerConfig {
     RedisBrokerConfig::new(url, ns, server_id)
         .with_backoff(Duration::from_millis(50), Duration::from_millis(400))
         .with_probe_interval(Duration::from_millis(200))
@@ -37,13 +37,13 @@ pub fn fast_config(url: &str, ns: &str, server_id: &str) -> RedisBrokerConfig {
 }
 
 /// What a broker handed to its sink, in order.
-pub struct Events {
+pub(crate) struct Events {
     rx: Receiver<BrokerEvent>,
     /// Every event taken from `rx` so far.
     pub seen: Vec<BrokerEvent>,
 }
 
-pub fn capture() -> (BrokerSink, Events) {
+pub(crate) fn capture() -> (BrokerSink, Events) {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);
     let sink: BrokerSink = Arc::new(move |e| {
@@ -54,7 +54,11 @@ pub fn capture() -> (BrokerSink, Events) {
 
 impl Events {
     /// Waits for an event matching `pred`; panics naming `what` after `EVENT_TIMEOUT`.
-    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&BrokerEvent) -> bool) -> BrokerEvent {
+    pub(crate) fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&BrokerEvent) -> bool,
+    ) -> BrokerEvent {
         let deadline = Instant::now() + EVENT_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -73,39 +77,39 @@ impl Events {
         }
     }
 
-    pub fn wait_message(&mut self, topic: &Topic, payload: &str) {
+    pub(crate) fn wait_message(&mut self, topic: &Topic, payload: &str) {
         let want = Bytes::from(payload.to_string());
         self.wait_for(&format!("message {payload:?} on {topic}"), |e| {
             matches!(e, BrokerEvent::Message { topic: t, payload: p } if t == topic && *p == want)
         });
     }
 
-    pub fn wait_up(&mut self) {
+    pub(crate) fn wait_up(&mut self) {
         self.wait_for("State(Up)", |e| *e == BrokerEvent::State(BrokerState::Up));
     }
 
-    pub fn wait_down(&mut self) {
+    pub(crate) fn wait_down(&mut self) {
         self.wait_for("State(Down)", |e| {
             matches!(e, BrokerEvent::State(BrokerState::Down { .. }))
         });
     }
 
     /// Payloads of every message seen so far, as strings.
-    pub fn payloads(&self) -> Vec<String> {
+    pub(crate) fn payloads(&self) -> Vec<String> {
         self.seen
             .iter()
             .filter_map(|e| match e {
                 BrokerEvent::Message { payload, .. } => {
                     Some(String::from_utf8_lossy(payload).into_owned())
                 }
-                _ => None,
+                BrokerEvent::State(_) => None,
             })
             .collect()
     }
 }
 
 /// Polls `cond` (for state with no event to await, e.g. PUBSUB CHANNELS) until true; panics after `EVENT_TIMEOUT`.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -114,7 +118,7 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// `PUBSUB CHANNELS {pattern}` (or `PUBSUB SHARDCHANNELS`) on a fresh connection.
-pub fn pubsub_channels(url: &str, pattern: &str) -> Vec<String> {
+pub(crate) fn pubsub_channels(url: &str, pattern: &str) -> Vec<String> {
     let client = redis::Client::open(url).unwrap();
     let mut con = client.get_connection().unwrap();
     let mut names: Vec<String> = redis::cmd("PUBSUB")
@@ -129,13 +133,13 @@ pub fn pubsub_channels(url: &str, pattern: &str) -> Vec<String> {
 /// A TCP proxy in front of Redis; `wedge()` makes every connection open so
 /// far go silent (bytes are swallowed, sockets stay open) while new
 /// connections work: the "subscription silently gone" failure.
-pub struct WedgeProxy {
+pub(crate) struct WedgeProxy {
     pub port: u16,
     epoch: Arc<AtomicU64>,
 }
 
 impl WedgeProxy {
-    pub fn start(upstream_port: u16) -> WedgeProxy {
+    pub(crate) fn start(upstream_port: u16) -> WedgeProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let epoch = Arc::new(AtomicU64::new(0));
@@ -159,11 +163,11 @@ impl WedgeProxy {
         WedgeProxy { port, epoch }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    pub fn wedge(&self) {
+    pub(crate) fn wedge(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -189,7 +193,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, born: u64, epoch: Arc<AtomicU64>
 }
 
 /// A broker on the current tokio runtime, started with a capturing sink (not waiting for `Up`).
-pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
+pub(crate) async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
     use rtm_broker::Broker;
     let broker = rtm_redis::RedisBroker::new(config, rtm_redis::TokioRuntime::current()).unwrap();
     let (sink, events) = capture();
@@ -200,7 +204,7 @@ pub async fn started_tokio(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker
 /// A broker on smol (no tokio runtime around), started with a capturing
 /// sink (not waiting for `Up`).
 #[allow(dead_code)] // not every test binary has a smol test
-pub async fn started_smol(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
+pub(crate) async fn started_smol(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker, Events) {
     use rtm_broker::Broker;
     let broker = rtm_redis::RedisBroker::new(config, rtm_redis::SmolRuntime).unwrap();
     let (sink, events) = capture();
@@ -209,7 +213,7 @@ pub async fn started_smol(config: RedisBrokerConfig) -> (rtm_redis::RedisBroker,
 }
 
 /// For the smol tests: the broker must have run with no tokio runtime around.
-pub fn assert_outside_tokio() {
+pub(crate) fn assert_outside_tokio() {
     assert!(
         tokio::runtime::Handle::try_current().is_err(),
         "this test must not run inside tokio"
