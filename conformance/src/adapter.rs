@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtm_core::{ConnMeta, RtmError};
-use rtm_driver::{ClientHandle, ClientOptions, Listening, RuntimeRef, ServerBuilder, ServerHandle};
+use rtm_driver::rt::RuntimeRef;
+use rtm_driver::{ClientHandle, ClientOptions, Listening, ServerBuilder, ServerHandle};
 
 /// How long anything that should happen promptly may take in a scenario.
 pub const SOON: Duration = Duration::from_secs(5);

@@ -221,7 +221,7 @@ async fn a_peer_that_never_reads_is_closed_while_every_other_peer_gets_every_eve
             break;
         }
         // Let the writers run: the slow peer's socket must really be full.
-        rtm_driver::runtime::yield_now().await;
+        rtm_driver::rt::yield_now().await;
     }
     assert!(
         slow_closed,

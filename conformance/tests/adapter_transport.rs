@@ -157,7 +157,7 @@ async fn a_slow_consumer_that_reads_again_gets_close_1013_slow_consumer(adapter:
         }
         flooded += 1;
         // Let the writer run: the peer's socket must really be full.
-        rtm_driver::runtime::yield_now().await;
+        rtm_driver::rt::yield_now().await;
     }
     assert!(flooded > 0, "the first big event reached nobody");
     assert!(

@@ -13,7 +13,7 @@ use conformance::raw_tcp::{
     close_payload, frame, frame_with, upgrade_request, End, RawPeer, CLOSE, CONTINUATION, TEXT,
 };
 use rtm_core::{Identity, RtmError};
-use rtm_driver::websocket::handshake::AllowedOrigins;
+use rtm_driver::AllowedOrigins;
 use rtm_driver::{CallContext, Listening, ServerBuilder};
 use serde_json::{json, Value};
 

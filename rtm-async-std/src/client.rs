@@ -4,7 +4,8 @@
 use std::ops::Deref;
 
 use rtm_core::RtmError;
-use rtm_driver::{ClientHandle, ClientOptions, RuntimeRef};
+use rtm_driver::rt::RuntimeRef;
+use rtm_driver::{ClientHandle, ClientOptions};
 
 /// An RTM client on async-std or smol. Derefs to [`ClientHandle`] for `call`,
 /// `call_wait`, `subscribe`, `subscribe_push`, `close`, ….

@@ -74,7 +74,8 @@ mod ws;
 pub use client::Client;
 pub use listener::{Listening, Server, ServerBuilderExt};
 pub use rtm_core::{ClientEvent, ClientState, Reconnect};
-pub use rtm_driver::{ClientHandle, ClientOptions, RuntimeRef, Subscription};
+pub use rtm_driver::rt::RuntimeRef;
+pub use rtm_driver::{ClientHandle, ClientOptions, Subscription};
 #[cfg(feature = "async-std")]
 pub use rtm_runtime::AsyncStdRuntime;
 #[cfg(feature = "smol")]
@@ -88,13 +89,14 @@ pub use rtm_core::{
 // The broker seam (the trait `rtm-redis` implements, its states and errors,
 // the in-process MemoryHub) and the origin guard of `allowed_origins`.
 pub use rtm_driver::broker;
-pub use rtm_driver::websocket::handshake::AllowedOrigins;
+pub use rtm_driver::AllowedOrigins;
 // `wss://`: the server's certificate (`ServerTls`, for `ServerBuilder::tls`)
 // and the roots a client trusts (`ClientTls`, for `ClientOptions::tls`). No
 // `///` here: rustdoc would paste it over each item's own summary.
+pub use rtm_driver::rt::Runtime;
 #[cfg(feature = "tls")]
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
-pub use rtm_driver::{CallContext, Runtime, ServerBuilder, ServerHandle};
+pub use rtm_driver::{CallContext, ServerBuilder, ServerHandle};
 
 /// The runtime `listen`, `embedded`, `Client::connect` and `Client::start`
 /// use: [`AsyncStdRuntime`] with the `async-std` feature (the default),

@@ -4,8 +4,9 @@
 use std::io;
 
 use async_net::AsyncToSocketAddrs;
+use rtm_driver::rt::RuntimeRef;
 pub use rtm_driver::{Listening, Server};
-use rtm_driver::{RuntimeRef, ServerBuilder, ServerHandle};
+use rtm_driver::{ServerBuilder, ServerHandle};
 
 /// Starting a [`ServerBuilder`] on async-std or smol.
 ///

@@ -3,7 +3,7 @@
 use async_tungstenite::WebSocketStream;
 use futures_io::{AsyncRead, AsyncWrite};
 use rtm_core::ConnMeta;
-use rtm_driver::ws::serve_messages;
+use rtm_driver::rt::serve_messages;
 use rtm_driver::ServerHandle;
 
 /// Serves one WebSocket that was already upgraded (for example by

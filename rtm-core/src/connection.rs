@@ -26,7 +26,8 @@
 //! use std::time::Instant;
 //! use bytes::Bytes;
 //! use rtm_core::{ConnId, ConnMeta, ServerConfig};
-//! use rtm_core::connection::{ConnOutput, Connection, Functions};
+//! use rtm_core::connection::{ConnOutput, Connection};
+//! use rtm_core::Functions;
 //!
 //! let mut functions = Functions::default();
 //! let echo = functions.register("echo");
@@ -59,7 +60,7 @@ use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::error::{CloseCode, ErrorCode, RtmError};
 use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
-pub use crate::functions::{FunctionId, Functions};
+use crate::functions::{FunctionId, Functions};
 use crate::rate::{self, Bucket};
 use crate::sub_queue::{Ready, SubQueue};
 

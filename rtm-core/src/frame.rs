@@ -697,7 +697,7 @@ mod tests {
         );
         match parse_server_frame(&f).unwrap() {
             ServerFrame::Reply { result: Err(e), .. } => assert_eq!(e.code, ErrorCode::Forbidden),
-            other @ ServerFrame::Reply { .. } => panic!("{other:?}"),
+            other => panic!("{other:?}"),
         }
         let f = Bytes::from_static(
             br#"{"id":"a","data":false,"error":{"code":"rtm/auth-rejected","message":"bad token"}}"#,
@@ -715,7 +715,7 @@ mod tests {
                 assert_eq!(event, "alert");
                 assert_eq!(args.as_str(), r#"["hi"]"#);
             }
-            other => panic!("{other:?}"),
+            other @ ServerFrame::Reply { .. } => panic!("{other:?}"),
         }
     }
 }

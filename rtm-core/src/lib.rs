@@ -107,16 +107,16 @@ pub use broker_topics::TopicChanges;
 pub use client::{CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Reconnect};
 pub use config::{Heartbeat, Limits, ServerConfig};
 pub use conn::{ConnId, ConnInfo, ConnMeta, Identity};
-pub use connection::{ConnOutput, Connection, Functions, Settled, TimerReason};
+pub use connection::{
+    AuthTicket, CallTicket, ConnOutput, Connection, JoinTicket, Settled, SubscribeTicket,
+    TimerReason,
+};
 pub use envelope::Envelope;
 pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
-pub use functions::SharedLimits;
+pub use functions::{FunctionId, Functions, SharedLimits};
 pub use outbound::{Outbound, OutboundBounds};
 pub use rate::{Rate, RateLimit};
 pub use router::{RecentPushes, Router};
-pub use server::{
-    AuthTicket, BrokerCommand, CallTicket, FunctionId, JoinTicket, OpenError, ServerCore,
-    ServerOutput, SubscribeTicket,
-};
+pub use server::{BrokerCommand, OpenError, ServerCore, ServerOutput};
 pub use topic::Topic;

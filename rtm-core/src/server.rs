@@ -44,11 +44,13 @@ use serde::Serialize;
 
 use crate::config::ServerConfig;
 use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
-pub use crate::connection::{AuthTicket, CallTicket, FunctionId, JoinTicket, SubscribeTicket};
-use crate::connection::{ConnOutput, Connection, Functions, Settled};
+use crate::connection::{AuthTicket, CallTicket, SubscribeTicket};
+use crate::connection::{ConnOutput, Connection, Settled};
 use crate::envelope::EnvelopeError;
 use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
+use crate::functions::FunctionId;
+use crate::functions::Functions;
 use crate::functions::SharedLimits;
 use crate::rate::RateLimit;
 use crate::router::{BrokerPublish, RecentPushes, Router};

@@ -17,7 +17,7 @@ use crate::ws::{client_halves, client_ws_config, ServerUrl};
 /// reconnect), a fresh TCP connection, TLS when the URL is `wss://`, and the
 /// WebSocket handshake. A URL no attempt can fix (not `ws://` or `wss://`,
 /// no host) fails the attempt as fatal (`rtm/bad-request`).
-pub fn websocket(url: &str, options: &ClientOptions, runtime: RuntimeRef) -> Connector {
+pub(crate) fn websocket(url: &str, options: &ClientOptions, runtime: RuntimeRef) -> Connector {
     let url = url.to_owned();
     let config = client_ws_config(options.max_frame_bytes);
     #[cfg(feature = "tls")]

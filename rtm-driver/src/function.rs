@@ -39,7 +39,7 @@ pub type ErasedFunction = Arc<dyn Fn(CallContext, Args) -> FunctionFuture + Send
 
 /// Erases a typed handler. Arguments that do not deserialize into `A` are
 /// `rtm/bad-request`; a result that does not serialize is `rtm/internal`.
-pub fn erase<F, Fut, A, R, E>(handler: F) -> ErasedFunction
+pub(crate) fn erase<F, Fut, A, R, E>(handler: F) -> ErasedFunction
 where
     F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -64,7 +64,7 @@ where
 /// Erases a raw handler: it gets the `data` array as it came ([`Args`], a
 /// slice of the frame) and returns its result as JSON text, with no typed
 /// (de)serialization in between.
-pub fn erase_raw<F, Fut, E>(handler: F) -> ErasedFunction
+pub(crate) fn erase_raw<F, Fut, E>(handler: F) -> ErasedFunction
 where
     F: Fn(CallContext, Args) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Box<RawValue>, E>> + Send + 'static,

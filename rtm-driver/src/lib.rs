@@ -6,41 +6,56 @@
 //!   hooks, Emit / Publish / Push, graceful shutdown, and
 //!   [`ServerHandle::serve`] to run one already-upgraded WebSocket;
 //! - the function registry ([`CallContext`], typed handlers);
-//! - the seam to a runtime ([`Runtime`]: spawn and sleep) and to a WebSocket
-//!   library ([`Incoming`] / [`Outgoing`]);
-//! - `ws`: the tungstenite glue (the client's configuration, message mappings,
-//!   server URLs) and `connector`: the client's connector, for every runtime;
+//! - the client ([`ClientHandle`], [`ClientOptions`]);
+//! - [`rt`]: what a runtime, transport or adapter author needs (the
+//!   [`rt::Runtime`] seam, the byte streams, the messages of a socket
+//!   another WebSocket library upgraded, the handshake check);
+//! - [`broker`]: the broker seam (the `rtm-broker` crate);
 //! - with feature `tls`, `tls`: the server's certificate and the client's
 //!   trusted roots for `wss://`, as rustls configurations.
 //!
-//! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and a `Runtime` impl.
+//! Adapters (`rtm-tokio`, `rtm-async-std`) add sockets and pick a runtime.
 #![warn(missing_docs)]
 
-/// The broker seam (from `rtm-broker`).
+// Inside the crate, the seams under their short names.
+use rtm_runtime as runtime;
+use rtm_runtime::io;
+
+/// The broker seam (the `rtm-broker` crate): what a broker implements.
 pub use rtm_broker as broker;
-/// The runtime seam (from `rtm-runtime`, beside its implementations).
-pub use rtm_runtime as runtime;
-/// The byte streams connections run on (from `rtm-runtime`).
-pub use rtm_runtime::io;
-pub mod client;
-pub mod connector;
+
+mod client;
+mod connector;
 #[cfg(feature = "fixture")]
 pub mod fixture;
-pub mod function;
-pub mod log;
-pub mod server;
+mod function;
+mod log;
+mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
-pub mod transport;
-pub mod websocket;
-pub mod ws;
+mod transport;
+mod websocket;
+mod ws;
 
-pub use broker::{Broker, BrokerError, BrokerEvent, BrokerState, MemoryHub};
-pub use client::{
-    ClientHandle, ClientOptions, ConnectError, Connector, IncomingStream, OutgoingSink,
-    Subscription,
+/// What a runtime, transport or adapter author needs, in one place (as
+/// hyper's `rt`): the runtime seam, the byte streams connections run on,
+/// the messages of a socket another WebSocket library upgraded, and the
+/// pieces an adapter wires together.
+pub mod rt {
+    pub use crate::client::{Connector, IncomingStream, OutgoingSink};
+    pub use crate::transport::{Incoming, Outgoing, WriteError};
+    pub use crate::websocket::handshake::{check_request, HandshakePolicy, Rejection};
+    pub use crate::ws::serve_messages;
+    pub use rtm_runtime::io::{BoxIo, Io};
+    pub use rtm_runtime::{
+        timeout, yield_now, Accept, BoxFuture, Listener, Runtime, RuntimeRef, Timer,
+    };
+}
+
+pub use client::{ClientHandle, ClientOptions, ConnectError, Subscription};
+pub use function::{CallContext, ErasedFunction, FunctionFuture};
+pub use server::{
+    AuthHandler, Authorizer, ConnHook, Listening, Server, ServerBuilder, ServerHandle,
+    TransportOptions,
 };
-pub use function::{CallContext, ErasedFunction};
-pub use runtime::{BoxFuture, Runtime, RuntimeRef};
-pub use server::{Listening, Server, ServerBuilder, ServerHandle, TransportOptions};
-pub use transport::{Incoming, Outgoing};
+pub use websocket::handshake::AllowedOrigins;

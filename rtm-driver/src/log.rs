@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The longest prefix of a client-chosen string written to a log line.
-pub const CLIP_BYTES: usize = 128;
+pub(crate) const CLIP_BYTES: usize = 128;
 
 /// How often one kind of warning is written, at most (the rest are counted).
 const WARN_EVERY: Duration = Duration::from_secs(1);
@@ -15,18 +15,12 @@ const WARN_EVERY: Duration = Duration::from_secs(1);
 /// A client-chosen string for a log line: itself when short, else its first
 /// [`CLIP_BYTES`] bytes (on a character boundary) and its length.
 ///
-/// ```
-/// use rtm_driver::log::clip;
-/// assert_eq!(clip("short").to_string(), "short");
-/// let long = "x".repeat(1000);
-/// assert_eq!(clip(&long).to_string(), format!("{}… (1000 bytes)", "x".repeat(128)));
-/// ```
-pub fn clip(text: &str) -> Clipped<'_> {
+pub(crate) fn clip(text: &str) -> Clipped<'_> {
     Clipped(text)
 }
 
 /// See [`clip`].
-pub struct Clipped<'a>(&'a str);
+pub(crate) struct Clipped<'a>(&'a str);
 
 impl fmt::Display for Clipped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,7 +52,7 @@ static KINDS: Mutex<Vec<Kind>> = Mutex::new(Vec::new());
 
 /// A warning of kind `what` with `details`, at most once per second per
 /// kind; the next one written says how many were left out.
-pub fn rate_limited_warn(what: &'static str, details: fmt::Arguments<'_>) {
+pub(crate) fn rate_limited_warn(what: &'static str, details: fmt::Arguments<'_>) {
     let now = Instant::now();
     let suppressed = {
         let mut kinds = KINDS.lock().unwrap_or_else(|e| e.into_inner());
@@ -101,5 +95,20 @@ mod tests {
         let clipped = clip(&text).to_string();
         assert!(clipped.starts_with(&"é".repeat(64)), "{clipped}");
         assert!(clipped.ends_with("(200 bytes)"), "{clipped}");
+    }
+}
+
+/// The examples of this module's items (private: rustdoc cannot run them).
+#[cfg(test)]
+mod doc_examples {
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text() {
+        use crate::log::clip;
+        assert_eq!(clip("short").to_string(), "short");
+        let long = "x".repeat(1000);
+        assert_eq!(
+            clip(&long).to_string(),
+            format!("{}… (1000 bytes)", "x".repeat(128))
+        );
     }
 }

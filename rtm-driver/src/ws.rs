@@ -21,7 +21,7 @@ use crate::server::ServerHandle;
 use crate::transport::{Incoming, Outgoing, WriteError};
 
 /// The tungstenite configuration for a client accepting frames up to `max_frame_bytes`.
-pub fn client_ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+pub(crate) fn client_ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
@@ -29,13 +29,7 @@ pub fn client_ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 
 /// Maps one read from a tungstenite stream to what the drivers understand.
 ///
-/// ```
-/// use rtm_driver::{ws::incoming, Incoming};
-/// use tungstenite::Message;
-/// assert_eq!(incoming(Ok(Message::text("hi"))), Incoming::Text("hi".into()));
-/// assert_eq!(incoming(Ok(Message::Ping(Default::default()))), Incoming::Activity);
-/// ```
-pub fn incoming(message: Result<Message, WsError>) -> Incoming {
+pub(crate) fn incoming(message: Result<Message, WsError>) -> Incoming {
     match message {
         Ok(Message::Text(text)) => Incoming::Text(Bytes::from(text)),
         Ok(Message::Binary(_)) => Incoming::Binary,
@@ -52,7 +46,7 @@ pub fn incoming(message: Result<Message, WsError>) -> Incoming {
 }
 
 /// Maps one driver write to a tungstenite message (text that is not UTF-8 is an error).
-pub fn outgoing(message: Outgoing) -> Result<Message, WsError> {
+pub(crate) fn outgoing(message: Outgoing) -> Result<Message, WsError> {
     Ok(match message {
         Outgoing::Text(bytes) => Message::Text(
             bytes
@@ -85,18 +79,8 @@ where
 /// anything else fails with `rtm/bad-request`, which a client reports at
 /// once instead of retrying (no retry can fix it).
 ///
-/// ```
-/// use rtm_driver::ws::ServerUrl;
-/// let url = ServerUrl::parse("ws://[::1]:7070/rtm?room=1").unwrap();
-/// assert_eq!((url.host.as_str(), url.port, url.tls), ("::1", 7070, false));
-/// assert_eq!(ServerUrl::parse("ws://example.com").unwrap().port, 80);
-///
-/// let err = ServerUrl::parse("http://127.0.0.1:7070/").unwrap_err();
-/// assert_eq!(err.code.as_str(), "rtm/bad-request");
-/// assert!(ServerUrl::parse("not a url").is_err());
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUrl {
+pub(crate) struct ServerUrl {
     /// The URL to request, with `/` added when it names no path.
     pub url: String,
     /// The host to dial (an IPv6 literal without its brackets), also the
@@ -110,7 +94,7 @@ pub struct ServerUrl {
 
 impl ServerUrl {
     /// Checks `url`: it must parse, use the `ws` scheme and name a host.
-    pub fn parse(url: &str) -> Result<ServerUrl, RtmError> {
+    pub(crate) fn parse(url: &str) -> Result<ServerUrl, RtmError> {
         let bad =
             |why: &str| RtmError::new(ErrorCode::BadRequest, format!("server URL {url:?}: {why}"));
         let uri: Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
@@ -147,14 +131,14 @@ impl ServerUrl {
 
     /// A fault of this URL found later (by the WebSocket library, or as a
     /// TLS server name): fatal, as no retry can fix it.
-    pub fn fault(&self, why: impl std::fmt::Display) -> crate::ConnectError {
+    pub(crate) fn fault(&self, why: impl std::fmt::Display) -> crate::ConnectError {
         let message = format!("server URL {:?}: {why}", self.url);
         crate::ConnectError::Fatal(RtmError::new(ErrorCode::BadRequest, message))
     }
 
     /// The name the server's certificate must carry: the URL's host.
     #[cfg(feature = "tls")]
-    pub fn server_name(
+    pub(crate) fn server_name(
         &self,
     ) -> Result<rustls_pki_types::ServerName<'static>, crate::ConnectError> {
         rustls_pki_types::ServerName::try_from(self.host.clone())
@@ -164,7 +148,7 @@ impl ServerUrl {
 
 /// Boxes the two halves of a client's tungstenite WebSocket for the client driver
 /// (what a [`crate::Connector`] returns).
-pub fn client_halves<St, Si>(stream: St, sink: Si) -> (IncomingStream, OutgoingSink)
+pub(crate) fn client_halves<St, Si>(stream: St, sink: Si) -> (IncomingStream, OutgoingSink)
 where
     St: Stream<Item = Result<Message, WsError>> + Send + 'static,
     Si: Sink<Message, Error = WsError> + Send + 'static,
@@ -175,4 +159,34 @@ where
             .with(|m| std::future::ready(outgoing(m).map_err(WriteError::caused_by))),
     );
     (stream, sink)
+}
+
+/// The examples of this module's items (private: rustdoc cannot run them).
+#[cfg(test)]
+mod doc_examples {
+    #[test]
+    fn tungstenite_messages_become_incoming() {
+        use crate::transport::Incoming;
+        use crate::ws::incoming;
+        use tungstenite::Message;
+        assert_eq!(
+            incoming(Ok(Message::text("hi"))),
+            Incoming::Text("hi".into())
+        );
+        assert_eq!(
+            incoming(Ok(Message::Ping(Default::default()))),
+            Incoming::Activity
+        );
+    }
+    #[test]
+    fn server_urls_parse_and_bad_ones_fail() {
+        use crate::ws::ServerUrl;
+        let url = ServerUrl::parse("ws://[::1]:7070/rtm?room=1").unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.tls), ("::1", 7070, false));
+        assert_eq!(ServerUrl::parse("ws://example.com").unwrap().port, 80);
+
+        let err = ServerUrl::parse("http://127.0.0.1:7070/").unwrap_err();
+        assert_eq!(err.code.as_str(), "rtm/bad-request");
+        assert!(ServerUrl::parse("not a url").is_err());
+    }
 }

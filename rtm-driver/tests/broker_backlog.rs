@@ -84,7 +84,7 @@ async fn subscription_traffic_does_not_take_the_publish_backlog() {
     until("the connection is open", || server.connection_count() == 1).await;
     let tags: Vec<String> = (0..100).map(|t| format!("t{t}")).collect();
     let subscribe = serde_json::json!({"id": "s", "type": "subscribe", "event": "e", "tags": tags});
-    peer.unbounded_send(rtm_driver::Incoming::Text(subscribe.to_string().into()))
+    peer.unbounded_send(rtm_driver::rt::Incoming::Text(subscribe.to_string().into()))
         .unwrap();
     until("the 100 topics to be wanted", || {
         server.broker_topics().len() == 100

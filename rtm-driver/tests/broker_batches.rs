@@ -12,7 +12,8 @@ use rtm_core::Topic;
 use rtm_driver::broker::{
     BoxFuture, Broker, BrokerError, BrokerSink, BrokerState, MemoryBroker, MemoryHub,
 };
-use rtm_driver::{Incoming, Outgoing, ServerBuilder, ServerHandle};
+use rtm_driver::rt::{Incoming, Outgoing};
+use rtm_driver::{ServerBuilder, ServerHandle};
 use rtm_runtime::TokioRuntime;
 use serde_json::{json, Value};
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use rtm_core::ConnMeta;
-use rtm_driver::{Incoming, Outgoing, ServerBuilder, ServerHandle};
+use rtm_driver::rt::{Incoming, Outgoing};
+use rtm_driver::{ServerBuilder, ServerHandle};
 use rtm_runtime::TokioRuntime;
 use serde_json::{json, Value};
 

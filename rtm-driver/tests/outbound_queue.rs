@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 
 use futures_util::Sink;
 use rtm_core::ConnMeta;
-use rtm_driver::{Incoming, Outgoing, ServerBuilder, ServerHandle};
+use rtm_driver::rt::{Incoming, Outgoing};
+use rtm_driver::{ServerBuilder, ServerHandle};
 use rtm_runtime::TokioRuntime;
 
 /// A sink that is never ready, and says when a write first waits on it.

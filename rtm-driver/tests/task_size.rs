@@ -6,24 +6,12 @@
 //! (`fixture` and `tls`, through `conformance`), which is `--all-features`.
 use std::sync::Arc;
 
-use rtm_driver::io::BoxIo;
+use rtm_driver::rt::BoxIo;
 use rtm_driver::ServerBuilder;
 use rtm_runtime::{TokioIo, TokioRuntime};
 
-/// Bytes, at most, of one connection's task future once upgraded.
-const CONNECTION_TASK_MAX: usize = 512;
 /// Bytes, at most, of the future that accepts a socket (TLS and the handshake).
 const ACCEPT_TASK_MAX: usize = 2048;
-
-#[test]
-fn a_connections_task_stays_small() {
-    let size = rtm_driver::server::connection_task_size();
-    eprintln!("connection task: {size} bytes");
-    assert!(
-        size <= CONNECTION_TASK_MAX,
-        "{size} bytes > {CONNECTION_TASK_MAX}"
-    );
-}
 
 #[tokio::test]
 async fn the_accept_task_stays_small_with_or_without_tls() {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use futures_util::Sink;
 use rtm_core::ConnMeta;
-use rtm_driver::{Incoming, Outgoing, ServerBuilder, ServerHandle};
+use rtm_driver::rt::{Incoming, Outgoing};
+use rtm_driver::{ServerBuilder, ServerHandle};
 use rtm_runtime::TokioRuntime;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -91,10 +91,11 @@ pub use rtm_core::{
 // The broker seam (the trait `rtm-redis` implements, its states and errors,
 // the in-process MemoryHub) and the origin guard of `allowed_origins`.
 pub use rtm_driver::broker;
-pub use rtm_driver::websocket::handshake::AllowedOrigins;
+pub use rtm_driver::AllowedOrigins;
 // `wss://`: the server's certificate (`ServerTls`, for `ServerBuilder::tls`)
 // and the roots a client trusts (`ClientTls`, for `ClientOptions::tls`). No
 // `///` here: rustdoc would paste it over each item's own summary.
+pub use rtm_driver::rt::Runtime;
 #[cfg(feature = "tls")]
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
-pub use rtm_driver::{CallContext, Runtime, ServerBuilder, ServerHandle};
+pub use rtm_driver::{CallContext, ServerBuilder, ServerHandle};

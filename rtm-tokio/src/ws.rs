@@ -1,9 +1,9 @@
 //! Serving one upgraded socket: tokio-tungstenite through the shared
-//! tungstenite glue (`rtm_driver::ws`), and axum's own message types.
+//! tungstenite glue (`rtm_driver::rt::serve_messages`), and axum's own message types.
 
 use futures_util::StreamExt;
 use rtm_core::ConnMeta;
-use rtm_driver::ws::serve_messages;
+use rtm_driver::rt::serve_messages;
 use rtm_driver::ServerHandle;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -52,7 +52,7 @@ pub async fn serve_axum(
     use axum::extract::ws::{CloseFrame as AxCloseFrame, Message as AxMessage};
     use bytes::Bytes;
     use futures_util::SinkExt;
-    use rtm_driver::{Incoming, Outgoing};
+    use rtm_driver::rt::{Incoming, Outgoing};
     let (sink, stream) = socket.split();
     let stream = stream.map(|message| match message {
         Ok(AxMessage::Text(text)) => {
@@ -121,7 +121,7 @@ pub fn upgrade_axum(
 ) -> axum::response::Response {
     use axum::http::{header, HeaderValue, StatusCode, Version};
     use axum::response::IntoResponse;
-    use rtm_driver::websocket::handshake::{check_request, HandshakePolicy};
+    use rtm_driver::rt::{check_request, HandshakePolicy};
 
     let target = request.uri().path_and_query().map_or_else(
         || request.uri().path().to_owned(),

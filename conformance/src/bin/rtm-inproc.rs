@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use rtm_core::{ConnMeta, RtmError};
-use rtm_driver::io::BoxIo;
+use rtm_driver::rt::BoxIo;
 use rtm_driver::{CallContext, ServerBuilder, ServerHandle};
 use rtm_runtime::{TokioIo, TokioRuntime};
 use serde_json::Value;

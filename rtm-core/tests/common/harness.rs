@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtm_core::server::{AuthTicket, CallTicket, SubscribeTicket};
 use rtm_core::testkit::fixture::{self, Action};
+use rtm_core::{AuthTicket, CallTicket, SubscribeTicket};
 use rtm_core::{
     BrokerCommand, CloseCode, ConnId, ConnMeta, RtmError, ServerConfig, ServerCore, ServerOutput,
 };

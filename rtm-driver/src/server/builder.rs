@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::broker::Broker;
-use rtm_core::connection::Functions;
+use rtm_core::Functions;
 use rtm_core::{
     ConnInfo, Heartbeat, Identity, Limits, Rate, RateLimit, RtmError, ServerConfig, SharedLimits,
 };
@@ -487,7 +487,7 @@ impl ServerBuilder {
     ///
     /// ```
     /// use rtm_driver::ServerBuilder;
-    /// use rtm_driver::websocket::handshake::AllowedOrigins;
+    /// use rtm_driver::AllowedOrigins;
     /// let builder = ServerBuilder::new()
     ///     .allowed_origins(AllowedOrigins::list(["https://chat.example.com"]));
     /// assert!(!builder.transport().allowed_origins.allows("https://evil.example"));

@@ -24,8 +24,6 @@ mod shared;
 mod transport;
 
 pub use builder::ServerBuilder;
-#[doc(hidden)]
-pub use connection::connection_task_size;
 pub use handle::ServerHandle;
 pub use listening::{Listening, Server};
 pub use options::TransportOptions;

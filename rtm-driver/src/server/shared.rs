@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::Duration;
 
-use rtm_core::connection::Functions;
+use rtm_core::Functions;
 use rtm_core::{
     CloseCode, ConnId, ConnInfo, ConnMeta, Connection, Identity, OutboundBounds, Router, RtmError,
     ServerConfig, SharedLimits,

@@ -19,11 +19,11 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
 /// The largest payload of a control frame (RFC 6455 §5.5).
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// One complete message from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
+pub(crate) enum Message {
     /// A text message. Its UTF-8 is not checked here: the connection's
     /// request parser checks it once, and closes 1007 when it is not.
     Text(Bytes),
@@ -39,7 +39,7 @@ pub enum Message {
 
 /// A fault of the peer's stream and the close code it earns (RFC 6455 §7.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Violation {
+pub(crate) struct Violation {
     /// The close code to send.
     pub code: u16,
     /// A short reason for the close frame (and the log).
@@ -48,7 +48,7 @@ pub struct Violation {
 
 impl Violation {
     /// A message over the size limit: 1009. The decoder skips the rest of it.
-    pub const TOO_BIG: Violation = Violation {
+    pub(crate) const TOO_BIG: Violation = Violation {
         code: 1009,
         reason: "message too big",
     };
@@ -60,7 +60,7 @@ impl Violation {
     /// Whether the decoder can go on reading frames after this fault
     /// (only an oversized message is skipped; any other fault leaves a
     /// stream that cannot be trusted to be framed).
-    pub fn resumable(&self) -> bool {
+    pub(crate) fn resumable(&self) -> bool {
         self.code == Self::TOO_BIG.code
     }
 }
@@ -86,18 +86,8 @@ struct Partial {
 
 /// Turns a client's bytes into [`Message`]s.
 ///
-/// ```
-/// use bytes::BytesMut;
-/// use rtm_driver::websocket::codec::{Decoder, Message};
-///
-/// let mut decoder = Decoder::new(1024);
-/// // A masked text frame "hi" (mask 01 02 03 04), as a browser sends it.
-/// let mut input = BytesMut::from(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2][..]);
-/// assert_eq!(decoder.decode(&mut input), Ok(Some(Message::Text("hi".into()))));
-/// assert_eq!(decoder.decode(&mut input), Ok(None)); // needs more bytes
-/// ```
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     max_message: usize,
     state: State,
     partial: Option<Partial>,
@@ -106,7 +96,7 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder accepting messages of up to `max_message` bytes (text or binary,
     /// all fragments together).
-    pub fn new(max_message: usize) -> Self {
+    pub(crate) fn new(max_message: usize) -> Self {
         Decoder {
             max_message,
             state: State::Header,
@@ -115,15 +105,9 @@ impl Decoder {
     }
 
     /// Changes the message limit (for the frames that start after this call).
-    pub fn set_max_message(&mut self, max_message: usize) {
+    pub(crate) fn set_max_message(&mut self, max_message: usize) {
         self.max_message = max_message;
     }
-
-    /// Whether a message is half-received (its first fragment seen, not its last).
-    pub fn mid_message(&self) -> bool {
-        self.partial.is_some()
-    }
-
     /// Decodes the next message from the front of `input`, consuming what it
     /// used. `Ok(None)`: `input` holds no complete message yet (what it holds
     /// is kept for the next call, at most one frame header and one frame).
@@ -131,7 +115,7 @@ impl Decoder {
     /// After an `Err`, a [resumable](Violation::resumable) fault lets decoding
     /// go on (the oversized message is skipped); after any other, every
     /// further byte is consumed and ignored.
-    pub fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Message>, Violation> {
+    pub(crate) fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Message>, Violation> {
         loop {
             match self.state {
                 State::Broken => {
@@ -324,7 +308,7 @@ fn close_frame(payload: &[u8]) -> Result<Message, Violation> {
 
 /// Whether a peer may send this close code (RFC 6455 §7.4; 1005, 1006 and
 /// 1015 are for reporting only, never sent).
-pub fn close_code_allowed(code: u16) -> bool {
+pub(crate) fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
@@ -421,12 +405,13 @@ fn server_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
 }
 
 /// The size of a server text frame carrying `len` bytes.
-pub fn text_frame_len(len: usize) -> usize {
+#[cfg(test)]
+pub(crate) fn text_frame_len(len: usize) -> usize {
     server_header(TEXT, len).1 + len
 }
 
 /// Appends a text frame carrying `payload` (already UTF-8) to `out`.
-pub fn encode_text(out: &mut Vec<u8>, payload: &[u8]) {
+pub(crate) fn encode_text(out: &mut Vec<u8>, payload: &[u8]) {
     let (header, n) = server_header(TEXT, payload.len());
     out.reserve(n + payload.len());
     out.extend_from_slice(&header[..n]);
@@ -434,7 +419,7 @@ pub fn encode_text(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Appends a pong echoing `payload` (at most 125 bytes: longer is cut).
-pub fn encode_pong(out: &mut Vec<u8>, payload: &[u8]) {
+pub(crate) fn encode_pong(out: &mut Vec<u8>, payload: &[u8]) {
     let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
     let (header, n) = server_header(PONG, payload.len());
     out.extend_from_slice(&header[..n]);
@@ -442,13 +427,13 @@ pub fn encode_pong(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Appends an empty ping.
-pub fn encode_ping(out: &mut Vec<u8>) {
+pub(crate) fn encode_ping(out: &mut Vec<u8>) {
     out.extend_from_slice(&[0x80 | PING, 0]);
 }
 
 /// Appends a close frame with `code` and `reason` (cut to fit 125 bytes on a
 /// character boundary).
-pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+pub(crate) fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -680,5 +665,24 @@ mod tests {
                 .collect();
             assert_eq!(fast, slow, "{len}");
         }
+    }
+}
+
+/// The examples of this module's items (private: rustdoc cannot run them).
+#[cfg(test)]
+mod doc_examples {
+    #[test]
+    fn a_masked_text_frame_decodes_and_a_partial_one_waits() {
+        use crate::websocket::codec::{Decoder, Message};
+        use bytes::BytesMut;
+
+        let mut decoder = Decoder::new(1024);
+        // A masked text frame "hi" (mask 01 02 03 04), as a browser sends it.
+        let mut input = BytesMut::from(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2][..]);
+        assert_eq!(
+            decoder.decode(&mut input),
+            Ok(Some(Message::Text("hi".into())))
+        );
+        assert_eq!(decoder.decode(&mut input), Ok(None)); // needs more bytes
     }
 }

@@ -28,7 +28,7 @@ const MAX_HEADERS: usize = 64;
 /// (a non-browser client) is always allowed.
 ///
 /// ```
-/// use rtm_driver::websocket::handshake::AllowedOrigins;
+/// use rtm_driver::AllowedOrigins;
 /// let only = AllowedOrigins::list(["https://chat.example.com"]);
 /// assert!(only.allows("https://chat.example.com"));
 /// assert!(!only.allows("https://evil.example"));
@@ -178,7 +178,7 @@ impl fmt::Display for Rejection {
 
 /// The outcome of reading the buffer so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handshake {
+pub(crate) enum Handshake {
     /// The request is not complete yet: read more.
     Incomplete,
     /// A valid upgrade; the request took this many bytes of the buffer.
@@ -190,23 +190,7 @@ pub enum Handshake {
 
 /// Reads the request at the front of `buf` and decides.
 ///
-/// ```
-/// use rtm_driver::websocket::handshake::{read_request, Handshake, HandshakePolicy};
-///
-/// let policy = HandshakePolicy::default();
-/// let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-///     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-/// let Handshake::Upgrade(upgrade, used) = read_request(request, &policy) else { panic!() };
-/// assert_eq!(used, request.len());
-/// assert!(String::from_utf8(upgrade.accept()).unwrap()
-///     .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-///
-/// // A load balancer's health check is told what this endpoint is.
-/// let Handshake::Reject(refused) = read_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &policy)
-/// else { panic!() };
-/// assert_eq!(refused.status, 426);
-/// ```
-pub fn read_request(buf: &[u8], policy: &HandshakePolicy) -> Handshake {
+pub(crate) fn read_request(buf: &[u8], policy: &HandshakePolicy) -> Handshake {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let used = match request.parse(buf) {
@@ -250,7 +234,7 @@ fn check(
 /// Checks a request that an HTTP server already parsed (an axum route, for
 /// one): its method, whether it is HTTP/1.1, its target (path and query)
 /// and its headers as (name, value) pairs. The same rules and answers as
-/// [`read_request`].
+/// the server's own handshake.
 pub fn check_request(
     method: &str,
     http_1_1: bool,
@@ -451,5 +435,33 @@ mod tests {
             status(&with("Origin: https://evil.example\r\n"), &policy()),
             101
         );
+    }
+}
+
+/// The examples of this module's items (private: rustdoc cannot run them).
+#[cfg(test)]
+mod doc_examples {
+    #[test]
+    fn an_upgrade_is_accepted_and_a_health_check_told_426() {
+        use crate::websocket::handshake::{read_request, Handshake, HandshakePolicy};
+
+        let policy = HandshakePolicy::default();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let Handshake::Upgrade(upgrade, used) = read_request(request, &policy) else {
+            panic!()
+        };
+        assert_eq!(used, request.len());
+        assert!(String::from_utf8(upgrade.accept())
+            .unwrap()
+            .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+
+        // A load balancer's health check is told what this endpoint is.
+        let Handshake::Reject(refused) =
+            read_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &policy)
+        else {
+            panic!()
+        };
+        assert_eq!(refused.status, 426);
     }
 }

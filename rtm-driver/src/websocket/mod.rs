@@ -10,6 +10,6 @@
 //! socket under the close frame), hold at most one pong, and bound what it
 //! queues for a peer in bytes. Each of those needs the bytes.
 
-pub mod codec;
-pub mod handshake;
-pub mod stream;
+pub(crate) mod codec;
+pub(crate) mod handshake;
+pub(crate) mod stream;

@@ -33,7 +33,7 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 
 /// What a read produced.
 #[derive(Debug)]
-pub enum Read {
+pub(crate) enum Read {
     /// A complete message.
     Message(Message),
     /// The peer broke the protocol; close with this code.
@@ -46,7 +46,7 @@ pub enum Read {
 
 /// How a lingering read after our close frame ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lingered {
+pub(crate) enum Lingered {
     /// The peer answered with its close frame.
     CloseAnswered,
     /// The peer closed the stream (or it failed).
@@ -57,7 +57,7 @@ pub enum Lingered {
 
 /// A server-side WebSocket on a byte stream. See the [module docs](self).
 #[derive(Debug)]
-pub struct WebSocketIo<IO> {
+pub(crate) struct WebSocketIo<IO> {
     io: IO,
     decoder: Decoder,
     read_buf: BytesMut,
@@ -72,7 +72,7 @@ pub struct WebSocketIo<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
     /// A WebSocket on `io`, whose first bytes (read with the handshake) are
     /// `already_read`; messages over `max_message` bytes are refused (1009).
-    pub fn new(io: IO, already_read: &[u8], max_message: usize) -> Self {
+    pub(crate) fn new(io: IO, already_read: &[u8], max_message: usize) -> Self {
         WebSocketIo {
             io,
             decoder: Decoder::new(max_message),
@@ -86,12 +86,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
     }
 
     /// Changes the largest message accepted (1009 past it).
-    pub fn set_max_message(&mut self, max_message: usize) {
+    pub(crate) fn set_max_message(&mut self, max_message: usize) {
         self.decoder.set_max_message(max_message);
     }
 
     /// Reads the next message (or what ended the stream).
-    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         loop {
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(message)) => {
@@ -123,7 +123,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
     /// the peer's close frame or the end of the stream (a lingering close:
     /// the peer reads our close before the socket goes, instead of a reset).
     /// Frames after a fault that left the stream unframed are skipped raw.
-    pub fn poll_linger(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<Lingered> {
+    pub(crate) fn poll_linger(
+        &mut self,
+        cx: &mut Context<'_>,
+        budget: &mut usize,
+    ) -> Poll<Lingered> {
         loop {
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(Message::Close(..))) => return Poll::Ready(Lingered::CloseAnswered),
@@ -178,17 +182,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
     }
 
     /// Queues a text frame carrying `payload` (UTF-8).
-    pub fn queue_text(&mut self, payload: &[u8]) {
+    pub(crate) fn queue_text(&mut self, payload: &[u8]) {
         codec::encode_text(&mut self.write_buf, payload);
     }
 
     /// Queues a ping.
-    pub fn queue_ping(&mut self) {
+    pub(crate) fn queue_ping(&mut self) {
         codec::encode_ping(&mut self.write_buf);
     }
 
     /// Queues a close frame; nothing should be queued after it.
-    pub fn queue_close(&mut self, code: u16, reason: &str) {
+    pub(crate) fn queue_close(&mut self, code: u16, reason: &str) {
         if let Some(payload) = self.pong.take() {
             // The pong would come after the close: leave it out.
             drop(payload);
@@ -197,17 +201,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
     }
 
     /// The pong for the latest ping; replaces one not yet sent.
-    pub fn set_pong(&mut self, payload: Bytes) {
+    pub(crate) fn set_pong(&mut self, payload: Bytes) {
         self.pong = Some(payload);
     }
 
     /// Bytes queued and not yet written (pong included).
-    pub fn unwritten(&self) -> usize {
+    pub(crate) fn unwritten(&self) -> usize {
         self.write_buf.len() - self.written + self.pong.as_ref().map_or(0, |p| p.len() + 2)
     }
 
     /// Writes what is queued; `Ready(Ok)` once all of it is written and flushed.
-    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.written == self.write_buf.len() {
                 // Between frames: the pending pong may go now.
@@ -248,7 +252,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketIo<IO> {
     }
 
     /// Shuts the write side (TCP FIN; TLS close_notify first).
-    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_close(cx)
     }
 }

@@ -20,11 +20,11 @@ pub(crate) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
 pub(crate) async fn connect(
     server: &rtm_driver::ServerHandle,
 ) -> (
-    futures_channel::mpsc::UnboundedSender<rtm_driver::Incoming>,
-    tokio::sync::mpsc::UnboundedReceiver<rtm_driver::Outgoing>,
+    futures_channel::mpsc::UnboundedSender<rtm_driver::rt::Incoming>,
+    tokio::sync::mpsc::UnboundedReceiver<rtm_driver::rt::Outgoing>,
 ) {
-    let (peer, incoming) = futures_channel::mpsc::unbounded::<rtm_driver::Incoming>();
-    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<rtm_driver::Outgoing>();
+    let (peer, incoming) = futures_channel::mpsc::unbounded::<rtm_driver::rt::Incoming>();
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<rtm_driver::rt::Outgoing>();
     let sink = Box::pin(futures_util::sink::unfold(out_tx, |tx, item| async move {
         let _ = tx.send(item);
         Ok::<_, ()>(tx)

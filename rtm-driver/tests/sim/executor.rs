@@ -5,7 +5,7 @@
 //! by the seeded [`Rng`] (so each seed gives its own interleaving of the
 //! same tasks), and polls it once. Wakers put their task back on the ready
 //! queue; they are `Send + Sync` (they reach the scheduler through a
-//! mutex) since `rtm_driver::Runtime` requires it, but everything runs on
+//! mutex) since `rtm_driver::rt::Runtime` requires it, but everything runs on
 //! the thread that drives the simulation.
 //!
 //! Time is virtual: it only moves when no task is ready, and then it jumps
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use rtm_driver::runtime::{BoxFuture, Runtime, RuntimeRef};
+use rtm_driver::rt::{BoxFuture, Runtime, RuntimeRef};
 
 use super::rng::Rng;
 

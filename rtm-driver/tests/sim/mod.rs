@@ -5,7 +5,7 @@
 //!
 //! - [`rng`]: the seeded xorshift every random choice comes from;
 //! - [`executor`]: [`executor::Sim`], the executor and virtual clock (it
-//!   implements `rtm_driver::Runtime`: spawn, sleep, now), whose seeded RNG
+//!   implements `rtm_driver::rt::Runtime`: spawn, sleep, now), whose seeded RNG
 //!   picks which ready task runs next;
 //! - [`pipe`]: in-memory duplex sockets, each direction a bounded byte
 //!   buffer (a full one makes the writer wait, a read wakes it);

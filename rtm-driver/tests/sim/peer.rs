@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_io::AsyncRead;
 use futures_util::{AsyncReadExt, AsyncWriteExt};
-use rtm_driver::runtime::RuntimeRef;
+use rtm_driver::rt::RuntimeRef;
 use rtm_driver::ServerHandle;
 
 use super::executor::{Sim, SimClock};

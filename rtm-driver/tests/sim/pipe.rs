@@ -1,6 +1,6 @@
 //! In-memory sockets: [`duplex`] makes two connected [`PipeEnd`]s, each
 //! `futures_io::AsyncRead + AsyncWrite + Send + Unpin` (so the server's end
-//! boxes into an `rtm_driver::io::BoxIo`).
+//! boxes into an `rtm_driver::rt::BoxIo`).
 //!
 //! Each direction is one [`Channel`]: a byte buffer with a capacity, the
 //! socket buffer of the simulation. A write takes what fits and returns

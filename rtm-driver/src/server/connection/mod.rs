@@ -323,9 +323,24 @@ impl<T> Drop for ConnectionDriver<T> {
     }
 }
 
-/// The size of one connection's task as spawned (its future), whatever the
-/// stream under it (plain or TLS: both are a [`crate::io::BoxIo`]).
-#[doc(hidden)]
-pub fn connection_task_size() -> usize {
-    std::mem::size_of::<ConnectionDriver<crate::websocket::stream::WebSocketIo<crate::io::BoxIo>>>()
+/// Idle memory per connection is mostly its task: a guard on the size of
+/// what is spawned per connection, so growing it fails a test instead of a
+/// benchmark nobody runs. The type does not depend on features (plain and
+/// TLS streams are both a `BoxIo`); `cargo test --workspace` builds this
+/// crate with every feature on.
+#[cfg(test)]
+mod size {
+    /// Bytes, at most, of one connection's task future once upgraded.
+    const CONNECTION_TASK_MAX: usize = 512;
+
+    #[test]
+    fn a_connections_task_stays_small() {
+        let size = std::mem::size_of::<
+            super::ConnectionDriver<crate::websocket::stream::WebSocketIo<crate::io::BoxIo>>,
+        >();
+        assert!(
+            size <= CONNECTION_TASK_MAX,
+            "{size} bytes > {CONNECTION_TASK_MAX}"
+        );
+    }
 }

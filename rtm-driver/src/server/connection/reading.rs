@@ -59,8 +59,14 @@ impl<T: Transport> ConnectionDriver<T> {
                     tracing::debug!(conn = %self.conn.id(), reason = violation.reason, "protocol violation");
                     self.conn.close(CloseCode(violation.code), violation.reason);
                 }
-                Read::Eof | Read::Failed(_) => {
+                Read::Eof => {
                     tracing::debug!(conn = %self.conn.id(), "stream ended without a close frame");
+                    self.leave_router();
+                    self.stage = Stage::Done;
+                    return Next::IDLE;
+                }
+                Read::Failed(err) => {
+                    tracing::debug!(conn = %self.conn.id(), %err, "stream failed");
                     self.leave_router();
                     self.stage = Stage::Done;
                     return Next::IDLE;

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::{FutureExt, StreamExt};
-use rtm_core::connection::{AuthTicket, CallTicket, JoinTicket, SubscribeTicket};
+use rtm_core::{AuthTicket, CallTicket, JoinTicket, SubscribeTicket};
 use rtm_core::{CloseCode, ConnOutput, ErrorCode, Identity, PushSub, RtmError};
 use serde_json::value::RawValue;
 use serde_json::Value;
