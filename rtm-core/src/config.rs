@@ -25,7 +25,7 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Requests in flight per connection: invokes, and subscribes waiting for
     /// the authorizer or the broker (default 256); more get `rtm/too-many-requests`.
-    pub max_in_flight: u32,
+    pub max_in_flight: usize,
     /// Bytes of events (Emit, Publish, Push) that may wait for a connection
     /// whose peer does not read (default 1 MiB): past it, once its socket
     /// has accepted nothing for [`slow_consumer_timeout`](Self::slow_consumer_timeout),

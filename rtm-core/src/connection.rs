@@ -57,10 +57,10 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::ServerConfig;
-use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::error::{CloseCode, ErrorCode, RtmError};
 use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
 use crate::functions::{FunctionId, Functions};
+use crate::peer::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::rate::{self, Bucket};
 use crate::sub_queue::{Ready, SubQueue};
 
@@ -807,7 +807,7 @@ impl Connection {
             return false;
         }
         let max = self.config.limits.max_in_flight;
-        if self.in_flight.len() >= max as usize {
+        if self.in_flight.len() >= max {
             let message = format!("more than {max} requests in flight");
             self.reply_error(id, RtmError::new(ErrorCode::TooManyRequests, message));
             return false;

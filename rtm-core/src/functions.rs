@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ServerConfig;
-use crate::conn::ConnInfo;
 use crate::error::RtmError;
+use crate::peer::ConnInfo;
 use crate::rate::{self, Rate, RateLimit, RateLimiter};
 
 /// A function registered with [`Functions::register`].

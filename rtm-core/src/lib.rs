@@ -88,13 +88,13 @@
 mod broker_topics;
 pub mod client;
 pub mod config;
-pub mod conn;
 pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod functions;
 pub mod outbound;
+pub mod peer;
 pub mod rate;
 pub mod router;
 pub mod server;
@@ -106,7 +106,6 @@ pub mod topic;
 pub use broker_topics::TopicChanges;
 pub use client::{CallId, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Reconnect};
 pub use config::{Heartbeat, Limits, ServerConfig};
-pub use conn::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use connection::{
     AuthTicket, CallTicket, ConnOutput, Connection, JoinTicket, Settled, SubscribeTicket,
     TimerReason,
@@ -116,6 +115,7 @@ pub use error::{CloseCode, ErrorCode, RtmError};
 pub use frame::{Args, PushSub, RequestId};
 pub use functions::{FunctionId, Functions, SharedLimits};
 pub use outbound::{Outbound, OutboundBounds};
+pub use peer::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use rate::{Rate, RateLimit};
 pub use router::{RecentPushes, Router};
 pub use server::{BrokerCommand, OpenError, ServerCore, ServerOutput};

@@ -45,11 +45,11 @@ use bytes::Bytes;
 
 use crate::broker_topics::{BrokerTopics, TopicChanges, WaitId};
 use crate::config::{Limits, ServerConfig};
-use crate::conn::{ConnId, ConnInfo};
 use crate::connection::{JoinTicket, Settled, SubscribeTicket};
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::{self, Args};
+use crate::peer::{ConnId, ConnInfo};
 use crate::topic::Topic;
 
 /// What an incoming broker topic delivers to.

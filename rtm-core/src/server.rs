@@ -43,7 +43,6 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::ServerConfig;
-use crate::conn::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::connection::{AuthTicket, CallTicket, SubscribeTicket};
 use crate::connection::{ConnOutput, Connection, Settled};
 use crate::envelope::EnvelopeError;
@@ -52,6 +51,7 @@ use crate::frame::Args;
 use crate::functions::FunctionId;
 use crate::functions::Functions;
 use crate::functions::SharedLimits;
+use crate::peer::{ConnId, ConnInfo, ConnMeta, Identity};
 use crate::rate::RateLimit;
 use crate::router::{BrokerPublish, RecentPushes, Router};
 use crate::topic::Topic;
@@ -225,13 +225,13 @@ impl ServerCore {
 
     /// Requests in flight on a connection (invokes, subscribes being
     /// authorized or confirmed, an authentication).
-    pub fn in_flight(&self, conn: ConnId) -> u32 {
-        self.conns.get(&conn).map_or(0, |c| c.in_flight() as u32)
+    pub fn in_flight(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, Connection::in_flight)
     }
 
     /// Requests in flight on all connections.
-    pub fn total_in_flight(&self) -> u64 {
-        self.conns.values().map(|c| c.in_flight() as u64).sum()
+    pub fn total_in_flight(&self) -> usize {
+        self.conns.values().map(Connection::in_flight).sum()
     }
 
     /// Every live connection.

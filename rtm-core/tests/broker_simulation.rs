@@ -1563,7 +1563,7 @@ impl Sim {
                 .count();
             check!(
                 ctx,
-                server.in_flight(conn.id) as usize == subs,
+                server.in_flight(conn.id) == subs,
                 "conn {key}: the server has {} requests in flight, the model {subs}: {:?}",
                 server.in_flight(conn.id),
                 conn.pending.keys()

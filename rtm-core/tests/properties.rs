@@ -285,7 +285,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(auth: bool, max_in_flight: u32) -> Self {
+    fn new(auth: bool, max_in_flight: usize) -> Self {
         let mut config = Harness::fixture_config();
         config.limits.max_in_flight = max_in_flight;
         if auth {
@@ -401,7 +401,7 @@ proptest! {
     #[test]
     fn every_well_formed_invoke_gets_exactly_one_reply_or_its_connection_is_closed(
         auth in any::<bool>(),
-        max_in_flight in 1u32..4,
+        max_in_flight in 1usize..4,
         ops in prop::collection::vec(op(), 1..40),
     ) {
         let mut sim = Sim::new(auth, max_in_flight);

@@ -661,7 +661,7 @@ fn panicked_function_replies_internal_and_the_connection_stays_open() {
 
 #[test]
 fn too_many_in_flight() {
-    const LIMIT: u32 = 3;
+    const LIMIT: usize = 3;
     let mut h = Harness::new(ServerConfig {
         limits: rtm_core::Limits {
             max_in_flight: LIMIT,
@@ -674,16 +674,12 @@ fn too_many_in_flight() {
     for n in 0..LIMIT {
         h.send(c, invoke(&n.to_string(), "echo", json!([n])));
     }
-    assert_eq!(h.held_calls.len(), LIMIT as usize);
+    assert_eq!(h.held_calls.len(), LIMIT);
     assert!(h.nothing_for(c));
 
     h.send(c, invoke("over", "echo", json!([])));
     assert_eq!(code(&h.only_frame(c)), "rtm/too-many-requests");
-    assert_eq!(
-        h.held_calls.len(),
-        LIMIT as usize,
-        "the refused call did not run"
-    );
+    assert_eq!(h.held_calls.len(), LIMIT, "the refused call did not run");
 
     let (ticket, _) = h.held_calls.remove(0);
     h.server.handle_call_result(ticket, Ok(&0));
@@ -691,7 +687,7 @@ fn too_many_in_flight() {
     assert_eq!(h.only_frame(c), json!({"id": "0", "data": 0}));
     h.send(c, invoke("again", "echo", json!([])));
     assert!(h.nothing_for(c));
-    assert_eq!(h.held_calls.len(), LIMIT as usize);
+    assert_eq!(h.held_calls.len(), LIMIT);
 }
 
 #[test]

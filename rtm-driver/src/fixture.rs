@@ -22,7 +22,7 @@ pub struct FixtureOptions {
     /// `--max-frame-bytes`.
     pub max_frame_bytes: Option<usize>,
     /// `--max-in-flight`.
-    pub max_in_flight: Option<u32>,
+    pub max_in_flight: Option<usize>,
     /// `--namespace`.
     pub namespace: Option<String>,
 }

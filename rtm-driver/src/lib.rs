@@ -25,17 +25,16 @@ use rtm_runtime::io;
 pub use rtm_broker as broker;
 
 mod client;
-mod connector;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 mod function;
 mod log;
+mod messages;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod transport;
+mod tungstenite_glue;
 mod websocket;
-mod ws;
 
 /// What a runtime, transport or adapter author needs, in one place (as
 /// hyper's `rt`): the runtime seam, the byte streams connections run on,
@@ -43,9 +42,9 @@ mod ws;
 /// pieces an adapter wires together.
 pub mod rt {
     pub use crate::client::{Connector, IncomingStream, OutgoingSink};
-    pub use crate::transport::{Incoming, Outgoing, WriteError};
+    pub use crate::messages::{Incoming, Outgoing, WriteError};
+    pub use crate::tungstenite_glue::serve_messages;
     pub use crate::websocket::handshake::{check_request, HandshakePolicy, Rejection};
-    pub use crate::ws::serve_messages;
     pub use rtm_runtime::io::{BoxIo, Io};
     pub use rtm_runtime::{
         timeout, yield_now, Accept, BoxFuture, Listener, Runtime, RuntimeRef, Timer,

@@ -183,7 +183,7 @@ impl Sink<Outgoing> for ClosingSink {
     fn start_send(mut self: Pin<&mut Self>, item: Outgoing) -> Result<(), ()> {
         if let Outgoing::Close(code, _) = item {
             if let Some(tx) = self.0.take() {
-                let _ = tx.send(code);
+                let _ = tx.send(code.0);
             }
         }
         Ok(())

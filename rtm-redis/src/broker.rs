@@ -1,5 +1,5 @@
 //! [`RedisBroker`]: the handle the server holds, which creates the shared
-//! state ([`crate::shared`]), starts the driver and publisher tasks on it and
+//! state ([`crate::shared`]), starts the supervisor and publisher tasks on it and
 //! implements [`Broker`]; and [`BrokerStats`], a snapshot of its counters.
 
 use std::collections::HashSet;
@@ -16,9 +16,9 @@ use rtm_core::Topic;
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{cluster_builder, Target};
-use crate::driver;
 use crate::publisher::{self, Queued};
 use crate::shared::{lock, Counters, Live, Shared, Signal};
+use crate::supervisor;
 use rtm_runtime::Runtime;
 
 /// A [`Broker`] over Redis pub/sub.
@@ -276,7 +276,7 @@ impl Broker for RedisBroker {
             let (first_tx, first_rx) = oneshot::channel();
             shared
                 .runtime
-                .spawn(Box::pin(driver::run(shared.clone(), signals, first_tx)));
+                .spawn(Box::pin(supervisor::run(shared.clone(), signals, first_tx)));
             // Wait for the first attempt (bounded by the timeouts); if Redis is
             // not there, the broker is Down and keeps trying in the background.
             let _ = first_rx.await;

@@ -86,7 +86,7 @@ pub(crate) fn cluster_builder(
     let builder = ClusterClientBuilder::new(nodes)
         .use_protocol(ProtocolVersion::RESP3)
         // Retries stay within the command timeout; a node that is really gone
-        // is the driver's business (Down, reconnect), not an endless retry.
+        // is the supervisor's business (Down, reconnect), not an endless retry.
         .retries(2);
     if let Some(root) = &config.tls_root_cert {
         return builder.certs(redis::TlsCertificates {

@@ -83,9 +83,9 @@
 mod broker;
 mod config;
 mod conn;
-mod driver;
 mod publisher;
 mod shared;
+mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod url;

@@ -1,6 +1,6 @@
 //! [`Shared`]: the state a [`RedisBroker`](crate::RedisBroker) handle shares
-//! with its background tasks (the driver and the publisher): the broker's
-//! state and connections, the topics it wants, the [`Signal`]s to the driver,
+//! with its background tasks (the supervisor and the publisher): the broker's
+//! state and connections, the topics it wants, the [`Signal`]s to the supervisor,
 //! the [`Counters`], and the push handler that turns the pub/sub connection's
 //! push frames into sink messages and signals.
 
@@ -29,7 +29,7 @@ pub(crate) struct Counters {
     pub(crate) probes_failed: AtomicU64,
 }
 
-/// What the driver task hears about, from the connections and the handle.
+/// What the supervisor task hears about, from the connections and the handle.
 pub(crate) enum Signal {
     /// The connection of this generation is gone or misbehaved.
     Lost { generation: u64, reason: String },
@@ -41,7 +41,7 @@ pub(crate) enum Signal {
     Shutdown,
 }
 
-/// The state the handle and its background tasks (driver, publisher) share.
+/// The state the handle and its background tasks (supervisor, publisher) share.
 pub(crate) struct Shared {
     pub(crate) config: RedisBrokerConfig,
     pub(crate) target: Target,
@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     /// Bumped for every new and every dropped connection; pushes from older generations are ignored.
     pub(crate) generation: AtomicU64,
     pub(crate) signals: UnboundedSender<Signal>,
-    /// The driver's end of `signals`, taken when the broker starts.
+    /// The supervisor's end of `signals`, taken when the broker starts.
     pub(crate) signals_rx: Mutex<Option<UnboundedReceiver<Signal>>>,
     pub(crate) counters: Counters,
     /// Makes this instance's probe tokens unique, even among brokers sharing a server id.

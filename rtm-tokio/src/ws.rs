@@ -61,7 +61,10 @@ pub async fn serve_axum(
         Ok(AxMessage::Binary(_)) => Incoming::Binary,
         Ok(AxMessage::Ping(_) | AxMessage::Pong(_)) => Incoming::Activity,
         Ok(AxMessage::Close(frame)) => match frame {
-            Some(frame) => Incoming::Closed(Some(frame.code), frame.reason.to_string()),
+            Some(frame) => Incoming::Closed(
+                Some(rtm_core::CloseCode(frame.code)),
+                frame.reason.to_string(),
+            ),
             None => Incoming::Closed(None, String::new()),
         },
         Err(err) => Incoming::Error(err.to_string()),
@@ -73,7 +76,7 @@ pub async fn serve_axum(
             }
             Outgoing::Ping => AxMessage::Ping(Bytes::new()),
             Outgoing::Close(code, reason) => AxMessage::Close(Some(AxCloseFrame {
-                code,
+                code: code.0,
                 reason: reason.into(),
             })),
         }))

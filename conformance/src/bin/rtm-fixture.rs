@@ -51,8 +51,8 @@ struct Args {
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_frame_bytes: Option<usize>,
     /// Invokes in flight per connection (default 256; at least 1).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_in_flight: Option<u32>,
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_in_flight: Option<usize>,
     /// Serve wss:// with this PEM certificate chain (with `--tls-key`).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::conn::{ConnInfo, Identity};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::Args;
+use crate::peer::{ConnInfo, Identity};
 use crate::server::ServerCore;
 
 /// What the application does for a simulated cluster: authenticate, authorize

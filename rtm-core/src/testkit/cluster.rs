@@ -17,9 +17,9 @@ use bytes::Bytes;
 use super::app::App;
 use super::queued_broker::QueuedBroker;
 use crate::config::ServerConfig;
-use crate::conn::{ConnId, ConnMeta};
 use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
+use crate::peer::{ConnId, ConnMeta};
 use crate::server::{BrokerCommand, OpenError, ServerCore, ServerOutput};
 
 /// What one in-memory connection received.

@@ -59,9 +59,9 @@
 
 use serde_json::{Number, Value};
 
-use crate::conn::{ConnInfo, Identity};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::Args;
+use crate::peer::{ConnInfo, Identity};
 use crate::server::ServerCore;
 
 /// Every function the fixture server registers.
@@ -371,7 +371,7 @@ pub fn run_on(server: &mut ServerCore, action: Action) -> Result<Value, RtmError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{ConnMeta, Identity};
+    use crate::peer::{ConnMeta, Identity};
     use serde_json::json;
     use std::time::Instant;
 

@@ -97,7 +97,7 @@ pub struct Case {
     /// The frame size limit (default 1 MiB).
     pub max_frame_bytes: Option<usize>,
     /// The per-connection in-flight limit (default 256).
-    pub max_in_flight: Option<u32>,
+    pub max_in_flight: Option<usize>,
     /// The steps, in order.
     pub steps: Vec<Value>,
 }

@@ -308,7 +308,7 @@ impl ServerBuilder {
 
     /// Invokes in flight per connection (default 256).
     #[must_use]
-    pub fn max_in_flight(mut self, calls: u32) -> Self {
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.config.limits.max_in_flight = calls;
         self
     }

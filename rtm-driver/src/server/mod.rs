@@ -21,7 +21,7 @@ mod options;
 mod routing;
 mod serve;
 mod shared;
-mod transport;
+mod socket;
 
 pub use builder::ServerBuilder;
 pub use handle::ServerHandle;

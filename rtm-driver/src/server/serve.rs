@@ -9,11 +9,11 @@ use futures_util::{AsyncReadExt, AsyncWriteExt, Sink, SinkExt, Stream};
 use rtm_core::ConnMeta;
 
 use crate::io::BoxIo;
+use crate::messages::{Incoming, Outgoing};
 use crate::runtime::timeout;
 use crate::server::connection::ConnectionDriver;
 use crate::server::handle::ServerHandle;
-use crate::server::transport::Messages;
-use crate::transport::{Incoming, Outgoing};
+use crate::server::socket::Messages;
 use crate::websocket::handshake::{read_request, Handshake, HandshakePolicy};
 use crate::websocket::stream::WebSocketIo;
 
@@ -159,7 +159,7 @@ impl ServerHandle {
                 ConnectionDriver::new((*self.shared).clone(), conn, transport, mailbox).await;
             }
             Err((code, reason)) => {
-                let _ = outgoing.send(Outgoing::Close(code.0, reason)).await;
+                let _ = outgoing.send(Outgoing::Close(code, reason)).await;
             }
         }
     }

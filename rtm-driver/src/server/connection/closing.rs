@@ -9,16 +9,16 @@ use rtm_core::{CloseCode, Connection};
 use super::{ConnectionDriver, Stage};
 use crate::server::mailbox::Mailbox;
 use crate::server::shared::{call_hook, Shared};
-use crate::server::transport::Transport;
+use crate::server::socket::Socket;
 
-impl<T: Transport> ConnectionDriver<T> {
+impl<T: Socket> ConnectionDriver<T> {
     /// The connection decided to close: the close frame goes after what is
     /// queued to write (the events still in the mailbox are dropped, so a
     /// slow consumer's close does not wait behind them), and the connection
     /// leaves the router.
     pub(super) fn start_close(&mut self, code: CloseCode, reason: &'static str, now: Instant) {
         tracing::debug!(conn = %self.conn.id(), code = code.0, reason, "closing");
-        self.transport.queue_close(code.0, reason);
+        self.transport.queue_close(code, reason);
         self.leave_router();
         self.stage = Stage::Closing {
             deadline: now + self.shared.transport.close_grace,

@@ -4,12 +4,12 @@ use std::task::Context;
 use std::time::Instant;
 
 use super::{ConnectionDriver, Next};
-use crate::server::transport::Transport;
+use crate::server::socket::Socket;
 
 /// Events taken from the mailbox while this much waits to be written, at most.
 pub(super) const WRITE_WATERMARK: usize = 64 * 1024;
 
-impl<T: Transport> ConnectionDriver<T> {
+impl<T: Socket> ConnectionDriver<T> {
     /// Moves mailbox events into the write buffer (while it is short),
     /// hands the requests the router settled to the connection, and takes
     /// the application's requests (close, shutdown). Frames left behind are

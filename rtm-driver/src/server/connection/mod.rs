@@ -50,7 +50,7 @@ use crate::runtime::Timer;
 use crate::server::handle::ServerHandle;
 use crate::server::mailbox::Mailbox;
 use crate::server::shared::Shared;
-use crate::server::transport::Transport;
+use crate::server::socket::Socket;
 
 use self::requests::Waiting;
 
@@ -167,7 +167,7 @@ pub(crate) struct ConnectionDriver<T> {
     authenticated: bool,
 }
 
-impl<T: Transport> ConnectionDriver<T> {
+impl<T: Socket> ConnectionDriver<T> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         conn: Connection,
@@ -301,7 +301,7 @@ impl<T: Transport> ConnectionDriver<T> {
     }
 }
 
-impl<T: Transport> Future for ConnectionDriver<T> {
+impl<T: Socket> Future for ConnectionDriver<T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -7,14 +7,14 @@ use rtm_core::CloseCode;
 
 use super::mail::WRITE_WATERMARK;
 use super::{ConnectionDriver, Next, Stage};
-use crate::server::transport::Transport;
+use crate::server::socket::Socket;
 use crate::websocket::codec::Message;
 use crate::websocket::stream::Read;
 
 /// Messages handled in one round before the task lets others run.
 const MESSAGES_PER_ROUND: usize = 64;
 
-impl<T: Transport> ConnectionDriver<T> {
+impl<T: Socket> ConnectionDriver<T> {
     /// Bytes waiting to be written past which the peer is not read.
     pub(super) fn read_pause(&self) -> usize {
         (self.shared.config.limits.max_outbound_bytes / 4).clamp(1, WRITE_WATERMARK)
@@ -81,7 +81,7 @@ impl<T: Transport> ConnectionDriver<T> {
     fn echo_close(&mut self, code: Option<u16>, now: Instant) {
         let echo = code.unwrap_or(CloseCode::NORMAL.0);
         // Whatever was queued goes first; the echo is the last frame.
-        self.transport.queue_close(echo, "");
+        self.transport.queue_close(CloseCode(echo), "");
         self.leave_router();
         self.stage = Stage::Echoing {
             deadline: now + self.shared.transport.close_grace,

@@ -20,7 +20,7 @@ use crate::function::CallContext;
 use crate::runtime::BoxFuture;
 use crate::server::handle::ServerHandle;
 use crate::server::shared::call_hook;
-use crate::server::transport::Transport;
+use crate::server::socket::Socket;
 
 /// What finished among the things a connection waits for.
 pub(super) enum Done {
@@ -64,7 +64,7 @@ impl Future for Waiting {
     }
 }
 
-impl<T: Transport> ConnectionDriver<T> {
+impl<T: Socket> ConnectionDriver<T> {
     /// Polls the functions and handlers in flight (those just started too,
     /// so each registers this task's waker), hands their results in, and
     /// closes 1001 once shutdown began and nothing is in flight.

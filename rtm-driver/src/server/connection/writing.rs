@@ -8,14 +8,14 @@ use bytes::Bytes;
 
 use super::mail::WRITE_WATERMARK;
 use super::{ConnectionDriver, Next, Stage};
-use crate::server::transport::Transport;
+use crate::server::socket::Socket;
 
 /// Replies to the connection's own requests do not count toward
 /// `max_outbound_bytes` (its requests are not read while they wait), up to
 /// this many times it: past that, even replies make it a slow consumer.
 const REPLY_ALLOWANCE: usize = 16;
 
-impl<T: Transport> ConnectionDriver<T> {
+impl<T: Socket> ConnectionDriver<T> {
     /// Writes what is queued (when due), follows the socket's progress for
     /// the slow-consumer rule, and asks for another round when the write
     /// made room for what waits: events left in the mailbox, or requests

@@ -17,8 +17,8 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
 
 use crate::client::{IncomingStream, OutgoingSink};
+use crate::messages::{Incoming, Outgoing, WriteError};
 use crate::server::ServerHandle;
-use crate::transport::{Incoming, Outgoing, WriteError};
 
 /// The tungstenite configuration for a client accepting frames up to `max_frame_bytes`.
 pub(crate) fn client_ws_config(max_frame_bytes: usize) -> WebSocketConfig {
@@ -35,7 +35,10 @@ pub(crate) fn incoming(message: Result<Message, WsError>) -> Incoming {
         Ok(Message::Binary(_)) => Incoming::Binary,
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Incoming::Activity,
         Ok(Message::Close(frame)) => match frame {
-            Some(frame) => Incoming::Closed(Some(frame.code.into()), frame.reason.to_string()),
+            Some(frame) => Incoming::Closed(
+                Some(rtm_core::CloseCode(frame.code.into())),
+                frame.reason.to_string(),
+            ),
             None => Incoming::Closed(None, String::new()),
         },
         Err(WsError::Capacity(
@@ -55,7 +58,7 @@ pub(crate) fn outgoing(message: Outgoing) -> Result<Message, WsError> {
         ),
         Outgoing::Ping => Message::Ping(Bytes::new()),
         Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
-            code: WsCloseCode::from(code),
+            code: WsCloseCode::from(code.0),
             reason: reason.into(),
         })),
     })
@@ -166,8 +169,8 @@ where
 mod doc_examples {
     #[test]
     fn tungstenite_messages_become_incoming() {
-        use crate::transport::Incoming;
-        use crate::ws::incoming;
+        use crate::messages::Incoming;
+        use crate::tungstenite_glue::incoming;
         use tungstenite::Message;
         assert_eq!(
             incoming(Ok(Message::text("hi"))),
@@ -180,7 +183,7 @@ mod doc_examples {
     }
     #[test]
     fn server_urls_parse_and_bad_ones_fail() {
-        use crate::ws::ServerUrl;
+        use crate::tungstenite_glue::ServerUrl;
         let url = ServerUrl::parse("ws://[::1]:7070/rtm?room=1").unwrap();
         assert_eq!((url.host.as_str(), url.port, url.tls), ("::1", 7070, false));
         assert_eq!(ServerUrl::parse("ws://example.com").unwrap().port, 80);

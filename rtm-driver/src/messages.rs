@@ -4,6 +4,7 @@
 //! its sink into one of [`Outgoing`]; the drivers never see tungstenite.
 
 use bytes::Bytes;
+use rtm_core::CloseCode;
 
 /// A message read from a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub enum Incoming {
     /// The peer sent a frame over the size limit.
     TooLarge,
     /// The peer closed (with its close code, when it sent one).
-    Closed(Option<u16>, String),
+    Closed(Option<CloseCode>, String),
     /// The transport failed.
     Error(String),
 }
@@ -30,7 +31,7 @@ pub enum Outgoing {
     /// A ping.
     Ping,
     /// A close frame with this code and reason.
-    Close(u16, String),
+    Close(CloseCode, String),
 }
 
 /// Why writing to a WebSocket failed, with the WebSocket library's error as

@@ -6,6 +6,8 @@
 //! schedule) lives in the core; this task only moves bytes, runs the timer
 //! and dispatches events to callbacks.
 
+pub(crate) mod connector;
+
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -19,8 +21,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::messages::{Incoming, Outgoing, WriteError};
 use crate::runtime::{BoxFuture, RuntimeRef};
-use crate::transport::{Incoming, Outgoing, WriteError};
 
 /// The read half of a client socket.
 pub type IncomingStream = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
@@ -598,7 +600,7 @@ impl Driver {
                 }
                 Wake::Incoming(Some(Incoming::Closed(code, reason))) => {
                     self.drop_socket();
-                    self.core.handle_close(code, &reason, now);
+                    self.core.handle_close(code.map(|c| c.0), &reason, now);
                 }
                 Wake::Incoming(Some(Incoming::TooLarge)) => {
                     self.drop_socket();
@@ -763,7 +765,8 @@ impl Driver {
                 ClientOutput::Ping => {}
                 ClientOutput::Disconnect => {
                     if let Some(sink) = self.sink.as_mut() {
-                        self.unsent.push_back(Outgoing::Close(1000, String::new()));
+                        self.unsent
+                            .push_back(Outgoing::Close(rtm_core::CloseCode::NORMAL, String::new()));
                         let _ = crate::runtime::timeout(
                             &*self.runtime,
                             Duration::from_secs(1),

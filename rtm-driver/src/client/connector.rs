@@ -11,7 +11,7 @@ use rtm_core::RtmError;
 
 use crate::client::{ClientHandle, ClientOptions, ConnectError, Connector};
 use crate::runtime::RuntimeRef;
-use crate::ws::{client_halves, client_ws_config, ServerUrl};
+use crate::tungstenite_glue::{client_halves, client_ws_config, ServerUrl};
 
 /// The connector for `url`: on every attempt (the first and each
 /// reconnect), a fresh TCP connection, TLS when the URL is `wss://`, and the

@@ -10,13 +10,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::{Sink, Stream};
+use rtm_core::CloseCode;
 
-use crate::transport::{Incoming, Outgoing};
+use crate::messages::{Incoming, Outgoing};
 use crate::websocket::codec::{Message, Violation};
 use crate::websocket::stream::{Lingered, Read, WebSocketIo};
 
 /// One connection's socket, as its task uses it.
-pub(crate) trait Transport: Send + Unpin {
+pub(crate) trait Socket: Send + Unpin {
     /// The next message, or what ended the stream.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read>;
     /// Queues a text frame.
@@ -24,7 +25,7 @@ pub(crate) trait Transport: Send + Unpin {
     /// Queues a ping.
     fn queue_ping(&mut self);
     /// Queues a close frame (the last thing queued).
-    fn queue_close(&mut self, code: u16, reason: &str);
+    fn queue_close(&mut self, code: CloseCode, reason: &str);
     /// The pong for the latest ping (replacing one not yet sent).
     fn set_pong(&mut self, payload: Bytes);
     /// Bytes queued, not yet written.
@@ -40,7 +41,7 @@ pub(crate) trait Transport: Send + Unpin {
     fn set_max_message(&mut self, _max_message: usize) {}
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Transport for WebSocketIo<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Socket for WebSocketIo<IO> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         WebSocketIo::poll_read(self, cx)
     }
@@ -50,8 +51,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Transport for WebSocketIo<IO> {
     fn queue_ping(&mut self) {
         WebSocketIo::queue_ping(self)
     }
-    fn queue_close(&mut self, code: u16, reason: &str) {
-        WebSocketIo::queue_close(self, code, reason)
+    fn queue_close(&mut self, code: CloseCode, reason: &str) {
+        WebSocketIo::queue_close(self, code.0, reason)
     }
     fn set_pong(&mut self, payload: Bytes) {
         WebSocketIo::set_pong(self, payload)
@@ -100,7 +101,7 @@ impl<St, Si> Messages<St, Si> {
     }
 }
 
-impl<St, Si> Transport for Messages<St, Si>
+impl<St, Si> Socket for Messages<St, Si>
 where
     St: Stream<Item = Incoming> + Unpin + Send,
     Si: Sink<Outgoing> + Unpin + Send,
@@ -119,7 +120,7 @@ where
                 // flush: flush, do not send a second close.
                 self.peer_closed = true;
                 self.dirty = true;
-                Read::Message(Message::Close(code, reason))
+                Read::Message(Message::Close(code.map(|c| c.0), reason))
             }
             Some(Incoming::Error(err)) => Read::Failed(io::Error::other(err)),
             None => Read::Eof,
@@ -135,7 +136,7 @@ where
         self.queue.push_back(Outgoing::Ping);
     }
 
-    fn queue_close(&mut self, code: u16, reason: &str) {
+    fn queue_close(&mut self, code: CloseCode, reason: &str) {
         if !self.peer_closed {
             self.queue
                 .push_back(Outgoing::Close(code, reason.to_owned()));
