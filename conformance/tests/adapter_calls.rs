@@ -55,14 +55,14 @@ fn arithmetic(notes: async_channel::Sender<String>) -> ServerBuilder {
 /// Accepts `{"user": …, "role": …}` as that user with that authentication data.
 fn with_roles() -> ServerBuilder {
     arithmetic(async_channel::unbounded().0)
-        .auth(|data: Vec<Value>, _info| async move {
+        .auth(|_info, data: Vec<Value>| async move {
             let token = data.into_iter().next().unwrap_or(Value::Null);
             match token["user"].as_str() {
                 Some(user) => Ok(Identity::new(user, json!({"role": token["role"]}))),
                 None => Err(RtmError::new(ErrorCode::AuthRejected, "no user")),
             }
         })
-        .register("whoami", |ctx: CallContext, _: Vec<Value>| async move {
+        .register("whoami", |ctx: CallContext| async move {
             Ok::<_, RtmError>(ctx.user_id().map(str::to_owned))
         })
 }
@@ -198,13 +198,13 @@ async fn push_reaches_a_subscription_with_a_matching_tag_only(adapter: Adapter) 
 /// answers `rtm/internal`; the connection and the server go on serving.
 async fn a_panicking_function_answers_internal_and_the_server_keeps_serving(adapter: Adapter) {
     let builder = arithmetic(async_channel::unbounded().0)
-        .register("panic_at_once", |_ctx: CallContext, _: Vec<Value>| {
+        .register("panic_at_once", |_ctx: CallContext| {
             if std::hint::black_box(true) {
                 panic!("while building the call");
             }
             async { Ok::<_, RtmError>(()) }
         })
-        .register("panic_inside", |_ctx: CallContext, _: Vec<Value>| async {
+        .register("panic_inside", |_ctx: CallContext| async {
             if std::hint::black_box(true) {
                 panic!("while running the call");
             }
@@ -226,6 +226,115 @@ async fn a_panicking_function_answers_internal_and_the_server_keeps_serving(adap
     assert_eq!(seven, 7);
     client.close();
     other.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+/// Every closure shape `register` takes is served: no arguments (with and
+/// without the context), typed arguments, the application's state (alone
+/// and with arguments), raw JSON; the caller's identity answers
+/// `rtm/unauthenticated` by itself; a state of a type the server was not
+/// given is `rtm/internal` naming the type; arguments of the wrong type are
+/// `rtm/bad-request` naming the argument.
+async fn every_handler_shape_is_served(adapter: Adapter) {
+    use rtm_driver::State;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    type Counter = Arc<AtomicU64>;
+    let builder = arithmetic(async_channel::unbounded().0)
+        .with_state(Counter::default())
+        .register("answer", || async { Ok::<_, RtmError>(42) })
+        .register("whoami", |ctx: CallContext| async move {
+            Ok::<_, RtmError>(ctx.caller()?.user_id.to_string())
+        })
+        .register(
+            "count",
+            |_ctx: CallContext, State(n): State<Counter>| async move {
+                Ok::<_, RtmError>(n.fetch_add(1, Ordering::SeqCst) + 1)
+            },
+        )
+        .register(
+            "add_to",
+            |_ctx: CallContext, State(n): State<Counter>, (k,): (u64,)| async move {
+                Ok::<_, RtmError>(n.fetch_add(k, Ordering::SeqCst) + k)
+            },
+        )
+        .register(
+            "no_such_state",
+            |_ctx: CallContext, State(s): State<String>| async move { Ok::<_, RtmError>(s) },
+        )
+        .register(
+            "first",
+            |_ctx: CallContext, args: rtm_core::Args| async move {
+                let values: Vec<&serde_json::value::RawValue> =
+                    serde_json::from_str(args.as_str())?;
+                let first = values.first().map_or("null", |v| v.get());
+                Ok::<_, RtmError>(serde_json::value::RawValue::from_string(first.to_owned())?)
+            },
+        );
+    let server = listen(adapter, builder).await;
+    let client = connect(adapter, &server, options()).await;
+    let call = |function: &'static str, data: Value| {
+        let client = client.clone();
+        async move { soon(function, client.call_wait::<Value, _>(function, &data)).await }
+    };
+    assert_eq!(call("answer", json!([])).await.unwrap(), json!(42));
+    assert_eq!(call("answer", json!(["ignored"])).await.unwrap(), json!(42));
+    assert_eq!(call("count", json!([])).await.unwrap(), json!(1));
+    assert_eq!(call("add_to", json!([10])).await.unwrap(), json!(11));
+    let state = server.handle().state::<Counter>().unwrap();
+    assert_eq!(
+        state.load(Ordering::SeqCst),
+        11,
+        "the handle sees the same state"
+    );
+    assert_eq!(
+        call("first", json!([{"b": 1, "a": [2]}, 3])).await.unwrap(),
+        json!({"b": 1, "a": [2]})
+    );
+
+    let err = call("whoami", json!([])).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
+    let err = call("no_such_state", json!([])).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Internal);
+    assert!(
+        err.message.contains("alloc::string::String"),
+        "{}",
+        err.message
+    );
+    let err = call("add_to", json!(["ten"])).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(
+        err.message.contains("argument 1 of 1: invalid type"),
+        "{}",
+        err.message
+    );
+    client.close();
+    soon("shutdown", server.shutdown()).await;
+}
+
+/// A typed auth handler: `data` that does not deserialize as its argument
+/// type is rejected (4003) naming the argument, before the handler runs.
+async fn auth_data_of_the_wrong_type_is_rejected_naming_the_argument(adapter: Adapter) {
+    let builder = ServerBuilder::new()
+        .auth(|_info, (user,): (String,)| async move { Ok(Identity::new(user, Value::Null)) });
+    let server = listen(adapter, builder).await;
+    let mut ws = raw_connect(&server.url()).await;
+    conformance::raw_ws::send_json(&mut ws, json!({"type": "auth", "id": "a1", "data": [5]})).await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["id"], "a1");
+    assert_eq!(reply["error"]["code"], "rtm/auth-rejected", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("argument 1 of 1: invalid type"), "{reply}");
+    assert_eq!(expect_close(&mut ws).await.0, 4003);
+    // The right type is accepted.
+    let mut ws = raw_connect(&server.url()).await;
+    conformance::raw_ws::send_json(
+        &mut ws,
+        json!({"type": "auth", "id": "a2", "data": ["ann"]}),
+    )
+    .await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["data"], json!(true), "{reply}");
+    drop(ws);
     soon("shutdown", server.shutdown()).await;
 }
 
@@ -368,4 +477,6 @@ on_every_adapter!(
     push_reaches_a_subscription_with_a_matching_tag_only,
     publish_across_two_servers_sharing_a_broker_reaches_each_connection_once,
     a_panicking_function_answers_internal_and_the_server_keeps_serving,
+    every_handler_shape_is_served,
+    auth_data_of_the_wrong_type_is_rejected_naming_the_argument,
 );

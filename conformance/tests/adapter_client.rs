@@ -11,7 +11,9 @@ use conformance::adapter::{recv, recv_n, soon, until, Adapter};
 use conformance::on_every_adapter;
 use futures_util::poll;
 use rtm_core::{ClientState, ErrorCode, Identity, RtmError};
-use rtm_driver::{CallContext, ClientHandle, ClientOptions, Listening, ServerBuilder};
+use rtm_driver::{
+    CallContext, ClientHandle, ClientOptions, Listening, ServerBuilder, SubscribeRequest,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -53,7 +55,7 @@ async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
 
 /// A function that reports it started, then never finishes.
 fn hang(started: Sender<()>) -> ServerBuilder {
-    arithmetic().register("hang", move |_ctx: CallContext, _: Vec<Value>| {
+    arithmetic().register("hang", move |_ctx: CallContext| {
         let _ = started.try_send(());
         async move {
             std::future::pending::<()>().await;
@@ -102,10 +104,10 @@ async fn server_errors_fail_call_wait_with_their_wire_code(adapter: Adapter) {
     let server = listen(
         adapter,
         ServerBuilder::new()
-            .register("refuse", |_ctx: CallContext, _: Vec<Value>| async move {
+            .register("refuse", |_ctx: CallContext| async move {
                 Err::<(), _>("out of stock")
             })
-            .register("custom", |_ctx: CallContext, _: Vec<Value>| async move {
+            .register("custom", |_ctx: CallContext| async move {
                 Err::<(), _>(RtmError::new(
                     ErrorCode::Other("shop/closed".into()),
                     "come back tomorrow",
@@ -200,8 +202,8 @@ async fn subscribe_gets_events_and_dropping_the_guard_unsubscribes(adapter: Adap
 async fn subscribe_push_is_allowed_or_forbidden_by_the_authorizer(adapter: Adapter) {
     let server = listen(
         adapter,
-        arithmetic().authorize_subscriptions(|_info, _event, tags: Vec<String>| async move {
-            tags.iter().all(|t| t.starts_with("public-"))
+        arithmetic().authorize_subscriptions(|req: SubscribeRequest| async move {
+            req.tags.iter().all(|t| t.starts_with("public-"))
         }),
     )
     .await;
@@ -240,7 +242,7 @@ async fn subscribe_push_is_allowed_or_forbidden_by_the_authorizer(adapter: Adapt
 /// and reports every call.
 fn authenticated(calls: Sender<Value>) -> ServerBuilder {
     arithmetic()
-        .auth(move |data: Vec<Value>, _info| {
+        .auth(move |_info, data: Vec<Value>| {
             let calls = calls.clone();
             async move {
                 let token = data.first().cloned().unwrap_or(Value::Null);
@@ -252,7 +254,7 @@ fn authenticated(calls: Sender<Value>) -> ServerBuilder {
                 }
             }
         })
-        .register("whoami", |ctx: CallContext, _: Vec<Value>| async move {
+        .register("whoami", |ctx: CallContext| async move {
             Ok::<_, RtmError>(ctx.user_id().map(str::to_owned))
         })
 }
@@ -421,7 +423,7 @@ async fn calls_made_before_open_are_queued_and_flushed_once_open(adapter: Adapte
     let server = listen(
         adapter,
         arithmetic()
-            .auth(move |_data, _info| {
+            .auth(move |_info, _data: Vec<Value>| {
                 let gate = gate.clone();
                 let auth_seen = auth_seen.clone();
                 async move {

@@ -17,7 +17,7 @@ use conformance::raw_tcp::{next, reply_to, request, Got, RawPeer};
 use futures_util::future::{join_all, select, Either};
 use rtm_core::{Identity, Limits, RtmError};
 use rtm_driver::broker::MemoryHub;
-use rtm_driver::{CallContext, Listening, ServerBuilder};
+use rtm_driver::{CallContext, Listening, ServerBuilder, SubscribeRequest};
 use serde_json::{json, Value};
 
 async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
@@ -398,7 +398,7 @@ async fn a_chain_of_overlapping_subscribes_is_answered_promptly_and_stalls_no_on
     let builder =
         functions()
             .limits(limits)
-            .authorize_subscriptions(move |_info, _event, _tags| {
+            .authorize_subscriptions(move |_req: SubscribeRequest| {
                 let until = *until_set.lock().unwrap();
                 async move {
                     match until {
@@ -514,7 +514,7 @@ async fn one_user_holding_all_the_topics_it_can_leaves_room_for_another_users_su
     let builder = functions()
         .limits(limits)
         .broker(Arc::new(hub.broker()))
-        .auth(|data, _info| async move {
+        .auth(|_info, data: Vec<Value>| async move {
             let user = data
                 .first()
                 .and_then(Value::as_str)

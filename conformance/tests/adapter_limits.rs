@@ -11,7 +11,7 @@ use conformance::adapter::{soon, until_within, within, Adapter};
 use conformance::on_every_adapter;
 use conformance::raw_tcp::{frame, upgrade_request, End, RawPeer, TEXT};
 use rtm_core::{Identity, Limits, RtmError};
-use rtm_driver::{CallContext, Listening, ServerBuilder};
+use rtm_driver::{CallContext, Listening, ServerBuilder, SubscribeRequest};
 use serde_json::{json, Value};
 
 async fn listen(adapter: Adapter, builder: ServerBuilder) -> Listening {
@@ -173,7 +173,7 @@ async fn auth_handlers_of_closed_connections_are_cancelled(adapter: Adapter) {
         }
     }
     let counter = running.clone();
-    let builder = functions().auth(move |_data, info| {
+    let builder = functions().auth(move |info, _data: Vec<Value>| {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -303,7 +303,7 @@ async fn handshakes_from_one_address_past_their_limit_get_429(adapter: Adapter) 
 /// left subscribed, so a Push to the pair reaches nobody.
 async fn an_unsubscribe_pipelined_behind_its_subscribe_leaves_nothing_subscribed(adapter: Adapter) {
     let builder = functions()
-        .authorize_subscriptions(|_info, _event, _tags| async move {
+        .authorize_subscriptions(|_req: SubscribeRequest| async move {
             async_io::Timer::after(Duration::from_millis(50)).await;
             true
         })
@@ -333,7 +333,7 @@ async fn an_unsubscribe_pipelined_behind_its_subscribe_leaves_nothing_subscribed
 /// the server buffer a whole `max_frame_bytes` for it, it gets 1009 at the
 /// frame's header. After authentication the full size is read.
 async fn before_authentication_frames_are_held_to_an_auth_requests_size(adapter: Adapter) {
-    let builder = functions().auth(|data, _info| async move {
+    let builder = functions().auth(|_info, data: Vec<Value>| async move {
         let name = data
             .first()
             .and_then(Value::as_str)
@@ -374,7 +374,7 @@ async fn rate_limits_hold_per_connection_per_user_and_for_sign_ins(adapter: Adap
             RateLimit::per_connection(Rate::per_minute(3)).and_per_user(Rate::per_minute(4)),
         )
         .sign_ins_per_ip(Some(Rate::per_minute(3)))
-        .auth(|data, _info| async move {
+        .auth(|_info, data: Vec<Value>| async move {
             let user = data
                 .first()
                 .and_then(Value::as_str)

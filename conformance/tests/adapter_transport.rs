@@ -70,7 +70,7 @@ async fn graceful_shutdown_finishes_in_flight_calls_then_closes_1001_and_refuses
 ) {
     let (started, started_rx) = async_channel::unbounded();
     let (release, release_rx) = async_channel::unbounded::<()>();
-    let builder = echo().register("slow", move |_ctx: CallContext, _: Vec<Value>| {
+    let builder = echo().register("slow", move |_ctx: CallContext| {
         let (started, release_rx) = (started.clone(), release_rx.clone());
         async move {
             let _ = started.send(()).await;

@@ -175,7 +175,7 @@ async fn shutdown_mid_frame_closes_1001_and_lingers(adapter: Adapter) {
 /// Auth rejected (4003) with more requests pipelined behind the auth: they
 /// are read and dropped, and the peer gets 4003 and a clean end.
 async fn an_auth_rejection_with_requests_behind_it_closes_4003_cleanly(adapter: Adapter) {
-    let builder = echo().auth(|_data, _info| async move {
+    let builder = echo().auth(|_info, _data: Vec<Value>| async move {
         Err::<Identity, _>(RtmError::new(rtm_core::ErrorCode::AuthRejected, "no"))
     });
     let server = listen(adapter, builder).await;
@@ -196,7 +196,7 @@ async fn an_auth_rejection_with_requests_behind_it_closes_4003_cleanly(adapter: 
 /// Auth timeout (4008) while the peer is mid-frame.
 async fn an_auth_timeout_mid_frame_closes_4008_cleanly(adapter: Adapter) {
     let builder = echo()
-        .auth(|_data, _info| async move { Ok(Identity::new("u", Value::Null)) })
+        .auth(|_info, _data: Vec<Value>| async move { Ok(Identity::new("u", Value::Null)) })
         .auth_timeout(Duration::from_millis(200));
     let server = listen(adapter, builder).await;
     let mut peer = RawPeer::upgrade(server.local_addr(), "/").await;

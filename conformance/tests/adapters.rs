@@ -33,7 +33,7 @@ async fn start(adapter: Adapter, addr: SocketAddr, probes: &Probes) -> Listening
         probes.hangs.clone(),
     );
     let builder = ServerBuilder::new()
-        .auth(move |data: Vec<Value>, _info| {
+        .auth(move |_info, data: Vec<Value>| {
             let auths = auths.clone();
             async move {
                 let _ = auths.try_send(data.first().cloned().unwrap_or(Value::Null));
@@ -50,7 +50,7 @@ async fn start(adapter: Adapter, addr: SocketAddr, probes: &Probes) -> Listening
                 Ok::<_, RtmError>(())
             }
         })
-        .register("hang", move |_ctx: CallContext, _: Vec<Value>| {
+        .register("hang", move |_ctx: CallContext| {
             let _ = hangs.try_send(());
             async move {
                 std::future::pending::<()>().await;

@@ -101,7 +101,7 @@ fn functions() -> ServerBuilder {
 
 /// [`functions`] on a server with auth: the token is the user id.
 fn functions_with_auth() -> ServerBuilder {
-    functions().auth(|data, _info| async move {
+    functions().auth(|_info, data: Vec<Value>| async move {
         let user = data
             .first()
             .and_then(Value::as_str)

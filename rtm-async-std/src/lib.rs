@@ -96,7 +96,9 @@ pub use rtm_driver::AllowedOrigins;
 pub use rtm_driver::rt::Runtime;
 #[cfg(feature = "tls")]
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
-pub use rtm_driver::{CallContext, ServerBuilder, ServerHandle};
+pub use rtm_driver::{
+    CallContext, Decision, Handler, ServerBuilder, ServerHandle, State, SubscribeRequest,
+};
 
 /// The runtime `listen`, `embedded`, `Client::connect` and `Client::start`
 /// use: [`AsyncStdRuntime`] with the `async-std` feature (the default),

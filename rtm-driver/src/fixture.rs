@@ -9,7 +9,7 @@ use rtm_core::{Args, RtmError};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::function::CallContext;
+use crate::function::{CallContext, SubscribeRequest};
 use crate::server::{ServerBuilder, ServerHandle};
 
 /// Options of the fixture server (the `rtm-fixture` flags that shape the server).
@@ -31,7 +31,7 @@ pub struct FixtureOptions {
 pub fn fixture_builder(mut builder: ServerBuilder, options: &FixtureOptions) -> ServerBuilder {
     for name in fixture::FUNCTIONS {
         let name: &'static str = name;
-        builder = builder.register_raw(name, move |ctx: CallContext, args: Args| async move {
+        builder = builder.register(name, move |ctx: CallContext, args: Args| async move {
             // `echo` returns its argument as sent, the way the benchmark's
             // hand-written reference server does; the rest through the plan.
             if name == "echo" {
@@ -43,12 +43,13 @@ pub fn fixture_builder(mut builder: ServerBuilder, options: &FixtureOptions) -> 
                 .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))
         });
     }
-    builder = builder.authorize_subscriptions_with(|_info, event, tags| async move {
-        fixture::authorize(&event, &tags)
+    builder = builder.authorize_subscriptions(|req: SubscribeRequest| async move {
+        fixture::authorize(&req.event, &req.tags)
     });
     if options.auth {
-        builder =
-            builder.auth(|data, _info| async move { fixture::authenticate(&Args::encode(&data)?) });
+        builder = builder.auth(|_info, data: Vec<Value>| async move {
+            fixture::authenticate(&Args::encode(&data)?)
+        });
         if let Some(timeout) = options.auth_timeout {
             builder = builder.auth_timeout(timeout);
         }

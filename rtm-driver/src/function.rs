@@ -1,13 +1,35 @@
-//! Server functions: typed handlers, erased once at registration.
+//! Server functions, the auth handler and the subscribe authorizer, as the
+//! application writes them: [`Handler`] is implemented for the closure
+//! shapes people write (as axum's `Handler` is over extractor tuples), and
+//! erased once at registration.
 //!
-//! A handler is any `async` closure taking a [`CallContext`] and its
-//! arguments (deserialized by serde from the `data` array: a tuple, a
-//! `Vec<Value>`, …) and returning `Result<impl Serialize, impl Into<RtmError>>`.
+//! | shape | arguments |
+//! |---|---|
+//! | `\|\| async { … }` | none, and no context (any `data` is ignored) |
+//! | `\|ctx: CallContext\| async { … }` | none (any `data` is ignored) |
+//! | `\|ctx: CallContext, (a, b): (i64, String)\| async { … }` | typed: the `data` array deserialized by serde (a tuple, a `Vec<Value>`, a struct of a sequence…) |
+//! | `\|ctx: CallContext, State(db): State<Db>\| async { … }` | the application's state ([`ServerBuilder::with_state`](crate::ServerBuilder::with_state)), no arguments |
+//! | `\|ctx: CallContext, State(db): State<Db>, (a,): (i64,)\| async { … }` | the application's state ([`ServerBuilder::with_state`](crate::ServerBuilder::with_state)) and typed arguments |
+//! | `\|ctx: CallContext, args: Args\| async { … }` | raw: the `data` array as it came, the result as JSON text ([`RawValue`]) |
+//!
+//! Annotate the context (`ctx: CallContext`) and the arguments: the shape is
+//! found from the closure's types. When the compiler says "`Handler<_>` is
+//! not implemented" for a closure, one of these does not hold: the result
+//! is `Serialize`, the error `Into<RtmError>` (write `Ok::<_, RtmError>(…)`),
+//! the arguments `DeserializeOwned`, the future `Send + 'static` (no borrow
+//! of the context kept across an `.await`: clone what you need first).
+//!
+//! Each returns `Result<impl Serialize, impl Into<RtmError>>` (raw:
+//! `Result<Box<RawValue>, …>`). Arguments that do not deserialize are
+//! `rtm/bad-request` naming the argument; a result that does not serialize
+//! is `rtm/internal`. [`CallContext::caller`] gives the authenticated
+//! identity, or `rtm/unauthenticated` for `?`.
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
-use rtm_core::{Args, ConnInfo, RtmError};
+use rtm_core::{Args, ConnInfo, ErrorCode, Identity, RtmError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -29,7 +51,29 @@ impl CallContext {
     pub fn user_id(&self) -> Option<&str> {
         self.info.user_id()
     }
+
+    /// The caller's identity; `rtm/unauthenticated` on a connection without
+    /// one (so a function can say `let who = ctx.caller()?;`).
+    pub fn caller(&self) -> Result<&Identity, RtmError> {
+        self.info
+            .identity
+            .as_ref()
+            .ok_or_else(|| RtmError::new(ErrorCode::Unauthenticated, "authenticate first"))
+    }
+
+    /// The application's state of type `S` (see
+    /// [`ServerBuilder::with_state`](crate::ServerBuilder::with_state));
+    /// `rtm/internal` when the server has none of that type.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Result<&S, RtmError> {
+        self.server.state::<S>()
+    }
 }
+
+/// The application's state as an argument: `State(db): State<Db>`, a clone
+/// of what [`ServerBuilder::with_state`](crate::ServerBuilder::with_state)
+/// was given (make it cheap to clone: an `Arc`, a pool handle).
+#[derive(Debug, Clone)]
+pub struct State<S>(pub S);
 
 /// The future of a running function: its JSON result or its error.
 pub type FunctionFuture = BoxFuture<Result<Box<RawValue>, RtmError>>;
@@ -37,9 +81,75 @@ pub type FunctionFuture = BoxFuture<Result<Box<RawValue>, RtmError>>;
 /// A registered function with its types erased.
 pub type ErasedFunction = Arc<dyn Fn(CallContext, Args) -> FunctionFuture + Send + Sync>;
 
-/// Erases a typed handler. Arguments that do not deserialize into `A` are
-/// `rtm/bad-request`; a result that does not serialize is `rtm/internal`.
-pub(crate) fn erase<F, Fut, A, R, E>(handler: F) -> ErasedFunction
+/// A server function: implemented for the closure shapes of the [module
+/// docs](self); `M` only tells the shapes apart (infer it: `_`).
+pub trait Handler<M>: Send + Sync + 'static {
+    /// The function with its types erased, as the server runs it.
+    fn into_erased(self) -> ErasedFunction;
+}
+
+/// Markers of the closure shapes [`Handler`] is implemented for.
+pub mod shape {
+    /// `|| …`
+    #[derive(Debug)]
+    pub struct Nothing;
+    /// `|ctx| …`
+    #[derive(Debug)]
+    pub struct NoArgs;
+    /// `|ctx, args: A| …`
+    #[derive(Debug)]
+    pub struct Typed;
+    /// `|ctx, State(s)| …`
+    #[derive(Debug)]
+    pub struct StateOnly;
+    /// `|ctx, State(s), args: A| …`
+    #[derive(Debug)]
+    pub struct Stateful;
+    /// `|ctx, args: Args| …` returning raw JSON.
+    #[derive(Debug)]
+    pub struct Raw;
+}
+
+/// A result turned into the reply's JSON.
+fn encoded<R: Serialize, E: Into<RtmError>>(
+    result: Result<R, E>,
+) -> Result<Box<RawValue>, RtmError> {
+    let value = result.map_err(Into::into)?;
+    serde_json::value::to_raw_value(&value)
+        .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))
+}
+
+impl<F, Fut, R, E> Handler<(shape::Nothing, R, E)> for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Into<RtmError> + Send + 'static,
+{
+    fn into_erased(self) -> ErasedFunction {
+        Arc::new(move |_ctx, _args| {
+            let running = self();
+            Box::pin(async move { encoded(running.await) })
+        })
+    }
+}
+
+impl<F, Fut, R, E> Handler<(shape::NoArgs, R, E)> for F
+where
+    F: Fn(CallContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Into<RtmError> + Send + 'static,
+{
+    fn into_erased(self) -> ErasedFunction {
+        Arc::new(move |ctx, _args| {
+            let running = self(ctx);
+            Box::pin(async move { encoded(running.await) })
+        })
+    }
+}
+
+impl<F, Fut, A, R, E> Handler<(shape::Typed, A, R, E)> for F
 where
     F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -47,31 +157,122 @@ where
     R: Serialize + Send + 'static,
     E: Into<RtmError> + Send + 'static,
 {
-    Arc::new(move |ctx, args| {
-        let parsed: A = match args.deserialize() {
-            Ok(parsed) => parsed,
-            Err(err) => return Box::pin(std::future::ready(Err(err))),
-        };
-        let running = handler(ctx, parsed);
-        Box::pin(async move {
-            let value = running.await.map_err(Into::into)?;
-            serde_json::value::to_raw_value(&value)
-                .map_err(|e| RtmError::internal(format!("result cannot be encoded: {e}")))
+    fn into_erased(self) -> ErasedFunction {
+        Arc::new(move |ctx, args| {
+            let parsed: A = match args.deserialize() {
+                Ok(parsed) => parsed,
+                Err(err) => return Box::pin(std::future::ready(Err(err))),
+            };
+            let running = self(ctx, parsed);
+            Box::pin(async move { encoded(running.await) })
         })
-    })
+    }
 }
 
-/// Erases a raw handler: it gets the `data` array as it came ([`Args`], a
-/// slice of the frame) and returns its result as JSON text, with no typed
-/// (de)serialization in between.
-pub(crate) fn erase_raw<F, Fut, E>(handler: F) -> ErasedFunction
+impl<F, Fut, S, R, E> Handler<(shape::StateOnly, S, R, E)> for F
+where
+    F: Fn(CallContext, State<S>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    S: Clone + Send + Sync + 'static,
+    R: Serialize + Send + 'static,
+    E: Into<RtmError> + Send + 'static,
+{
+    fn into_erased(self) -> ErasedFunction {
+        Arc::new(move |ctx, _args| {
+            let state = match ctx.state::<S>() {
+                Ok(state) => state.clone(),
+                Err(err) => return Box::pin(std::future::ready(Err(err))),
+            };
+            let running = self(ctx, State(state));
+            Box::pin(async move { encoded(running.await) })
+        })
+    }
+}
+
+impl<F, Fut, S, A, R, E> Handler<(shape::Stateful, S, A, R, E)> for F
+where
+    F: Fn(CallContext, State<S>, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    S: Clone + Send + Sync + 'static,
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Into<RtmError> + Send + 'static,
+{
+    fn into_erased(self) -> ErasedFunction {
+        Arc::new(move |ctx, args| {
+            let state = match ctx.state::<S>() {
+                Ok(state) => state.clone(),
+                Err(err) => return Box::pin(std::future::ready(Err(err))),
+            };
+            let parsed: A = match args.deserialize() {
+                Ok(parsed) => parsed,
+                Err(err) => return Box::pin(std::future::ready(Err(err))),
+            };
+            let running = self(ctx, State(state), parsed);
+            Box::pin(async move { encoded(running.await) })
+        })
+    }
+}
+
+impl<F, Fut, E> Handler<(shape::Raw, E)> for F
 where
     F: Fn(CallContext, Args) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Box<RawValue>, E>> + Send + 'static,
     E: Into<RtmError> + Send + 'static,
 {
-    Arc::new(move |ctx, args| {
-        let running = handler(ctx, args);
-        Box::pin(async move { running.await.map_err(Into::into) })
-    })
+    fn into_erased(self) -> ErasedFunction {
+        Arc::new(move |ctx, args| {
+            let running = self(ctx, args);
+            Box::pin(async move { running.await.map_err(Into::into) })
+        })
+    }
+}
+
+/// The state of type `S` in `state`, or `rtm/internal` naming the type.
+pub(crate) fn downcast_state<S: 'static>(
+    state: Option<&(dyn Any + Send + Sync)>,
+) -> Result<&S, RtmError> {
+    state
+        .and_then(|state| state.downcast_ref::<S>())
+        .ok_or_else(|| {
+            RtmError::internal(format!(
+                "the server has no state of type {} (ServerBuilder::with_state)",
+                std::any::type_name::<S>()
+            ))
+        })
+}
+
+/// What the subscribe authorizer is asked about: who wants which
+/// (event, tags).
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// The connection asking (its identity, when authenticated).
+    pub info: Arc<ConnInfo>,
+    /// The event.
+    pub event: String,
+    /// The tags.
+    pub tags: Vec<String>,
+}
+
+/// An authorizer's answer: `bool` (`false` denies with `rtm/forbidden`) or
+/// `Result<(), RtmError>` (the error's code and message reach the client).
+pub trait Decision: Send + 'static {
+    /// `Ok` allows, `Err` denies.
+    fn into_result(self) -> Result<(), RtmError>;
+}
+
+impl Decision for bool {
+    fn into_result(self) -> Result<(), RtmError> {
+        if self {
+            Ok(())
+        } else {
+            Err(RtmError::new(ErrorCode::Forbidden, "subscription denied"))
+        }
+    }
+}
+
+impl Decision for Result<(), RtmError> {
+    fn into_result(self) -> Result<(), RtmError> {
+        self
+    }
 }

@@ -52,9 +52,8 @@ pub mod rt {
 }
 
 pub use client::{ClientHandle, ClientOptions, ConnectError, Subscription};
-pub use function::{CallContext, ErasedFunction, FunctionFuture};
-pub use server::{
-    AuthHandler, Authorizer, ConnHook, Listening, Server, ServerBuilder, ServerHandle,
-    TransportOptions,
+pub use function::{
+    shape, CallContext, Decision, ErasedFunction, FunctionFuture, Handler, State, SubscribeRequest,
 };
+pub use server::{ConnHook, Listening, Server, ServerBuilder, ServerHandle, TransportOptions};
 pub use websocket::handshake::AllowedOrigins;

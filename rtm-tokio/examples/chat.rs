@@ -45,7 +45,7 @@ use clap::Parser;
 use rtm_tokio::broker::BrokerState;
 use rtm_tokio::{
     CallContext, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
-    ServerHandle,
+    ServerHandle, SubscribeRequest,
 };
 use serde_json::{json, Value};
 
@@ -370,7 +370,7 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
     let (nudge, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
     let hello_nudge = nudge.clone();
     let rtm = builder
-        .auth(|data: Vec<Value>, _info| async move {
+        .auth(|_info, data: Vec<Value>| async move {
             match data.first().and_then(Value::as_str) {
                 Some(name) if valid_name(name) => Ok(Identity::new(name, json!({ "user": name }))),
                 _ => Err(RtmError::new(
@@ -379,10 +379,11 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
                 )),
             }
         })
-        .authorize_subscriptions(|_info, event, tags| async move {
-            event == "room-message"
-                && !tags.is_empty()
-                && tags
+        .authorize_subscriptions(|req: SubscribeRequest| async move {
+            req.event == "room-message"
+                && !req.tags.is_empty()
+                && req
+                    .tags
                     .iter()
                     .all(|tag| tag.strip_prefix("room:").is_some_and(valid_name))
         })
@@ -391,15 +392,15 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
                 let _ = nudge.try_send(());
             }
         })
-        .register("hello", move |ctx: CallContext, _: Vec<Value>| {
+        .register("hello", move |ctx: CallContext| {
             let _ = hello_nudge.try_send(());
             // The caller gets the list now; the others with the next announcement.
             async move { Ok::<_, RtmError>(online(&ctx.server)) }
         })
-        .register("online", |ctx: CallContext, _: Vec<Value>| async move {
+        .register("online", |ctx: CallContext| async move {
             Ok::<_, RtmError>(online(&ctx.server))
         })
-        .register("status", |ctx: CallContext, _: Vec<Value>| async move {
+        .register("status", |ctx: CallContext| async move {
             Ok::<_, RtmError>(status(&ctx.server))
         })
         .register("say", say)

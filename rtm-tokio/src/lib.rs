@@ -47,11 +47,17 @@
 //!   page), `cargo run --release -p rtm-tokio --example chat`: rooms are
 //!   Push, direct messages Publish, presence Emit; with `--redis` several
 //!   chat servers form one cluster.
+//! - **Functions**: [`ServerBuilder::register`] takes a closure of any
+//!   [`Handler`] shape: no arguments (`|| …`, `|ctx: CallContext| …`), typed
+//!   arguments (`|ctx: CallContext, (a, b): (i64, String)| …`), the
+//!   application's [`State`] ([`ServerBuilder::with_state`]), or raw JSON.
 //! - **Authentication**: [`ServerBuilder::auth`] turns the client's token
-//!   ([`ClientOptions::auth`]) into an [`Identity`] (user id + data) or
-//!   rejects it (close 4003); unauthenticated sockets are closed after the
-//!   auth timeout (4008). A function reads the caller in
-//!   [`CallContext::info`].
+//!   ([`ClientOptions::auth`], deserialized as the handler's argument type)
+//!   into an [`Identity`] (user id + data) or rejects it (close 4003);
+//!   unauthenticated sockets are closed after the auth timeout (4008). A
+//!   function asks for the caller with [`CallContext::caller`]
+//!   (`rtm/unauthenticated` without one); [`ServerBuilder::authorize_subscriptions`]
+//!   decides each push subscription from a [`SubscribeRequest`].
 //! - **Sending events**: [`ServerHandle::emit`] (this server's connections a
 //!   filter accepts), [`ServerHandle::publish`] (one user's connections on
 //!   every server), [`ServerHandle::push`] (holders of an (event, tag)
@@ -98,4 +104,6 @@ pub use rtm_driver::AllowedOrigins;
 pub use rtm_driver::rt::Runtime;
 #[cfg(feature = "tls")]
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
-pub use rtm_driver::{CallContext, ServerBuilder, ServerHandle};
+pub use rtm_driver::{
+    CallContext, Decision, Handler, ServerBuilder, ServerHandle, State, SubscribeRequest,
+};

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn server(redis_url: &str, namespace: &str) -> Listening {
-    let builder = Server::builder().auth(|data, _info| async move {
+    let builder = Server::builder().auth(|_info, data: Vec<Value>| async move {
         let user = data
             .first()
             .and_then(Value::as_str)

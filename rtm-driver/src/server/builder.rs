@@ -1,5 +1,6 @@
 //! Configuring a server: functions, authentication, limits, broker, hooks.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -7,22 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::broker::Broker;
+use rtm_core::Args;
 use rtm_core::Functions;
 use rtm_core::{
     ConnInfo, Heartbeat, Identity, Limits, Rate, RateLimit, RtmError, ServerConfig, SharedLimits,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::value::RawValue;
-use serde_json::Value;
 
-use crate::function::{erase, CallContext};
+use crate::function::{Decision, Handler, SubscribeRequest};
 use crate::runtime::RuntimeRef;
 use crate::server::broker_link::{self, BrokerLink};
 use crate::server::handle::ServerHandle;
 use crate::server::options::TransportOptions;
 use crate::server::routing::Routing;
-use crate::server::shared::{AuthHandler, Authorizer, ConnHook, Handler, Shared};
+use crate::server::shared::{AuthHandler, Authorizer, ConnHook, Registered, Shared};
 use crate::websocket::handshake::AllowedOrigins;
 
 /// Builds a server. Adapters wrap it (`rtm_tokio::Server::builder()`).
@@ -41,7 +40,9 @@ pub struct ServerBuilder {
     pub(crate) auth_timeout: Duration,
     pub(crate) auth: Option<AuthHandler>,
     pub(crate) authorizer: Option<Authorizer>,
-    pub(crate) functions: HashMap<String, Handler>,
+    pub(crate) functions: HashMap<String, Registered>,
+    /// The application's state ([`ServerBuilder::with_state`]).
+    pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) on_connect: Option<ConnHook>,
     pub(crate) on_disconnect: Option<ConnHook>,
@@ -65,6 +66,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("functions", &functions)
             .field("auth", &self.auth.is_some())
+            .field("state", &self.state.is_some())
             .field("broker", &self.broker.is_some())
             .field("transport", &self.transport)
             .finish_non_exhaustive()
@@ -86,6 +88,7 @@ impl ServerBuilder {
             auth: None,
             authorizer: None,
             functions: HashMap::new(),
+            state: None,
             broker: None,
             on_connect: None,
             on_disconnect: None,
@@ -98,60 +101,77 @@ impl ServerBuilder {
         }
     }
 
-    /// Registers a function. Its arguments are deserialized from the `data`
-    /// array (a tuple, a `Vec<Value>`, …); its result becomes the reply.
-    #[must_use]
-    pub fn register<F, Fut, A, R, E>(self, name: &str, handler: F) -> Self
-    where
-        F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: Into<RtmError> + Send + 'static,
-    {
-        self.function(name, erase(handler), false)
-    }
-
-    /// Registers a function that works on raw JSON: it gets the request's
-    /// `data` array as it came ([`rtm_core::Args`], a zero-copy slice of the
-    /// frame) and returns its result as JSON text ([`RawValue`]). No typed
-    /// deserialization or serialization happens in between: for proxies,
-    /// relays and hot paths.
+    /// Registers a function under `name`: any closure shape of
+    /// [`Handler`] (no arguments, typed arguments, the application's
+    /// [`State`](crate::State), raw JSON). Its result becomes the reply. A
+    /// second registration of the same name replaces the first.
+    ///
+    /// ```
+    /// use rtm_driver::{CallContext, ServerBuilder, State};
+    /// use rtm_core::RtmError;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let builder = ServerBuilder::new()
+    ///     .with_state(Arc::new(AtomicU64::new(0)))
+    ///     // No arguments (and no context).
+    ///     .register("time", || async { Ok::<_, RtmError>(1_700_000_000u64) })
+    ///     // No arguments, with the caller: `rtm/unauthenticated` without one.
+    ///     .register("whoami", |ctx: CallContext| async move {
+    ///         Ok::<_, RtmError>(ctx.caller()?.user_id.to_string())
+    ///     })
+    ///     // Typed arguments: the `data` array as a tuple.
+    ///     .register("add", |_ctx: CallContext, (a, b): (i64, i64)| async move {
+    ///         Ok::<_, RtmError>(a + b)
+    ///     })
+    ///     // The application's state (then, if any, the arguments).
+    ///     .register("count", |_ctx: CallContext, State(n): State<Arc<AtomicU64>>| async move {
+    ///         Ok::<_, RtmError>(n.fetch_add(1, Ordering::Relaxed) + 1)
+    ///     })
+    ///     .register("add_to", |_ctx: CallContext, State(n): State<Arc<AtomicU64>>, (k,): (u64,)| async move {
+    ///         Ok::<_, RtmError>(n.fetch_add(k, Ordering::Relaxed) + k)
+    ///     });
+    /// ```
+    ///
+    /// Raw JSON in and out (for proxies, relays and hot paths): the `data`
+    /// array as it came ([`rtm_core::Args`], a zero-copy slice of the frame),
+    /// the result as JSON text, no typed (de)serialization in between:
     ///
     /// ```
     /// use rtm_driver::{CallContext, ServerBuilder};
     /// use serde_json::value::RawValue;
     /// // `first(x, ...)` returns `x` as it was sent, byte for byte.
-    /// let builder = ServerBuilder::new().register_raw("first", |_ctx: CallContext, args: rtm_core::Args| async move {
+    /// let builder = ServerBuilder::new().register("first", |_ctx: CallContext, args: rtm_core::Args| async move {
     ///     let values: Vec<&RawValue> = serde_json::from_str(args.as_str())?;
     ///     let first = values.first().map_or("null", |v| v.get());
     ///     Ok::<_, rtm_core::RtmError>(RawValue::from_string(first.to_owned())?)
     /// });
     /// ```
     #[must_use]
-    pub fn register_raw<F, Fut, E>(self, name: &str, handler: F) -> Self
-    where
-        F: Fn(CallContext, rtm_core::Args) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Box<RawValue>, E>> + Send + 'static,
-        E: Into<RtmError> + Send + 'static,
-    {
-        self.function(name, crate::function::erase_raw(handler), false)
+    pub fn register<M, H: Handler<M>>(self, name: &str, handler: H) -> Self {
+        self.function(name, handler.into_erased(), false)
     }
 
-    /// Registers a function that runs on a task of its own instead of its
-    /// connection's: it is not cancelled when the connection closes (an
-    /// ordinary function is: the connection's task drops it), at the cost of
-    /// a spawned task per call. Use it for work that must finish.
+    /// [`ServerBuilder::register`] for a function that runs on a task of its
+    /// own instead of its connection's: it is not cancelled when the
+    /// connection closes (an ordinary function is: the connection's task
+    /// drops it), at the cost of a spawned task per call. Use it for work
+    /// that must finish.
     #[must_use]
-    pub fn register_detached<F, Fut, A, R, E>(self, name: &str, handler: F) -> Self
-    where
-        F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: Into<RtmError> + Send + 'static,
-    {
-        self.function(name, erase(handler), true)
+    pub fn register_detached<M, H: Handler<M>>(self, name: &str, handler: H) -> Self {
+        self.function(name, handler.into_erased(), true)
+    }
+
+    /// The application's state: functions get it as a
+    /// [`State<S>`](crate::State) argument or from
+    /// [`CallContext::state`], anything holding a [`ServerHandle`] from
+    /// [`ServerHandle::state`]. One value (make it cheap to clone: an `Arc`,
+    /// a pool handle); a second call replaces the first. Asking for a type
+    /// the server was not given is `rtm/internal`.
+    #[must_use]
+    pub fn with_state<S: Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state = Some(Arc::new(state));
+        self
     }
 
     /// Limits how often the function registered as `name` may be called:
@@ -190,19 +210,41 @@ impl ServerBuilder {
         detached: bool,
     ) -> Self {
         self.functions
-            .insert(name.to_owned(), Handler { run, detached });
+            .insert(name.to_owned(), Registered { run, detached });
         self
     }
 
-    /// Requires authentication: `handler` turns the `auth` request's `data`
-    /// array into an [`Identity`] or rejects it (4003).
+    /// Requires authentication: `handler` gets the connection and the
+    /// `auth` request's `data` array, deserialized as `A` (a tuple, a
+    /// struct…), and answers the connection's [`Identity`] or an error,
+    /// which rejects it (4003, with the error's message). `data` that does
+    /// not deserialize as `A` is rejected the same way, naming the argument.
+    ///
+    /// ```
+    /// use rtm_driver::ServerBuilder;
+    /// use rtm_core::{ConnInfo, ErrorCode, Identity, RtmError};
+    /// use std::sync::Arc;
+    /// let builder = ServerBuilder::new().auth(|_info: Arc<ConnInfo>, (token,): (String,)| async move {
+    ///     match token.strip_prefix("user:") {
+    ///         Some(user) => Ok(Identity::new(user, serde_json::Value::Null)),
+    ///         None => Err(RtmError::new(ErrorCode::Unauthenticated, "bad token")),
+    ///     }
+    /// });
+    /// ```
     #[must_use]
-    pub fn auth<F, Fut>(mut self, handler: F) -> Self
+    pub fn auth<F, Fut, A>(mut self, handler: F) -> Self
     where
-        F: Fn(Vec<Value>, Arc<ConnInfo>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<ConnInfo>, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Identity, RtmError>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
     {
-        self.auth = Some(Arc::new(move |data, info| Box::pin(handler(data, info))));
+        self.auth = Some(Arc::new(move |info, data: Args| {
+            let parsed: A = match data.deserialize() {
+                Ok(parsed) => parsed,
+                Err(err) => return Box::pin(std::future::ready(Err(err))),
+            };
+            Box::pin(handler(info, parsed))
+        }));
         self
     }
 
@@ -221,51 +263,37 @@ impl ServerBuilder {
         self
     }
 
-    /// Asks `authorizer` about every push subscription; `false` answers `rtm/forbidden`.
-    #[must_use]
-    pub fn authorize_subscriptions<F, Fut>(mut self, authorizer: F) -> Self
-    where
-        F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send + 'static,
-    {
-        self.authorizer = Some(Arc::new(move |info, event, tags| {
-            let decision = authorizer(info, event, tags);
-            Box::pin(async move {
-                if decision.await {
-                    Ok(())
-                } else {
-                    Err(RtmError::new(
-                        rtm_core::ErrorCode::Forbidden,
-                        "subscription denied",
-                    ))
-                }
-            })
-        }));
-        self
-    }
-
-    /// [`ServerBuilder::authorize_subscriptions`] with a reason: `Err` denies
-    /// with that error's code and message (`rtm/forbidden` is the usual code),
-    /// which the client receives.
+    /// Asks `authorizer` about every push subscription: it gets a
+    /// [`SubscribeRequest`] (the connection, the event, the tags) and answers
+    /// a `bool` (`false` denies with `rtm/forbidden`) or a
+    /// `Result<(), RtmError>` (`Err` denies with that error's code and
+    /// message, which the client receives). Without one, every subscription
+    /// is allowed. An authorizer that panics denies.
     ///
     /// ```
-    /// use rtm_driver::ServerBuilder;
+    /// use rtm_driver::{ServerBuilder, SubscribeRequest};
     /// use rtm_core::{ErrorCode, RtmError};
-    /// let builder = ServerBuilder::new().authorize_subscriptions_with(|_info, event, tags| async move {
-    ///     match tags.iter().find(|t| t.starts_with("private-")) {
-    ///         Some(tag) => Err(RtmError::new(ErrorCode::Forbidden, format!("'{tag}' of '{event}' is private"))),
+    /// // Only signed-in users.
+    /// let builder = ServerBuilder::new()
+    ///     .authorize_subscriptions(|req: SubscribeRequest| async move { req.info.user_id().is_some() });
+    /// // With a reason.
+    /// let builder = ServerBuilder::new().authorize_subscriptions(|req: SubscribeRequest| async move {
+    ///     match req.tags.iter().find(|t| t.starts_with("private-")) {
+    ///         Some(tag) => Err(RtmError::new(ErrorCode::Forbidden, format!("'{tag}' of '{}' is private", req.event))),
     ///         None => Ok(()),
     ///     }
     /// });
     /// ```
     #[must_use]
-    pub fn authorize_subscriptions_with<F, Fut>(mut self, authorizer: F) -> Self
+    pub fn authorize_subscriptions<F, Fut, D>(mut self, authorizer: F) -> Self
     where
-        F: Fn(Arc<ConnInfo>, String, Vec<String>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RtmError>> + Send + 'static,
+        F: Fn(SubscribeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = D> + Send + 'static,
+        D: Decision,
     {
-        self.authorizer = Some(Arc::new(move |info, event, tags| {
-            Box::pin(authorizer(info, event, tags))
+        self.authorizer = Some(Arc::new(move |request| {
+            let deciding = authorizer(request);
+            Box::pin(async move { deciding.await.into_result() })
         }));
         self
     }
@@ -643,6 +671,7 @@ impl ServerBuilder {
             limits,
             handlers,
             runtime,
+            state: builder.state,
             auth: builder.auth,
             authorizer: builder.authorizer,
             on_connect: builder.on_connect,

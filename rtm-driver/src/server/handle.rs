@@ -164,6 +164,13 @@ impl ServerHandle {
             .map_or(0, |link| link.backlog_bytes())
     }
 
+    /// The application's state of type `S`
+    /// ([`ServerBuilder::with_state`](crate::ServerBuilder::with_state));
+    /// `rtm/internal` when the server has none of that type.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Result<&S, RtmError> {
+        crate::function::downcast_state(self.shared.state.as_deref())
+    }
+
     /// The runtime the server runs on (to sleep or spawn from a function).
     pub fn runtime(&self) -> &RuntimeRef {
         &self.shared.runtime

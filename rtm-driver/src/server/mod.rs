@@ -27,4 +27,4 @@ pub use builder::ServerBuilder;
 pub use handle::ServerHandle;
 pub use listening::{Listening, Server};
 pub use options::TransportOptions;
-pub use shared::{AuthHandler, Authorizer, ConnHook};
+pub use shared::ConnHook;

@@ -5,6 +5,7 @@
 //! [`Routing`] (a read-write lock whose write guard carries out what the
 //! router decided); the broker, if any, behind its [`BrokerLink`].
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
@@ -14,12 +15,11 @@ use std::time::Duration;
 
 use rtm_core::Functions;
 use rtm_core::{
-    CloseCode, ConnId, ConnInfo, ConnMeta, Connection, Identity, OutboundBounds, Router, RtmError,
-    ServerConfig, SharedLimits,
+    Args, CloseCode, ConnId, ConnInfo, ConnMeta, Connection, Identity, OutboundBounds, Router,
+    RtmError, ServerConfig, SharedLimits,
 };
-use serde_json::Value;
 
-use crate::function::ErasedFunction;
+use crate::function::{ErasedFunction, SubscribeRequest};
 use crate::runtime::{BoxFuture, RuntimeRef};
 use crate::server::broker_link::BrokerLink;
 use crate::server::mailbox::Mailbox;
@@ -27,13 +27,12 @@ use crate::server::options::TransportOptions;
 use crate::server::routing::{RouterMut, Routing};
 
 /// Turns the `auth` request's `data` array into an identity, or rejects it.
-pub type AuthHandler =
-    Arc<dyn Fn(Vec<Value>, Arc<ConnInfo>) -> BoxFuture<Result<Identity, RtmError>> + Send + Sync>;
+pub(crate) type AuthHandler =
+    Arc<dyn Fn(Arc<ConnInfo>, Args) -> BoxFuture<Result<Identity, RtmError>> + Send + Sync>;
 
 /// Decides whether a connection may hold a push subscription (event, tags).
-pub type Authorizer = Arc<
-    dyn Fn(Arc<ConnInfo>, String, Vec<String>) -> BoxFuture<Result<(), RtmError>> + Send + Sync,
->;
+pub(crate) type Authorizer =
+    Arc<dyn Fn(SubscribeRequest) -> BoxFuture<Result<(), RtmError>> + Send + Sync>;
 
 /// A connection lifecycle hook. It runs on the connection's own task, under
 /// no lock: it may call the server (emit, publish, …); keep it quick, as the
@@ -42,7 +41,7 @@ pub type ConnHook = Arc<dyn Fn(&ConnInfo) + Send + Sync>;
 
 /// A registered function as the connection tasks run it.
 #[derive(Clone)]
-pub(crate) struct Handler {
+pub(crate) struct Registered {
     pub(crate) run: ErasedFunction,
     /// Runs on a task of its own (outliving its connection if it must).
     pub(crate) detached: bool,
@@ -56,7 +55,9 @@ pub(crate) struct Shared {
     /// Limits counted across connections (per user, sign-ins per address);
     /// `None` without any, so calls take no lock for them.
     pub(crate) limits: Option<Mutex<SharedLimits>>,
-    pub(crate) handlers: Vec<Handler>,
+    pub(crate) handlers: Vec<Registered>,
+    /// The application's state ([`ServerBuilder::with_state`](crate::ServerBuilder::with_state)).
+    pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) runtime: RuntimeRef,
     pub(crate) auth: Option<AuthHandler>,
     pub(crate) authorizer: Option<Authorizer>,

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{ConnectionDriver, Next};
-use crate::function::CallContext;
+use crate::function::{CallContext, SubscribeRequest};
 use crate::runtime::BoxFuture;
 use crate::server::handle::ServerHandle;
 use crate::server::shared::call_hook;
@@ -177,8 +177,7 @@ impl<T: Socket> ConnectionDriver<T> {
             }
         }
         self.wait(Box::pin(async move {
-            let data: Vec<Value> = data.deserialize().unwrap_or_default();
-            Done::Auth(ticket, guarded(auth(data, info)).await)
+            Done::Auth(ticket, guarded(auth(info, data)).await)
         }));
     }
 
@@ -253,10 +252,13 @@ impl<T: Socket> ConnectionDriver<T> {
             self.conn.handle_authorize_result(ticket, Ok(()));
             return;
         };
-        let info = self.conn.info().clone();
-        let (event, tags) = (ticket.event().to_owned(), ticket.tags().to_vec());
+        let request = SubscribeRequest {
+            info: self.conn.info().clone(),
+            event: ticket.event().to_owned(),
+            tags: ticket.tags().to_vec(),
+        };
         self.wait(Box::pin(async move {
-            let result = AssertUnwindSafe(authorizer(info, event, tags))
+            let result = AssertUnwindSafe(authorizer(request))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
