@@ -1,29 +1,6 @@
 //! Server functions, the auth handler and the subscribe authorizer, as the
 //! application writes them: [`Handler`] is implemented for the closure
-//! shapes people write (as axum's `Handler` is over extractor tuples), and
-//! erased once at registration.
-//!
-//! | shape | arguments |
-//! |---|---|
-//! | `\|\| async { … }` | none, and no context (any `data` is ignored) |
-//! | `\|ctx: CallContext\| async { … }` | none (any `data` is ignored) |
-//! | `\|ctx: CallContext, (a, b): (i64, String)\| async { … }` | typed: the `data` array deserialized by serde (a tuple, a `Vec<Value>`, a struct of a sequence…) |
-//! | `\|ctx: CallContext, State(db): State<Db>\| async { … }` | the application's state ([`ServerBuilder::with_state`](crate::ServerBuilder::with_state)), no arguments |
-//! | `\|ctx: CallContext, State(db): State<Db>, (a,): (i64,)\| async { … }` | the application's state ([`ServerBuilder::with_state`](crate::ServerBuilder::with_state)) and typed arguments |
-//! | `\|ctx: CallContext, args: Args\| async { … }` | raw: the `data` array as it came, the result as JSON text ([`RawValue`]) |
-//!
-//! Annotate the context (`ctx: CallContext`) and the arguments: the shape is
-//! found from the closure's types. When the compiler says "`Handler<_>` is
-//! not implemented" for a closure, one of these does not hold: the result
-//! is `Serialize`, the error `Into<RtmError>` (write `Ok::<_, RtmError>(…)`),
-//! the arguments `DeserializeOwned`, the future `Send + 'static` (no borrow
-//! of the context kept across an `.await`: clone what you need first).
-//!
-//! Each returns `Result<impl Serialize, impl Into<RtmError>>` (raw:
-//! `Result<Box<RawValue>, …>`). Arguments that do not deserialize are
-//! `rtm/bad-request` naming the argument; a result that does not serialize
-//! is `rtm/internal`. [`CallContext::caller`] gives the authenticated
-//! identity, or `rtm/unauthenticated` for `?`.
+//! shapes people write and erased once at registration.
 
 use std::any::Any;
 use std::future::Future;
@@ -81,8 +58,30 @@ pub type FunctionFuture = BoxFuture<Result<Box<RawValue>, RtmError>>;
 /// A registered function with its types erased.
 pub type ErasedFunction = Arc<dyn Fn(CallContext, Args) -> FunctionFuture + Send + Sync>;
 
-/// A server function: implemented for the closure shapes of the [module
-/// docs](self); `M` only tells the shapes apart (infer it: `_`).
+/// A server function: implemented for the closure shapes people write, as
+/// axum's `Handler` is over extractor tuples; `M` (a [`shape`] marker) only
+/// tells the shapes apart, and is inferred.
+///
+/// | shape | arguments |
+/// |---|---|
+/// | `\|\| async { … }` | none, and no context (any `data` is ignored) |
+/// | `\|ctx: CallContext\| async { … }` | none (any `data` is ignored) |
+/// | `\|ctx: CallContext, (a, b): (i64, String)\| async { … }` | typed: the `data` array deserialized by serde (a tuple, a `Vec<Value>`, a struct of a sequence…) |
+/// | `\|ctx: CallContext, State(db): State<Db>\| async { … }` | the application's [`State`], no arguments |
+/// | `\|ctx: CallContext, State(db): State<Db>, (a,): (i64,)\| async { … }` | the state and typed arguments |
+/// | `\|ctx: CallContext, args: Args\| async { … }` | raw: the `data` array as it came, the result as JSON text ([`RawValue`]) |
+///
+/// Each returns `Result<impl Serialize, impl Into<RtmError>>` (raw:
+/// `Result<Box<RawValue>, …>`). Arguments that do not deserialize are
+/// `rtm/bad-request` naming the argument; a result that does not serialize
+/// is `rtm/internal`.
+///
+/// Annotate the context (`ctx: CallContext`) and the arguments: the shape is
+/// found from the closure's types. When the compiler says "`Handler<_>` is
+/// not implemented" for a closure, one of these does not hold: the result
+/// is `Serialize` (`Arc<str>` is not: `.to_string()`), the error
+/// `Into<RtmError>` (write `Ok::<_, RtmError>(…)`), the arguments
+/// `DeserializeOwned`, the future `Send + 'static`.
 pub trait Handler<M>: Send + Sync + 'static {
     /// The function with its types erased, as the server runs it.
     fn into_erased(self) -> ErasedFunction;

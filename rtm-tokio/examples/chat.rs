@@ -1,24 +1,42 @@
-//! A small chat web app on RTM, served by axum with the page embedded.
+//! A small chat web app on RTM, served by hyper/axum with the page embedded.
 //!
 //! `cargo run --release -p rtm-tokio --example chat` then open <http://127.0.0.1:7070/>.
 //!
-//! - **Auth:** the user name is the token (1–32 letters, digits, `-`, `_`);
-//!   no password: this is a demo. Several tabs may use the same name, and
-//!   each tab may be a different user (the page keeps the name per tab).
+//! The wire contract the page and this server share (issue 17) is in the
+//! README's chat section; in short:
+//!
+//! - **Sign-in** ([`names`]): `auth` data `[name]` or `[name, key]` (or
+//!   `[[name, key]]`, as a client sending one auth value does). The name
+//!   (1–32 letters, digits, `-`, `_`) is bound to a key (128 random bits,
+//!   hex) returned in the auth reply `{user, key}`; while a connection holds
+//!   the name and for `--name-hold-secs` (10 min) after the last one left, a
+//!   sign-in without that key is refused (4003, `name-taken: …`). With
+//!   `--redis` the bindings are shared by every chat server of the cluster.
+//!   There is no password: whoever takes a free name first owns it for the
+//!   session and the hold after it.
 //! - **Rooms** are push tags `room:<name>`: the page subscribes to
-//!   `room-message`; `say(room, text)` Pushes `[room, from, text, ts]`.
-//! - **Direct messages** are Publish: `dm(to, text)` sends `dm`
-//!   `[from, text, ts, to]` to `to` and to the sender's other tabs, on every
-//!   server of the cluster: any valid name can be reached, online here or not.
-//! - **Presence** is Emit: `presence [names]` to every authenticated
-//!   connection after `hello()` (called by the page right after auth; it
-//!   returns the list to its caller) and after a disconnect, at most one
-//!   announcement per 250 ms for all of them (so `hello` in a loop cannot
-//!   flood everyone); `online()` returns the same list. Per server.
+//!   `room-message`; `say(room, text, id)` Pushes `[room, from, text, ts, id]`
+//!   and returns `{ts}`.
+//! - **Direct messages** are Publish: `dm(to, text, id)` sends `dm`
+//!   `[from, text, ts, to, id]` to `to` and to the sender's other tabs, on
+//!   every server of the cluster: any valid name can be reached, online here
+//!   or not. A first contact counts against budgets of new conversations.
+//! - **Messages** ([`messages`]): text rules (line breaks kept, controls and
+//!   bidi controls removed), and exactly-once ids (a retry with the same id
+//!   is not sent again; it returns the first `{ts}`).
+//! - **Presence** ([`presence`]) is Emit: `presence [{joined, left}]`, diffs
+//!   coalesced per 250 ms, to every signed-in connection; `hello()` (called
+//!   by the page right after auth) and `online()` return the whole sorted
+//!   list to their caller. Per server.
 //! - **Status:** `status()` returns `{cluster, broker, reason}` (`broker`:
 //!   `"none"` without `--redis`, else `"up"` or `"down"`), and the same object
 //!   is emitted as `status [object]` whenever the Redis link goes up or down:
 //!   while it is down, rooms and DMs fail (`rtm/broker-unavailable`).
+//! - **Limits** ([`Budgets`]): every function is rate-limited by the library
+//!   (`ServerBuilder::rate_limit`; past it `rtm/too-many-requests`), and so
+//!   are sign-ins per address (`ServerBuilder::sign_ins_per_ip`). The page
+//!   server ([`http`]) bounds connections per address, request heads (16 KiB,
+//!   `--header-read-timeout-secs`) and idle connections (`--idle-timeout-secs`).
 //! - **The page** (`chat/`): rooms, DMs started by clicking a name or typing
 //!   one (`@name`), a banner while disconnected or while the Redis link is
 //!   down, a drawer for the side bar on phones. Its browser test, in
@@ -30,24 +48,41 @@
 //!
 //! Errors at start are one line on stderr: exit 1 if the address cannot be
 //! listened on, 2 for a bad argument (including a bad `--redis` URL).
-use std::collections::BTreeSet;
+// An application, not a library: its types need no `Debug` for anyone.
+#![allow(missing_debug_implementations)]
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
+use rtm_core::{Rate, RateLimit};
 use rtm_tokio::broker::BrokerState;
 use rtm_tokio::{
     CallContext, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
-    ServerHandle, SubscribeRequest,
+    ServerHandle, State, SubscribeRequest,
 };
 use serde_json::{json, Value};
+
+#[path = "chat/server/http.rs"]
+pub mod http;
+#[path = "chat/server/messages.rs"]
+pub mod messages;
+#[path = "chat/server/names.rs"]
+pub mod names;
+#[path = "chat/server/presence.rs"]
+pub mod presence;
+
+pub use http::{serve, HttpOptions, Peer, PerIpLimit};
+pub use messages::FirstContact;
+pub use names::{NameStore, Names};
 
 const INDEX_HTML: &str = include_str!("chat/index.html");
 const CHAT_JS: &str = include_str!("chat/chat.js");
@@ -56,12 +91,12 @@ const RTM_CLIENT_JS: &str = include_str!("chat/rtm-client.js");
 const CHAT_CSS: &str = include_str!("chat/chat.css");
 const FAVICON_SVG: &str = include_str!("chat/favicon.svg");
 
-/// Longest message, in characters.
-const MAX_TEXT_CHARS: usize = 2000;
 /// How often the Redis link's state is looked at (for `status` events).
 const BROKER_POLL: Duration = Duration::from_millis(200);
 /// How long Redis may take to answer at start before a WARN says it does not.
 const BROKER_START_GRACE: Duration = Duration::from_secs(2);
+/// The default `--name-hold-secs`.
+const NAME_HOLD_SECS: u64 = 600;
 
 #[derive(Parser)]
 #[command(about = "RTM chat: a small web chat on rooms (Push), DMs (Publish) and presence (Emit)")]
@@ -70,14 +105,28 @@ struct Cli {
     /// name such as `localhost:7070` is resolved).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_listen)]
     listen: SocketAddr,
-    /// Redis URL (redis://host:port/), to share rooms and DMs between several
-    /// chat servers; comma-separated URLs are the seed nodes of a Redis Cluster.
+    /// Redis URL (redis://host:port/), to share rooms, DMs and name bindings
+    /// between several chat servers; comma-separated URLs are the seed nodes
+    /// of a Redis Cluster.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Connections one IP address may hold open at once (page loads, RTM
     /// sockets, silent sockets alike); past it a new one is closed at once.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_ip: u32,
+    /// How long a name stays bound to its key after its last connection
+    /// left (seconds): meanwhile only that key signs in with it.
+    #[arg(long, value_name = "SECS", default_value_t = NAME_HOLD_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    name_hold_secs: u64,
+    /// How long an HTTP request head may take to arrive (seconds), from the
+    /// socket's open or the previous response; also how long an idle
+    /// keep-alive socket stays.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+    /// How long an HTTP connection (not an upgraded RTM socket) may move no
+    /// byte either way (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
 }
 
 /// A reason to stop at start: printed as one line `chat: <message>`.
@@ -108,26 +157,33 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Fatal> {
     let mut builder = Server::builder();
+    let mut config = ChatConfig {
+        name_hold: Duration::from_secs(cli.name_hold_secs),
+        ..ChatConfig::default()
+    };
     if let Some(url) = &cli.redis {
         // Push (rooms) and Publish (DMs) then reach users on every chat
         // server sharing this Redis. Presence stays per server (it is an Emit).
         let server_id = builder.config().server_id.clone();
         // Comma-separated URLs: the seed nodes of a Redis Cluster (sharded pub/sub).
-        let config = if url.contains(',') {
+        let broker_config = if url.contains(',') {
             rtm_redis::RedisBrokerConfig::cluster(url.split(','), "chat", &server_id)
         } else {
             rtm_redis::RedisBrokerConfig::new(url, "chat", &server_id)
         };
-        let broker = rtm_redis::RedisBroker::new(config, rtm_tokio::TokioRuntime::current())
+        let broker = rtm_redis::RedisBroker::new(broker_config, rtm_tokio::TokioRuntime::current())
             .map_err(|err| Fatal {
                 // A bad argument, as clap's: exit 2. The message quotes the
                 // URL with its password hidden.
                 exit: 2,
                 message: format!("--redis: {}", broker_error_text(&err)),
             })?;
-        builder = builder
-            .namespace("chat")
-            .broker(std::sync::Arc::new(broker));
+        builder = builder.namespace("chat").broker(Arc::new(broker));
+        // The names are bound in the same Redis (the URL is good: the broker took it).
+        config.names = NameStore::redis(url, "chat").map_err(|err| Fatal {
+            exit: 2,
+            message: format!("--redis {}: {err}", redact(url)),
+        })?;
     }
     // Bind before starting the RTM server (and its Redis link): a busy port
     // stops here, with nothing else started.
@@ -141,147 +197,317 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
         exit: 1,
         message: format!("cannot listen on {}: {err}", cli.listen),
     })?;
-    let (router, rtm) = app(builder);
+    let (router, rtm) = app_with(builder, config);
     if let Some(url) = &cli.redis {
         let url = redact(url);
-        tracing::info!("cluster: rooms and DMs shared through {url}");
+        tracing::info!("cluster: rooms, DMs and names shared through {url}");
     }
     tracing::info!("chat on http://{addr}/ (RTM on ws://{addr}/rtm)");
     let shutdown = async move {
         stop_requested().await;
         tracing::info!("shutting down");
         // Closes every RTM socket (1001) once in-flight calls finish; then
-        // axum stops accepting and drains its plain HTTP connections.
+        // the page server stops accepting and drains its HTTP connections.
         rtm.shutdown().await;
     };
-    axum::serve(
-        PerIpLimit::new(listener, cli.max_connections_per_ip as usize),
-        router.into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|err| Fatal {
-        exit: 1,
-        message: format!("serving on {addr} failed: {err}"),
-    })?;
+    let options = HttpOptions {
+        header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
+    };
+    let listener = PerIpLimit::new(listener, cli.max_connections_per_ip as usize);
+    serve(listener, router, options, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// A listener that lets one IP address hold at most `max` connections at
-/// once: axum's `serve` has no header-read timeout, so without a bound one
-/// client opening silent sockets could take every file descriptor. A socket
-/// past the bound is closed as soon as it is accepted.
-pub struct PerIpLimit {
-    listener: tokio::net::TcpListener,
-    max: usize,
-    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+/// How much each client may make the server do. The defaults are far above
+/// what a person typing or clicking does, and far below what hurts others.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// `say` (a room message to everyone in the room).
+    pub say: RateLimit,
+    /// `dm`.
+    pub dm: RateLimit,
+    /// `hello`, `online`, `status` (each on its own).
+    pub lists: RateLimit,
+    /// Sign-ins from one address.
+    pub sign_ins_per_ip: Option<Rate>,
+    /// New conversations (a DM to a name not talked to before).
+    pub first_contact: FirstContact,
 }
 
-impl PerIpLimit {
-    pub fn new(listener: tokio::net::TcpListener, max: usize) -> Self {
-        PerIpLimit {
-            listener,
-            max: max.max(1),
-            open: Default::default(),
+impl Default for Budgets {
+    fn default() -> Self {
+        // 20 messages at once (a paste split in lines, a burst of replies),
+        // then 5 a second: nobody types that fast for long. The same per
+        // connection and per user (all their tabs together).
+        let messages = Rate::per_second(5).with_burst(20);
+        let per_message = RateLimit::per_user(messages).and_per_connection(messages);
+        Budgets {
+            say: per_message,
+            dm: per_message,
+            // The page calls each once per (re)connect.
+            lists: RateLimit::per_connection(Rate::per_second(1).with_burst(5)),
+            // One a second, 30 at once: a household or an office behind
+            // one address reloading every tab after a network drop still
+            // signs in; a script minting throwaway names gets 60 a minute.
+            sign_ins_per_ip: Some(Rate::per_minute(60).with_burst(30)),
+            first_contact: FirstContact {
+                // "At most 20 new conversations a minute" for anyone.
+                per_recipient: Rate::per_minute(20),
+                // Starting 10 conversations a minute is a lot for a person.
+                per_sender: Rate::per_minute(10),
+            },
         }
     }
 }
 
-impl axum::serve::Listener for PerIpLimit {
-    type Io = Counted;
-    type Addr = SocketAddr;
+/// The chat's settings beside the RTM server's own.
+pub struct ChatConfig {
+    /// Where names are bound.
+    pub names: NameStore,
+    /// How long a name stays bound after its last connection left.
+    pub name_hold: Duration,
+    /// Rate limits.
+    pub budgets: Budgets,
+}
 
-    async fn accept(&mut self) -> (Counted, SocketAddr) {
-        loop {
-            // axum's own accept: it retries (and logs) accept errors.
-            let (stream, peer) = axum::serve::Listener::accept(&mut self.listener).await;
-            let ip = peer.ip();
-            {
-                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                let count = open.entry(ip).or_insert(0);
-                if *count >= self.max {
-                    tracing::debug!(%peer, "too many connections from this address: closed");
-                    continue;
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            names: NameStore::Local,
+            name_hold: Duration::from_secs(NAME_HOLD_SECS),
+            budgets: Budgets::default(),
+        }
+    }
+}
+
+/// [`app_with`] the default settings (names bound in this server).
+pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
+    app_with(builder, ChatConfig::default())
+}
+
+/// The chat's RTM server (started) and the axum router serving the page and
+/// `/rtm`. Serve the router with [`serve`] (on a [`PerIpLimit`] listener).
+pub fn app_with(builder: ServerBuilder, config: ChatConfig) -> (Router, ServerHandle) {
+    let names = Names::new(config.names, config.name_hold);
+    let (presence, nudged) = presence::Presence::new();
+    let messages = messages::Messages::new(config.budgets.first_contact);
+    let budgets = config.budgets;
+
+    // What the functions share, as the server's state (each takes it as a
+    // `State<Chat>` argument); the auth handler and the hooks capture theirs.
+    let chat = Chat {
+        presence: presence.clone(),
+        messages,
+    };
+    let (claims, joined, departed) = (names.clone(), presence.clone(), presence.clone());
+    let rtm = builder
+        .with_state(chat)
+        .auth(move |_info, data: Vec<Value>| {
+            let (names, presence) = (claims.clone(), joined.clone());
+            async move {
+                let (name, key) = sign_in_data(&data)?;
+                let key = names.claim(&name, key.as_deref()).await?;
+                presence.nudge();
+                Ok(Identity::new(
+                    name.as_str(),
+                    json!({ "user": name, "key": key }),
+                ))
+            }
+        })
+        .authorize_subscriptions(|req: SubscribeRequest| async move {
+            req.event == "room-message"
+                && !req.tags.is_empty()
+                && req
+                    .tags
+                    .iter()
+                    .all(|tag| tag.strip_prefix("room:").is_some_and(valid_name))
+        })
+        .on_disconnect(move |info| {
+            if let Some(name) = info.user_id() {
+                let key = info.authentication()["key"].as_str().unwrap_or_default();
+                departed.departed(name, key);
+            }
+        })
+        .register(
+            "hello",
+            |ctx: CallContext, State(chat): State<Chat>| async move {
+                // The caller gets the list now; the others the diff with the
+                // next announcement (if the caller is new).
+                chat.presence.nudge();
+                Ok::<_, RtmError>(presence::online(&ctx.server))
+            },
+        )
+        .register("online", |ctx: CallContext| async move {
+            Ok::<_, RtmError>(presence::online(&ctx.server))
+        })
+        .register("status", |ctx: CallContext| async move {
+            Ok::<_, RtmError>(status(&ctx.server))
+        })
+        .register(
+            "say",
+            |ctx: CallContext, State(chat): State<Chat>, args: Vec<Value>| async move {
+                chat.messages.say(&ctx, &args)
+            },
+        )
+        .register(
+            "dm",
+            |ctx: CallContext, State(chat): State<Chat>, args: Vec<Value>| async move {
+                chat.messages.dm(&ctx, &args)
+            },
+        )
+        .rate_limit("say", budgets.say)
+        .rate_limit("dm", budgets.dm)
+        .rate_limit("hello", budgets.lists)
+        .rate_limit("online", budgets.lists)
+        .rate_limit("status", budgets.lists)
+        .sign_ins_per_ip(budgets.sign_ins_per_ip)
+        .embedded();
+
+    presence.start(rtm.clone(), names.clone(), nudged);
+    keep_names_held(rtm.clone(), names);
+    watch_broker(rtm.clone());
+
+    let router = Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route(
+            "/chat.js",
+            get(|| async { asset("text/javascript", CHAT_JS) }),
+        )
+        .route(
+            "/rtm-client.js",
+            get(|| async { asset("text/javascript", RTM_CLIENT_JS) }),
+        )
+        .route("/chat.css", get(|| async { asset("text/css", CHAT_CSS) }))
+        // The page links the SVG; /favicon.ico is what browsers ask for unasked.
+        .route(
+            "/favicon.svg",
+            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
+        )
+        .route("/rtm", get(upgrade))
+        .with_state(rtm.clone());
+    (router, rtm)
+}
+
+/// The state the chat's functions share.
+#[derive(Clone)]
+struct Chat {
+    presence: Arc<presence::Presence>,
+    messages: Arc<messages::Messages>,
+}
+
+/// `(name, key)` from `auth` data: `[name]`, `[name, key]`, or `[[name,
+/// key]]` (a client that sends one auth value). A key that is not 32 hex
+/// digits counts as none.
+fn sign_in_data(data: &[Value]) -> Result<(String, Option<String>), RtmError> {
+    let parts = match data {
+        [Value::Array(inner)] => inner.as_slice(),
+        _ => data,
+    };
+    match parts.first().and_then(Value::as_str) {
+        Some(name) if valid_name(name) => {
+            let key = parts
+                .get(1)
+                .and_then(Value::as_str)
+                .filter(|key| names::valid_key(key));
+            Ok((name.to_owned(), key.map(str::to_owned)))
+        }
+        _ => Err(RtmError::new(
+            ErrorCode::AuthRejected,
+            "a name is 1 to 32 letters, digits, '-' or '_'",
+        )),
+    }
+}
+
+/// Refreshes the bindings of the names this server's connections hold,
+/// every quarter of the hold, until the server shuts down.
+fn keep_names_held(rtm: ServerHandle, names: Names) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(names.refresh_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !rtm.is_shutting_down() {
+            tick.tick().await;
+            names.refresh(&presence::held(&rtm)).await;
+        }
+    });
+}
+
+/// `status()`: `{cluster, broker, reason}`; `broker` is `"none"` (no
+/// `--redis`), `"up"` or `"down"` (rooms and DMs fail until it is up).
+pub fn status(server: &ServerHandle) -> Value {
+    match server.broker_state() {
+        None => json!({ "cluster": false, "broker": "none", "reason": null }),
+        Some(BrokerState::Up) => json!({ "cluster": true, "broker": "up", "reason": null }),
+        Some(BrokerState::Down { reason }) => {
+            json!({ "cluster": true, "broker": "down", "reason": reason })
+        }
+    }
+}
+
+/// With a broker: emits `status [object]` to every signed-in connection each
+/// time the link goes up or down, and a WARN if Redis does not answer at
+/// start. The server has no hook for broker states; looking every
+/// 200 ms costs one lock.
+fn watch_broker(rtm: ServerHandle) {
+    if rtm.broker_state().is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut emitted: Option<bool> = None;
+        let mut warned = false;
+        let mut tick = tokio::time::interval(BROKER_POLL);
+        while !rtm.is_shutting_down() {
+            tick.tick().await;
+            let now = status(&rtm);
+            let up = now["broker"] == "up";
+            if emitted != Some(up) {
+                emitted = Some(up);
+                if let Err(err) = rtm.emit("status", |_| true, &(&now,)) {
+                    tracing::warn!(%err, "status not sent");
                 }
-                *count += 1;
             }
-            let counted = Counted {
-                stream,
-                ip,
-                open: self.open.clone(),
-            };
-            return (counted, peer);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-/// The client's address, as axum's `ConnectInfo` for a [`PerIpLimit`]
-/// listener (serve the router `into_make_service_with_connect_info::<Peer>()`).
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PerIpLimit>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, PerIpLimit>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// An accepted connection, counted against its IP until dropped.
-pub struct Counted {
-    stream: tokio::net::TcpStream,
-    ip: std::net::IpAddr,
-    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
+            // The driver logs every change of the link; this says, once,
+            // what a link down at start means for the chat.
+            if !up && !warned && started.elapsed() >= BROKER_START_GRACE {
+                warned = true;
+                let reason = now["reason"].as_str().unwrap_or("");
+                tracing::warn!(
+                    "Redis unreachable ({reason}): Publish (DMs) and Push (rooms) fail \
+                     until it is reachable; retrying in the background"
+                );
             }
+            warned |= up;
         }
-    }
+    });
 }
 
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
+/// `/rtm`: the server's own WebSocket (HTTP answers to bad handshakes, close
+/// codes, lingering closes), under axum's route. [`serve`] gives it the
+/// client's address.
+async fn upgrade(
+    axum::extract::State(rtm): axum::extract::State<ServerHandle>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    request: axum::extract::Request,
+) -> Response {
+    rtm_tokio::upgrade_axum(&rtm, request, Some(peer))
 }
 
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, content_type)], body)
+}
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+/// 1 to 32 ASCII letters, digits, `-` or `_`: user names and room names.
+pub fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Why binding `addr` failed, and what to do about it.
@@ -356,241 +582,4 @@ async fn stop_requested() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// The chat's RTM server (started) and the axum router serving the page and
-/// `/rtm`. Serve the router on a [`PerIpLimit`] listener
-/// `into_make_service_with_connect_info::<Peer>()`.
-pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
-    // Arrivals (`hello`) and departures only nudge the presence task, which
-    // announces the list at most every PRESENCE_INTERVAL, once for all the
-    // nudges in between (a channel of one: extra nudges are dropped). So a
-    // client calling `hello` in a loop costs everyone one presence event per
-    // interval, not one per call.
-    let (nudge, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
-    let hello_nudge = nudge.clone();
-    let rtm = builder
-        .auth(|_info, data: Vec<Value>| async move {
-            match data.first().and_then(Value::as_str) {
-                Some(name) if valid_name(name) => Ok(Identity::new(name, json!({ "user": name }))),
-                _ => Err(RtmError::new(
-                    ErrorCode::AuthRejected,
-                    "a name is 1 to 32 letters, digits, '-' or '_'",
-                )),
-            }
-        })
-        .authorize_subscriptions(|req: SubscribeRequest| async move {
-            req.event == "room-message"
-                && !req.tags.is_empty()
-                && req
-                    .tags
-                    .iter()
-                    .all(|tag| tag.strip_prefix("room:").is_some_and(valid_name))
-        })
-        .on_disconnect(move |info| {
-            if info.identity.is_some() {
-                let _ = nudge.try_send(());
-            }
-        })
-        .register("hello", move |ctx: CallContext| {
-            let _ = hello_nudge.try_send(());
-            // The caller gets the list now; the others with the next announcement.
-            async move { Ok::<_, RtmError>(online(&ctx.server)) }
-        })
-        .register("online", |ctx: CallContext| async move {
-            Ok::<_, RtmError>(online(&ctx.server))
-        })
-        .register("status", |ctx: CallContext| async move {
-            Ok::<_, RtmError>(status(&ctx.server))
-        })
-        .register("say", say)
-        .register("dm", dm)
-        .embedded();
-
-    let presence = rtm.clone();
-    tokio::spawn(async move {
-        while nudged.recv().await.is_some() {
-            if let Err(err) = announce(&presence) {
-                tracing::warn!(%err, "presence not sent");
-            }
-            tokio::time::sleep(PRESENCE_INTERVAL).await;
-        }
-    });
-
-    watch_broker(rtm.clone());
-
-    let router = Router::new()
-        .route("/", get(|| async { Html(INDEX_HTML) }))
-        .route(
-            "/chat.js",
-            get(|| async { asset("text/javascript", CHAT_JS) }),
-        )
-        .route(
-            "/rtm-client.js",
-            get(|| async { asset("text/javascript", RTM_CLIENT_JS) }),
-        )
-        .route("/chat.css", get(|| async { asset("text/css", CHAT_CSS) }))
-        // The page links the SVG; /favicon.ico is what browsers ask for unasked.
-        .route(
-            "/favicon.svg",
-            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
-        )
-        .route(
-            "/favicon.ico",
-            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
-        )
-        .route("/rtm", get(upgrade))
-        .with_state(rtm.clone());
-    (router, rtm)
-}
-
-/// `say(room, text)`: Push `room-message [room, from, text, ts]` to tag `room:<room>`.
-async fn say(ctx: CallContext, (room, text): (String, String)) -> Result<usize, RtmError> {
-    if !valid_name(&room) {
-        return Err(RtmError::handler(
-            "a room name is 1 to 32 letters, digits, '-' or '_'",
-        ));
-    }
-    check_text(&text)?;
-    let from = caller(&ctx)?;
-    let tags = [format!("room:{room}")];
-    ctx.server
-        .push("room-message", &tags, &(&room, from, &text, now_ms()))
-}
-
-/// `dm(to, text)`: Publish `dm [from, text, ts, to]` to `to` and to the
-/// sender (their other tabs). Returns how many connections here got it.
-async fn dm(ctx: CallContext, (to, text): (String, String)) -> Result<usize, RtmError> {
-    if !valid_name(&to) {
-        return Err(RtmError::handler(format!(
-            "'{to}' is not a valid user name"
-        )));
-    }
-    check_text(&text)?;
-    let from = caller(&ctx)?;
-    let args = (from, &text, now_ms(), &to);
-    let mut delivered = ctx.server.publish(&to, "dm", &args)?;
-    if to != from {
-        delivered += ctx.server.publish(from, "dm", &args)?;
-    }
-    Ok(delivered)
-}
-
-/// `status()`: `{cluster, broker, reason}`; `broker` is `"none"` (no
-/// `--redis`), `"up"` or `"down"` (rooms and DMs fail until it is up).
-pub fn status(server: &ServerHandle) -> Value {
-    match server.broker_state() {
-        None => json!({ "cluster": false, "broker": "none", "reason": null }),
-        Some(BrokerState::Up) => json!({ "cluster": true, "broker": "up", "reason": null }),
-        Some(BrokerState::Down { reason }) => {
-            json!({ "cluster": true, "broker": "down", "reason": reason })
-        }
-    }
-}
-
-/// With a broker: emits `status [object]` to every signed-in connection each
-/// time the link goes up or down, and a WARN if Redis does not answer at
-/// start. The server has no hook for broker states; looking every
-/// 200 ms costs one lock.
-fn watch_broker(rtm: ServerHandle) {
-    if rtm.broker_state().is_none() {
-        return;
-    }
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let mut emitted: Option<bool> = None;
-        let mut warned = false;
-        let mut tick = tokio::time::interval(BROKER_POLL);
-        while !rtm.is_shutting_down() {
-            tick.tick().await;
-            let now = status(&rtm);
-            let up = now["broker"] == "up";
-            if emitted != Some(up) {
-                emitted = Some(up);
-                if let Err(err) = rtm.emit("status", |_| true, &(&now,)) {
-                    tracing::warn!(%err, "status not sent");
-                }
-            }
-            // The driver logs every change of the link; this says, once,
-            // what a link down at start means for the chat.
-            if !up && !warned && started.elapsed() >= BROKER_START_GRACE {
-                warned = true;
-                let reason = now["reason"].as_str().unwrap_or("");
-                tracing::warn!(
-                    "Redis unreachable ({reason}): Publish (DMs) and Push (rooms) fail \
-                     until it is reachable; retrying in the background"
-                );
-            }
-            warned |= up;
-        }
-    });
-}
-
-/// The shortest time between two presence announcements.
-const PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Emits `presence [names]` to every authenticated connection.
-fn announce(server: &ServerHandle) -> Result<(), RtmError> {
-    let names = online(server);
-    server.emit("presence", |_| true, &(&names,))?;
-    Ok(())
-}
-
-/// The sorted names of the users connected to this server. Read from the
-/// server's own connection table, so a tab closing mid-auth cannot leave a
-/// stale name behind.
-fn online(server: &ServerHandle) -> Vec<String> {
-    let names: BTreeSet<String> = server
-        .connections()
-        .iter()
-        .filter_map(|info| info.user_id().map(str::to_owned))
-        .collect();
-    names.into_iter().collect()
-}
-
-/// `/rtm`: the server's own WebSocket (HTTP answers to bad handshakes, close
-/// codes, lingering closes), under axum's route. Serve the router on a
-/// [`PerIpLimit`] listener with `into_make_service_with_connect_info::<Peer>()`.
-async fn upgrade(
-    State(rtm): State<ServerHandle>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    request: axum::extract::Request,
-) -> Response {
-    rtm_tokio::upgrade_axum(&rtm, request, Some(peer))
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, content_type)], body)
-}
-
-fn caller(ctx: &CallContext) -> Result<&str, RtmError> {
-    // The server requires auth, so every caller has a name; never panic on it.
-    ctx.user_id()
-        .ok_or_else(|| RtmError::new(ErrorCode::Unauthenticated, "sign in first"))
-}
-
-/// 1 to 32 ASCII letters, digits, `-` or `_`: user names and room names.
-fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn check_text(text: &str) -> Result<(), RtmError> {
-    if text.trim().is_empty() {
-        return Err(RtmError::handler("the message is empty"));
-    }
-    if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(RtmError::handler(format!(
-            "the message is longer than {MAX_TEXT_CHARS} characters"
-        )));
-    }
-    Ok(())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

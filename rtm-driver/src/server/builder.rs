@@ -164,7 +164,7 @@ impl ServerBuilder {
 
     /// The application's state: functions get it as a
     /// [`State<S>`](crate::State) argument or from
-    /// [`CallContext::state`], anything holding a [`ServerHandle`] from
+    /// [`CallContext::state`](crate::CallContext::state), anything holding a [`ServerHandle`] from
     /// [`ServerHandle::state`]. One value (make it cheap to clone: an `Arc`,
     /// a pool handle); a second call replaces the first. Asking for a type
     /// the server was not given is `rtm/internal`.
