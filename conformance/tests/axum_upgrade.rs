@@ -1,27 +1,18 @@
-//! `rtm_tokio::upgrade_axum`: RTM under an axum route behaves as the
+//! `rtm_tokio::http::RtmService`: RTM under an axum route behaves as the
 //! server's own listener does (byte-exact, with a raw peer): bad handshakes
 //! get their HTTP answer, a client's close is echoed, faults get their close
 //! code and a clean end.
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::routing::get;
 use axum::Router;
 use conformance::raw_tcp::{
     close_payload, frame, frame_with, upgrade_request, End, RawPeer, CLOSE, TEXT,
 };
 use rtm_core::RtmError;
-use rtm_tokio::{CallContext, Server, ServerBuilderExt, ServerHandle};
+use rtm_tokio::http::RtmService;
+use rtm_tokio::{CallContext, Server, ServerBuilderExt};
 use serde_json::{json, Value};
-
-async fn rtm(
-    State(rtm): State<ServerHandle>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> axum::response::Response {
-    rtm_tokio::upgrade_axum(&rtm, request, Some(peer))
-}
 
 /// An axum app with RTM on `/rtm`; returns its address.
 async fn app() -> SocketAddr {
@@ -30,7 +21,7 @@ async fn app() -> SocketAddr {
             Ok::<_, RtmError>(x)
         })
         .embedded();
-    let app = Router::new().route("/rtm", get(rtm)).with_state(handle);
+    let app = Router::new().route_service("/rtm", RtmService::new(handle));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -96,30 +87,4 @@ async fn faults_get_their_close_code() {
         let (got, _, end) = peer.expect_close(5).await;
         assert_eq!((got, end), (code, End::Eof));
     }
-}
-
-/// Through axum's own WebSocket (`serve_axum`), a client's close is answered
-/// too: the library's reply is flushed, not replaced by a second close.
-#[tokio::test]
-async fn serve_axum_answers_a_clients_close() {
-    use axum::extract::ws::WebSocketUpgrade;
-    let handle = Server::builder().embedded();
-    let route = get(
-        |State(rtm): State<ServerHandle>, ws: WebSocketUpgrade| async move {
-            ws.on_upgrade(move |socket| async move {
-                rtm_tokio::serve_axum(&rtm, socket, Default::default()).await
-            })
-        },
-    );
-    let app = Router::new().route("/ws", route).with_state(handle);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let mut peer = RawPeer::upgrade(addr, "/ws").await;
-    peer.send(&frame(true, CLOSE, &close_payload(1000, "")))
-        .await;
-    let echoed = peer.read_frame().await.unwrap();
-    assert_eq!(echoed.close().map(|c| c.0), Some(1000));
 }

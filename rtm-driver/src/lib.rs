@@ -43,6 +43,7 @@ mod websocket;
 pub mod rt {
     pub use crate::client::{Connector, IncomingStream, OutgoingSink};
     pub use crate::messages::{Incoming, Outgoing, WriteError};
+    pub use crate::server::{IpPermit, PerIpLimit};
     pub use crate::tungstenite_glue::serve_messages;
     pub use crate::websocket::handshake::{check_request, HandshakePolicy, Rejection};
     pub use rtm_runtime::io::{BoxIo, Io};

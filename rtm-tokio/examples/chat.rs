@@ -57,9 +57,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
@@ -71,8 +70,6 @@ use rtm_tokio::{
 };
 use serde_json::{json, Value};
 
-#[path = "chat/server/http.rs"]
-pub mod http;
 #[path = "chat/server/messages.rs"]
 pub mod messages;
 #[path = "chat/server/names.rs"]
@@ -80,7 +77,7 @@ pub mod names;
 #[path = "chat/server/presence.rs"]
 pub mod presence;
 
-pub use http::{serve, HttpOptions, Peer, PerIpLimit};
+pub use rtm_tokio::http::{serve, HttpOptions, PerIpLimit, RtmService};
 pub use messages::FirstContact;
 pub use names::{NameStore, Names};
 
@@ -213,8 +210,9 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
     let options = HttpOptions {
         header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
+        per_ip: Some(PerIpLimit::new(cli.max_connections_per_ip as usize)),
+        ..HttpOptions::default()
     };
-    let listener = PerIpLimit::new(listener, cli.max_connections_per_ip as usize);
     serve(listener, router, options, shutdown).await;
     tracing::info!("stopped");
     Ok(())
@@ -288,7 +286,8 @@ pub fn app(builder: ServerBuilder) -> (Router, ServerHandle) {
 }
 
 /// The chat's RTM server (started) and the axum router serving the page and
-/// `/rtm`. Serve the router with [`serve`] (on a [`PerIpLimit`] listener).
+/// `/rtm`. Serve the router with [`serve`] (its [`HttpOptions`] bound each
+/// address's connections with a [`PerIpLimit`]).
 pub fn app_with(builder: ServerBuilder, config: ChatConfig) -> (Router, ServerHandle) {
     let names = Names::new(config.names, config.name_hold);
     let (presence, nudged) = presence::Presence::new();
@@ -389,8 +388,7 @@ pub fn app_with(builder: ServerBuilder, config: ChatConfig) -> (Router, ServerHa
             "/favicon.ico",
             get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
         )
-        .route("/rtm", get(upgrade))
-        .with_state(rtm.clone());
+        .route_service("/rtm", RtmService::new(rtm.clone()));
     (router, rtm)
 }
 
@@ -485,17 +483,6 @@ fn watch_broker(rtm: ServerHandle) {
             warned |= up;
         }
     });
-}
-
-/// `/rtm`: the server's own WebSocket (HTTP answers to bad handshakes, close
-/// codes, lingering closes), under axum's route. [`serve`] gives it the
-/// client's address.
-async fn upgrade(
-    axum::extract::State(rtm): axum::extract::State<ServerHandle>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    request: axum::extract::Request,
-) -> Response {
-    rtm_tokio::upgrade_axum(&rtm, request, Some(peer))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

@@ -64,12 +64,14 @@
 //!   subscription, made by [`ClientHandle::subscribe_push`]).
 //! - **A cluster**: `rtm-redis`'s `RedisBroker`, given to
 //!   [`ServerBuilder::broker`], carries Publish and Push between servers.
-//! - **An existing axum app**: [`upgrade_axum`] answers one of its routes
-//!   with the server's own WebSocket (close codes, limits and lingering
-//!   close as on [`Server::builder`]'s listener; see
-//!   [`ServerBuilderExt::embedded`]); [`serve_axum`] serves a socket axum
-//!   already upgraded, and [`serve_websocket`] one upgraded by
-//!   tokio-tungstenite yourself (frames and close codes are then that
+//! - **An axum app**: [`http::RtmService`] serves RTM on one of its routes
+//!   (`route_service("/rtm", …)`) with the server's own WebSocket (close
+//!   codes, limits and lingering close as on [`Server::builder`]'s
+//!   listener; start the server with [`ServerBuilderExt::embedded`]), and
+//!   [`http::serve`] serves the app with the bounds an internet-facing
+//!   server needs (header read timeout, head size, idle timeout,
+//!   connections per address). [`serve_websocket`] serves a socket upgraded
+//!   by tokio-tungstenite yourself (frames and close codes are then that
 //!   library's).
 //! - **TLS**: `wss://` with [`ServerTls`] and [`ClientTls`] (feature `tls`).
 //! - **The wire protocol**, its limits, error codes and close codes:
@@ -78,6 +80,8 @@
 #![warn(missing_docs)]
 
 mod client;
+#[cfg(feature = "axum")]
+pub mod http;
 mod listener;
 mod ws;
 
@@ -87,12 +91,11 @@ pub use rtm_core::{ClientEvent, ClientState, Reconnect};
 pub use rtm_driver::{ClientHandle, ClientOptions, Subscription};
 pub use rtm_runtime::TokioRuntime;
 pub use ws::serve_websocket;
-#[cfg(feature = "axum")]
-pub use ws::{serve_axum, upgrade_axum};
+
 
 pub use rtm_core::{
-    Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,
-    Topic,
+    Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, Rate,
+    RateLimit, RtmError, Topic,
 };
 // The broker seam (the trait `rtm-redis` implements, its states and errors,
 // the in-process MemoryHub) and the origin guard of `allowed_origins`.

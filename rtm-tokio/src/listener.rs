@@ -15,7 +15,7 @@ pub trait ServerBuilderExt {
     /// a name such as `localhost:7070` is resolved, its first address used).
     async fn listen(self, addr: impl ToSocketAddrs) -> io::Result<Listening>;
     /// Starts the server without a listener, to serve sockets upgraded
-    /// elsewhere (an axum route: [`crate::serve_axum`]).
+    /// elsewhere (an axum route: `rtm_tokio::http::RtmService`).
     fn embedded(self) -> ServerHandle;
 }
 

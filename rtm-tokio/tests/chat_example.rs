@@ -39,7 +39,7 @@ struct Chat {
     addr: SocketAddr,
     rtm: ServerHandle,
     /// The page server's open connections.
-    open: chat::http::OpenConnections,
+    open: chat::PerIpLimit,
 }
 
 /// Starts the chat on a free port; returns its address and RTM server.
@@ -51,8 +51,8 @@ async fn start_with(builder: ServerBuilder) -> (SocketAddr, ServerHandle) {
     start_limited(builder, 256).await
 }
 
-/// The chat served as its `main` serves it: a [`chat::PerIpLimit`] listener
-/// letting one address hold `per_ip` connections.
+/// The chat served as its `main` serves it, one address holding at most
+/// `per_ip` connections.
 async fn start_limited(builder: ServerBuilder, per_ip: usize) -> (SocketAddr, ServerHandle) {
     let chat = serve(
         builder,
@@ -74,8 +74,11 @@ async fn serve(
     let (router, rtm) = chat::app_with(builder, config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = chat::PerIpLimit::new(listener, per_ip);
-    let open = listener.counter();
+    let open = chat::PerIpLimit::new(per_ip);
+    let http = chat::HttpOptions {
+        per_ip: Some(open.clone()),
+        ..http
+    };
     tokio::spawn(chat::serve(listener, router, http, std::future::pending()));
     Chat { addr, rtm, open }
 }

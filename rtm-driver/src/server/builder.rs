@@ -4,7 +4,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
@@ -20,6 +20,7 @@ use crate::runtime::RuntimeRef;
 use crate::server::broker_link::{self, BrokerLink};
 use crate::server::handle::ServerHandle;
 use crate::server::options::TransportOptions;
+use crate::server::per_ip::PerIpLimit;
 use crate::server::routing::Routing;
 use crate::server::shared::{AuthHandler, Authorizer, ConnHook, Registered, Shared};
 use crate::websocket::handshake::AllowedOrigins;
@@ -664,6 +665,8 @@ impl ServerBuilder {
         if let Some(link) = &broker {
             broker_link::start(link.clone(), routing.clone(), runtime.clone());
         }
+        let handshakes_per_ip = builder.transport.max_handshakes_per_ip.map(PerIpLimit::new);
+        let per_ip = builder.transport.max_connections_per_ip.map(PerIpLimit::new);
         Arc::new(Shared {
             routing,
             config: Arc::new(builder.config),
@@ -683,8 +686,8 @@ impl ServerBuilder {
             next_conn: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
-            handshakes_per_ip: Mutex::new(HashMap::new()),
-            per_ip: Mutex::new(HashMap::new()),
+            handshakes_per_ip,
+            per_ip,
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             shutdown_rx,

@@ -181,7 +181,7 @@ async fn too_many(mut io: BoxIo, peer: SocketAddr, reason: &'static str) {
 struct HandshakeSlot<'a> {
     shared: &'a crate::server::shared::Shared,
     /// Counted in `handshakes_per_ip`.
-    ip: Option<IpAddr>,
+    _ip: Option<crate::server::per_ip::IpPermit>,
 }
 
 /// Why no handshake slot was given.
@@ -201,15 +201,9 @@ impl<'a> HandshakeSlot<'a> {
             return Err(SlotRefused::Everywhere);
         }
         // From here the global slot is held: dropping `slot` gives it back.
-        let mut slot = HandshakeSlot { shared, ip: None };
-        if let Some(max) = shared.transport.max_handshakes_per_ip {
-            let mut per_ip = lock(&shared.handshakes_per_ip);
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= max {
-                return Err(SlotRefused::ThisAddress);
-            }
-            *count += 1;
-            slot.ip = Some(ip);
+        let mut slot = HandshakeSlot { shared, _ip: None };
+        if let Some(limit) = &shared.handshakes_per_ip {
+            slot._ip = Some(limit.admit(ip).ok_or(SlotRefused::ThisAddress)?);
         }
         Ok(slot)
     }
@@ -217,23 +211,10 @@ impl<'a> HandshakeSlot<'a> {
 
 impl Drop for HandshakeSlot<'_> {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            let mut per_ip = lock(&self.shared.handshakes_per_ip);
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
-        }
         self.shared
             .handshakes
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads the handshake request and answers it: `Some` with the stream, the

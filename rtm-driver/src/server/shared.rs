@@ -6,7 +6,6 @@
 //! router decided); the broker, if any, behind its [`BrokerLink`].
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +23,7 @@ use crate::runtime::{BoxFuture, RuntimeRef};
 use crate::server::broker_link::BrokerLink;
 use crate::server::mailbox::Mailbox;
 use crate::server::options::TransportOptions;
+use crate::server::per_ip::PerIpLimit;
 use crate::server::routing::{RouterMut, Routing};
 
 /// Turns the `auth` request's `data` array into an identity, or rejects it.
@@ -72,10 +72,10 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
     /// Accepted connections still in their TLS or WebSocket handshake.
     pub(crate) handshakes: AtomicUsize,
-    /// Handshakes in flight per peer IP (only with `max_handshakes_per_ip`).
-    pub(crate) handshakes_per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Connections per peer IP (only with `max_connections_per_ip`).
-    pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Handshakes in flight per peer IP (with `max_handshakes_per_ip`).
+    pub(crate) handshakes_per_ip: Option<PerIpLimit>,
+    /// Connections per peer IP (with `max_connections_per_ip`).
+    pub(crate) per_ip: Option<PerIpLimit>,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) shutdown_tx: async_channel::Sender<()>,
     pub(crate) shutdown_rx: async_channel::Receiver<()>,
@@ -101,26 +101,13 @@ impl Shared {
     /// Counts one more connection from `ip`; `false` (nothing counted) at
     /// `max_connections_per_ip`.
     pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
-        let Some(max) = self.transport.max_connections_per_ip else {
-            return true;
-        };
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= max {
-            return false;
-        }
-        *count += 1;
-        true
+        self.per_ip.as_ref().is_none_or(|limit| limit.count(ip))
     }
 
     /// A connection from `ip` counted by [`Shared::admit_ip`] ended.
     pub(crate) fn release_ip(&self, ip: IpAddr) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
+        if let Some(limit) = &self.per_ip {
+            limit.release(ip);
         }
     }
 
