@@ -33,14 +33,15 @@
 //! # }
 //! ```
 //!
-//! The same on smol, picking the runtime at run time:
+//! The same on smol, picking the runtime at run time (`SmolRuntime` needs
+//! the `smol` feature):
 //!
 //! ```
-//! use std::sync::Arc;
-//! use rtm_async_std::{Client, ClientOptions, Server, ServerBuilderExt};
-//! use rtm_runtime::SmolRuntime;
-//!
+//! # #[cfg(feature = "smol")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use rtm_async_std::{Client, ClientOptions, Server, ServerBuilderExt, SmolRuntime};
+//!
 //! smol::block_on(async {
 //!     let server = Server::builder().listen_on("127.0.0.1:0", Arc::new(SmolRuntime)).await?;
 //!     let client =
@@ -51,6 +52,8 @@
 //!     Ok(())
 //! })
 //! # }
+//! # #[cfg(not(feature = "smol"))]
+//! # fn main() {}
 //! ```
 //!
 //! ## Where to go next
@@ -83,8 +86,8 @@ pub use rtm_runtime::SmolRuntime;
 pub use ws::serve_websocket;
 
 pub use rtm_core::{
-    Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, RtmError,
-    Topic,
+    Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, Rate,
+    RateLimit, RtmError, ServerConfig, Topic,
 };
 // The broker seam (the trait `rtm-redis` implements, its states and errors,
 // the in-process MemoryHub) and the origin guard of `allowed_origins`.
@@ -98,6 +101,7 @@ pub use rtm_driver::rt::Runtime;
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
 pub use rtm_driver::{
     CallContext, Decision, Handler, ServerBuilder, ServerHandle, State, SubscribeRequest,
+    TransportOptions,
 };
 
 /// The runtime `listen`, `embedded`, `Client::connect` and `Client::start`

@@ -2,9 +2,8 @@
 //!
 //! The RTM wire protocol as a sans-IO state machine: no sockets, no clocks, no
 //! async runtime. Adapters (`rtm-tokio`, `rtm-async-std`, through
-//! `rtm-driver`, which also holds the async seams: the runtime and broker
-//! traits) feed it inputs and
-//! carry out its outputs; tests drive it directly, jumping time at will.
+//! `rtm-driver`; the async seams are crates of their own, `rtm-runtime` and
+//! `rtm-broker`) feed it inputs and carry out its outputs; tests drive it directly, jumping time at will.
 //! Reach for it to unit-test your routing without sockets, or to write a
 //! transport or a runtime binding of your own.
 //!

@@ -96,7 +96,7 @@ pub(crate) struct ServerUrl {
 }
 
 impl ServerUrl {
-    /// Checks `url`: it must parse, use the `ws` scheme and name a host.
+    /// Checks `url`: it must parse, use the `ws` or `wss` scheme and name a host.
     pub(crate) fn parse(url: &str) -> Result<ServerUrl, RtmError> {
         let bad =
             |why: &str| RtmError::new(ErrorCode::BadRequest, format!("server URL {url:?}: {why}"));

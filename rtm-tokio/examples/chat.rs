@@ -62,11 +62,10 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use rtm_core::{Rate, RateLimit};
 use rtm_tokio::broker::BrokerState;
 use rtm_tokio::{
-    CallContext, ErrorCode, Identity, RtmError, Server, ServerBuilder, ServerBuilderExt,
-    ServerHandle, State, SubscribeRequest,
+    CallContext, ErrorCode, Identity, Rate, RateLimit, RtmError, Server, ServerBuilder,
+    ServerBuilderExt, ServerHandle, State, SubscribeRequest,
 };
 use serde_json::{json, Value};
 
@@ -77,9 +76,9 @@ pub mod names;
 #[path = "chat/server/presence.rs"]
 pub mod presence;
 
-pub use rtm_tokio::http::{serve, HttpOptions, PerIpLimit, RtmService};
 pub use messages::FirstContact;
 pub use names::{NameStore, Names};
+pub use rtm_tokio::http::{serve, HttpOptions, PerIpLimit, RtmService};
 
 const INDEX_HTML: &str = include_str!("chat/index.html");
 const CHAT_JS: &str = include_str!("chat/chat.js");

@@ -92,10 +92,9 @@ pub use rtm_driver::{ClientHandle, ClientOptions, Subscription};
 pub use rtm_runtime::TokioRuntime;
 pub use ws::serve_websocket;
 
-
 pub use rtm_core::{
     Args, CloseCode, ConnId, ConnInfo, ConnMeta, ErrorCode, Heartbeat, Identity, Limits, Rate,
-    RateLimit, RtmError, Topic,
+    RateLimit, RtmError, ServerConfig, Topic,
 };
 // The broker seam (the trait `rtm-redis` implements, its states and errors,
 // the in-process MemoryHub) and the origin guard of `allowed_origins`.
@@ -109,4 +108,5 @@ pub use rtm_driver::rt::Runtime;
 pub use rtm_driver::tls::{ClientTls, ServerTls, TlsError};
 pub use rtm_driver::{
     CallContext, Decision, Handler, ServerBuilder, ServerHandle, State, SubscribeRequest,
+    TransportOptions,
 };

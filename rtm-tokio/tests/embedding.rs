@@ -93,7 +93,9 @@ async fn one_address_holds_at_most_its_connections_rtm_sockets_included() {
         .await
         .unwrap();
     let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
-    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut page = [0u8; 256];
     assert!(soon("the page", held.read(&mut page)).await.unwrap() > 0);
     soon("both counted", async {
@@ -107,7 +109,10 @@ async fn one_address_holds_at_most_its_connections_rtm_sockets_included() {
     let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = [0u8; 64];
     let read = soon("the third to be closed", third.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "the third was served: {read:?}");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the third was served: {read:?}"
+    );
 
     // The RTM socket closes: its slot is given back.
     socket.close();
@@ -118,7 +123,12 @@ async fn one_address_holds_at_most_its_connections_rtm_sockets_included() {
     })
     .await;
     let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
-    fourth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let n = soon("the fourth served", fourth.read(&mut buf)).await.unwrap();
+    fourth
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = soon("the fourth served", fourth.read(&mut buf))
+        .await
+        .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }

@@ -666,7 +666,10 @@ impl ServerBuilder {
             broker_link::start(link.clone(), routing.clone(), runtime.clone());
         }
         let handshakes_per_ip = builder.transport.max_handshakes_per_ip.map(PerIpLimit::new);
-        let per_ip = builder.transport.max_connections_per_ip.map(PerIpLimit::new);
+        let per_ip = builder
+            .transport
+            .max_connections_per_ip
+            .map(PerIpLimit::new);
         Arc::new(Shared {
             routing,
             config: Arc::new(builder.config),

@@ -130,7 +130,10 @@ mod tests {
         assert_eq!((limit.open(), limit.open_from(a)), (2, 1));
         drop((held_a, held_b));
         assert_eq!(limit.open(), 0);
-        assert!(limit.lock().is_empty(), "no entry kept for an address holding nothing");
+        assert!(
+            limit.lock().is_empty(),
+            "no entry kept for an address holding nothing"
+        );
     }
 
     #[test]

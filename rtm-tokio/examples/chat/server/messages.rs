@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtm_core::rate::{too_many, RateLimiter};
-use rtm_core::Rate;
+use rtm_tokio::Rate;
 use rtm_tokio::{CallContext, ErrorCode, RtmError};
 use serde_json::{json, Value};
 
