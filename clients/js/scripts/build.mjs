@@ -1,11 +1,11 @@
 // `npm run build`: the ESM and CommonJS builds with their type declarations
-// (tsc), and the browser bundle (esbuild), also written beside the chat
-// example, which embeds it.
+// (tsc), and the browser bundle (esbuild). It writes in dist/ only (the chat
+// example copies the bundle itself: rtm-tokio/examples/chat/update-client-bundle.sh).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { bundle, chatBundle, distBundle, root } from './bundle.mjs';
+import { bundle, distBundle, root } from './bundle.mjs';
 
 const require = createRequire(import.meta.url);
 const tsc = require.resolve('typescript/bin/tsc');
@@ -19,8 +19,4 @@ for (const [config, type] of [['tsconfig.esm.json', 'module'], ['tsconfig.cjs.js
 const text = await bundle();
 fs.mkdirSync(path.dirname(distBundle), { recursive: true });
 fs.writeFileSync(distBundle, text);
-if (!fs.existsSync(chatBundle) || fs.readFileSync(chatBundle, 'utf8') !== text) {
-  fs.writeFileSync(chatBundle, text);
-  console.log(`build: wrote ${path.relative(process.cwd(), chatBundle)}`);
-}
 console.log('build: dist/esm, dist/cjs (with .d.ts), dist/browser/rtm-client.js');

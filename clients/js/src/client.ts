@@ -163,6 +163,11 @@ export class Client {
   private readonly core: ClientCore;
   private readonly options: ClientOptions;
   private socket: WebSocketLike | null = null;
+  /** The last WebSocket made, closed or not (`null` before the first attempt). */
+  private lastSocketValue: WebSocketLike | null = null;
+  /** Whether a socket of this client ever opened: the URL worked once. */
+  private everOpened = false;
+  private readonly httpErrorsFinal: boolean;
   private socketError = '';
   private attemptToken = 0;
   private waiting = new Map<number, Waiter>();
@@ -180,10 +185,18 @@ export class Client {
    * Starts a client of `url` (`ws://` or `wss://`); it connects in the
    * background (see {@link connect} to wait for the first open). Listeners
    * added right after construction see every event.
+   *
+   * `reconnectFallback` is the schedule when `options.reconnect` is not
+   * given. `httpErrorsFinal` (default `true`): an HTTP 4xx answer (but 408
+   * and 429) to the WebSocket upgrade before the client was ever open closes
+   * it at once with `rtm/bad-request` (a wrong URL or path), where the
+   * WebSocket shows the status (`ws`; browsers do not); `false` retries it
+   * like any failed attempt, as `@zexcore/rtm-client` does (`RtmClient`).
    */
-  constructor(url: string, options: ClientOptions = {}, reconnectFallback: Reconnect = DEFAULT_RECONNECT) {
+  constructor(url: string, options: ClientOptions = {}, reconnectFallback: Reconnect = DEFAULT_RECONNECT, httpErrorsFinal = true) {
     this.url = url;
     this.options = { ...options };
+    this.httpErrorsFinal = httpErrorsFinal;
     this.core = new ClientCore(coreConfig(options, toReconnect(options.reconnect, reconnectFallback)), now());
     // The first socket is opened after the caller had a chance to add listeners.
     queueMicrotask(() => {
@@ -217,6 +230,15 @@ export class Client {
   /** The WebSocket in use, if one is open or opening. */
   get socketInUse(): WebSocketLike | null {
     return this.socket;
+  }
+
+  /**
+   * The last WebSocket this client made, whatever its `readyState` (a closed
+   * one stays here until the next attempt replaces it); `null` before the
+   * first attempt.
+   */
+  get lastSocket(): WebSocketLike | null {
+    return this.lastSocketValue;
   }
 
   /**
@@ -621,10 +643,35 @@ export class Client {
       return;
     }
     this.socket = socket;
+    this.lastSocketValue = socket;
     this.socketError = '';
+    /** The HTTP answer that refused this socket's upgrade, when the socket shows it. */
+    let refusedBy = '';
     const canPing = typeof socket.ping === 'function' && typeof socket.on === 'function';
+    if (this.httpErrorsFinal && !this.everOpened && typeof socket.on === 'function') {
+      // `ws` tells the status of an upgrade the server refused (browsers hide
+      // it: there the socket only errors). Listening means `ws` leaves the
+      // handshake to us: a 4xx before the URL ever worked is final (a wrong
+      // URL or path, not a server restarting); anything else is retried.
+      socket.on('unexpected-response', (_request: unknown, response: { statusCode?: number; statusMessage?: string } | undefined) => {
+        const status = response?.statusCode ?? 0;
+        refusedBy = `the server answered the WebSocket upgrade with HTTP ${status}${response?.statusMessage ? ` ${response.statusMessage}` : ''}`;
+        if (this.socket === socket && finalHttpStatus(status)) {
+          this.core.handleFatalError(new RtmError(ErrorCodes.BadRequest, `cannot connect to ${this.url}: ${refusedBy} (is the URL right?)`));
+          this.pump(); // drops the socket: `ws` aborts the handshake
+          return;
+        }
+        if (this.socket === socket) this.socketError = refusedBy;
+        try {
+          socket.close(); // aborts the handshake; its close event makes it a failed attempt
+        } catch {
+          // Already closing.
+        }
+      });
+    }
     socket.addEventListener('open', () => {
       if (this.socket !== socket) return;
+      this.everOpened = true;
       this.core.handleOpen(now(), canPing);
       this.pump();
     });
@@ -644,7 +691,7 @@ export class Client {
     socket.addEventListener('error', (event: { message?: unknown; error?: unknown }) => {
       if (this.socket !== socket) return;
       const message = typeof event?.message === 'string' ? event.message : (event?.error as Error | undefined)?.message;
-      if (message) this.socketError = message;
+      if (message && !refusedBy) this.socketError = message;
       this.emit('socket-error', event);
     });
     socket.addEventListener('close', (event: { code?: number; reason?: string }) => {
@@ -718,6 +765,11 @@ export class Client {
     this.timer = null;
     this.timerAt = null;
   }
+}
+
+/** An HTTP status refusing the first upgrade that no retry can fix: 4xx but 408 (timeout) and 429 (too many requests). */
+function finalHttpStatus(status: number): boolean {
+  return status >= 400 && status < 500 && status !== 408 && status !== 429;
 }
 
 function publicState(kind: ClientCore['state']['kind']): ConnectionState {

@@ -106,7 +106,8 @@ export class RtmClient {
     for (const key of Object.keys(clientOptions) as Array<keyof ClientOptions>) {
       if (clientOptions[key] === undefined && key !== 'auth') delete clientOptions[key];
     }
-    this.client = new Client(address, clientOptions, toReconnect(o.reconnect, fallback));
+    // As the original, an HTTP error answering the upgrade is retried like any failed attempt.
+    this.client = new Client(address, clientOptions, toReconnect(o.reconnect, fallback), false);
     const c = this.client;
     c.on('connecting', ({ attempt }) => {
       if (attempt > 0) this.callback('onReconnecting', attempt);
@@ -139,9 +140,15 @@ export class RtmClient {
     return this.client.state === 'open' && Boolean(this.Options.authenticationData);
   }
 
-  /** The WebSocket in use (opening or open), if any. */
+  /**
+   * The last WebSocket, as the original's public field: opening, open, or
+   * closed (a closed one stays until the next attempt replaces it, and after
+   * `Close()`), so `client.Socket.readyState` can always be read. `undefined`
+   * only before the first attempt, made right after construction (a
+   * microtask; in Node without a global WebSocket, once `ws` is loaded).
+   */
   get Socket(): WebSocketLike | undefined {
-    return this.client.socketInUse ?? undefined;
+    return this.client.lastSocket ?? undefined;
   }
 
   /**

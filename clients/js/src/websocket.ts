@@ -12,8 +12,12 @@ export interface WebSocketLike {
   addEventListener(type: 'open' | 'message' | 'error' | 'close', listener: (event: any) => void): void;
   /** `ws` only: sends a WebSocket ping. Browsers cannot, so the heartbeat is off there. */
   ping?: () => void;
-  /** `ws` only: `pong` and `ping` events, signs that the server is alive. */
-  on?: (event: 'pong' | 'ping', listener: () => void) => unknown;
+  /**
+   * `ws` only: `pong` and `ping` events, signs that the server is alive;
+   * `unexpected-response` (`(request, response)`), the HTTP answer of a
+   * server that refused the upgrade, with its `statusCode`.
+   */
+  on?: (event: 'pong' | 'ping' | 'unexpected-response', listener: (...args: any[]) => void) => unknown;
 }
 
 /** A WebSocket constructor: `globalThis.WebSocket`, `ws`, or any compatible class. */

@@ -5,7 +5,7 @@
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { closeTracked, DEAD_URL, eventually, failure, Fixture, Inbox, rejection, sleep, track, within, WAIT_MS } from './helpers.mjs';
+import { closeTracked, DEAD_URL, eventually, failure, Fixture, httpServer, Inbox, rejection, sleep, track, within, WAIT_MS } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../package.json');
@@ -157,6 +157,58 @@ test('socket errors reach onError as rtm/network-error; onClose and onReconnecti
   assert.deepEqual(attempts.slice(0, 3), [1, 2, 3]);
   assert.ok(errors.length >= 3 && errors.every((e) => e.code === 'rtm/network-error' && e.data), JSON.stringify(errors.map((e) => e.code)));
   assert.ok(closes.length >= 3);
+});
+
+test('Socket is the last WebSocket, closed or not, as the original\'s field: readyState can be read after a disconnect', async () => {
+  const fixture = await Fixture.start();
+  try {
+    const states = [];
+    const options = { reconnectDelayMs: 50, onClose: () => states.push(rtm.Socket.readyState) };
+    const opened = called(options, 'onOpen');
+    const rtm = client(fixture.url, options);
+    assert.equal(rtm.Socket, undefined, 'no socket before the first attempt');
+    await opened;
+    const first = rtm.Socket;
+    assert.equal(first.readyState, WebSocket.OPEN);
+    await fixture.stop();
+    await eventually('onClose', () => states.length > 0);
+    assert.equal(states[0], WebSocket.CLOSED, 'onClose sees the closed socket');
+    // While waiting to reconnect, and while attempts fail: the last one, closed.
+    await eventually('a failed reconnect', () => states.length >= 2);
+    assert.ok([WebSocket.CONNECTING, WebSocket.CLOSED].includes(rtm.Socket.readyState), `readyState ${rtm.Socket.readyState}`);
+    const reopened = called(options, 'onOpen');
+    await fixture.start();
+    await reopened;
+    assert.notEqual(rtm.Socket, first, 'the reconnect replaced it');
+    assert.equal(rtm.Socket.readyState, WebSocket.OPEN);
+    assert.equal(first.readyState, WebSocket.CLOSED);
+    const last = rtm.Socket;
+    rtm.Close();
+    assert.equal(rtm.Socket, last, 'Close() keeps it, as the original');
+    await eventually('the socket closed', () => rtm.Socket.readyState === WebSocket.CLOSED);
+  } finally {
+    await fixture.kill();
+  }
+});
+
+test('an HTTP 404 to the upgrade is retried as the original does (onError, onClose, onReconnecting); Socket stays readable', async () => {
+  const server = await httpServer(404);
+  const errors = [];
+  const attempts = [];
+  const closedStates = [];
+  const rtm = client(`${server.url}wrong`, {
+    reconnectDelayMs: 20,
+    onError: (e) => errors.push(e.code),
+    onClose: () => closedStates.push(rtm.Socket.readyState),
+    onReconnecting: (n) => attempts.push(n),
+  });
+  await eventually('three reconnect attempts', () => attempts.length >= 3 && closedStates.length >= 3);
+  assert.ok(server.upgrades >= 3);
+  assert.ok(errors.length >= 3 && errors.every((c) => c === 'rtm/network-error'), JSON.stringify(errors));
+  assert.ok(closedStates.every((s) => s === WebSocket.CLOSED), JSON.stringify(closedStates));
+  assert.equal(rtm.client.state === 'closed', false);
+  rtm.Close();
+  await server.close();
 });
 
 test('a URL that is not ws:// or wss:// throws, as new WebSocket does', () => {

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -277,6 +278,51 @@ export async function rawServer(mode) {
       return new Promise((resolve) => server.close(resolve));
     },
   });
+}
+
+/**
+ * A real HTTP server (node:http) on 127.0.0.1 that answers every WebSocket
+ * upgrade with `server.answer`: an HTTP status (404: a wrong path) or
+ * `'websocket'` (the handshake completed, then silence, as `rawServer`).
+ * `upgrades` counts the upgrade requests; `dropAll()` drops the open
+ * connections (the client sees the server gone).
+ */
+export async function httpServer(answer) {
+  const sockets = new Set();
+  const server = http.createServer((request, response) => {
+    response.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  });
+  const state = { answer, upgrades: 0 };
+  server.on('upgrade', (request, socket) => {
+    state.upgrades += 1;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    if (state.answer === 'websocket') {
+      const accept = crypto.createHash('sha1').update(request.headers['sec-websocket-key'] + GUID).digest('base64');
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      socket.on('data', () => {});
+      return;
+    }
+    const status = state.answer;
+    const body = `${http.STATUS_CODES[status] ?? 'Error'}\n`;
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return track(Object.assign(state, {
+    url: `ws://127.0.0.1:${server.address().port}/`,
+    dropAll: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.closeAllConnections?.();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  }));
 }
 
 /** A URL nothing listens on: port 1 (tcpmux), outside the ephemeral range, refused at once. */

@@ -1,11 +1,15 @@
 // The typed API (connect, Client) against rtm-fixture: calls, errors,
 // timeouts, abort, events, push subscriptions, auth, the offline queue, close,
-// bad URLs, a silent server and one that stops reading. The Rust adapter's
-// client tests (conformance/tests/adapter_client.rs) name the same rules.
+// bad URLs (and a wrong path: HTTP 404 to the upgrade), a silent server and
+// one that stops reading. The Rust adapter's client tests
+// (conformance/tests/adapter_client.rs) name the same rules.
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import * as rtm from '../dist/esm/index.js';
-import { closeTracked, DEAD_URL, eventually, failure, Fixture, Inbox, next, rawServer, rejection, sleep, track, within } from './helpers.mjs';
+import { closeTracked, DEAD_URL, eventually, failure, Fixture, httpServer, Inbox, next, rawServer, rejection, sleep, track, within } from './helpers.mjs';
+
+const require = createRequire(import.meta.url);
 
 const { ErrorCodes, RtmError } = rtm;
 // Every client a test makes is closed after it, pass or fail.
@@ -252,6 +256,99 @@ test('a client that never opens says why its last attempt failed', async () => {
   const impatient = await rejection('connect, 300 ms', connect(DEAD_URL, { reconnect: { delayMs: 20 }, connectTimeoutMs: 300 }));
   assert.equal(impatient.code, 'rtm/timeout');
   assert.match(impatient.message, /not open within 300 ms: .*127\.0\.0\.1:1/);
+});
+
+// The status of a refused upgrade is visible with `ws` (the default in Node
+// without a global WebSocket, i.e. up to Node 21), not with a browser's
+// WebSocket nor Node 22's global one: there, `ws` is given.
+const withWs = globalThis.WebSocket ? { WebSocket: require('ws') } : {};
+
+test('a wrong path (HTTP 404 to the first upgrade) fails connect at once with rtm/bad-request naming the status and URL', async () => {
+  const server = await httpServer(404);
+  const url = `${server.url}no/such/path`;
+  const client = new Client(url, { ...withWs, reconnect: { delayMs: 20 } });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const started = Date.now();
+  const err = await rejection('waitOpen on a 404', client.waitOpen(60_000), 2000);
+  assert.ok(err instanceof RtmError);
+  assert.equal(err.code, 'rtm/bad-request');
+  assert.ok(err.message.includes(url), err.message);
+  assert.match(err.message, /HTTP 404 Not Found/);
+  assert.ok(Date.now() - started < 1000, `failed after ${Date.now() - started} ms`);
+  assert.equal(client.state, 'closed');
+  assert.deepEqual(errors.map((e) => e.code), ['rtm/bad-request']);
+  await sleep(100);
+  assert.equal(server.upgrades, 1, 'the 404 was retried');
+  const later = await rejection('a call after', client.call('add', 1, 2), 1000);
+  assert.equal(later.code, 'rtm/closed');
+  assert.match(later.message, /HTTP 404/);
+  // connect() says the same, long before its timeout; other 4xx too.
+  for (const status of [404, 400, 401, 403, 410]) {
+    server.answer = status;
+    const failed = await rejection(`connect to a ${status}`, connect(url, { ...withWs, reconnect: { delayMs: 20 }, connectTimeoutMs: 60_000 }), 2000);
+    assert.equal(failed.code, 'rtm/bad-request', `${status}: ${failed}`);
+    assert.match(failed.message, new RegExp(`HTTP ${status}`));
+  }
+  assert.equal(server.upgrades, 6);
+  await server.close();
+});
+
+test('HTTP 408, 429 and 5xx to the first upgrade are retried, as other failed attempts', async () => {
+  const server = await httpServer(503);
+  for (const status of [503, 429, 408, 502]) {
+    server.answer = status;
+    const before = server.upgrades;
+    const err = await rejection(`connect to a ${status}`, connect(server.url, { ...withWs, reconnect: { delayMs: 20 }, connectTimeoutMs: 300 }));
+    assert.equal(err.code, 'rtm/timeout', `${status}: ${err}`);
+    assert.match(err.message, new RegExp(`not open within 300 ms: the server answered the WebSocket upgrade with HTTP ${status}`));
+    assert.ok(server.upgrades - before >= 2, `${status}: ${server.upgrades - before} attempts`);
+  }
+  // Retried until the server takes it.
+  server.answer = 503;
+  const client = new Client(server.url, { ...withWs, reconnect: { delayMs: 20 }, heartbeat: null });
+  await eventually('two refused attempts', () => server.upgrades >= 2);
+  server.answer = 'websocket';
+  await within('open once the server takes it', client.waitOpen());
+  client.close();
+  await server.close();
+});
+
+test('a 404 after the URL once worked is retried (a server restarting), until it works again', async () => {
+  const server = await httpServer('websocket');
+  const client = await connect(server.url, { ...withWs, reconnect: { delayMs: 20 }, heartbeat: null });
+  server.answer = 404;
+  const reasons = [];
+  client.on('close', (info) => reasons.push(info.reason));
+  const before = server.upgrades;
+  server.dropAll();
+  await eventually('three refused reconnects', () => server.upgrades - before >= 3);
+  assert.notEqual(client.state, 'closed');
+  assert.ok(reasons.slice(1).every((r) => /\b404\b/.test(r)), JSON.stringify(reasons)); // `ws`: "Unexpected server response: 404"
+  server.answer = 'websocket';
+  await within('open again', client.waitOpen());
+  client.close();
+  await server.close();
+});
+
+test("where the status is hidden (a browser's WebSocket), a 404 is retried until the connect timeout, as before", async () => {
+  const WS = require('ws');
+  // The standard WebSocket API only, as a browser has it (no `on`).
+  class BrowserWebSocket {
+    constructor(url) {
+      this.ws = new WS(url);
+    }
+    get readyState() { return this.ws.readyState; }
+    get bufferedAmount() { return this.ws.bufferedAmount; }
+    send(data) { this.ws.send(data); }
+    close(code, reason) { this.ws.close(code, reason); }
+    addEventListener(type, listener) { this.ws.addEventListener(type, listener); }
+  }
+  const server = await httpServer(404);
+  const err = await rejection('connect to a 404', connect(server.url, { WebSocket: BrowserWebSocket, reconnect: { delayMs: 20 }, connectTimeoutMs: 300 }));
+  assert.equal(err.code, 'rtm/timeout');
+  assert.ok(server.upgrades >= 2, `${server.upgrades} attempts`);
+  await server.close();
 });
 
 test('a URL without a path means the root', async () => {

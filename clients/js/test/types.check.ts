@@ -61,5 +61,8 @@ export async function usage(): Promise<void> {
   unsub();
   const unsubPush: () => boolean = await rtm.SubscribePush('score', ['m1'], () => {});
   unsubPush();
+  // Socket: the last WebSocket, closed or not; undefined only before the first attempt.
+  const readyState: number | undefined = rtm.Socket?.readyState;
+  void readyState;
   rtm.Close();
 }

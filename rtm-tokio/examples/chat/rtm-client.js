@@ -1,6 +1,8 @@
 // @rtm/client browser bundle: defines the global RTM (RTM.connect, RTM.Client,
 // RTM.RtmClient, RTM.RtmError, RTM.ErrorCodes). Generated from clients/js/src by
-// `npm run build` in clients/js: do not edit; rebuild and commit instead.
+// `npm run build` (dist/browser/rtm-client.js): do not edit. A copy committed
+// elsewhere is updated by its own script (the chat example's:
+// rtm-tokio/examples/chat/update-client-bundle.sh).
 "use strict";
 var RTM = (() => {
   var __defProp = Object.defineProperty;
@@ -875,9 +877,20 @@ var RTM = (() => {
      * Starts a client of `url` (`ws://` or `wss://`); it connects in the
      * background (see {@link connect} to wait for the first open). Listeners
      * added right after construction see every event.
+     *
+     * `reconnectFallback` is the schedule when `options.reconnect` is not
+     * given. `httpErrorsFinal` (default `true`): an HTTP 4xx answer (but 408
+     * and 429) to the WebSocket upgrade before the client was ever open closes
+     * it at once with `rtm/bad-request` (a wrong URL or path), where the
+     * WebSocket shows the status (`ws`; browsers do not); `false` retries it
+     * like any failed attempt, as `@zexcore/rtm-client` does (`RtmClient`).
      */
-    constructor(url, options = {}, reconnectFallback = DEFAULT_RECONNECT) {
+    constructor(url, options = {}, reconnectFallback = DEFAULT_RECONNECT, httpErrorsFinal = true) {
       this.socket = null;
+      /** The last WebSocket made, closed or not (`null` before the first attempt). */
+      this.lastSocketValue = null;
+      /** Whether a socket of this client ever opened: the URL worked once. */
+      this.everOpened = false;
       this.socketError = "";
       this.attemptToken = 0;
       this.waiting = /* @__PURE__ */ new Map();
@@ -892,6 +905,7 @@ var RTM = (() => {
       this.lastState = "connecting";
       this.url = url;
       this.options = { ...options };
+      this.httpErrorsFinal = httpErrorsFinal;
       this.core = new ClientCore(coreConfig(options, toReconnect(options.reconnect, reconnectFallback)), now());
       queueMicrotask(() => {
         this.started = true;
@@ -918,6 +932,14 @@ var RTM = (() => {
     /** The WebSocket in use, if one is open or opening. */
     get socketInUse() {
       return this.socket;
+    }
+    /**
+     * The last WebSocket this client made, whatever its `readyState` (a closed
+     * one stays here until the next attempt replaces it); `null` before the
+     * first attempt.
+     */
+    get lastSocket() {
+      return this.lastSocketValue;
     }
     /**
      * Resolves once the client is open (at once if it is); rejects if it
@@ -1289,10 +1311,29 @@ var RTM = (() => {
         return;
       }
       this.socket = socket;
+      this.lastSocketValue = socket;
       this.socketError = "";
+      let refusedBy = "";
       const canPing = typeof socket.ping === "function" && typeof socket.on === "function";
+      if (this.httpErrorsFinal && !this.everOpened && typeof socket.on === "function") {
+        socket.on("unexpected-response", (_request, response) => {
+          const status = response?.statusCode ?? 0;
+          refusedBy = `the server answered the WebSocket upgrade with HTTP ${status}${response?.statusMessage ? ` ${response.statusMessage}` : ""}`;
+          if (this.socket === socket && finalHttpStatus(status)) {
+            this.core.handleFatalError(new RtmError(ErrorCodes.BadRequest, `cannot connect to ${this.url}: ${refusedBy} (is the URL right?)`));
+            this.pump();
+            return;
+          }
+          if (this.socket === socket) this.socketError = refusedBy;
+          try {
+            socket.close();
+          } catch {
+          }
+        });
+      }
       socket.addEventListener("open", () => {
         if (this.socket !== socket) return;
+        this.everOpened = true;
         this.core.handleOpen(now(), canPing);
         this.pump();
       });
@@ -1311,7 +1352,7 @@ var RTM = (() => {
       socket.addEventListener("error", (event) => {
         if (this.socket !== socket) return;
         const message = typeof event?.message === "string" ? event.message : event?.error?.message;
-        if (message) this.socketError = message;
+        if (message && !refusedBy) this.socketError = message;
         this.emit("socket-error", event);
       });
       socket.addEventListener("close", (event) => {
@@ -1380,6 +1421,9 @@ var RTM = (() => {
       this.timerAt = null;
     }
   };
+  function finalHttpStatus(status) {
+    return status >= 400 && status < 500 && status !== 408 && status !== 429;
+  }
   function publicState(kind) {
     return kind === "waiting" ? "reconnecting" : kind;
   }
@@ -1431,7 +1475,7 @@ var RTM = (() => {
       for (const key of Object.keys(clientOptions)) {
         if (clientOptions[key] === void 0 && key !== "auth") delete clientOptions[key];
       }
-      this.client = new Client(address, clientOptions, toReconnect(o.reconnect, fallback));
+      this.client = new Client(address, clientOptions, toReconnect(o.reconnect, fallback), false);
       const c = this.client;
       c.on("connecting", ({ attempt }) => {
         if (attempt > 0) this.callback("onReconnecting", attempt);
@@ -1459,9 +1503,15 @@ var RTM = (() => {
     get Authenticated() {
       return this.client.state === "open" && Boolean(this.Options.authenticationData);
     }
-    /** The WebSocket in use (opening or open), if any. */
+    /**
+     * The last WebSocket, as the original's public field: opening, open, or
+     * closed (a closed one stays until the next attempt replaces it, and after
+     * `Close()`), so `client.Socket.readyState` can always be read. `undefined`
+     * only before the first attempt, made right after construction (a
+     * microtask; in Node without a global WebSocket, once `ws` is loaded).
+     */
     get Socket() {
-      return this.client.socketInUse ?? void 0;
+      return this.client.lastSocket ?? void 0;
     }
     /**
      * Subscribes to push events: the server holds a subscription to
