@@ -64,6 +64,17 @@ async fn start_limited(builder: ServerBuilder, per_ip: usize) -> (SocketAddr, Se
     (chat.addr, chat.rtm)
 }
 
+/// The chat with the default settings.
+async fn served() -> Chat {
+    serve(
+        Server::builder(),
+        Default::default(),
+        256,
+        Default::default(),
+    )
+    .await
+}
+
 /// The chat with these settings, page server options and per-address bound.
 async fn serve(
     builder: ServerBuilder,
@@ -174,6 +185,17 @@ impl Raw {
         let mut raw = Raw::connect(addr).await;
         let reply = raw.request(json!({"type": "auth", "data": data})).await;
         (raw, reply)
+    }
+
+    /// `name` signed in and subscribed to the lobby's messages.
+    async fn in_lobby(addr: SocketAddr, name: &str) -> Raw {
+        let (mut raw, _) = Raw::sign_in(addr, json!([name])).await;
+        let reply = raw.subscribe("room-message", &["room:lobby"]).await;
+        assert_eq!(
+            reply["data"], true,
+            "{name} subscribes to the lobby: {reply}"
+        );
+        raw
     }
 
     /// Sends `frame` with a fresh id; its reply (events before it are skipped).

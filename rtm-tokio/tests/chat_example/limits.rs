@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tungstenite::Message;
 
-use super::{many_sign_ins, refused, serve, Got, Raw};
+use super::{many_sign_ins, refused, serve, served, Got, Raw};
 use rtm_tokio::Server;
 
 /// What a flood of calls got back.
@@ -101,32 +101,44 @@ fn budget(elapsed: Duration) -> usize {
 
 #[tokio::test]
 async fn a_connection_flooding_a_room_is_refused_past_its_budget_and_closes_no_reader() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
+    let chat = served().await;
+    let reader = Raw::in_lobby(chat.addr, "reader").await;
+    flood_is_refused_past_the_budget(&chat, reader, "say", "room-message", |i| {
+        json!(["lobby", "x".repeat(2000), format!("m{i}")])
+    })
     .await;
-    let (mut reader, _) = Raw::sign_in(chat.addr, json!(["reader"])).await;
-    assert_eq!(
-        reader.subscribe("room-message", &["room:lobby"]).await["data"],
-        true
-    );
+}
+
+#[tokio::test]
+async fn a_connection_flooding_one_user_with_dms_is_refused_past_its_budget_and_closes_no_one() {
+    let chat = served().await;
+    let (reader, _) = Raw::sign_in(chat.addr, json!(["reader"])).await;
+    flood_is_refused_past_the_budget(&chat, reader, "dm", "dm", |i| {
+        json!(["reader", "x".repeat(2000), format!("d{i}")])
+    })
+    .await;
+}
+
+/// `FLOOD` pipelined calls of `function` (2,000 characters each) from one
+/// connection while `reader` reads its `event`s (as a page does): at most
+/// the budget is sent, the rest refused with `rtm/too-many-requests`, the
+/// reader gets every message sent and is not closed, and the flooder, still
+/// connected, may send again once its budget is back.
+async fn flood_is_refused_past_the_budget(
+    chat: &super::Chat,
+    mut reader: Raw,
+    function: &str,
+    event: &str,
+    args: impl Fn(usize) -> Value,
+) {
     let (flooder, _) = Raw::sign_in(chat.addr, json!(["flooder"])).await;
-    let text = "x".repeat(2000);
     let started = Instant::now();
     let flooding = async {
-        let flooded = flood(flooder, "say", FLOOD, |i| {
-            json!(["lobby", text, format!("m{i}")])
-        });
+        let flooded = flood(flooder, function, FLOOD, &args);
         (flooded.await, started.elapsed())
     };
-    // The reader reads while the flood goes on (as a page does).
-    let (((mut flooder, answers), answered), (events, closed)) = tokio::join!(
-        flooding,
-        drain(&mut reader, "room-message", Duration::from_secs(2))
-    );
+    let (((mut flooder, answers), answered), (events, closed)) =
+        tokio::join!(flooding, drain(&mut reader, event, Duration::from_secs(2)));
     let elapsed = started.elapsed();
     assert!(answers.other.is_empty(), "{:?}", answers.other);
     assert!(answers.ok <= budget(elapsed), "{answers:?} in {elapsed:?}");
@@ -134,7 +146,7 @@ async fn a_connection_flooding_a_room_is_refused_past_its_budget_and_closes_no_r
     assert_eq!(closed, None, "the reader was closed");
     assert_eq!(events, answers.ok, "the reader got every message sent");
     println!(
-        "say flood: {FLOOD} x 2,000 chars answered in {answered:?}: {} sent, {} refused; the reader got {} bytes",
+        "{function} flood: {FLOOD} x 2,000 chars answered in {answered:?}: {} sent, {} refused; the reader got {} bytes",
         answers.ok, answers.too_many, reader.received
     );
     assert!(
@@ -142,62 +154,15 @@ async fn a_connection_flooding_a_room_is_refused_past_its_budget_and_closes_no_r
         "{} bytes",
         reader.received
     );
-    // The flooder is still connected: once its budget is back, it may talk.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reply = flooder
-        .invoke("say", json!(["lobby", "sorry", "m-last"]))
-        .await;
-    assert!(reply["data"]["ts"].is_u64(), "{reply}");
-}
-
-#[tokio::test]
-async fn a_connection_flooding_one_user_with_dms_is_refused_past_its_budget_and_closes_no_one() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
-    let (mut reader, _) = Raw::sign_in(chat.addr, json!(["reader"])).await;
-    let (flooder, _) = Raw::sign_in(chat.addr, json!(["flooder"])).await;
-    let text = "x".repeat(2000);
-    let started = Instant::now();
-    let flooding = async {
-        let flooded = flood(flooder, "dm", FLOOD, |i| {
-            json!(["reader", text, format!("d{i}")])
-        });
-        (flooded.await, started.elapsed())
-    };
-    let (((mut flooder, answers), answered), (events, closed)) =
-        tokio::join!(flooding, drain(&mut reader, "dm", Duration::from_secs(2)));
-    let elapsed = started.elapsed();
-    assert!(answers.other.is_empty(), "{:?}", answers.other);
-    assert!(answers.ok <= budget(elapsed), "{answers:?} in {elapsed:?}");
-    assert!(answers.too_many >= FLOOD - budget(elapsed), "{answers:?}");
-    assert_eq!(closed, None, "the recipient was closed");
-    assert_eq!(events, answers.ok);
-    println!(
-        "dm flood: {FLOOD} x 2,000 chars answered in {answered:?}: {} sent, {} refused; the recipient got {} bytes",
-        answers.ok, answers.too_many, reader.received
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let reply = flooder
-        .invoke("dm", json!(["reader", "sorry", "d-last"]))
-        .await;
+    let reply = flooder.invoke(function, args(usize::MAX)).await;
     assert!(reply["data"]["ts"].is_u64(), "{reply}");
 }
 
 /// Sign-ins from one address: 30 at once, then one a second.
 #[tokio::test]
 async fn sign_ins_from_one_address_are_limited() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
+    let chat = served().await;
     let started = Instant::now();
     let mut kept = Vec::new();
     for i in 0..30 {
@@ -310,13 +275,7 @@ async fn throwaway_names_get_few_new_conversations_and_a_friends_dm_still_arrive
 /// refused; an existing conversation is not counted.
 #[tokio::test]
 async fn one_name_cannot_start_many_new_conversations() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
+    let chat = served().await;
     let (mut spammer, _) = Raw::sign_in(chat.addr, json!(["spammer"])).await;
     for i in 0..10 {
         let reply = spammer.invoke("dm", json!([format!("r{i}"), "hi"])).await;

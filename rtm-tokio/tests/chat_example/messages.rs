@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{serve, Got, Raw};
-use rtm_tokio::Server;
+use super::{served, Got, Raw};
 
 /// The `event` frames `raw` gets within `wait` of each other.
 async fn events(raw: &mut Raw, event: &str, wait: Duration) -> Vec<Value> {
@@ -20,18 +19,8 @@ async fn events(raw: &mut Raw, event: &str, wait: Duration) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_message_keeps_its_line_breaks_and_loses_its_controls_and_bidi_overrides() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
-    let (mut reader, _) = Raw::sign_in(chat.addr, json!(["reader"])).await;
-    assert_eq!(
-        reader.subscribe("room-message", &["room:lobby"]).await["data"],
-        true
-    );
+    let chat = served().await;
+    let mut reader = Raw::in_lobby(chat.addr, "reader").await;
     let (mut mallory, _) = Raw::sign_in(chat.addr, json!(["mallory"])).await;
     for (sent, arrives) in [
         // A fake second message inside one: it stays one message, with its
@@ -78,18 +67,8 @@ async fn a_message_keeps_its_line_breaks_and_loses_its_controls_and_bidi_overrid
 /// returns the first `{ts}`; another id is another message.
 #[tokio::test]
 async fn a_message_retried_with_its_id_is_sent_once_and_returns_the_same_ts() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
-    let (mut reader, _) = Raw::sign_in(chat.addr, json!(["reader"])).await;
-    assert_eq!(
-        reader.subscribe("room-message", &["room:lobby"]).await["data"],
-        true
-    );
+    let chat = served().await;
+    let mut reader = Raw::in_lobby(chat.addr, "reader").await;
     let (mut alice, _) = Raw::sign_in(chat.addr, json!(["alice"])).await;
 
     let first = alice.invoke("say", json!(["lobby", "hello", "m-1"])).await;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{chat, refused, serve, Raw};
+use super::{chat, refused, serve, served, Raw};
 use rtm_tokio::Server;
 
 /// A key as the server hands them out: 32 hex digits.
@@ -17,13 +17,7 @@ fn key_of(reply: &Value) -> String {
 
 #[tokio::test]
 async fn a_name_in_use_is_refused_without_its_key_and_signs_in_with_it() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
+    let chat = served().await;
     let addr = chat.addr;
     let (_alice, reply) = Raw::sign_in(addr, json!(["alice"])).await;
     let key = key_of(&reply);

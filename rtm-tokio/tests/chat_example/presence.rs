@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{many_sign_ins, serve, Got, Raw};
+use super::{many_sign_ins, serve, served, Got, Raw};
 use rtm_tokio::Server;
 
 /// 240 names online; one more signs in and out every 100 ms for 5 s. Each
@@ -95,13 +95,7 @@ async fn a_name_signing_in_and_out_every_100_ms_costs_each_other_user_little() {
 /// nothing is sent.
 #[tokio::test]
 async fn a_name_signing_in_and_out_within_one_interval_causes_no_event() {
-    let chat = serve(
-        Server::builder(),
-        Default::default(),
-        256,
-        Default::default(),
-    )
-    .await;
+    let chat = served().await;
     let (mut watcher, _) = Raw::sign_in(chat.addr, json!(["watcher"])).await;
     // Its own arrival is announced (to itself), then all is quiet.
     loop {
