@@ -109,10 +109,16 @@ async fn a_stalled_reader_of_big_broadcasts_is_closed_and_bounded_in_bytes(runti
     let mut broadcaster = RawConn::connect(f.url()).await.unwrap();
     let before = rss(&f);
     let _stalled = RawPeer::upgrade_with_window(addr(&f), "/", 4096).await;
-    assert_eq!(
-        broadcaster.call_ok("count", json!([])).await.unwrap(),
-        json!(2)
-    );
+    // The 101 is written before the server registers the connection: wait
+    // (bounded) until it counts both.
+    let registered = Instant::now();
+    while broadcaster.call_ok("count", json!([])).await.unwrap() != json!(2) {
+        assert!(
+            registered.elapsed() < Duration::from_secs(5),
+            "the stalled reader was not registered within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let big = "b".repeat(400_000);
     let mut peak = 0;
     for n in 0..EVENTS {
