@@ -20,6 +20,7 @@
 pub mod adapter;
 pub mod conn;
 pub mod fixture;
+pub mod metrics;
 pub mod raw_tcp;
 pub mod raw_ws;
 pub mod wire;

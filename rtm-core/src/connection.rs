@@ -302,6 +302,7 @@ impl Connection {
                 id,
                 meta,
                 identity: None,
+                opened_at: now,
             }),
             auth_deadline: config.auth_timeout.map(|t| now + t),
             next_heartbeat: config.heartbeat.map(|hb| now + hb.interval),

@@ -189,6 +189,12 @@ impl CloseCode {
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
     /// 1009: a frame over the size limit.
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
+    /// 1005: the peer's close frame had no code (for reports only, never
+    /// sent: RFC 6455 §7.4.1).
+    pub const NO_STATUS: CloseCode = CloseCode(1005);
+    /// 1006: the stream ended without a close frame (for reports only,
+    /// never sent).
+    pub const ABNORMAL: CloseCode = CloseCode(1006);
     /// 1013: try again later (slow consumer, too many connections).
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// 4003: authentication rejected.

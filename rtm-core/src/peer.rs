@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -78,6 +79,9 @@ pub struct ConnInfo {
     pub meta: ConnMeta,
     /// Set once authenticated; `None` on a server without authentication.
     pub identity: Option<Identity>,
+    /// When the connection was admitted (the `now` its
+    /// [`Connection`](crate::Connection) was made with).
+    pub opened_at: Instant,
 }
 
 impl ConnInfo {

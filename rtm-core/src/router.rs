@@ -100,7 +100,12 @@ enum Pending {
 ///
 /// let mut router: Router<&str> = Router::new(&ServerConfig::new("s1"));
 /// for (n, name) in [(1, "tab-1"), (2, "tab-2")] {
-///     let info = Arc::new(ConnInfo { id: ConnId::from_u64(n), meta: ConnMeta::default(), identity: None });
+///     let info = Arc::new(ConnInfo {
+///         id: ConnId::from_u64(n),
+///         meta: ConnMeta::default(),
+///         identity: None,
+///         opened_at: std::time::Instant::now(),
+///     });
 ///     router.insert(info, name, true);
 /// }
 /// let mut got = Vec::new();

@@ -30,6 +30,7 @@ pub mod fixture;
 mod function;
 mod log;
 mod messages;
+pub mod metrics;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

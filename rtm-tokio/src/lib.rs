@@ -99,6 +99,8 @@ pub use rtm_core::{
 // The broker seam (the trait `rtm-redis` implements, its states and errors,
 // the in-process MemoryHub) and the origin guard of `allowed_origins`.
 pub use rtm_driver::broker;
+/// The server's metrics: their buckets and how they are recorded (docs/metrics.md).
+pub use rtm_driver::metrics;
 pub use rtm_driver::AllowedOrigins;
 // `wss://`: the server's certificate (`ServerTls`, for `ServerBuilder::tls`)
 // and the roots a client trusts (`ClientTls`, for `ClientOptions::tls`). No

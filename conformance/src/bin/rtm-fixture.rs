@@ -5,7 +5,7 @@
 //! ```text
 //! rtm-fixture --runtime tokio|async-std|smol --listen 127.0.0.1:PORT [--auth] [--auth-timeout-ms N]
 //!             [--redis URL] [--namespace NS] [--max-frame-bytes N] [--max-in-flight N]
-//!             [--tls-cert PEM --tls-key PEM]
+//!             [--tls-cert PEM --tls-key PEM] [--metrics-listen 127.0.0.1:PORT]
 //! ```
 //! Prints `listening on ws://127.0.0.1:PORT/` (`wss://` with TLS) on stdout when ready. On
 //! SIGINT (Ctrl-C) or SIGTERM it shuts down gracefully: in-flight calls
@@ -59,6 +59,9 @@ struct Args {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    // Before the server starts: it registers its metrics with the recorder
+    // installed then.
+    if let Some(addr) = args.metrics_listen {
+        if let Err(err) = conformance::metrics::serve_prometheus(addr) {
+            eprintln!("rtm-fixture: --metrics-listen {addr}: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
     let adapter = args.runtime;
     adapter.block_on(run(args)).unwrap_or_else(|err| {
         eprintln!("rtm-fixture: cannot start {}: {err}", adapter.arg());

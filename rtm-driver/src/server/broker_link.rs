@@ -28,6 +28,7 @@ use rtm_core::{ErrorCode, RecentPushes, RtmError, Topic, TopicChanges};
 
 use crate::broker::{Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
 use crate::log::clip;
+use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeRef};
 use crate::server::routing::Routing;
 
@@ -120,17 +121,27 @@ impl BrokerLink {
 }
 
 /// Starts the broker and the tasks that carry commands out and events in.
-pub(crate) fn start(link: Arc<BrokerLink>, routing: Arc<Routing>, runtime: RuntimeRef) {
+pub(crate) fn start(
+    link: Arc<BrokerLink>,
+    routing: Arc<Routing>,
+    metrics: Arc<Metrics>,
+    runtime: RuntimeRef,
+) {
     let (events_tx, events_rx) = async_channel::unbounded::<BrokerEvent>();
     let sink: BrokerSink = Arc::new(move |event| {
         let _ = events_tx.try_send(event);
     });
-    runtime.spawn(Box::pin(events(routing.clone(), events_rx)));
+    runtime.spawn(Box::pin(events(
+        routing.clone(),
+        metrics.clone(),
+        events_rx,
+    )));
     let task_runtime = runtime.clone();
     runtime.spawn(Box::pin(async move {
         if let Err(err) = link.broker.start(sink).await {
             tracing::error!(%err, "broker failed to start");
             routing.write().handle_broker_state(false);
+            metrics.broker_state(false);
         }
         join(
             publishes(&link),
@@ -264,7 +275,11 @@ async fn carry_out(link: &BrokerLink, changes: &TopicChanges) -> (Vec<bool>, ())
 
 /// Hands broker messages to the router (under one read lock per burst) and
 /// follows the broker's state.
-async fn events(routing: Arc<Routing>, events: async_channel::Receiver<BrokerEvent>) {
+async fn events(
+    routing: Arc<Routing>,
+    metrics: Arc<Metrics>,
+    events: async_channel::Receiver<BrokerEvent>,
+) {
     let mut recent = RecentPushes::default();
     let mut batch = Vec::with_capacity(MAX_EVENTS_PER_LOCK);
     while let Ok(first) = events.recv().await {
@@ -278,25 +293,35 @@ async fn events(routing: Arc<Routing>, events: async_channel::Receiver<BrokerEve
         for event in batch.drain(..) {
             match event {
                 BrokerEvent::Message { topic, payload } => {
-                    deliver(&routing, &topic, payload, &mut recent);
+                    deliver(&routing, &metrics, &topic, payload, &mut recent);
                 }
-                BrokerEvent::State(state) => broker_state(&routing, &state),
+                BrokerEvent::State(state) => {
+                    metrics.broker_state(state == BrokerState::Up);
+                    broker_state(&routing, &state);
+                }
             }
         }
     }
 }
 
-fn deliver(routing: &Routing, topic: &Topic, payload: Bytes, recent: &mut RecentPushes) {
+fn deliver(
+    routing: &Routing,
+    metrics: &Metrics,
+    topic: &Topic,
+    payload: Bytes,
+    recent: &mut RecentPushes,
+) {
     let router = routing.read();
     let result =
         router.handle_broker_message(topic.as_str(), payload, recent, |_, mailbox, frame| {
             mailbox.deliver(frame)
         });
-    if let Err(err) = result {
-        crate::log::rate_limited_warn(
+    match result {
+        Ok(delivered) => metrics.broker_message(delivered),
+        Err(err) => crate::log::rate_limited_warn(
             "broker message dropped",
             format_args!("on {}: {err}", clip(topic.as_str())),
-        );
+        ),
     }
 }
 

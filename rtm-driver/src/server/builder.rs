@@ -16,6 +16,7 @@ use rtm_core::{
 use serde::de::DeserializeOwned;
 
 use crate::function::{Decision, Handler, SubscribeRequest};
+use crate::metrics::Metrics;
 use crate::runtime::RuntimeRef;
 use crate::server::broker_link::{self, BrokerLink};
 use crate::server::handle::ServerHandle;
@@ -57,6 +58,8 @@ pub struct ServerBuilder {
     pub(crate) broker_backlog_bytes: usize,
     /// Rate limits by function name.
     pub(crate) rate_limits: HashMap<String, RateLimit>,
+    /// The prefix of the metrics' names.
+    pub(crate) metrics_prefix: String,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -99,6 +102,7 @@ impl ServerBuilder {
             broker_backlog: 65_536,
             broker_backlog_bytes: 64 * 1024 * 1024,
             rate_limits: HashMap::new(),
+            metrics_prefix: crate::metrics::DEFAULT_PREFIX.to_owned(),
         }
     }
 
@@ -610,6 +614,21 @@ impl ServerBuilder {
         self
     }
 
+    /// The prefix of every metric's name ([`crate::metrics`]); default
+    /// `rtm_` (so `rtm_connections`, `rtm_invocations_total`, …). Two
+    /// servers in one process with one recorder need different prefixes to
+    /// be told apart.
+    ///
+    /// ```
+    /// let builder = rtm_driver::ServerBuilder::new().metrics_prefix("chat_");
+    /// # drop(builder);
+    /// ```
+    #[must_use]
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
     /// The core configuration as it stands.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -662,8 +681,14 @@ impl ServerBuilder {
             ))
         });
         let routing = Arc::new(Routing::new(&builder.config));
+        let metrics = Arc::new(Metrics::new(&builder.metrics_prefix, &functions));
         if let Some(link) = &broker {
-            broker_link::start(link.clone(), routing.clone(), runtime.clone());
+            broker_link::start(
+                link.clone(),
+                routing.clone(),
+                metrics.clone(),
+                runtime.clone(),
+            );
         }
         let handshakes_per_ip = builder.transport.max_handshakes_per_ip.map(PerIpLimit::new);
         let per_ip = builder
@@ -694,6 +719,7 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             shutdown_rx,
+            metrics,
         })
     }
 }

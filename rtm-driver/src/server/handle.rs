@@ -1,6 +1,7 @@
 //! The cloneable [`ServerHandle`]: a running server as functions and the
 //! application see it (sending, getters, shutdown).
 
+use crate::metrics::SendKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,11 +103,14 @@ impl ServerHandle {
         filter: impl FnMut(&ConnInfo) -> bool,
         args: &Args,
     ) -> Result<usize, RtmError> {
-        self.shared
+        let sent = self
+            .shared
             .router()
             .emit(event, filter, args, |_, mailbox, frame| {
                 mailbox.deliver(frame)
-            })
+            })?;
+        self.shared.metrics.sent(SendKind::Emit, sent);
+        Ok(sent)
     }
 
     /// [`ServerHandle::publish`] with arguments already encoded.
@@ -123,6 +127,7 @@ impl ServerHandle {
         if let (Some(link), Some(publish)) = (&self.shared.broker, publish) {
             link.publish(publish);
         }
+        self.shared.metrics.sent(SendKind::Publish, sent);
         Ok(sent)
     }
 
@@ -142,6 +147,7 @@ impl ServerHandle {
                 link.publish(publish);
             }
         }
+        self.shared.metrics.sent(SendKind::Push, sent);
         Ok(sent)
     }
 

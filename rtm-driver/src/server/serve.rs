@@ -39,15 +39,18 @@ impl ServerHandle {
             Ok(slot) => slot,
             Err(SlotRefused::Everywhere) => {
                 tracing::debug!(%peer, "too many handshakes in flight: closed at once");
+                shared.metrics.handshake_rejected(None);
                 return;
             }
             Err(SlotRefused::ThisAddress) => {
+                shared.metrics.handshake_rejected(Some(429));
                 return too_many(io, peer, "too many handshakes from this address").await;
             }
         };
         let ip = shared.transport.max_connections_per_ip.map(|_| peer.ip());
         if let Some(ip) = ip {
             if !shared.admit_ip(ip) {
+                shared.metrics.handshake_rejected(Some(429));
                 return too_many(io, peer, "too many connections from this address").await;
             }
         }
@@ -252,6 +255,10 @@ where
             }
             Handshake::Reject(rejection) => {
                 tracing::debug!(%peer, %rejection, "handshake refused");
+                server
+                    .shared
+                    .metrics
+                    .handshake_rejected(Some(rejection.status));
                 let _ = io.write_all(&rejection.response()).await;
                 let _ = io.close().await;
                 // Read what the client still sends, so closing does not reset

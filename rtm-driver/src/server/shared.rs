@@ -19,6 +19,7 @@ use rtm_core::{
 };
 
 use crate::function::{ErasedFunction, SubscribeRequest};
+use crate::metrics::Metrics;
 use crate::runtime::{BoxFuture, RuntimeRef};
 use crate::server::broker_link::BrokerLink;
 use crate::server::mailbox::Mailbox;
@@ -79,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) shutdown_tx: async_channel::Sender<()>,
     pub(crate) shutdown_rx: async_channel::Receiver<()>,
+    /// The server's instruments (`crate::metrics`).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -118,11 +121,13 @@ impl Shared {
         meta: ConnMeta,
     ) -> Result<(Connection, Arc<Mailbox>), (CloseCode, String)> {
         if self.shutting_down.load(Ordering::SeqCst) {
+            self.metrics.connection_refused();
             return Err((CloseCode::GOING_AWAY, "server shutting down".into()));
         }
         let max = self.config.limits.max_connections;
         if self.live.fetch_add(1, Ordering::SeqCst) >= max {
             self.live.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.connection_refused();
             tracing::warn!(max, "connection refused: too many connections");
             return Err((
                 CloseCode::TRY_AGAIN_LATER,
@@ -141,6 +146,7 @@ impl Shared {
         let open = !self.config.requires_auth();
         self.router_mut()
             .insert(conn.info().clone(), mailbox.clone(), open);
+        self.metrics.connection_opened(open);
         tracing::debug!(conn = %id, peer = ?conn.info().meta.peer_addr, "connected");
         if let Some(hook) = &self.on_connect {
             call_hook(hook, conn.info());

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+// Not every test binary that includes this module waits for a condition.
+#[allow(dead_code)]
 /// Waits (at most 5 s, checking every millisecond) until `condition` holds.
 pub(crate) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(5), async {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use rtm_core::{CloseCode, Connection};
 
 use super::{ConnectionDriver, Stage};
+use crate::metrics::ClosedBy;
 use crate::server::mailbox::Mailbox;
 use crate::server::shared::{call_hook, Shared};
 use crate::server::socket::Socket;
@@ -18,12 +19,21 @@ impl<T: Socket> ConnectionDriver<T> {
     /// leaves the router.
     pub(super) fn start_close(&mut self, code: CloseCode, reason: &'static str, now: Instant) {
         tracing::debug!(conn = %self.conn.id(), code = code.0, reason, "closing");
+        self.shared
+            .metrics
+            .connection_closed(code, ClosedBy::Server);
         self.transport.queue_close(code, reason);
         self.leave_router();
         self.stage = Stage::Closing {
             deadline: now + self.shared.transport.close_grace,
             written: false,
         };
+    }
+
+    /// The peer does not read: the connection closes 1013.
+    pub(super) fn slow_consumer(&mut self) {
+        self.shared.metrics.slow_consumer();
+        self.conn.handle_slow_consumer();
     }
 
     pub(super) fn leave_router(&mut self) {

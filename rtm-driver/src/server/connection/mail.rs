@@ -36,7 +36,7 @@ impl<T: Socket> ConnectionDriver<T> {
         }
         if taken.overflowed {
             tracing::warn!(conn = %self.conn.id(), "slow consumer: outbound bound passed");
-            self.conn.handle_slow_consumer();
+            self.slow_consumer();
         }
         if let Some((code, reason)) = taken.close {
             self.conn.close(code, reason);

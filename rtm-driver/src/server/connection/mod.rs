@@ -314,6 +314,14 @@ impl<T> Drop for ConnectionDriver<T> {
     fn drop(&mut self) {
         // Also when the task is dropped unfinished (its runtime shut down).
         closing::leave_router(&self.shared, &self.conn, &self.mailbox, &mut self.routed);
+        let lived = self
+            .shared
+            .runtime
+            .now()
+            .saturating_duration_since(self.conn.info().opened_at);
+        self.shared
+            .metrics
+            .connection_ended(self.authenticated, lived);
         if std::mem::take(&mut self.holds_ip) {
             if let Some(peer) = self.conn.info().meta.peer_addr {
                 self.shared.release_ip(peer.ip());

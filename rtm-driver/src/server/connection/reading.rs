@@ -7,6 +7,7 @@ use rtm_core::CloseCode;
 
 use super::mail::WRITE_WATERMARK;
 use super::{ConnectionDriver, Next, Stage};
+use crate::metrics::ClosedBy;
 use crate::server::socket::Socket;
 use crate::websocket::codec::Message;
 use crate::websocket::stream::Read;
@@ -61,12 +62,18 @@ impl<T: Socket> ConnectionDriver<T> {
                 }
                 Read::Eof => {
                     tracing::debug!(conn = %self.conn.id(), "stream ended without a close frame");
+                    self.shared
+                        .metrics
+                        .connection_closed(CloseCode::ABNORMAL, ClosedBy::Peer);
                     self.leave_router();
                     self.stage = Stage::Done;
                     return Next::IDLE;
                 }
                 Read::Failed(err) => {
                     tracing::debug!(conn = %self.conn.id(), %err, "stream failed");
+                    self.shared
+                        .metrics
+                        .connection_closed(CloseCode::ABNORMAL, ClosedBy::Peer);
                     self.leave_router();
                     self.stage = Stage::Done;
                     return Next::IDLE;
@@ -80,6 +87,8 @@ impl<T: Socket> ConnectionDriver<T> {
     /// The peer sent its close: echo its code (RFC 6455 §5.5.1) and finish.
     fn echo_close(&mut self, code: Option<u16>, now: Instant) {
         let echo = code.unwrap_or(CloseCode::NORMAL.0);
+        let got = code.map_or(CloseCode::NO_STATUS, CloseCode);
+        self.shared.metrics.connection_closed(got, ClosedBy::Peer);
         // Whatever was queued goes first; the echo is the last frame.
         self.transport.queue_close(CloseCode(echo), "");
         self.leave_router();

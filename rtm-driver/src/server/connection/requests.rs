@@ -10,13 +10,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::{FutureExt, StreamExt};
-use rtm_core::{AuthTicket, CallTicket, JoinTicket, SubscribeTicket};
+use rtm_core::{AuthTicket, CallTicket, FunctionId, JoinTicket, SubscribeTicket};
 use rtm_core::{CloseCode, ConnOutput, ErrorCode, Identity, PushSub, RtmError};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{ConnectionDriver, Next};
 use crate::function::{CallContext, SubscribeRequest};
+use crate::metrics::{AuthResult, CallOutcome};
 use crate::runtime::BoxFuture;
 use crate::server::handle::ServerHandle;
 use crate::server::shared::call_hook;
@@ -24,16 +25,33 @@ use crate::server::socket::Socket;
 
 /// What finished among the things a connection waits for.
 pub(super) enum Done {
-    Call(CallTicket, Result<Box<RawValue>, RtmError>),
+    Call(Box<CallDone>),
     Auth(AuthTicket, Result<Identity, RtmError>),
     Authorized(SubscribeTicket, Result<(), RtmError>),
+}
+
+/// A function's end: its reply, and what the metrics count of it.
+pub(super) struct CallDone {
+    ticket: CallTicket,
+    function: FunctionId,
+    /// The round it started in.
+    started: Instant,
+    outcome: CallOutcome,
+    result: Result<Box<RawValue>, RtmError>,
 }
 
 /// Something the connection waits for: a running function (its boxed
 /// future as the function returned it), or another handler.
 pub(super) enum Waiting {
-    Call(Option<CallTicket>, crate::function::FunctionFuture),
+    Call(Option<Box<Started>>, crate::function::FunctionFuture),
     Other(BoxFuture<Done>),
+}
+
+/// A call running in this task.
+pub(super) struct Started {
+    ticket: CallTicket,
+    function: FunctionId,
+    at: Instant,
 }
 
 impl Future for Waiting {
@@ -42,20 +60,26 @@ impl Future for Waiting {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
         match self.get_mut() {
             Waiting::Other(future) => future.as_mut().poll(cx),
-            Waiting::Call(ticket, running) => {
+            Waiting::Call(started, running) => {
                 // A panic inside the function becomes `rtm/internal`.
                 let polled =
                     std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx)));
-                let result = match polled {
+                let (outcome, result) = match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(result)) => result,
+                    Ok(Poll::Ready(result)) => (CallOutcome::of(&result), result),
                     Err(_) => {
                         tracing::error!("a function panicked");
-                        Err(panicked())
+                        (CallOutcome::Panic, Err(panicked()))
                     }
                 };
-                match ticket.take() {
-                    Some(ticket) => Poll::Ready(Done::Call(ticket, result)),
+                match started.take() {
+                    Some(started) => Poll::Ready(Done::Call(Box::new(CallDone {
+                        ticket: started.ticket,
+                        function: started.function,
+                        started: started.at,
+                        outcome,
+                        result,
+                    }))),
                     // Polled after completion: never, FuturesUnordered drops it.
                     None => Poll::Pending,
                 }
@@ -70,7 +94,7 @@ impl<T: Socket> ConnectionDriver<T> {
     /// closes 1001 once shutdown began and nothing is in flight.
     pub(super) fn drive_requests(&mut self, cx: &mut Context<'_>, now: Instant) -> Next {
         loop {
-            self.poll_waiting(cx);
+            self.poll_waiting(cx, now);
             self.carry_out(cx, now);
             if self.draining && self.conn.in_flight() == 0 && !self.conn.is_closed() {
                 self.conn
@@ -99,13 +123,14 @@ impl<T: Socket> ConnectionDriver<T> {
                     ticket,
                     function,
                     args,
-                } => self.invoke(cx, ticket, function, args),
+                } => self.invoke(cx, ticket, function, args, now),
                 ConnOutput::Authorize { ticket } => self.authorize(ticket),
                 ConnOutput::Join { ticket, info } => self.join(ticket, info, now),
                 ConnOutput::Subscribe { ticket } => self.subscribe(ticket, now),
                 ConnOutput::Unsubscribe(sub) => self.unsubscribe(&sub),
                 ConnOutput::AuthTimedOut => {
                     tracing::debug!(conn = %self.conn.id(), "authentication timed out");
+                    self.shared.metrics.auth(AuthResult::Timeout);
                     if let Some(hook) = &self.shared.on_auth_timeout {
                         call_hook(hook, self.conn.info());
                     }
@@ -117,13 +142,14 @@ impl<T: Socket> ConnectionDriver<T> {
         }
         if !self.authenticated && self.conn.is_open() {
             self.authenticated = true;
+            self.shared.metrics.connection_authenticated();
             let max = self.shared.config.limits.max_frame_bytes;
             self.transport.set_max_message(max);
         }
     }
 
     /// Polls the functions and handlers in flight and hands their results in.
-    fn poll_waiting(&mut self, cx: &mut Context<'_>) {
+    fn poll_waiting(&mut self, cx: &mut Context<'_>, now: Instant) {
         let Some(waiting) = self.waiting.as_mut() else {
             return;
         };
@@ -136,23 +162,37 @@ impl<T: Socket> ConnectionDriver<T> {
             self.waiting = None;
         }
         for done in finished {
-            self.finish(done);
+            self.finish(done, now);
         }
     }
 
-    fn finish(&mut self, done: Done) {
+    /// `now`: the round the end was seen in.
+    fn finish(&mut self, done: Done, now: Instant) {
         match done {
-            Done::Call(ticket, result) => match result {
-                Ok(raw) => self.conn.handle_call_result_raw(ticket, Ok(&raw)),
-                Err(err) => self.conn.handle_call_result_raw(ticket, Err(err)),
-            },
+            Done::Call(call) => {
+                let CallDone {
+                    ticket,
+                    function,
+                    started,
+                    outcome,
+                    result,
+                } = *call;
+                let took = now.saturating_duration_since(started);
+                self.shared.metrics.call_ended(function, outcome, took);
+                match result {
+                    Ok(raw) => self.conn.handle_call_result_raw(ticket, Ok(&raw)),
+                    Err(err) => self.conn.handle_call_result_raw(ticket, Err(err)),
+                }
+            }
             Done::Auth(ticket, result) => {
                 match &result {
                     Ok(identity) => {
-                        tracing::debug!(conn = %self.conn.id(), user = %crate::log::clip(&identity.user_id), "authenticated")
+                        tracing::debug!(conn = %self.conn.id(), user = %crate::log::clip(&identity.user_id), "authenticated");
+                        self.shared.metrics.auth(AuthResult::Accepted);
                     }
                     Err(err) => {
-                        tracing::debug!(conn = %self.conn.id(), %err, "authentication rejected")
+                        tracing::debug!(conn = %self.conn.id(), %err, "authentication rejected");
+                        self.shared.metrics.auth(AuthResult::of_error(err));
                     }
                 }
                 self.conn.handle_auth_result(ticket, result);
@@ -163,6 +203,7 @@ impl<T: Socket> ConnectionDriver<T> {
 
     fn authenticate(&mut self, ticket: AuthTicket, data: rtm_core::Args) {
         let Some(auth) = self.shared.auth.clone() else {
+            self.shared.metrics.auth(AuthResult::Error);
             self.conn
                 .handle_auth_result(ticket, Err(RtmError::internal("no auth handler")));
             return;
@@ -172,6 +213,7 @@ impl<T: Socket> ConnectionDriver<T> {
             let now = self.shared.runtime.now();
             let checked = lock(limits).check_sign_in(&info, now);
             if let Err(err) = checked {
+                self.shared.metrics.auth(AuthResult::Rejected);
                 self.conn.handle_auth_result(ticket, Err(err));
                 return;
             }
@@ -185,8 +227,9 @@ impl<T: Socket> ConnectionDriver<T> {
         &mut self,
         cx: &mut Context<'_>,
         ticket: CallTicket,
-        function: rtm_core::FunctionId,
+        function: FunctionId,
         args: rtm_core::Args,
+        now: Instant,
     ) {
         let server = self
             .handle
@@ -203,6 +246,9 @@ impl<T: Socket> ConnectionDriver<T> {
                 let now = self.shared.runtime.now();
                 if let Err(err) = limits.check_call(function, name, &ctx.info, now) {
                     drop(limits);
+                    self.shared
+                        .metrics
+                        .call_refused(function, CallOutcome::TooMany);
                     self.conn.handle_call_result::<Value>(ticket, Err(err));
                     return;
                 }
@@ -221,28 +267,52 @@ impl<T: Socket> ConnectionDriver<T> {
         {
             Ok(running) => running,
             Err(_) => {
+                self.shared
+                    .metrics
+                    .call_refused(function, CallOutcome::Panic);
                 self.conn
                     .handle_call_result::<Value>(ticket, Err(panicked()));
                 return;
             }
         };
+        self.shared.metrics.call_started();
         if detached {
             // Runs on its own task: it outlives this connection if it must.
             let (tx, rx) = futures_channel::oneshot::channel();
             self.shared.runtime.spawn(Box::pin(async move {
-                let _ = tx.send(guarded(running).await);
+                let ended = match AssertUnwindSafe(running).catch_unwind().await {
+                    Ok(result) => (CallOutcome::of(&result), result),
+                    Err(_) => {
+                        tracing::error!("a function panicked");
+                        (CallOutcome::Panic, Err(panicked()))
+                    }
+                };
+                let _ = tx.send(ended);
             }));
             self.wait(Box::pin(async move {
-                let result = rx.await.unwrap_or_else(|_| Err(panicked()));
-                Done::Call(ticket, result)
+                let (outcome, result) = rx
+                    .await
+                    .unwrap_or_else(|_| (CallOutcome::Panic, Err(panicked())));
+                Done::Call(Box::new(CallDone {
+                    ticket,
+                    function,
+                    started: now,
+                    outcome,
+                    result,
+                }))
             }));
             return;
         }
         // Started now, in arrival order; most functions finish on this first
         // poll, and only those that do not are kept (with no second box).
-        let mut call = Waiting::Call(Some(ticket), running);
+        let started = Started {
+            ticket,
+            function,
+            at: now,
+        };
+        let mut call = Waiting::Call(Some(Box::new(started)), running);
         match Pin::new(&mut call).poll(cx) {
-            Poll::Ready(done) => self.finish(done),
+            Poll::Ready(done) => self.finish(done, now),
             Poll::Pending => self.keep(call),
         }
     }

@@ -49,7 +49,7 @@ impl<T: Socket> ConnectionDriver<T> {
         let limits = &self.shared.config.limits;
         if self.outbound.is_slow(held + self.mail_left, limits) {
             tracing::warn!(conn = %self.conn.id(), "slow consumer: the peer stopped reading");
-            self.conn.handle_slow_consumer();
+            self.slow_consumer();
             self.carry_out(cx, now);
             return Next::AGAIN;
         }
@@ -118,7 +118,7 @@ impl<T: Socket> ConnectionDriver<T> {
             .saturating_mul(REPLY_ALLOWANCE);
         if overflowed || self.transport.unwritten() > allowance {
             tracing::warn!(conn = %self.conn.id(), "slow consumer: outbound bound passed");
-            self.conn.handle_slow_consumer();
+            self.slow_consumer();
         }
     }
 }

@@ -1,0 +1,298 @@
+//! A real Prometheus scrapes `rtm-fixture --metrics-listen`: known traffic
+//! (calls, broadcasts, one slow consumer, one Redis restart) is driven at
+//! the fixture, and the numbers are read back through Prometheus' HTTP
+//! query API, as an operator's dashboard would read them.
+//!
+//! Needs the `prometheus` binary (Debian's package `prometheus`, which
+//! `.ci/run` installs) and `redis-server`; fails saying so without them.
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixture_on;
+use conformance::raw_tcp::RawPeer;
+use conformance::{Adapter, RawConn};
+use rtm_redis::testing::{free_port, RedisServer};
+use serde_json::{json, Value};
+
+/// Calls of `echo` driven.
+const CALLS: usize = 250;
+/// Broadcasts, each reaching every connection.
+const BROADCASTS: usize = 20;
+/// Connections that only listen to the broadcasts.
+const LISTENERS: usize = 3;
+/// How long a number may take to show in Prometheus (1 s scrapes).
+const SHOW_WITHIN: Duration = Duration::from_secs(30);
+
+/// A `prometheus` server of its own, scraping one target every second;
+/// killed (and its data removed) on drop.
+struct Prometheus {
+    child: Child,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Prometheus {
+        let port = free_port().unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("rtm-prometheus-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: rtm\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start prometheus ({e}): install it (Debian: apt-get install prometheus)"
+                )
+            });
+        Prometheus { child, dir, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits (bounded) until it answers and has scraped the target once.
+    async fn ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("prometheus exited: {status}");
+            }
+            if let Some(up) = self.value("up").await {
+                assert_eq!(up, 1.0, "prometheus cannot scrape the fixture's /metrics");
+                return;
+            }
+            assert!(
+                started.elapsed() < SHOW_WITHIN,
+                "prometheus not ready within {SHOW_WITHIN:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The instant value of `query` (`None`: no answer yet, or no series).
+    async fn value(&self, query: &str) -> Option<f64> {
+        let url = self.url("/api/v1/query");
+        let query = query.to_owned();
+        let body = tokio::task::spawn_blocking(move || http_get(&url, &[("query", &query)]))
+            .await
+            .ok()??;
+        let answer: Value = serde_json::from_str(&body).ok()?;
+        let result = answer["data"]["result"].as_array()?;
+        let sum = result
+            .iter()
+            .filter_map(|series| series["value"][1].as_str()?.parse::<f64>().ok())
+            .sum();
+        (!result.is_empty()).then_some(sum)
+    }
+
+    /// Waits (bounded) until `query` reads `want`; panics with the last value.
+    async fn shows(&self, query: &str, want: f64) {
+        let started = Instant::now();
+        loop {
+            let got = self.value(query).await;
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                started.elapsed() < SHOW_WITHIN,
+                "{query}: {got:?} in Prometheus after {SHOW_WITHIN:?}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A GET on 127.0.0.1 with `params` in the query string (HTTP/1.0, so the
+/// body ends with the connection); `None` on any failure.
+fn http_get(url: &str, params: &[(&str, &str)]) -> Option<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let mut target = format!("/{path}");
+    for (i, (key, value)) in params.iter().enumerate() {
+        target.push(if i == 0 { '?' } else { '&' });
+        target.push_str(key);
+        target.push('=');
+        for byte in value.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                target.push(byte as char);
+            } else {
+                target.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let mut tcp = std::net::TcpStream::connect(host).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(tcp, "GET {target} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_reads_the_counts_of_known_traffic() {
+    let mut redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let fixture = fixture_on(
+        Adapter::Tokio,
+        &[
+            "--redis",
+            &redis.url(),
+            "--metrics-listen",
+            &metrics.to_string(),
+        ],
+    );
+    let mut prometheus = Prometheus::start(metrics);
+    prometheus.ready().await;
+
+    // Calls.
+    let mut caller = RawConn::connect(fixture.url()).await.unwrap();
+    for n in 0..CALLS {
+        assert_eq!(caller.call_ok("echo", json!([n])).await.unwrap(), json!(n));
+    }
+    assert_eq!(
+        caller
+            .call_err("fail", json!(["on purpose"]))
+            .await
+            .unwrap()["code"],
+        json!("rtm/handler-error")
+    );
+
+    // Broadcasts, to the caller and the listeners.
+    let mut listeners = Vec::new();
+    for _ in 0..LISTENERS {
+        let mut listener = RawConn::connect(fixture.url()).await.unwrap();
+        // Served once, so registered before the broadcasts.
+        listener.call_ok("echo", json!(["hi"])).await.unwrap();
+        listeners.push(listener);
+    }
+    for n in 0..BROADCASTS {
+        caller.call_ok("broadcast", json!([n])).await.unwrap();
+    }
+    for conn in std::iter::once(&mut caller).chain(listeners.iter_mut()) {
+        for _ in 0..BROADCASTS {
+            conn.next_event().await.unwrap();
+        }
+    }
+    // The listeners leave (a close frame), so only the stalled one below
+    // stops reading.
+    for listener in listeners {
+        listener.close().await;
+    }
+    let started = Instant::now();
+    while caller.call_ok("count", json!([])).await.unwrap() != json!(1) {
+        assert!(
+            started.elapsed() < SHOW_WITHIN,
+            "the listeners did not leave"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // One slow consumer: a peer that stops reading while 400 KB events go out.
+    let addr: SocketAddr = format!("127.0.0.1:{}", fixture.port()).parse().unwrap();
+    let _stalled = RawPeer::upgrade_with_window(addr, "/", 4096).await;
+    let big = "b".repeat(400_000);
+    let mut big_broadcasts = 0usize;
+    let started = Instant::now();
+    loop {
+        let connections = caller.call_ok("count", json!([])).await.unwrap();
+        // Registered (the 101 goes before the server counts it), then closed.
+        if big_broadcasts > 0 && connections == json!(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < SHOW_WITHIN,
+            "the stalled reader was not closed"
+        );
+        if connections == json!(2) {
+            caller.call_ok("broadcast", json!([big])).await.unwrap();
+            big_broadcasts += 1;
+        }
+    }
+
+    // One Redis restart.
+    prometheus.shows("rtm_broker_up", 1.0).await;
+    redis.kill();
+    prometheus.shows("rtm_broker_up", 0.0).await;
+    redis.restart().unwrap();
+    prometheus.shows("rtm_broker_up", 1.0).await;
+
+    let broadcasts = (BROADCASTS + big_broadcasts) as f64;
+    // The caller's CALLS echoes and each listener's one.
+    let echoes = (CALLS + LISTENERS) as f64;
+    for (query, want) in [
+        (
+            r#"rtm_invocations_total{function="echo",outcome="ok"}"#,
+            echoes,
+        ),
+        (
+            r#"rtm_invocations_total{function="fail",outcome="error"}"#,
+            1.0,
+        ),
+        (
+            r#"rtm_invocations_total{function="broadcast",outcome="ok"}"#,
+            broadcasts,
+        ),
+        (
+            r#"rtm_invocation_duration_seconds_count{function="echo"}"#,
+            echoes,
+        ),
+        (r#"rtm_sends_total{kind="emit"}"#, broadcasts),
+        (r#"rtm_slow_consumer_closes_total"#, 1.0),
+        (
+            r#"rtm_connections_closed_total{code="1013",by="server"}"#,
+            1.0,
+        ),
+        (r#"rtm_broker_downs_total"#, 1.0),
+        (r#"rtm_connections_opened_total"#, (2 + LISTENERS) as f64),
+        // tungstenite's close(None): a close frame without a code.
+        (
+            r#"rtm_connections_closed_total{code="1005",by="peer"}"#,
+            LISTENERS as f64,
+        ),
+        (r#"rtm_connections{state="authenticated"}"#, 1.0),
+        (r#"rtm_invocations_in_flight"#, 0.0),
+    ] {
+        prometheus.shows(query, want).await;
+    }
+    // Histograms are histograms: buckets, not quantiles.
+    assert!(
+        prometheus
+            .value(r#"rtm_invocation_duration_seconds_bucket{function="echo",le="+Inf"}"#)
+            .await
+            == Some(echoes)
+    );
+}
