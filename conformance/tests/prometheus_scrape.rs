@@ -5,6 +5,7 @@
 //!
 //! Needs the `prometheus` binary (Debian's package `prometheus`, which
 //! `.ci/run` installs) and `redis-server`; fails saying so without them.
+#![cfg(feature = "metrics")]
 mod common;
 
 use std::net::SocketAddr;
