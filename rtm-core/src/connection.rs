@@ -230,6 +230,16 @@ pub enum ConnOutput {
     AuthTimedOut,
     /// The peer was silent past the heartbeat deadline; a `Close` precedes it.
     PeerSilent,
+    /// A call the connection answered itself, without running it (its
+    /// error reply precedes this): for the driver's metrics. `function` is
+    /// `None` when no registered function has that name.
+    CallRefused {
+        /// The function asked for, when registered.
+        function: Option<FunctionId>,
+        /// The error it was answered with (`rtm/function-not-found`,
+        /// `rtm/unauthenticated`, `rtm/too-many-requests`, `rtm/bad-request`).
+        code: ErrorCode,
+    },
 }
 
 /// Where a connection stands in its life.
@@ -638,14 +648,18 @@ impl Connection {
 
     fn invoke(&mut self, id: RequestId, function: &str, args: Args, now: Instant) {
         if self.phase != Phase::Open {
-            return self.reply_unauthenticated(&id);
+            self.reply_unauthenticated(&id);
+            let function = self.functions.id(function);
+            return self.refused(function, ErrorCode::Unauthenticated);
         }
         if let Err(err) = self.check_name("function name", function) {
-            return self.reply_error(&id, err);
+            self.reply_error(&id, err);
+            return self.refused(None, ErrorCode::BadRequest);
         }
         let Some(function_id) = self.functions.id(function) else {
             let message = format!("no function named '{function}'");
-            return self.reply_error(&id, RtmError::new(ErrorCode::FunctionNotFound, message));
+            self.reply_error(&id, RtmError::new(ErrorCode::FunctionNotFound, message));
+            return self.refused(None, ErrorCode::FunctionNotFound);
         };
         let rate = self
             .functions
@@ -660,12 +674,13 @@ impl Connection {
                 .or_default();
             if let Err(wait) = bucket.try_take(rate, now) {
                 let what = format!("'{function}' by this connection");
-                return self.reply_error(&id, rate::too_many(&what, rate, wait));
+                self.reply_error(&id, rate::too_many(&what, rate, wait));
+                return self.refused(Some(function_id), ErrorCode::TooManyRequests);
             }
         }
         let function = function_id;
-        if !self.take_slot(&id) {
-            return;
+        if let Err(code) = self.take_slot(&id) {
+            return self.refused(Some(function), code);
         }
         self.outputs.push_back(ConnOutput::Invoke {
             ticket: CallTicket {
@@ -684,7 +699,7 @@ impl Connection {
         if let Err(err) = self.check_sub(&sub) {
             return self.reply_error(&id, err);
         }
-        if !self.take_slot(&id) {
+        if self.take_slot(&id).is_err() {
             return;
         }
         let ready = self
@@ -715,7 +730,7 @@ impl Connection {
             return self.transmit(reply_true(&id));
         }
         // Waiting, it is in flight: its id is taken and it counts.
-        if !self.take_slot(&id) {
+        if self.take_slot(&id).is_err() {
             return;
         }
         if let Some(extras) = self.extras.as_mut() {
@@ -798,23 +813,29 @@ impl Connection {
     }
 
     /// Counts one more request in flight; on a duplicate id or at the limit,
-    /// replies with the error and returns `false`.
-    fn take_slot(&mut self, id: &RequestId) -> bool {
+    /// replies with the error and returns its code.
+    fn take_slot(&mut self, id: &RequestId) -> Result<(), ErrorCode> {
         if self.in_flight.contains(id) {
             self.reply_error(
                 id,
                 RtmError::bad_request("a request with this id is still in flight"),
             );
-            return false;
+            return Err(ErrorCode::BadRequest);
         }
         let max = self.config.limits.max_in_flight;
         if self.in_flight.len() >= max {
             let message = format!("more than {max} requests in flight");
             self.reply_error(id, RtmError::new(ErrorCode::TooManyRequests, message));
-            return false;
+            return Err(ErrorCode::TooManyRequests);
         }
         self.in_flight.insert(id.clone());
-        true
+        Ok(())
+    }
+
+    /// Says a call was answered here without running (for metrics).
+    fn refused(&mut self, function: Option<FunctionId>, code: ErrorCode) {
+        self.outputs
+            .push_back(ConnOutput::CallRefused { function, code });
     }
 
     fn transmit(&mut self, frame: Bytes) {

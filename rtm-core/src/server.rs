@@ -599,6 +599,8 @@ impl ServerCore {
                     self.outputs.push_back(ServerOutput::AuthTimedOut { info })
                 }
                 ConnOutput::PeerSilent => self.outputs.push_back(ServerOutput::PeerSilent { info }),
+                // For a driver's metrics: the reply already went.
+                ConnOutput::CallRefused { .. } => {}
             }
         }
         if closed {

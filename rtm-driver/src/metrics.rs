@@ -54,16 +54,26 @@ pub(crate) enum CallOutcome {
     Error,
     /// The function panicked (answered `rtm/internal`).
     Panic,
-    /// Refused past a rate limit (`rtm/too-many-requests`), not run.
+    /// Refused past a rate limit or `max_in_flight`
+    /// (`rtm/too-many-requests`), not run.
     TooMany,
+    /// No function of that name (`rtm/function-not-found`).
+    NotFound,
+    /// Before authentication (`rtm/unauthenticated`).
+    Unauthenticated,
+    /// A malformed name or an id still in flight (`rtm/bad-request`).
+    BadRequest,
 }
 
 impl CallOutcome {
-    const ALL: [CallOutcome; 4] = [
+    const ALL: [CallOutcome; 7] = [
         CallOutcome::Ok,
         CallOutcome::Error,
         CallOutcome::Panic,
         CallOutcome::TooMany,
+        CallOutcome::NotFound,
+        CallOutcome::Unauthenticated,
+        CallOutcome::BadRequest,
     ];
 
     fn label(self) -> &'static str {
@@ -72,6 +82,20 @@ impl CallOutcome {
             CallOutcome::Error => "error",
             CallOutcome::Panic => "panic",
             CallOutcome::TooMany => "too_many",
+            CallOutcome::NotFound => "not_found",
+            CallOutcome::Unauthenticated => "unauthenticated",
+            CallOutcome::BadRequest => "bad_request",
+        }
+    }
+
+    /// The outcome of a call the connection refused with `code`.
+    pub(crate) fn of_refusal(code: ErrorCode) -> CallOutcome {
+        match code {
+            ErrorCode::FunctionNotFound => CallOutcome::NotFound,
+            ErrorCode::Unauthenticated => CallOutcome::Unauthenticated,
+            ErrorCode::TooManyRequests => CallOutcome::TooMany,
+            ErrorCode::BadRequest => CallOutcome::BadRequest,
+            _ => CallOutcome::Error,
         }
     }
 
@@ -104,6 +128,9 @@ pub(crate) enum SendKind {
     Publish,
     Push,
 }
+
+/// The `function` label of calls to a name no function is registered under.
+const UNKNOWN_FUNCTION: &str = "_unknown";
 
 /// The close codes counted by their number; any other is `other`.
 const CLOSE_CODES: [u16; 13] = [
@@ -147,8 +174,8 @@ pub(crate) struct Metrics {
     /// By status (`HANDSHAKE_STATUSES`, then `none`).
     handshakes_rejected: Vec<Counter>,
     auth: [Counter; 4],
-    /// By function id, then outcome.
-    calls: Vec<[Counter; 4]>,
+    /// By function id (then one row for `_unknown`), then outcome.
+    calls: Vec<[Counter; 7]>,
     call_seconds: Vec<Histogram>,
     calls_in_flight: Gauge,
     sends: [Counter; 3],
@@ -184,7 +211,7 @@ impl Metrics {
         let deliveries = name("deliveries_total");
         let kinds = ["emit", "publish", "push"];
         let function_names: Vec<&str> = (0..functions.len() as u32)
-            .map(|id| functions.name(FunctionId(id)).unwrap_or("_unknown"))
+            .map(|id| functions.name(FunctionId(id)).unwrap_or(UNKNOWN_FUNCTION))
             .collect();
         Metrics {
             connections_unauthenticated: handles::gauge(
@@ -216,6 +243,7 @@ impl Metrics {
                 .map(|result| handles::counter(&auth, &[("result", result)])),
             calls: function_names
                 .iter()
+                .chain(&[UNKNOWN_FUNCTION])
                 .map(|function| {
                     CallOutcome::ALL.map(|outcome| {
                         handles::counter(
@@ -315,6 +343,19 @@ impl Metrics {
     /// A call that did not run (refused), or the count of one that did.
     pub(crate) fn call_refused(&self, function: FunctionId, outcome: CallOutcome) {
         if let Some(counters) = self.calls.get(function.0 as usize) {
+            counters[outcome as usize].increment(1);
+        }
+    }
+
+    /// A call the connection answered itself (`None`: no function of that
+    /// name, counted as `_unknown`).
+    pub(crate) fn call_answered_by_connection(
+        &self,
+        function: Option<FunctionId>,
+        outcome: CallOutcome,
+    ) {
+        let row = function.map_or(self.calls.len() - 1, |f| f.0 as usize);
+        if let Some(counters) = self.calls.get(row) {
             counters[outcome as usize].increment(1);
         }
     }

@@ -61,6 +61,11 @@ fn app() -> ServerBuilder {
             "limited",
             RateLimit::per_user(Rate::per_minute(1).with_burst(1)),
         )
+        .register("once", || async { Ok::<_, RtmError>(4) })
+        .rate_limit(
+            "once",
+            RateLimit::per_connection(Rate::per_minute(1).with_burst(1)),
+        )
 }
 
 /// One in-memory connection: what its peer sends, and what the server wrote.
@@ -330,6 +335,47 @@ async fn invocations_are_counted_by_function_and_outcome_with_their_duration() {
             .len(),
         2
     );
+}
+
+#[tokio::test]
+async fn calls_the_connection_answers_itself_are_counted_too() {
+    let recorder = DebuggingRecorder::new();
+    let metrics = Recorded::of(&recorder);
+    let server = start(&recorder, app());
+    let mut peer = Peer::open(&server).await;
+    // Before auth: rtm/unauthenticated, for a registered name and another.
+    assert_eq!(
+        peer.call("1", "ok").await["data"]["error"]["code"],
+        json!("rtm/unauthenticated")
+    );
+    assert_eq!(
+        peer.call("2", "nobody-has-this").await["data"]["error"]["code"],
+        json!("rtm/unauthenticated")
+    );
+    assert!(peer.auth("good").await.is_ok());
+    assert_eq!(
+        peer.call("3", "nobody-has-this").await["data"]["error"]["code"],
+        json!("rtm/function-not-found")
+    );
+    // A per-connection rate limit is the connection's own rule.
+    assert_eq!(peer.call("4", "once").await["data"], json!(4));
+    assert_eq!(
+        peer.call("5", "once").await["data"]["error"]["code"],
+        json!("rtm/too-many-requests")
+    );
+
+    let calls = |function: &str, outcome: &str| {
+        metrics.counter(
+            "rtm_invocations_total",
+            &[("function", function), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(calls("ok", "unauthenticated"), 1);
+    assert_eq!(calls("_unknown", "unauthenticated"), 1);
+    assert_eq!(calls("_unknown", "not_found"), 1);
+    assert_eq!(calls("once", "ok"), 1);
+    assert_eq!(calls("once", "too_many"), 1);
+    assert_eq!(calls("ok", "ok"), 0);
 }
 
 #[tokio::test]

@@ -135,6 +135,10 @@ impl<T: Socket> ConnectionDriver<T> {
                         call_hook(hook, self.conn.info());
                     }
                 }
+                ConnOutput::CallRefused { function, code } => self
+                    .shared
+                    .metrics
+                    .call_answered_by_connection(function, CallOutcome::of_refusal(code)),
                 ConnOutput::PeerSilent => {
                     tracing::debug!(conn = %self.conn.id(), "peer silent past the heartbeat deadline");
                 }
