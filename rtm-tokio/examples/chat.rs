@@ -125,6 +125,10 @@ struct Cli {
     /// byte either way (seconds).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
+    /// Serve Prometheus metrics (`GET /metrics`, docs/metrics.md) on this
+    /// address; keep it private (127.0.0.1, or behind your firewall).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// A reason to stop at start: printed as one line `chat: <message>`.
@@ -154,6 +158,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Fatal> {
+    // Before the server starts: it registers its metrics with the recorder
+    // installed then.
+    if let Some(addr) = cli.metrics_listen {
+        serve_metrics(addr).map_err(|message| Fatal {
+            exit: 1,
+            message: format!("--metrics-listen {addr}: {message}"),
+        })?;
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
     let mut builder = Server::builder();
     let mut config = ChatConfig {
         name_hold: Duration::from_secs(cli.name_hold_secs),
@@ -217,6 +230,20 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
     serve(listener, router, options, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Installs the Prometheus recorder (histograms with the server's buckets)
+/// and serves it on `addr` (any path answers; `/metrics` by convention).
+/// Call it inside the tokio runtime, before the server starts.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let mut exporter = PrometheusBuilder::new().with_http_listener(addr);
+    for (name, buckets) in rtm_tokio::metrics::HISTOGRAM_BUCKETS {
+        exporter = exporter
+            .set_buckets_for_metric(Matcher::Suffix(name.to_owned()), buckets)
+            .map_err(|e| e.to_string())?;
+    }
+    exporter.install().map_err(|e| e.to_string())
 }
 
 /// How much each client may make the server do. The defaults are far above

@@ -667,3 +667,52 @@ async fn status_follows_the_broker_and_is_emitted_when_the_link_goes_down_and_up
     let sent: Value = alice.call_wait("say", &("lobby", "back")).await.unwrap();
     assert!(sent["ts"].is_u64(), "{sent}");
 }
+
+/// `--metrics-listen`: Prometheus' text format on `/metrics`, counting what
+/// the chat served. (The only test here that installs a recorder: the
+/// process has one. Its server has a prefix of its own, so the other
+/// tests' servers, which may record into it too, are not counted.)
+#[tokio::test]
+async fn metrics_count_the_chats_sign_ins_and_messages() {
+    let port = rtm_redis::testing::free_port().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    chat::serve_metrics(metrics).unwrap();
+    let chat = serve(
+        Server::builder().metrics_prefix("chat_test_"),
+        Default::default(),
+        256,
+        Default::default(),
+    )
+    .await;
+    let (alice, bob) = (user(chat.addr, "alice").await, user(chat.addr, "bob").await);
+    for n in 0..3 {
+        let _: Value = bob
+            .call_wait("say", &("lobby", format!("hi {n}"), format!("m-{n}")))
+            .await
+            .unwrap();
+    }
+    let scrape = get(metrics, "/metrics").await;
+    let line = |wanted: &str| {
+        scrape
+            .lines()
+            .find(|line| line.starts_with(wanted))
+            .unwrap_or_else(|| panic!("no {wanted} in:\n{scrape}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert_eq!(line(r#"chat_test_auth_total{result="accepted"}"#), "2");
+    assert_eq!(
+        line(r#"chat_test_invocations_total{function="say",outcome="ok"}"#),
+        "3"
+    );
+    assert_eq!(line(r#"chat_test_connections{state="authenticated"}"#), "2");
+    // A histogram, with buckets.
+    assert_eq!(
+        line(r#"chat_test_invocation_duration_seconds_bucket{function="say",le="+Inf"}"#),
+        "3"
+    );
+    drop((alice, bob));
+}
