@@ -25,7 +25,7 @@ use crate::server::socket::Socket;
 
 /// What finished among the things a connection waits for.
 pub(super) enum Done {
-    Call(Box<CallDone>),
+    Call(CallDone),
     Auth(AuthTicket, Result<Identity, RtmError>),
     Authorized(SubscribeTicket, Result<(), RtmError>),
 }
@@ -73,13 +73,13 @@ impl Future for Waiting {
                     }
                 };
                 match started.take() {
-                    Some(started) => Poll::Ready(Done::Call(Box::new(CallDone {
+                    Some(started) => Poll::Ready(Done::Call(CallDone {
                         ticket: started.ticket,
                         function: started.function,
                         started: started.at,
                         outcome,
                         result,
-                    }))),
+                    })),
                     // Polled after completion: never, FuturesUnordered drops it.
                     None => Poll::Pending,
                 }
@@ -180,7 +180,7 @@ impl<T: Socket> ConnectionDriver<T> {
                     started,
                     outcome,
                     result,
-                } = *call;
+                } = call;
                 let took = now.saturating_duration_since(started);
                 self.shared.metrics.call_ended(function, outcome, took);
                 match result {
@@ -297,13 +297,13 @@ impl<T: Socket> ConnectionDriver<T> {
                 let (outcome, result) = rx
                     .await
                     .unwrap_or_else(|_| (CallOutcome::Panic, Err(panicked())));
-                Done::Call(Box::new(CallDone {
+                Done::Call(CallDone {
                     ticket,
                     function,
                     started: now,
                     outcome,
                     result,
-                }))
+                })
             }));
             return;
         }
