@@ -62,21 +62,11 @@ impl<T: Socket> ConnectionDriver<T> {
                 }
                 Read::Eof => {
                     tracing::debug!(conn = %self.conn.id(), "stream ended without a close frame");
-                    self.shared
-                        .metrics
-                        .connection_closed(CloseCode::ABNORMAL, ClosedBy::Peer);
-                    self.leave_router();
-                    self.stage = Stage::Done;
-                    return Next::IDLE;
+                    return self.stream_ended();
                 }
                 Read::Failed(err) => {
                     tracing::debug!(conn = %self.conn.id(), %err, "stream failed");
-                    self.shared
-                        .metrics
-                        .connection_closed(CloseCode::ABNORMAL, ClosedBy::Peer);
-                    self.leave_router();
-                    self.stage = Stage::Done;
-                    return Next::IDLE;
+                    return self.stream_ended();
                 }
             }
             self.carry_out(cx, now);
@@ -85,6 +75,16 @@ impl<T: Socket> ConnectionDriver<T> {
     }
 
     /// The peer sent its close: echo its code (RFC 6455 §5.5.1) and finish.
+    /// The peer's stream ended without a close frame (1006): the task is over.
+    fn stream_ended(&mut self) -> Next {
+        self.shared
+            .metrics
+            .connection_closed(CloseCode::ABNORMAL, ClosedBy::Peer);
+        self.leave_router();
+        self.stage = Stage::Done;
+        Next::IDLE
+    }
+
     fn echo_close(&mut self, code: Option<u16>, now: Instant) {
         let echo = code.unwrap_or(CloseCode::NORMAL.0);
         let got = code.map_or(CloseCode::NO_STATUS, CloseCode);

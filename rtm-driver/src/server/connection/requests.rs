@@ -66,11 +66,8 @@ impl Future for Waiting {
                     std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx)));
                 let (outcome, result) = match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(result)) => (CallOutcome::of(&result), result),
-                    Err(_) => {
-                        tracing::error!("a function panicked");
-                        (CallOutcome::Panic, Err(panicked()))
-                    }
+                    Ok(Poll::Ready(result)) => function_ended(Ok(result)),
+                    Err(panic) => function_ended(Err(panic)),
                 };
                 match started.take() {
                     Some(started) => Poll::Ready(Done::Call(CallDone {
@@ -284,14 +281,8 @@ impl<T: Socket> ConnectionDriver<T> {
             // Runs on its own task: it outlives this connection if it must.
             let (tx, rx) = futures_channel::oneshot::channel();
             self.shared.runtime.spawn(Box::pin(async move {
-                let ended = match AssertUnwindSafe(running).catch_unwind().await {
-                    Ok(result) => (CallOutcome::of(&result), result),
-                    Err(_) => {
-                        tracing::error!("a function panicked");
-                        (CallOutcome::Panic, Err(panicked()))
-                    }
-                };
-                let _ = tx.send(ended);
+                let ended = AssertUnwindSafe(running).catch_unwind().await;
+                let _ = tx.send(function_ended(ended));
             }));
             self.wait(Box::pin(async move {
                 let (outcome, result) = rx
@@ -385,6 +376,19 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn panicked() -> RtmError {
     RtmError::internal("the function panicked")
+}
+
+/// A function's end, or its panic, as its reply and what the metrics count.
+fn function_ended(
+    ended: std::thread::Result<Result<Box<RawValue>, RtmError>>,
+) -> (CallOutcome, Result<Box<RawValue>, RtmError>) {
+    match ended {
+        Ok(result) => (CallOutcome::of(&result), result),
+        Err(_) => {
+            tracing::error!("a function panicked");
+            (CallOutcome::Panic, Err(panicked()))
+        }
+    }
 }
 
 /// Awaits a handler's future; a panic inside becomes `rtm/internal`.
