@@ -1,7 +1,8 @@
 //! A real Prometheus scrapes `rtm-fixture --metrics-listen`: known traffic
-//! (calls, broadcasts, one slow consumer, one Redis restart) is driven at
-//! the fixture, and the numbers are read back through Prometheus' HTTP
-//! query API, as an operator's dashboard would read them.
+//! (calls, broadcasts, a subscription fed by a second server through Redis,
+//! one slow consumer, one Redis restart) is driven at the fixture, and the
+//! numbers are read back through Prometheus' HTTP query API, as an
+//! operator's dashboard would read them.
 //!
 //! Needs the `prometheus` binary (Debian's package `prometheus`, which
 //! `.ci/run` installs) and `redis-server`; fails saying so without them.
@@ -24,6 +25,8 @@ const CALLS: usize = 250;
 const BROADCASTS: usize = 20;
 /// Connections that only listen to the broadcasts.
 const LISTENERS: usize = 3;
+/// Pushes from a second server, through Redis, to a subscriber here.
+const PUSHES: usize = 5;
 /// How long a number may take to show in Prometheus (1 s scrapes).
 const SHOW_WITHIN: Duration = Duration::from_secs(30);
 
@@ -176,6 +179,8 @@ async fn a_real_prometheus_reads_the_counts_of_known_traffic() {
             &metrics.to_string(),
         ],
     );
+    // A second server of the cluster, not scraped: it pushes to ours.
+    let other = fixture_on(Adapter::Tokio, &["--redis", &redis.url()]);
     let mut prometheus = Prometheus::start(metrics);
     prometheus.ready().await;
 
@@ -208,6 +213,18 @@ async fn a_real_prometheus_reads_the_counts_of_known_traffic() {
             conn.next_event().await.unwrap();
         }
     }
+    // Pushes from the other server, through Redis, to a subscriber here.
+    caller.subscribe("score", &["m1"]).await.unwrap();
+    let mut pusher = RawConn::connect(other.url()).await.unwrap();
+    for n in 0..PUSHES {
+        pusher
+            .call_ok("push", json!(["score", ["m1"], n]))
+            .await
+            .unwrap();
+        assert_eq!(caller.next_event().await.unwrap()["data"], json!([n]));
+    }
+    pusher.close().await;
+
     // The listeners leave (a close frame), so only the stalled one below
     // stops reading.
     for listener in listeners {
@@ -252,6 +269,10 @@ async fn a_real_prometheus_reads_the_counts_of_known_traffic() {
     prometheus.shows("rtm_broker_up", 1.0).await;
 
     let broadcasts = (BROADCASTS + big_broadcasts) as f64;
+    let events_sent = format!(
+        r#"rtm_frames_sent_total{{kind="event"}} >= bool {}"#,
+        BROADCASTS * (1 + LISTENERS) + PUSHES
+    );
     // The caller's CALLS echoes and each listener's one.
     let echoes = (CALLS + LISTENERS) as f64;
     for (query, want) in [
@@ -286,6 +307,22 @@ async fn a_real_prometheus_reads_the_counts_of_known_traffic() {
         ),
         (r#"rtm_connections{state="authenticated"}"#, 1.0),
         (r#"rtm_invocations_in_flight"#, 0.0),
+        (r#"rtm_subscribes_total{result="ok"}"#, 1.0),
+        (r#"rtm_subscriptions"#, 1.0),
+        (r#"rtm_broker_topics"#, 1.0),
+        (r#"rtm_broker_messages_total"#, PUSHES as f64),
+        (r#"rtm_broker_deliveries_total"#, PUSHES as f64),
+        (r#"rtm_broker_lag_seconds_count"#, PUSHES as f64),
+        (r#"rtm_redis_reconnects_total"#, 1.0),
+        (r#"rtm_redis_errors_total{op="connection"}"#, 1.0),
+        // Every frame a peer sent here was a call, and had its reply.
+        (
+            r#"rtm_frames_received_total - ignoring(kind) rtm_frames_sent_total{kind="reply"}"#,
+            0.0,
+        ),
+        (r#"rtm_received_bytes_total > bool 1000"#, 1.0),
+        // At least every broadcast to every connection and every push.
+        (events_sent.as_str(), 1.0),
     ] {
         prometheus.shows(query, want).await;
     }

@@ -240,6 +240,15 @@ pub enum ConnOutput {
         /// `rtm/unauthenticated`, `rtm/too-many-requests`, `rtm/bad-request`).
         code: ErrorCode,
     },
+    /// A `subscribe` was answered (its reply precedes this): for the
+    /// driver's metrics. `Err` holds the code it was refused with
+    /// (`rtm/forbidden` or the authorizer's own, `rtm/too-many-subscriptions`,
+    /// `rtm/broker-unavailable`, `rtm/unauthenticated`, `rtm/bad-request`,
+    /// `rtm/too-many-requests`).
+    SubscribeAnswered {
+        /// `Ok`: every tag is held now.
+        result: Result<(), ErrorCode>,
+    },
 }
 
 /// Where a connection stands in its life.
@@ -520,7 +529,9 @@ impl Connection {
             Ok(()) => self.outputs.push_back(ConnOutput::Subscribe { ticket }),
             Err(err) => {
                 self.in_flight.remove(&ticket.id);
+                let code = err.code.clone();
                 self.reply_error(&ticket.id, err);
+                self.subscribe_answered(Err(code));
                 self.subscribe_done(&ticket.id);
             }
         }
@@ -537,10 +548,18 @@ impl Connection {
         if !self.in_flight.remove(&ticket.id) || self.phase == Phase::Closed {
             return;
         }
-        match result {
-            Ok(()) => self.transmit(reply_true(&ticket.id)),
-            Err(err) => self.reply_error(&ticket.id, err),
-        }
+        let answered = match result {
+            Ok(()) => {
+                self.transmit(reply_true(&ticket.id));
+                Ok(())
+            }
+            Err(err) => {
+                let code = err.code.clone();
+                self.reply_error(&ticket.id, err);
+                Err(code)
+            }
+        };
+        self.subscribe_answered(answered);
         self.subscribe_done(&ticket.id);
     }
 
@@ -694,13 +713,16 @@ impl Connection {
 
     fn subscribe(&mut self, id: RequestId, sub: PushSub) {
         if self.phase != Phase::Open {
-            return self.reply_unauthenticated(&id);
+            self.reply_unauthenticated(&id);
+            return self.subscribe_answered(Err(ErrorCode::Unauthenticated));
         }
         if let Err(err) = self.check_sub(&sub) {
-            return self.reply_error(&id, err);
+            let code = err.code.clone();
+            self.reply_error(&id, err);
+            return self.subscribe_answered(Err(code));
         }
-        if self.take_slot(&id).is_err() {
-            return;
+        if let Err(code) = self.take_slot(&id) {
+            return self.subscribe_answered(Err(code));
         }
         let ready = self
             .extras
@@ -836,6 +858,12 @@ impl Connection {
     fn refused(&mut self, function: Option<FunctionId>, code: ErrorCode) {
         self.outputs
             .push_back(ConnOutput::CallRefused { function, code });
+    }
+
+    /// Says a subscribe was answered (for metrics).
+    fn subscribe_answered(&mut self, result: Result<(), ErrorCode>) {
+        self.outputs
+            .push_back(ConnOutput::SubscribeAnswered { result });
     }
 
     fn transmit(&mut self, frame: Bytes) {

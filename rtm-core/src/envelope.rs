@@ -1,7 +1,7 @@
 //! The broker envelope: how an event travels between servers.
 //!
 //! ```text
-//! {"v":1,"origin":"<server id>","seq":<u64>[,"tags":["t1","t2"]]}\n<event frame bytes>
+//! {"v":1,"origin":"<server id>","seq":<u64>[,"tags":["t1","t2"]][,"at":<ms>]}\n<event frame bytes>
 //! ```
 //!
 //! One JSON header line, a `\n`, then the already-serialized event frame,
@@ -9,7 +9,11 @@
 //! without re-encoding it. `origin` lets the sending server skip its own
 //! messages (it has delivered locally already); `seq` increases per origin;
 //! `tags` is present on Push and lists every tag of that push, so a server
-//! that receives the same push on several tag topics delivers it once.
+//! that receives the same push on several tag topics delivers it once;
+//! `at`, when present, is when the sender sent it, in milliseconds since the
+//! Unix epoch by the sender's clock (what a receiver's broker lag is
+//! measured from). Readers ignore header fields they do not know, so a field
+//! added later (as `at` was) does not break an older server.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,9 @@ pub struct Envelope {
     pub seq: u64,
     /// For a Push: every tag of the push (the message travels on one topic per tag).
     pub tags: Option<Vec<String>>,
+    /// When the sender sent it: milliseconds since the Unix epoch, by the
+    /// sender's clock (`None`: the sender did not say).
+    pub sent_at: Option<u64>,
     /// The event frame, ready to send to clients.
     pub frame: Bytes,
 }
@@ -37,6 +44,8 @@ struct HeaderOut<'a> {
     seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +55,8 @@ struct HeaderIn {
     seq: u64,
     #[serde(default)]
     tags: Option<Vec<String>>,
+    #[serde(default)]
+    at: Option<u64>,
 }
 
 /// Why a broker message was not understood.
@@ -79,23 +90,35 @@ struct EventFrame<'a> {
 }
 
 impl Envelope {
-    /// Encodes a message: header line, then the frame.
+    /// Encodes a message: header line, then the frame. `sent_at`:
+    /// milliseconds since the Unix epoch (`None`: no `at` is written).
     ///
     /// ```
     /// use rtm_core::Envelope;
     /// let frame = bytes::Bytes::from_static(br#"{"event":"dm","data":["hi"]}"#);
-    /// let wire = Envelope::encode("s1", 7, None, &frame);
-    /// assert_eq!(&wire[..], b"{\"v\":1,\"origin\":\"s1\",\"seq\":7}\n{\"event\":\"dm\",\"data\":[\"hi\"]}");
+    /// let wire = Envelope::encode("s1", 7, None, Some(1_700_000_000_000), &frame);
+    /// assert_eq!(
+    ///     &wire[..],
+    ///     &b"{\"v\":1,\"origin\":\"s1\",\"seq\":7,\"at\":1700000000000}\n{\"event\":\"dm\",\"data\":[\"hi\"]}"[..]
+    /// );
     /// let back = Envelope::decode(wire).unwrap();
-    /// assert_eq!((back.origin.as_str(), back.seq, back.frame), ("s1", 7, frame));
+    /// assert_eq!((back.origin.as_str(), back.seq, back.sent_at), ("s1", 7, Some(1_700_000_000_000)));
+    /// assert_eq!(back.frame, frame);
     /// ```
-    pub fn encode(origin: &str, seq: u64, tags: Option<&[String]>, frame: &Bytes) -> Bytes {
-        let mut buf = BytesMut::with_capacity(48 + origin.len() + frame.len());
+    pub fn encode(
+        origin: &str,
+        seq: u64,
+        tags: Option<&[String]>,
+        sent_at: Option<u64>,
+        frame: &Bytes,
+    ) -> Bytes {
+        let mut buf = BytesMut::with_capacity(64 + origin.len() + frame.len());
         let header = HeaderOut {
             v: ENVELOPE_VERSION,
             origin,
             seq,
             tags,
+            at: sent_at,
         };
         // Strings and integers cannot fail to serialize.
         let _ = serde_json::to_writer((&mut buf).writer(), &header);
@@ -133,6 +156,7 @@ impl Envelope {
             origin: header.origin,
             seq: header.seq,
             tags: header.tags,
+            sent_at: header.at,
             frame: wire.slice(newline + 1..),
         })
     }
@@ -146,9 +170,23 @@ mod tests {
     fn push_envelope_carries_its_tags() {
         let frame = Bytes::from_static(b"{\"event\":\"e\",\"data\":[]}");
         let tags = vec!["a".to_string(), "b".to_string()];
-        let env = Envelope::decode(Envelope::encode("o", 1, Some(&tags), &frame)).unwrap();
+        let env = Envelope::decode(Envelope::encode("o", 1, Some(&tags), None, &frame)).unwrap();
         assert_eq!(env.tags, Some(tags));
         assert_eq!(env.frame, frame);
+    }
+
+    #[test]
+    fn the_send_time_is_optional_and_unknown_header_fields_are_ignored() {
+        let frame = Bytes::from_static(b"{\"event\":\"e\",\"data\":[]}");
+        let without = Envelope::encode("o", 1, None, None, &frame);
+        assert!(!without.starts_with(b"{\"v\":1,\"origin\":\"o\",\"seq\":1,"));
+        assert_eq!(Envelope::decode(without).unwrap().sent_at, None);
+        // A newer sender's header, with a field this reader does not know.
+        let newer = Bytes::from_static(
+            b"{\"v\":1,\"origin\":\"o\",\"seq\":2,\"at\":5,\"later\":[1]}\n{\"event\":\"e\",\"data\":[]}",
+        );
+        let env = Envelope::decode(newer).unwrap();
+        assert_eq!((env.seq, env.sent_at, env.frame), (2, Some(5), frame));
     }
 
     #[test]

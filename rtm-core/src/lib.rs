@@ -116,6 +116,6 @@ pub use functions::{FunctionId, Functions, SharedLimits};
 pub use outbound::{Outbound, OutboundBounds};
 pub use peer::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use rate::{Rate, RateLimit};
-pub use router::{RecentPushes, Router};
+pub use router::{Received, RecentPushes, Router};
 pub use server::{BrokerCommand, OpenError, ServerCore, ServerOutput};
 pub use topic::Topic;

@@ -132,7 +132,23 @@ pub struct Router<T> {
     /// Push subscriptions held, per user and per peer address.
     held_by_user: HashMap<Arc<str>, usize>,
     held_by_ip: HashMap<IpAddr, usize>,
+    /// Push subscriptions held by every connection.
+    held: usize,
     seq: AtomicU64,
+}
+
+/// What [`Router::handle_broker_message`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Local connections it was handed to (0 for this server's own
+    /// messages, a push seen on another of its tags, or a topic no longer
+    /// needed).
+    pub delivered: usize,
+    /// This server sent it (it delivered locally when it did): skipped.
+    pub from_here: bool,
+    /// When its sender sent it, in milliseconds since the Unix epoch by the
+    /// sender's clock, if the envelope says.
+    pub sent_at: Option<u64>,
 }
 
 impl<T> Router<T> {
@@ -153,6 +169,7 @@ impl<T> Router<T> {
             settled: VecDeque::new(),
             held_by_user: HashMap::new(),
             held_by_ip: HashMap::new(),
+            held: 0,
             seq: AtomicU64::new(0),
         }
     }
@@ -182,6 +199,16 @@ impl<T> Router<T> {
     /// The (event, tag) pairs a connection holds.
     pub fn subscription_count(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |e| e.subs.len())
+    }
+
+    /// The (event, tag) push subscriptions every connection holds, in all.
+    pub fn push_subscription_total(&self) -> usize {
+        self.held
+    }
+
+    /// How many broker topics this server needs now.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
     }
 
     /// The broker topics this server needs now.
@@ -558,6 +585,7 @@ impl<T> Router<T> {
         if delta == 0 {
             return;
         }
+        self.held = self.held.saturating_add_signed(delta);
         fn apply<K: std::hash::Hash + Eq + Clone>(
             map: &mut HashMap<K, usize>,
             key: K,
@@ -647,7 +675,8 @@ impl<T> Router<T> {
 
     /// Publish: hands the `event` frame to every local connection of `user`
     /// and returns, with that count, the broker command that carries it to
-    /// the other servers (with a broker). Fails with `rtm/no-auth` on a
+    /// the other servers (with a broker), stamped `sent_at` (milliseconds
+    /// since the Unix epoch; `None`: unstamped). Fails with `rtm/no-auth` on a
     /// server without authentication, `rtm/broker-unavailable` (nothing
     /// sent) while the broker is down, `rtm/bad-request` for a name over
     /// `max_name_bytes`.
@@ -656,6 +685,7 @@ impl<T> Router<T> {
         user: &str,
         event: &str,
         args: &Args,
+        sent_at: Option<u64>,
         mut deliver: impl FnMut(ConnId, &T, &Bytes),
     ) -> Result<(usize, Option<BrokerPublish>), RtmError> {
         if !self.requires_auth {
@@ -673,7 +703,7 @@ impl<T> Router<T> {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             BrokerPublish {
                 topic: Topic::user(&self.namespace, user),
-                payload: Envelope::encode(&self.server_id, seq, None, &frame),
+                payload: Envelope::encode(&self.server_id, seq, None, sent_at, &frame),
             }
         });
         Ok((sent, command))
@@ -688,6 +718,7 @@ impl<T> Router<T> {
         event: &str,
         tags: &[String],
         args: &Args,
+        sent_at: Option<u64>,
         mut deliver: impl FnMut(ConnId, &T, &Bytes),
     ) -> Result<(usize, Vec<BrokerPublish>), RtmError> {
         self.check_name("event name", event)?;
@@ -700,7 +731,7 @@ impl<T> Router<T> {
         if self.broker && !tags.is_empty() {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             let listed = (tags.len() > 1).then_some(tags);
-            let payload = Envelope::encode(&self.server_id, seq, listed, &frame);
+            let payload = Envelope::encode(&self.server_id, seq, listed, sent_at, &frame);
             commands = tags
                 .iter()
                 .map(|tag| BrokerPublish {
@@ -715,27 +746,34 @@ impl<T> Router<T> {
     /// A message from the broker on `topic`: hands its frame to the local
     /// targets. Messages from this server itself are skipped (it delivered
     /// them already); a Push seen before on another of its tags is skipped
-    /// (`recent` remembers them). Returns the number of local deliveries.
+    /// (`recent` remembers them). Returns the number of local deliveries
+    /// and when the sender sent it.
     pub fn handle_broker_message(
         &self,
         topic: &str,
         payload: Bytes,
         recent: &mut RecentPushes,
         mut deliver: impl FnMut(ConnId, &T, &Bytes),
-    ) -> Result<usize, EnvelopeError> {
+    ) -> Result<Received, EnvelopeError> {
         let envelope = Envelope::decode(payload)?;
-        if *envelope.origin == *self.server_id {
-            return Ok(0);
+        let from_here = *envelope.origin == *self.server_id;
+        let received = |delivered| Received {
+            delivered,
+            from_here,
+            sent_at: envelope.sent_at,
+        };
+        if from_here {
+            return Ok(received(0));
         }
         let Some(target) = self.topics.get(topic) else {
-            return Ok(0);
+            return Ok(received(0));
         };
-        Ok(match target {
+        Ok(received(match target {
             Target::User(user) => self.deliver_user(user, &envelope.frame, &mut deliver),
             Target::Push(event, tag) => match &envelope.tags {
                 Some(tags) if tags.len() > 1 => {
                     if !recent.insert(&envelope.origin, envelope.seq) {
-                        return Ok(0);
+                        return Ok(received(0));
                     }
                     self.deliver_push(event, tags, &envelope.frame, &mut deliver)
                 }
@@ -746,7 +784,7 @@ impl<T> Router<T> {
                     &mut deliver,
                 ),
             },
-        })
+        }))
     }
 
     // ----- internals -----

@@ -306,12 +306,15 @@ impl ServerCore {
     /// broker is known to be down. Returns the number of local deliveries.
     pub fn publish(&mut self, user: &str, event: &str, args: &Args) -> Result<usize, RtmError> {
         let outputs = &mut self.outputs;
-        let (sent, command) = self.router.publish(user, event, args, |conn, _, frame| {
-            outputs.push_back(ServerOutput::Transmit {
-                conn,
-                frame: frame.clone(),
-            })
-        })?;
+        // Unstamped: this core reads no clock, wall or other.
+        let (sent, command) = self
+            .router
+            .publish(user, event, args, None, |conn, _, frame| {
+                outputs.push_back(ServerOutput::Transmit {
+                    conn,
+                    frame: frame.clone(),
+                })
+            })?;
         if let Some(command) = command {
             self.outputs.push_back(ServerOutput::Broker(command.into()));
         }
@@ -323,12 +326,14 @@ impl ServerCore {
     /// number of local deliveries.
     pub fn push(&mut self, event: &str, tags: &[String], args: &Args) -> Result<usize, RtmError> {
         let outputs = &mut self.outputs;
-        let (sent, commands) = self.router.push(event, tags, args, |conn, _, frame| {
-            outputs.push_back(ServerOutput::Transmit {
-                conn,
-                frame: frame.clone(),
-            })
-        })?;
+        let (sent, commands) = self
+            .router
+            .push(event, tags, args, None, |conn, _, frame| {
+                outputs.push_back(ServerOutput::Transmit {
+                    conn,
+                    frame: frame.clone(),
+                })
+            })?;
         for command in commands {
             self.outputs.push_back(ServerOutput::Broker(command.into()));
         }
@@ -471,6 +476,7 @@ impl ServerCore {
                     frame: frame.clone(),
                 })
             })
+            .map(|received| received.delivered)
     }
 
     /// Time passed: auth deadlines, heartbeats and broker confirmations due
@@ -600,7 +606,7 @@ impl ServerCore {
                 }
                 ConnOutput::PeerSilent => self.outputs.push_back(ServerOutput::PeerSilent { info }),
                 // For a driver's metrics: the reply already went.
-                ConnOutput::CallRefused { .. } => {}
+                ConnOutput::CallRefused { .. } | ConnOutput::SubscribeAnswered { .. } => {}
             }
         }
         if closed {

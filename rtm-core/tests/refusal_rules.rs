@@ -1,6 +1,7 @@
 //! A call the connection answers itself (it never reaches a function) is
 //! said after its reply, as `ConnOutput::CallRefused`, so a driver can
-//! count it; the reply is the same as without it.
+//! count it; the reply is the same as without it. Every subscribe's answer
+//! is said likewise, as `ConnOutput::SubscribeAnswered`.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -110,5 +111,105 @@ fn a_call_that_runs_says_nothing_more() {
         conn.poll_output(),
         Some(ConnOutput::Invoke { .. })
     ));
+    assert!(conn.poll_output().is_none());
+}
+
+// ----- subscribes -----
+
+fn subscribe(conn: &mut Connection, id: &str, event: &str, now: Instant) {
+    let frame = format!(r#"{{"id":"{id}","type":"subscribe","event":"{event}","tags":["t"]}}"#);
+    conn.handle_text(Bytes::from(frame), now);
+}
+
+/// The reply's `data` (as JSON), then what the connection said of the answer.
+fn subscribe_answer(conn: &mut Connection) -> (serde_json::Value, Result<(), ErrorCode>) {
+    let Some(ConnOutput::Transmit(frame)) = conn.poll_output() else {
+        panic!("no reply first")
+    };
+    let reply: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+    match conn.poll_output() {
+        Some(ConnOutput::SubscribeAnswered { result }) => (reply["data"].clone(), result),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The ticket the connection hands out for the router.
+fn ticket(conn: &mut Connection) -> rtm_core::connection::SubscribeTicket {
+    match conn.poll_output() {
+        Some(ConnOutput::Subscribe { ticket }) => ticket,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_subscribe_answer_is_said_after_its_reply_with_its_result() {
+    let (mut conn, _, now) = connection(true, 1);
+    // Before authentication.
+    subscribe(&mut conn, "1", "score", now);
+    let (data, result) = subscribe_answer(&mut conn);
+    assert_eq!(data["error"]["code"], "rtm/unauthenticated");
+    assert_eq!(result, Err(ErrorCode::Unauthenticated));
+
+    let (mut conn, _, now) = connection(false, 1);
+    // A bad event name.
+    subscribe(&mut conn, "2", "", now);
+    let (data, result) = subscribe_answer(&mut conn);
+    assert_eq!(data["error"]["code"], "rtm/bad-request");
+    assert_eq!(result, Err(ErrorCode::BadRequest));
+    // Taken by the router: `true`, said as Ok.
+    subscribe(&mut conn, "3", "score", now);
+    let taken = ticket(&mut conn);
+    // A second one past max_in_flight (1) while the first waits.
+    subscribe(&mut conn, "4", "news", now);
+    let (data, result) = subscribe_answer(&mut conn);
+    assert_eq!(data["error"]["code"], "rtm/too-many-requests");
+    assert_eq!(result, Err(ErrorCode::TooManyRequests));
+    conn.handle_subscribe_result(taken, Ok(()));
+    assert_eq!(
+        subscribe_answer(&mut conn),
+        (serde_json::json!(true), Ok(()))
+    );
+    // Refused by the router (the broker did not confirm).
+    subscribe(&mut conn, "5", "news", now);
+    let refused = ticket(&mut conn);
+    conn.handle_subscribe_result(
+        refused,
+        Err(rtm_core::RtmError::new(
+            ErrorCode::BrokerUnavailable,
+            "down",
+        )),
+    );
+    let (data, result) = subscribe_answer(&mut conn);
+    assert_eq!(data["error"]["code"], "rtm/broker-unavailable");
+    assert_eq!(result, Err(ErrorCode::BrokerUnavailable));
+    assert!(conn.poll_output().is_none());
+}
+
+#[test]
+fn a_subscribe_the_authorizer_denies_is_said_with_the_authorizers_code() {
+    let now = Instant::now();
+    let mut config = ServerConfig::new("s1");
+    config.authorize_subscriptions = true;
+    let mut conn = Connection::new(
+        ConnId::from_u64(2),
+        ConnMeta::default(),
+        Arc::new(config),
+        Arc::new(Functions::default()),
+        now,
+    );
+    subscribe(&mut conn, "1", "score", now);
+    let Some(ConnOutput::Authorize { ticket }) = conn.poll_output() else {
+        panic!("the authorizer is asked first")
+    };
+    conn.handle_authorize_result(
+        ticket,
+        Err(rtm_core::RtmError::new(
+            ErrorCode::Other("app/paywall".into()),
+            "subscribe first",
+        )),
+    );
+    let (data, result) = subscribe_answer(&mut conn);
+    assert_eq!(data["error"]["code"], "app/paywall");
+    assert_eq!(result, Err(ErrorCode::Other("app/paywall".into())));
     assert!(conn.poll_output().is_none());
 }

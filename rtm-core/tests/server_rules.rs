@@ -870,6 +870,8 @@ fn publish_and_push_travel_as_envelopes_on_their_topics() {
         br#"{"event":"dm","data":["hi"]}"#
     );
     assert_eq!(published[0].1.origin, "s1");
+    // ServerCore reads no clock: its envelopes are unstamped.
+    assert_eq!(published[0].1.sent_at, None);
     assert_eq!(published[1].0, Topic::push("rtm", "score", "a"));
     assert_eq!(published[2].0, Topic::push("rtm", "score", "b"));
     assert_eq!(
@@ -884,7 +886,7 @@ fn broker_message_from_own_origin_not_delivered() {
     let mut h = Harness::with_broker();
     let a = h.open_as("alice");
     let frame = Bytes::from_static(br#"{"event":"dm","data":[]}"#);
-    let payload = Envelope::encode("s1", 1, None, &frame);
+    let payload = Envelope::encode("s1", 1, None, None, &frame);
     let topic = Topic::user("rtm", "alice");
     assert_eq!(
         h.server.handle_broker_message(topic.as_str(), payload),
@@ -899,7 +901,7 @@ fn broker_message_to_user_delivered_to_each_local_conn_once() {
     let mut h = Harness::with_broker();
     let (a1, a2, b) = (h.open_as("alice"), h.open_as("alice"), h.open_as("bob"));
     let frame = Bytes::from_static(br#"{"event":"dm","data":["hi"]}"#);
-    let payload = Envelope::encode("s2", 1, None, &frame);
+    let payload = Envelope::encode("s2", 1, None, None, &frame);
     let forwarded = Envelope::decode(payload.clone()).unwrap().frame;
     let topic = Topic::user("rtm", "alice");
     assert_eq!(
@@ -928,7 +930,7 @@ fn broker_message_on_an_unknown_topic_is_dropped() {
     let mut h = Harness::with_broker();
     h.open_as("alice");
     let frame = Bytes::from_static(br#"{"event":"e","data":[]}"#);
-    let payload = Envelope::encode("s2", 1, None, &frame);
+    let payload = Envelope::encode("s2", 1, None, None, &frame);
     let topic = Topic::user("rtm", "carol");
     assert_eq!(
         h.server.handle_broker_message(topic.as_str(), payload),
@@ -947,7 +949,7 @@ fn multi_tag_push_via_broker_delivered_once() {
     h.send(c, subscribe("1", "score", &["a", "b"]));
     h.frames(c);
     let frame = Bytes::from_static(br#"{"event":"score","data":[1]}"#);
-    let payload = Envelope::encode("s2", 7, Some(&tags(&["a", "b"])), &frame);
+    let payload = Envelope::encode("s2", 7, Some(&tags(&["a", "b"])), None, &frame);
     let on_a = Topic::push("rtm", "score", "a");
     let on_b = Topic::push("rtm", "score", "b");
     assert_eq!(
@@ -962,7 +964,7 @@ fn multi_tag_push_via_broker_delivered_once() {
     h.pump();
     assert_eq!(h.frames(c), vec![json!({"event": "score", "data": [1]})]);
     // A later push (another seq) is a new message.
-    let payload = Envelope::encode("s2", 8, Some(&tags(&["a", "b"])), &frame);
+    let payload = Envelope::encode("s2", 8, Some(&tags(&["a", "b"])), None, &frame);
     assert_eq!(
         h.server.handle_broker_message(on_b.as_str(), payload),
         Ok(1)
@@ -1018,4 +1020,41 @@ fn broker_back_up_resubscribes() {
     expected.sort();
     assert_eq!(topics, expected);
     assert!(h.server.publish("alice", "dm", &Args::empty()).is_ok());
+}
+
+/// A server that knows the time stamps what it sends through the broker,
+/// and the receiver reads the stamp back (its broker lag is measured from
+/// it); `ServerCore`, which reads no clock, sends unstamped envelopes.
+#[test]
+fn a_stamped_publish_carries_its_send_time_to_the_receiver() {
+    let mut config = ServerConfig::new("s1");
+    config.broker = true;
+    config.auth_timeout = Some(Duration::from_secs(10));
+    let sender: rtm_core::Router<()> = rtm_core::Router::new(&config);
+    let (_, publish) = sender
+        .publish(
+            "alice",
+            "dm",
+            &args(json!(["hi"])),
+            Some(1_700_000_000_123),
+            |_, _, _| {},
+        )
+        .unwrap();
+    let publish = publish.expect("a broker command");
+    let envelope = Envelope::decode(publish.payload.clone()).unwrap();
+    assert_eq!(envelope.sent_at, Some(1_700_000_000_123));
+
+    let mut other = config.clone();
+    other.server_id = "s2".into();
+    let receiver: rtm_core::Router<()> = rtm_core::Router::new(&other);
+    let received = receiver
+        .handle_broker_message(
+            publish.topic.as_str(),
+            publish.payload,
+            &mut rtm_core::RecentPushes::default(),
+            |_, _, _| {},
+        )
+        .unwrap();
+    assert_eq!(received.sent_at, Some(1_700_000_000_123));
+    assert!(!received.from_here);
 }

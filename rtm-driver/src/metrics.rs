@@ -121,6 +121,39 @@ impl AuthResult {
     }
 }
 
+/// What a frame sent to a peer was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// A reply to the peer's own request.
+    Reply,
+    /// An event (Emit, Publish, Push, or one from another server).
+    Event,
+}
+
+/// The `result` label of a subscribe's answer.
+fn subscribe_result_index(result: &Result<(), ErrorCode>) -> usize {
+    match result {
+        Ok(()) => 0,
+        Err(ErrorCode::Forbidden | ErrorCode::Other(_)) => 1,
+        Err(ErrorCode::TooManySubscriptions | ErrorCode::TooManyRequests) => 2,
+        Err(ErrorCode::BrokerUnavailable) => 3,
+        Err(ErrorCode::Unauthenticated) => 4,
+        Err(ErrorCode::BadRequest) => 5,
+        Err(_) => 6,
+    }
+}
+
+/// The values of `subscribes_total`'s `result`, by [`subscribe_result_index`].
+const SUBSCRIBE_RESULTS: [&str; 7] = [
+    "ok",
+    "denied",
+    "too_many",
+    "broker_unavailable",
+    "unauthenticated",
+    "bad_request",
+    "error",
+];
+
 /// What the application sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SendKind {
@@ -152,13 +185,22 @@ pub const CONNECTION_SECONDS_BUCKETS: [f64; 9] = [
     1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0,
 ];
 
+/// Buckets of `broker_lag_seconds` (and of `rtm-redis`'
+/// `redis_publish_duration_seconds`): 100 µs to 10 s.
+pub const BROKER_SECONDS_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
 /// Every histogram by the end of its name, with its buckets: what an
 /// exporter that needs buckets set is given (with
 /// `metrics-exporter-prometheus`: `set_buckets_for_metric(Matcher::Suffix(name), buckets)`
-/// for each), so histograms are histograms, not summaries.
-pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 2] = [
+/// for each), so histograms are histograms, not summaries. It lists
+/// `rtm-redis`' histogram too.
+pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 4] = [
     ("invocation_duration_seconds", &CALL_SECONDS_BUCKETS),
     ("connection_duration_seconds", &CONNECTION_SECONDS_BUCKETS),
+    ("broker_lag_seconds", &BROKER_SECONDS_BUCKETS),
+    ("publish_duration_seconds", &BROKER_SECONDS_BUCKETS),
 ];
 
 /// The server's instruments. Made once per server; every method is a few
@@ -185,6 +227,17 @@ pub(crate) struct Metrics {
     broker_downs: Counter,
     broker_messages: Counter,
     broker_deliveries: Counter,
+    broker_dropped: Counter,
+    broker_lag: Histogram,
+    broker_topics: Gauge,
+    subscriptions: Gauge,
+    /// By `SUBSCRIBE_RESULTS`.
+    subscribes: [Counter; 7],
+    frames_received: Counter,
+    bytes_received: Counter,
+    /// Reply, then event.
+    frames_sent: [Counter; 2],
+    bytes_sent: [Counter; 2],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +262,9 @@ impl Metrics {
         let call_seconds = name("invocation_duration_seconds");
         let sends = name("sends_total");
         let deliveries = name("deliveries_total");
+        let subscribes = name("subscribes_total");
+        let frames_sent = name("frames_sent_total");
+        let bytes_sent = name("sent_bytes_total");
         let kinds = ["emit", "publish", "push"];
         let function_names: Vec<&str> = (0..functions.len() as u32)
             .map(|id| functions.name(FunctionId(id)).unwrap_or(UNKNOWN_FUNCTION))
@@ -265,6 +321,18 @@ impl Metrics {
             broker_downs: handles::counter(&name("broker_downs_total"), &[]),
             broker_messages: handles::counter(&name("broker_messages_total"), &[]),
             broker_deliveries: handles::counter(&name("broker_deliveries_total"), &[]),
+            broker_dropped: handles::counter(&name("broker_messages_dropped_total"), &[]),
+            broker_lag: handles::histogram(&name("broker_lag_seconds"), &[]),
+            broker_topics: handles::gauge(&name("broker_topics"), &[]),
+            subscriptions: handles::gauge(&name("subscriptions"), &[]),
+            subscribes: SUBSCRIBE_RESULTS
+                .map(|result| handles::counter(&subscribes, &[("result", result)])),
+            frames_received: handles::counter(&name("frames_received_total"), &[]),
+            bytes_received: handles::counter(&name("received_bytes_total"), &[]),
+            frames_sent: ["reply", "event"]
+                .map(|kind| handles::counter(&frames_sent, &[("kind", kind)])),
+            bytes_sent: ["reply", "event"]
+                .map(|kind| handles::counter(&bytes_sent, &[("kind", kind)])),
         }
     }
 
@@ -373,6 +441,55 @@ impl Metrics {
         self.broker_deliveries.increment(delivered as u64);
     }
 
+    /// A broker message was not understood (see `EnvelopeError`) and dropped.
+    pub(crate) fn broker_message_dropped(&self) {
+        self.broker_dropped.increment(1);
+    }
+
+    /// A broker message sent at `sent_at` (ms since the Unix epoch, by its
+    /// sender's clock) arrived at `now_ms` (by ours); a clock behind the
+    /// sender's counts as no lag.
+    pub(crate) fn broker_lag(&self, sent_at: u64, now_ms: u64) {
+        let lag_ms = now_ms.saturating_sub(sent_at);
+        self.broker_lag.record(lag_ms as f64 / 1000.0);
+    }
+
+    /// The router changed from `before` to `after` (push subscriptions
+    /// held, broker topics needed): the gauges move by the difference, so
+    /// they only change when these did.
+    pub(crate) fn routing(&self, before: (usize, usize), after: (usize, usize)) {
+        fn apply(gauge: &Gauge, before: usize, after: usize) {
+            if after > before {
+                gauge.increment((after - before) as f64);
+            } else if after < before {
+                gauge.decrement((before - after) as f64);
+            }
+        }
+        apply(&self.subscriptions, before.0, after.0);
+        apply(&self.broker_topics, before.1, after.1);
+    }
+
+    /// A subscribe was answered.
+    pub(crate) fn subscribe_answered(&self, result: &Result<(), ErrorCode>) {
+        self.subscribes[subscribe_result_index(result)].increment(1);
+    }
+
+    /// `frames` text frames of `bytes` in all were read from peers.
+    pub(crate) fn received(&self, frames: u64, bytes: u64) {
+        if frames > 0 {
+            self.frames_received.increment(frames);
+            self.bytes_received.increment(bytes);
+        }
+    }
+
+    /// `frames` frames of `kind`, `bytes` in all, were queued to a peer.
+    pub(crate) fn frames_sent(&self, kind: FrameKind, frames: u64, bytes: u64) {
+        if frames > 0 {
+            self.frames_sent[kind as usize].increment(frames);
+            self.bytes_sent[kind as usize].increment(bytes);
+        }
+    }
+
     /// A connection was closed 1013 as a slow consumer.
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.increment(1);
@@ -468,6 +585,45 @@ mod handles {
         );
         ::metrics::describe_gauge!(name("broker_up"), "1 while the broker is up.");
         ::metrics::describe_counter!(name("broker_downs_total"), "Times the broker went down.");
+        ::metrics::describe_counter!(
+            name("broker_messages_dropped_total"),
+            "Broker messages not understood (bad envelope or frame), dropped."
+        );
+        ::metrics::describe_histogram!(
+            name("broker_lag_seconds"),
+            Unit::Seconds,
+            "From a broker message's send time (the sender's clock) to its arrival here."
+        );
+        ::metrics::describe_gauge!(
+            name("broker_topics"),
+            "Broker topics this server needs (users signed in here, push (event, tag) pairs held)."
+        );
+        ::metrics::describe_gauge!(
+            name("subscriptions"),
+            "Push subscriptions ((event, tag) pairs) held by this server's connections."
+        );
+        ::metrics::describe_counter!(
+            name("subscribes_total"),
+            "Subscribe requests answered, by result."
+        );
+        ::metrics::describe_counter!(
+            name("frames_received_total"),
+            "Text frames read from peers."
+        );
+        ::metrics::describe_counter!(
+            name("received_bytes_total"),
+            Unit::Bytes,
+            "Bytes of the text frames read from peers (payloads)."
+        );
+        ::metrics::describe_counter!(
+            name("frames_sent_total"),
+            "Frames queued to peers, by kind (reply, event)."
+        );
+        ::metrics::describe_counter!(
+            name("sent_bytes_total"),
+            Unit::Bytes,
+            "Bytes of the frames queued to peers (payloads), by kind."
+        );
     }
 }
 

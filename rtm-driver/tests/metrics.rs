@@ -13,8 +13,9 @@ use std::time::Duration;
 use futures_channel::mpsc::{unbounded, UnboundedSender};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use rtm_core::{CloseCode, Identity, Rate, RateLimit, RtmError};
+use rtm_driver::broker::MemoryHub;
 use rtm_driver::rt::{BoxIo, Incoming, Outgoing};
-use rtm_driver::{CallContext, ServerBuilder, ServerHandle};
+use rtm_driver::{CallContext, ServerBuilder, ServerHandle, SubscribeRequest};
 use rtm_runtime::{TokioIo, TokioRuntime};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -467,4 +468,114 @@ async fn the_prefix_names_every_metric_and_no_label_comes_from_a_user() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn subscriptions_are_a_gauge_and_subscribes_are_counted_by_result() {
+    let recorder = DebuggingRecorder::new();
+    let metrics = Recorded::of(&recorder);
+    let hub = MemoryHub::new();
+    let server = start(
+        &recorder,
+        app()
+            .broker(Arc::new(hub.broker()))
+            .max_subscriptions_per_user(Some(3))
+            .authorize_subscriptions(|request: SubscribeRequest| async move {
+                if request.event == "secret" {
+                    Err(RtmError::new(rtm_core::ErrorCode::Forbidden, "no"))
+                } else {
+                    Ok(())
+                }
+            }),
+    );
+    let mut stranger = Peer::open(&server).await;
+    let mut peer = Peer::open(&server).await;
+    assert!(peer.auth("good").await.is_ok());
+    let subscribe = |peer: &mut Peer, id: &str, event: &str, tags: &[&str]| {
+        peer.send(json!({"id": id, "type": "subscribe", "event": event, "tags": tags}));
+    };
+    subscribe(&mut peer, "1", "score", &["m1", "m2"]);
+    assert_eq!(peer.next().await.unwrap()["data"], json!(true));
+    subscribe(&mut peer, "2", "secret", &["x"]);
+    assert_eq!(
+        peer.next().await.unwrap()["data"]["error"]["code"],
+        json!("rtm/forbidden")
+    );
+    subscribe(&mut peer, "3", "score", &["m3", "m4"]);
+    assert_eq!(
+        peer.next().await.unwrap()["data"]["error"]["code"],
+        json!("rtm/too-many-subscriptions")
+    );
+    subscribe(&mut stranger, "4", "score", &["m1"]);
+    assert_eq!(
+        stranger.next().await.unwrap()["data"]["error"]["code"],
+        json!("rtm/unauthenticated")
+    );
+    let result = |r: &str| metrics.counter("rtm_subscribes_total", &[("result", r)]);
+    assert_eq!(result("ok"), 1);
+    assert_eq!(result("denied"), 1);
+    assert_eq!(result("too_many"), 1);
+    assert_eq!(result("unauthenticated"), 1);
+    assert_eq!(result("broker_unavailable"), 0);
+    // Two (event, tag) pairs held; the server needs their two topics and
+    // the signed-in user's.
+    assert_eq!(metrics.gauge("rtm_subscriptions", &[]), 2.0);
+    assert_eq!(metrics.gauge("rtm_broker_topics", &[]), 3.0);
+
+    peer.send(json!({"id": "5", "type": "unsubscribe", "event": "score", "tags": ["m1"]}));
+    assert_eq!(peer.next().await.unwrap()["data"], json!(true));
+    assert_eq!(metrics.gauge("rtm_subscriptions", &[]), 1.0);
+    // The connection's end releases the rest, and the user's topic.
+    drop(std::mem::replace(&mut peer.send, unbounded().0));
+    ended(&mut peer).await;
+    assert_eq!(metrics.gauge("rtm_subscriptions", &[]), 0.0);
+    assert_eq!(metrics.gauge("rtm_broker_topics", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn frames_and_bytes_are_counted_by_direction_and_kind() {
+    let recorder = DebuggingRecorder::new();
+    let metrics = Recorded::of(&recorder);
+    let server = start(&recorder, app());
+    let mut peer = Peer::open(&server).await;
+    let auth = json!({"id": "a", "type": "auth", "data": ["good"]}).to_string();
+    let call = json!({"id": "c", "type": "invoke", "function": "ok", "data": []}).to_string();
+    peer.send(serde_json::from_str(&auth).unwrap());
+    let auth_reply = peer.next().await.unwrap().to_string();
+    peer.send(serde_json::from_str(&call).unwrap());
+    let call_reply = peer.next().await.unwrap().to_string();
+    assert_eq!(server.emit("hello", |_| true, &json!(["all"])).unwrap(), 1);
+    let event = peer.next().await.unwrap().to_string();
+
+    assert_eq!(metrics.counter("rtm_frames_received_total", &[]), 2);
+    assert_eq!(
+        metrics.counter("rtm_received_bytes_total", &[]),
+        (auth.len() + call.len()) as u64
+    );
+    let sent = |kind: &str| metrics.counter("rtm_frames_sent_total", &[("kind", kind)]);
+    let bytes = |kind: &str| metrics.counter("rtm_sent_bytes_total", &[("kind", kind)]);
+    assert_eq!((sent("reply"), sent("event")), (2, 1));
+    // The server's frames are compact JSON, as serde_json writes them here.
+    assert_eq!(bytes("reply"), (auth_reply.len() + call_reply.len()) as u64);
+    assert_eq!(bytes("event"), event.len() as u64);
+}
+
+#[tokio::test]
+async fn events_from_another_server_record_their_lag() {
+    let recorder = DebuggingRecorder::new();
+    let metrics = Recorded::of(&recorder);
+    let hub = MemoryHub::new();
+    let sender = start(&recorder, app().broker(Arc::new(hub.broker())));
+    let receiver = start(&recorder, app().broker(Arc::new(hub.broker())));
+    let mut peer = Peer::open(&receiver).await;
+    assert!(peer.auth("good").await.is_ok());
+    assert_eq!(sender.publish("u", "dm", &json!(["hi"])).unwrap(), 0);
+    assert_eq!(peer.next().await.unwrap()["event"], json!("dm"));
+
+    assert_eq!(metrics.counter("rtm_broker_messages_total", &[]), 1);
+    assert_eq!(metrics.counter("rtm_broker_deliveries_total", &[]), 1);
+    let lag = metrics.samples("rtm_broker_lag_seconds", &[]);
+    assert_eq!(lag.len(), 1, "{lag:?}");
+    // In-process: well under a second, never negative.
+    assert!((0.0..1.0).contains(&lag[0]), "{lag:?}");
 }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -16,6 +17,7 @@ use rtm_core::Topic;
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{cluster_builder, Target};
+use crate::metrics::Op;
 use crate::publisher::{self, Queued};
 use crate::shared::{lock, Counters, Live, Shared, Signal};
 use crate::supervisor;
@@ -123,6 +125,7 @@ impl RedisBroker {
         );
         let control = Topic::control(&config.namespace, &config.server_id);
         let (queue, queue_rx) = futures_channel::mpsc::unbounded();
+        let counters = Counters::new(&config.metrics_prefix);
         Ok(Self {
             queue,
             queue_rx: Mutex::new(Some(queue_rx)),
@@ -144,7 +147,7 @@ impl RedisBroker {
                 generation: AtomicU64::new(0),
                 signals,
                 signals_rx: Mutex::new(Some(signals_rx)),
-                counters: Counters::default(),
+                counters,
                 nonce,
             }),
         })
@@ -247,6 +250,11 @@ impl RedisBroker {
                     )
                 };
                 result.map_err(|e| {
+                    shared.counters.failed(if subscribe {
+                        Op::Subscribe
+                    } else {
+                        Op::Unsubscribe
+                    });
                     // The wanted set is right; a full reconnect puts Redis in line with it.
                     shared.lost(generation, what, &e);
                     BrokerError::unavailable(e.to_string()).caused_by(e.clone())
@@ -297,10 +305,7 @@ impl Broker for RedisBroker {
             }
         };
         if let Some(reason) = refused {
-            shared
-                .counters
-                .publish_errors
-                .fetch_add(1, Ordering::Relaxed);
+            shared.counters.publish_refused(1);
             return Box::pin(std::future::ready(Err(BrokerError::unavailable(reason))));
         }
         let (done, answer) = oneshot::channel();
@@ -312,13 +317,15 @@ impl Broker for RedisBroker {
             .then(|| Slot::for_key(topic.as_str()));
         if self
             .queue
-            .unbounded_send(Queued { cmd, done, slot })
+            .unbounded_send(Queued {
+                cmd,
+                done,
+                slot,
+                queued_at: Instant::now(),
+            })
             .is_err()
         {
-            shared
-                .counters
-                .publish_errors
-                .fetch_add(1, Ordering::Relaxed);
+            shared.counters.publish_refused(1);
             return Box::pin(std::future::ready(Err(BrokerError::unavailable(
                 "publisher stopped",
             ))));

@@ -47,11 +47,16 @@ pub struct RedisBrokerConfig {
     /// Redis server's certificate, trusted instead of the system's roots
     /// (default `None`: the system's roots). Ignored for `redis://`.
     pub tls_root_cert: Option<Vec<u8>>,
+    /// The prefix of the broker's metric names (feature `metrics`), followed
+    /// by `redis_`: default `rtm_`, as the server's; set it to what the
+    /// server's `ServerBuilder::metrics_prefix` is.
+    pub metrics_prefix: String,
 }
 
 impl RedisBrokerConfig {
     /// Defaults: not sharded, backoff 100 ms doubling to 5 s, a probe every 2 s
-    /// answered within 1 s, 1 s to connect and per command.
+    /// answered within 1 s, 1 s to connect and per command, metric names
+    /// prefixed `rtm_`.
     pub fn new(
         url: impl Into<String>,
         namespace: impl Into<String>,
@@ -70,6 +75,7 @@ impl RedisBrokerConfig {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             tls_root_cert: None,
+            metrics_prefix: "rtm_".to_owned(),
         }
     }
 
@@ -103,6 +109,13 @@ impl RedisBrokerConfig {
     /// Whether this is a Redis Cluster configuration ([`Self::cluster_nodes`] set).
     pub fn is_cluster(&self) -> bool {
         !self.cluster_nodes.is_empty()
+    }
+
+    /// Sets [`Self::metrics_prefix`].
+    #[must_use]
+    pub fn with_metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
     }
 
     /// Sets [`Self::sharded`].

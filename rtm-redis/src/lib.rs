@@ -83,6 +83,7 @@
 mod broker;
 mod config;
 mod conn;
+mod metrics;
 mod publisher;
 mod shared;
 mod supervisor;

@@ -6,8 +6,8 @@
 //! publishes reach Redis in the order they were called, and a burst costs one
 //! round trip instead of one per message.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
@@ -27,6 +27,9 @@ pub(crate) struct Queued {
     /// one slot only).
     pub(crate) slot: Option<Slot>,
     pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
+    /// When it was queued (the publish duration is measured from the
+    /// oldest of a pipeline).
+    pub(crate) queued_at: Instant,
 }
 
 /// Sends queued publishes until the broker handle (and so the queue) is dropped.
@@ -80,11 +83,11 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
                 .collect()
         }
     };
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let oldest = batch.first().map(|queued| queued.queued_at);
+    let took = oldest.map_or(Duration::ZERO, |at| at.elapsed());
+    counters.pipeline((results.len() - failed) as u64, failed as u64, took);
     for (queued, result) in batch.drain(..).zip(results) {
-        match &result {
-            Ok(()) => counters.published.fetch_add(1, Ordering::Relaxed),
-            Err(_) => counters.publish_errors.fetch_add(1, Ordering::Relaxed),
-        };
         let _ = queued.done.send(result);
     }
 }

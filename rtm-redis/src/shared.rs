@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -17,9 +18,10 @@ use rtm_runtime::Runtime;
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{Conn, Target};
+use crate::metrics::{Op, RedisMetrics};
 
-/// The live counters behind [`BrokerStats`](crate::BrokerStats).
-#[derive(Default)]
+/// The live counters behind [`BrokerStats`](crate::BrokerStats), and the
+/// metrics that count the same things: each is counted here, once, for both.
 pub(crate) struct Counters {
     pub(crate) published: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
@@ -27,6 +29,63 @@ pub(crate) struct Counters {
     pub(crate) reconnects: AtomicU64,
     pub(crate) probes_sent: AtomicU64,
     pub(crate) probes_failed: AtomicU64,
+    metrics: RedisMetrics,
+}
+
+impl Counters {
+    /// Metrics named `metrics_prefix` + `redis_` + name.
+    pub(crate) fn new(metrics_prefix: &str) -> Self {
+        Counters {
+            published: AtomicU64::new(0),
+            publish_errors: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            probes_sent: AtomicU64::new(0),
+            probes_failed: AtomicU64::new(0),
+            metrics: RedisMetrics::new(metrics_prefix),
+        }
+    }
+
+    /// A pipeline was answered: `ok` publishes accepted, `failed` not,
+    /// `took` after its oldest was queued.
+    pub(crate) fn pipeline(&self, ok: u64, failed: u64, took: Duration) {
+        self.published.fetch_add(ok, Ordering::Relaxed);
+        self.metrics.published(ok, took);
+        self.publish_refused(failed);
+    }
+
+    /// `count` publishes were refused or failed.
+    pub(crate) fn publish_refused(&self, count: u64) {
+        if count > 0 {
+            self.publish_errors.fetch_add(count, Ordering::Relaxed);
+            self.metrics.failed(Op::Publish, count);
+        }
+    }
+
+    pub(crate) fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.metrics.reconnected();
+    }
+
+    /// A probe goes out; returns its sequence number.
+    pub(crate) fn probe_sent(&self) -> u64 {
+        self.probes_sent.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn probe_failed(&self) {
+        self.probes_failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.failed(Op::Probe, 1);
+    }
+
+    /// Connecting (or resubscribing, or reading the topology) failed, or a
+    /// (un)subscribe did.
+    pub(crate) fn failed(&self, op: Op) {
+        self.metrics.failed(op, 1);
+    }
 }
 
 /// What the supervisor task hears about, from the connections and the handle.
@@ -141,7 +200,7 @@ impl Shared {
                 let Some(topic) = lock(&self.topics).get(channel).cloned() else {
                     return;
                 };
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.counters.received();
                 self.emit(BrokerEvent::Message { topic, payload });
             }
             PushKind::SUnsubscribe => {

@@ -20,6 +20,7 @@ use rtm_broker::{BrokerEvent, BrokerState};
 
 use crate::config::Backoff;
 use crate::conn::{Conn, NO_PUSH};
+use crate::metrics::Op;
 use crate::shared::{lock, Shared, Signal};
 
 /// Why a phase ended.
@@ -44,7 +45,7 @@ pub(crate) async fn run(
             Ok(generation) => {
                 backoff.reset();
                 if reported_up.is_some() {
-                    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.reconnected();
                 }
                 if reported_up != Some(true) {
                     reported_up = Some(true);
@@ -53,7 +54,11 @@ pub(crate) async fn run(
                 if let Some(first) = first.take() {
                     let _ = first.send(());
                 }
-                supervise(&shared, &mut signals, generation).await
+                let exit = supervise(&shared, &mut signals, generation).await;
+                if matches!(exit, Exit::Lost(_)) {
+                    shared.counters.failed(Op::Connection);
+                }
+                exit
             }
             Err(exit) => exit,
         };
@@ -85,7 +90,10 @@ async fn connect(
     signals: &mut UnboundedReceiver<Signal>,
 ) -> Result<u64, Exit> {
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    let lost = |what: &str, e: redis::RedisError| Exit::Lost(connect_failure(what, &e));
+    let lost = |what: &str, e: redis::RedisError| {
+        shared.counters.failed(Op::Connect);
+        Exit::Lost(connect_failure(what, &e))
+    };
     let subscriber = shared
         .target
         .open(
@@ -170,11 +178,11 @@ async fn probe(
     generation: u64,
 ) -> Result<(), Exit> {
     let counters = &shared.counters;
-    let seq = counters.probes_sent.fetch_add(1, Ordering::Relaxed);
+    let seq = counters.probe_sent();
     let topics = lock(&shared.probe_topics).clone();
     let mut timer = shared.runtime.sleep(shared.config.probe_timeout);
     let failed = |reason: String| {
-        counters.probes_failed.fetch_add(1, Ordering::Relaxed);
+        counters.probe_failed();
         Exit::Lost(reason)
     };
     let mut waiting = HashSet::with_capacity(topics.len());

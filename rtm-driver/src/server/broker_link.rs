@@ -316,13 +316,33 @@ fn deliver(
         router.handle_broker_message(topic.as_str(), payload, recent, |_, mailbox, frame| {
             mailbox.deliver(frame)
         });
+    drop(router);
     match result {
-        Ok(delivered) => metrics.broker_message(delivered),
-        Err(err) => crate::log::rate_limited_warn(
-            "broker message dropped",
-            format_args!("on {}: {err}", clip(topic.as_str())),
-        ),
+        // This server's own, back from the broker: not news.
+        Ok(received) if received.from_here => {}
+        Ok(received) => {
+            metrics.broker_message(received.delivered);
+            if let Some(sent_at) = received.sent_at {
+                metrics.broker_lag(sent_at, unix_millis());
+            }
+        }
+        Err(err) => {
+            metrics.broker_message_dropped();
+            crate::log::rate_limited_warn(
+                "broker message dropped",
+                format_args!("on {}: {err}", clip(topic.as_str())),
+            )
+        }
     }
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock: what a
+/// broker message is stamped with, and its lag measured against (0 for a
+/// clock set before 1970).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 fn broker_state(routing: &Routing, state: &BrokerState) {

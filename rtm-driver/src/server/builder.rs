@@ -680,8 +680,8 @@ impl ServerBuilder {
                 builder.broker_backlog_bytes,
             ))
         });
-        let routing = Arc::new(Routing::new(&builder.config));
         let metrics = Arc::new(Metrics::new(&builder.metrics_prefix, &functions));
+        let routing = Arc::new(Routing::new(&builder.config, metrics.clone()));
         if let Some(link) = &broker {
             broker_link::start(
                 link.clone(),

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::broker::BrokerState;
 use crate::runtime::RuntimeRef;
+use crate::server::broker_link::unix_millis;
 use crate::server::mailbox::Mailbox;
 use crate::server::options::TransportOptions;
 use crate::server::shared::Shared;
@@ -118,10 +119,11 @@ impl ServerHandle {
         if let Some(link) = &self.shared.broker {
             link.check_backlog()?;
         }
+        let sent_at = self.shared.broker.as_ref().map(|_| unix_millis());
         let (sent, publish) =
             self.shared
                 .router()
-                .publish(user, event, args, |_, mailbox, frame| {
+                .publish(user, event, args, sent_at, |_, mailbox, frame| {
                     mailbox.deliver(frame)
                 })?;
         if let (Some(link), Some(publish)) = (&self.shared.broker, publish) {
@@ -136,10 +138,11 @@ impl ServerHandle {
         if let Some(link) = &self.shared.broker {
             link.check_backlog()?;
         }
+        let sent_at = self.shared.broker.as_ref().map(|_| unix_millis());
         let (sent, publishes) =
             self.shared
                 .router()
-                .push(event, tags, args, |_, mailbox, frame| {
+                .push(event, tags, args, sent_at, |_, mailbox, frame| {
                     mailbox.deliver(frame)
                 })?;
         if let Some(link) = &self.shared.broker {

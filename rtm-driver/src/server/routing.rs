@@ -6,8 +6,9 @@
 //! leaving, and the broker's answers, take it for writing. Writing goes
 //! through [`RouterMut`], which carries out what the router decided before
 //! the lock is released: the requests it settled go to their connections'
-//! mailboxes, and the broker link's task is woken when topic changes wait
-//! or a confirmation deadline came nearer. No caller can forget either.
+//! mailboxes, the broker link's task is woken when topic changes wait or a
+//! confirmation deadline came nearer, and the gauges of subscriptions and
+//! broker topics are set. No caller can forget any of it.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use rtm_core::{Router, ServerConfig};
 
+use crate::metrics::Metrics;
 use crate::server::mailbox::Mailbox;
 
 /// The shared router, and the signal to the broker link's topic task.
@@ -22,15 +24,18 @@ pub(crate) struct Routing {
     router: RwLock<Router<Arc<Mailbox>>>,
     changed: async_channel::Sender<()>,
     changed_rx: async_channel::Receiver<()>,
+    /// Its gauges (subscriptions, broker topics) are set as a write ends.
+    metrics: Arc<Metrics>,
 }
 
 impl Routing {
-    pub(crate) fn new(config: &ServerConfig) -> Self {
+    pub(crate) fn new(config: &ServerConfig, metrics: Arc<Metrics>) -> Self {
         let (changed, changed_rx) = async_channel::bounded(1);
         Routing {
             router: RwLock::new(Router::new(config)),
             changed,
             changed_rx,
+            metrics,
         }
     }
 
@@ -44,10 +49,13 @@ impl Routing {
     pub(crate) fn write(&self) -> RouterMut<'_> {
         let router = self.router.write().unwrap_or_else(|e| e.into_inner());
         let deadline = router.poll_timeout();
+        let counts = (router.push_subscription_total(), router.topic_count());
         RouterMut {
             router,
             changed: &self.changed,
+            metrics: &self.metrics,
             deadline,
+            counts,
         }
     }
 
@@ -63,8 +71,12 @@ impl Routing {
 pub(crate) struct RouterMut<'a> {
     router: RwLockWriteGuard<'a, Router<Arc<Mailbox>>>,
     changed: &'a async_channel::Sender<()>,
+    metrics: &'a Metrics,
     /// The earliest confirmation deadline when the lock was taken.
     deadline: Option<Instant>,
+    /// Push subscriptions and broker topics when the lock was taken (the
+    /// gauges move by what this write changed).
+    counts: (usize, usize),
 }
 
 impl Deref for RouterMut<'_> {
@@ -100,5 +112,12 @@ impl Drop for RouterMut<'_> {
             // Bounded to one: a signal already waiting says the same.
             let _ = self.changed.try_send(());
         }
+        self.metrics.routing(
+            self.counts,
+            (
+                self.router.push_subscription_total(),
+                self.router.topic_count(),
+            ),
+        );
     }
 }

@@ -4,6 +4,7 @@ use std::task::Context;
 use std::time::Instant;
 
 use super::{ConnectionDriver, Next};
+use crate::metrics::FrameKind;
 use crate::server::socket::Socket;
 
 /// Events taken from the mailbox while this much waits to be written, at most.
@@ -27,10 +28,7 @@ impl<T: Socket> ConnectionDriver<T> {
         );
         self.mail_left = taken.left_bytes;
         self.took(taken.held);
-        for frame in self.inbox.drain(..) {
-            self.event_bytes += frame.len();
-            self.transport.queue_text(&frame);
-        }
+        self.queue_events();
         for settled in settled {
             self.conn.handle_settled(settled);
         }
@@ -44,5 +42,18 @@ impl<T: Socket> ConnectionDriver<T> {
         self.draining |= taken.draining;
         self.carry_out(cx, now);
         Next::IDLE
+    }
+
+    /// Queues the events taken from the mailbox into the write buffer.
+    pub(super) fn queue_events(&mut self) {
+        let (frames, bytes) = (self.inbox.len(), self.event_bytes);
+        for event in self.inbox.drain(..) {
+            self.event_bytes += event.len();
+            self.transport.queue_text(&event);
+        }
+        let queued = self.event_bytes - bytes;
+        self.shared
+            .metrics
+            .frames_sent(FrameKind::Event, frames as u64, queued as u64);
     }
 }

@@ -346,6 +346,7 @@ mod size {
         let size = std::mem::size_of::<
             super::ConnectionDriver<crate::websocket::stream::WebSocketIo<crate::io::BoxIo>>,
         >();
+        eprintln!("connection task: {size} bytes");
         assert!(
             size <= CONNECTION_TASK_MAX,
             "{size} bytes > {CONNECTION_TASK_MAX}"

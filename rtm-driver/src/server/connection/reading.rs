@@ -24,6 +24,15 @@ impl<T: Socket> ConnectionDriver<T> {
     /// Reads and handles what arrived. Yields when it read its budget (more
     /// may wait in the socket).
     pub(super) fn drive_reads(&mut self, cx: &mut Context<'_>, now: Instant) -> Next {
+        // Counted once per round, not per frame.
+        let mut read = (0, 0);
+        let next = self.read_messages(cx, now, &mut read);
+        self.shared.metrics.received(read.0, read.1);
+        next
+    }
+
+    /// [`Self::drive_reads`]' loop; `read` counts text frames and their bytes.
+    fn read_messages(&mut self, cx: &mut Context<'_>, now: Instant, read: &mut (u64, u64)) -> Next {
         // Backpressure: while this much waits to be written, the peer's next
         // requests wait in its socket (a peer that does not read its replies
         // is not read either), so replies stay bounded by what is in flight.
@@ -37,11 +46,14 @@ impl<T: Socket> ConnectionDriver<T> {
                 self.read_paused = true;
                 return Next::IDLE;
             }
-            let Poll::Ready(read) = self.transport.poll_read(cx) else {
+            let Poll::Ready(got) = self.transport.poll_read(cx) else {
                 return Next::IDLE;
             };
-            match read {
-                Read::Message(Message::Text(frame)) => self.conn.handle_text(frame, now),
+            match got {
+                Read::Message(Message::Text(frame)) => {
+                    *read = (read.0 + 1, read.1 + frame.len() as u64);
+                    self.conn.handle_text(frame, now);
+                }
                 Read::Message(Message::Binary) => self.conn.handle_binary(),
                 Read::Message(Message::Ping(payload)) => {
                     self.transport.set_pong(payload);

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{ConnectionDriver, Next};
 use crate::function::{CallContext, SubscribeRequest};
-use crate::metrics::{AuthResult, CallOutcome};
+use crate::metrics::{AuthResult, CallOutcome, FrameKind};
 use crate::runtime::BoxFuture;
 use crate::server::handle::ServerHandle;
 use crate::server::shared::call_hook;
@@ -106,9 +106,14 @@ impl<T: Socket> ConnectionDriver<T> {
 
     /// Carries out the connection's outputs, in order.
     pub(super) fn carry_out(&mut self, cx: &mut Context<'_>, now: Instant) {
+        // Replies are counted once per call here, not per frame.
+        let mut replies = (0u64, 0u64);
         while let Some(output) = self.conn.poll_output() {
             match output {
-                ConnOutput::Transmit(frame) => self.transmit(&frame),
+                ConnOutput::Transmit(frame) => {
+                    replies = (replies.0 + 1, replies.1 + frame.len() as u64);
+                    self.transmit(&frame);
+                }
                 ConnOutput::Close { code, reason } => self.start_close(code, reason, now),
                 // A connection with writes pending shows it is alive anyway.
                 ConnOutput::Ping if self.transport.unwritten() == 0 => {
@@ -136,11 +141,17 @@ impl<T: Socket> ConnectionDriver<T> {
                     .shared
                     .metrics
                     .call_answered_by_connection(function, CallOutcome::of_refusal(code)),
+                ConnOutput::SubscribeAnswered { result } => {
+                    self.shared.metrics.subscribe_answered(&result);
+                }
                 ConnOutput::PeerSilent => {
                     tracing::debug!(conn = %self.conn.id(), "peer silent past the heartbeat deadline");
                 }
             }
         }
+        self.shared
+            .metrics
+            .frames_sent(FrameKind::Reply, replies.0, replies.1);
         if !self.authenticated && self.conn.is_open() {
             self.authenticated = true;
             self.shared.metrics.connection_authenticated();

@@ -101,10 +101,7 @@ impl<T: Socket> ConnectionDriver<T> {
         if self.mailbox.has_frames() {
             // No waker: the round already registered this task's.
             let taken = self.mailbox.take(None, usize::MAX, &mut self.inbox, None);
-            for event in self.inbox.drain(..) {
-                self.event_bytes += event.len();
-                self.transport.queue_text(&event);
-            }
+            self.queue_events();
             self.mail_left = 0;
             self.took(taken.held);
             overflowed = taken.overflowed;
