@@ -13,17 +13,28 @@
 //! server's subscription is down is lost, never replayed or duplicated.
 //! While the broker is known to be down, [`Broker::publish`] fails with
 //! [`BrokerError::Unavailable`] instead of pretending.
+//!
+//! A broker may also keep **history** ([`Broker::has_history`]): streams
+//! of events with positions ([`rtm_core::StreamPosition`]), appended and
+//! published in one atomic step ([`Broker::publish_to_stream`]) and read
+//! back from an offset ([`Broker::read_stream`]), from which a client that
+//! was away recovers what it missed (`rtm_core::recovery`). [`MemoryHub`]
+//! keeps them in memory; `rtm-redis` in Redis streams.
 
 #![warn(missing_docs)]
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use rtm_core::Topic;
+use rtm_core::{StreamOptions, StreamPosition, Topic};
+
+mod memory;
+mod outbox;
+
+pub use memory::{MemoryBroker, MemoryHub};
 
 /// A boxed `Send` future, as the broker trait returns them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -203,181 +214,79 @@ pub trait Broker: Send + Sync + 'static {
     }
     /// The current state.
     fn state(&self) -> BrokerState;
-}
 
-/// An in-process broker: servers in one process that share a [`MemoryHub`] form a cluster.
-///
-/// ```
-/// use std::sync::{Arc, Mutex};
-/// use rtm_broker::{Broker, BrokerEvent, MemoryHub};
-/// use rtm_core::Topic;
-///
-/// let hub = MemoryHub::new();
-/// let (a, b) = (hub.broker(), hub.broker());
-/// let got = Arc::new(Mutex::new(Vec::new()));
-/// let sink = got.clone();
-/// // The futures of MemoryBroker complete at once; poll them with any executor.
-/// let block = |f| futures_lite_block_on(f);
-/// # fn futures_lite_block_on<T>(f: rtm_broker::BoxFuture<'_, T>) -> T {
-/// #     use std::task::{Context, Poll, Waker};
-/// #     let mut f = f;
-/// #     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) { Poll::Ready(v) => v, Poll::Pending => unreachable!() }
-/// # }
-/// block(b.start(Arc::new(move |e| sink.lock().unwrap().push(e)))).unwrap();
-/// block(b.subscribe(&Topic::user("rtm", "alice"))).unwrap();
-/// block(a.publish(&Topic::user("rtm", "alice"), "x".into())).unwrap();
-/// assert!(matches!(&got.lock().unwrap()[..], [BrokerEvent::State(_), BrokerEvent::Message { .. }]));
-/// ```
-#[derive(Clone, Default)]
-pub struct MemoryHub {
-    inner: Arc<Mutex<HubInner>>,
-}
+    /// Whether this broker keeps history: [`Broker::publish_to_stream`],
+    /// [`Broker::read_stream`] and [`Broker::reset_stream`] work. Default
+    /// `false`.
+    fn has_history(&self) -> bool {
+        false
+    }
 
-impl std::fmt::Debug for MemoryHub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let members = self.inner.lock().map_or(0, |inner| inner.members.len());
-        f.debug_struct("MemoryHub")
-            .field("members", &members)
-            .finish()
+    /// Appends `payload` (an encoded [`rtm_core::Envelope`]) to `topic`'s
+    /// stream with the next offset written into it
+    /// ([`rtm_core::Envelope::splice_position`]), and publishes that to
+    /// `topic`, as one atomic step: every subscriber gets a stream's events
+    /// in offset order, and what is kept is what was published. Returns
+    /// the event's position. The stream keeps the newest `options.size`
+    /// events, and it and its position live `options.ttl` after its last
+    /// event; a stream the store no longer has starts again at offset 1
+    /// under a new epoch.
+    ///
+    /// Taken in call order, as [`Broker::publish`]. The default fails:
+    /// this broker keeps no history.
+    fn publish_to_stream(
+        &self,
+        topic: &Topic,
+        payload: Bytes,
+        options: StreamOptions,
+    ) -> BoxFuture<'_, Result<StreamPosition, BrokerError>> {
+        let _ = (topic, payload, options);
+        Box::pin(std::future::ready(Err(BrokerError::failed(
+            "this broker keeps no history",
+        ))))
+    }
+
+    /// Reads `topic`'s stream: its position now, and its kept events (the
+    /// envelopes as published, positions in them) from offset `from` on,
+    /// oldest first, at most `limit`. A stream the store does not have is
+    /// made, empty, under a new epoch that lives `options.ttl` (so the
+    /// position a reader is given holds until the stream's next event).
+    /// The default fails: this broker keeps no history.
+    fn read_stream(
+        &self,
+        topic: &Topic,
+        from: u64,
+        limit: usize,
+        options: StreamOptions,
+    ) -> BoxFuture<'_, Result<StreamRead, BrokerError>> {
+        let _ = (topic, from, limit, options);
+        Box::pin(std::future::ready(Err(BrokerError::failed(
+            "this broker keeps no history",
+        ))))
+    }
+
+    /// Gives `topic`'s stream a new epoch, its events dropped, its offset
+    /// kept: for a client found ahead of the stream (the store lost its
+    /// newest events), so no offset names two events. Returns the new
+    /// position. The default fails: this broker keeps no history.
+    fn reset_stream(
+        &self,
+        topic: &Topic,
+        options: StreamOptions,
+    ) -> BoxFuture<'_, Result<StreamPosition, BrokerError>> {
+        let _ = (topic, options);
+        Box::pin(std::future::ready(Err(BrokerError::failed(
+            "this broker keeps no history",
+        ))))
     }
 }
 
-#[derive(Default)]
-struct HubInner {
-    next: u64,
-    members: HashMap<u64, Member>,
-}
-
-struct Member {
-    sink: Option<BrokerSink>,
-    topics: HashSet<Topic>,
-}
-
-impl MemoryHub {
-    /// A new, empty hub.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A broker for one more server of this hub's cluster.
-    pub fn broker(&self) -> MemoryBroker {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.next += 1;
-        let id = inner.next;
-        inner.members.insert(
-            id,
-            Member {
-                sink: None,
-                topics: HashSet::new(),
-            },
-        );
-        MemoryBroker {
-            id,
-            hub: Arc::downgrade(&self.inner),
-        }
-    }
-
-    /// Every topic any member is subscribed to.
-    pub fn topics(&self) -> HashSet<Topic> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .members
-            .values()
-            .flat_map(|m| m.topics.iter().cloned())
-            .collect()
-    }
-}
-
-/// One server's handle on a [`MemoryHub`]. Publishing delivers synchronously to the sinks.
-pub struct MemoryBroker {
-    id: u64,
-    hub: Weak<Mutex<HubInner>>,
-}
-
-impl std::fmt::Debug for MemoryBroker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBroker")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MemoryBroker {
-    fn with<T>(&self, f: impl FnOnce(&mut HubInner) -> T) -> Result<T, BrokerError> {
-        let hub = self
-            .hub
-            .upgrade()
-            .ok_or_else(|| BrokerError::unavailable("the hub is gone"))?;
-        let mut inner = hub.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&mut inner))
-    }
-}
-
-impl Drop for MemoryBroker {
-    fn drop(&mut self) {
-        let _ = self.with(|inner| inner.members.remove(&self.id));
-    }
-}
-
-impl Broker for MemoryBroker {
-    fn start(&self, sink: BrokerSink) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let result = self.with(|inner| {
-            if let Some(m) = inner.members.get_mut(&self.id) {
-                m.sink = Some(sink.clone());
-            }
-        });
-        if result.is_ok() {
-            sink(BrokerEvent::State(BrokerState::Up));
-        }
-        Box::pin(std::future::ready(result))
-    }
-
-    fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let sinks = self.with(|inner| {
-            inner
-                .members
-                .values()
-                .filter(|m| m.topics.contains(topic))
-                .filter_map(|m| m.sink.clone())
-                .collect::<Vec<_>>()
-        });
-        // Call sinks outside the lock: a sink may publish in turn.
-        let result = sinks.map(|sinks| {
-            for sink in sinks {
-                sink(BrokerEvent::Message {
-                    topic: topic.clone(),
-                    payload: payload.clone(),
-                });
-            }
-        });
-        Box::pin(std::future::ready(result))
-    }
-
-    fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let result = self.with(|inner| {
-            if let Some(m) = inner.members.get_mut(&self.id) {
-                m.topics.insert(topic.clone());
-            }
-        });
-        Box::pin(std::future::ready(result))
-    }
-
-    fn unsubscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let result = self.with(|inner| {
-            if let Some(m) = inner.members.get_mut(&self.id) {
-                m.topics.remove(topic);
-            }
-        });
-        Box::pin(std::future::ready(result))
-    }
-
-    fn state(&self) -> BrokerState {
-        if self.hub.upgrade().is_some() {
-            BrokerState::Up
-        } else {
-            BrokerState::Down {
-                reason: "the hub is gone".into(),
-            }
-        }
-    }
+/// What [`Broker::read_stream`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRead {
+    /// The stream's epoch and newest offset when it was read.
+    pub top: StreamPosition,
+    /// Kept envelopes from the offset asked for, oldest first, each with
+    /// its position in its header.
+    pub envelopes: Vec<Bytes>,
 }

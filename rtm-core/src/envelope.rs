@@ -14,9 +14,22 @@
 //! Unix epoch by the sender's clock (what a receiver's broker lag is
 //! measured from). Readers ignore header fields they do not know, so a field
 //! added later (as `at` was) does not break an older server.
+//!
+//! An event kept in a stream's history carries its position, `off` (the
+//! offset, from 1) and `ep` (the stream's epoch), first in the header:
+//! the store that gives the position writes them into the envelope it was
+//! handed ([`Envelope::splice_position`]; the Redis store's Lua script does
+//! the same bytes), so the published message and the one kept in history
+//! are the same.
+//!
+//! ```text
+//! {"off":12,"ep":"k3J9","v":1,"origin":"s1","seq":7,"at":1700000000000}\n{"event":"dm","data":["hi"]}
+//! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+
+use crate::stream::StreamPosition;
 
 /// The envelope version this crate writes and reads.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -33,6 +46,8 @@ pub struct Envelope {
     /// When the sender sent it: milliseconds since the Unix epoch, by the
     /// sender's clock (`None`: the sender did not say).
     pub sent_at: Option<u64>,
+    /// Its place in its stream's history (`None`: the event has no history).
+    pub position: Option<StreamPosition>,
     /// The event frame, ready to send to clients.
     pub frame: Bytes,
 }
@@ -57,6 +72,10 @@ struct HeaderIn {
     tags: Option<Vec<String>>,
     #[serde(default)]
     at: Option<u64>,
+    #[serde(default)]
+    off: Option<u64>,
+    #[serde(default)]
+    ep: Option<String>,
 }
 
 /// Why a broker message was not understood.
@@ -69,6 +88,10 @@ pub enum EnvelopeError {
     /// The header is not the expected JSON object.
     #[error("broker message header is invalid: {0}")]
     BadHeader(String),
+    /// `off` without `ep` or the other way round, an offset of 0, or an
+    /// epoch that is not 1 to 64 bytes of `[0-9A-Za-z_-]`.
+    #[error("broker message has an invalid stream position: {0}")]
+    BadPosition(&'static str),
     /// Written by a newer (or unknown) version.
     #[error("broker message version {0} is not supported")]
     Version(u32),
@@ -152,13 +175,66 @@ impl Envelope {
         if event.event.get() == "\"\"" {
             return Err(EnvelopeError::BadFrame("the event name is empty"));
         }
+        let position = match (header.off, header.ep) {
+            (None, None) => None,
+            (Some(0), _) => return Err(EnvelopeError::BadPosition("the offset is 0")),
+            (Some(offset), Some(epoch)) if StreamPosition::is_valid_epoch(&epoch) => {
+                Some(StreamPosition { offset, epoch })
+            }
+            (Some(_), Some(_)) => return Err(EnvelopeError::BadPosition("a malformed epoch")),
+            _ => return Err(EnvelopeError::BadPosition("off and ep go together")),
+        };
         Ok(Envelope {
             origin: header.origin,
             seq: header.seq,
             tags: header.tags,
             sent_at: header.at,
+            position,
             frame: wire.slice(newline + 1..),
         })
+    }
+
+    /// Writes `position` into an encoded envelope (`wire`, as
+    /// [`Envelope::encode`] made it): `{"off":<offset>,"ep":"<epoch>",`
+    /// replaces its first byte, `{`. What a history store does to the
+    /// envelope it was handed before it keeps and publishes it; the Redis
+    /// store's Lua script writes the same bytes.
+    ///
+    /// Fails (and writes nothing) on an offset of 0, an epoch that
+    /// [`StreamPosition::is_valid_epoch`] refuses, or a `wire` that does not
+    /// start with `{`.
+    ///
+    /// ```
+    /// use rtm_core::{Envelope, StreamPosition};
+    /// let frame = bytes::Bytes::from_static(br#"{"event":"dm","data":[]}"#);
+    /// let wire = Envelope::encode("s1", 7, None, None, &frame);
+    /// let kept = Envelope::splice_position(&wire, &StreamPosition::new(12, "k3J9")).unwrap();
+    /// assert!(kept.starts_with(br#"{"off":12,"ep":"k3J9","v":1,"#));
+    /// let back = Envelope::decode(kept).unwrap();
+    /// assert_eq!(back.position, Some(StreamPosition::new(12, "k3J9")));
+    /// assert_eq!(back.frame, frame);
+    /// ```
+    pub fn splice_position(
+        wire: &Bytes,
+        position: &StreamPosition,
+    ) -> Result<Bytes, EnvelopeError> {
+        if position.offset == 0 {
+            return Err(EnvelopeError::BadPosition("the offset is 0"));
+        }
+        if !StreamPosition::is_valid_epoch(&position.epoch) {
+            return Err(EnvelopeError::BadPosition("a malformed epoch"));
+        }
+        if wire.first() != Some(&b'{') {
+            return Err(EnvelopeError::NoHeader);
+        }
+        let mut buf = BytesMut::with_capacity(wire.len() + 32 + position.epoch.len());
+        buf.put_slice(b"{\"off\":");
+        buf.put_slice(position.offset.to_string().as_bytes());
+        buf.put_slice(b",\"ep\":\"");
+        buf.put_slice(position.epoch.as_bytes());
+        buf.put_slice(b"\",");
+        buf.put_slice(&wire[1..]);
+        Ok(buf.freeze())
     }
 }
 
@@ -187,6 +263,37 @@ mod tests {
         );
         let env = Envelope::decode(newer).unwrap();
         assert_eq!((env.seq, env.sent_at, env.frame), (2, Some(5), frame));
+    }
+
+    #[test]
+    fn a_position_is_both_fields_a_nonzero_offset_and_a_plain_epoch() {
+        let frame = "{\"event\":\"e\",\"data\":[]}";
+        let with = |header: &str| Envelope::decode(Bytes::from(format!("{header}\n{frame}")));
+        let kept = with(r#"{"off":3,"ep":"a-B_9","v":1,"origin":"o","seq":1}"#).unwrap();
+        assert_eq!(kept.position, Some(StreamPosition::new(3, "a-B_9")));
+        for bad in [
+            r#"{"off":3,"v":1,"origin":"o","seq":1}"#,
+            r#"{"ep":"x","v":1,"origin":"o","seq":1}"#,
+            r#"{"off":0,"ep":"x","v":1,"origin":"o","seq":1}"#,
+            r#"{"off":1,"ep":"a.b","v":1,"origin":"o","seq":1}"#,
+            r#"{"off":1,"ep":"","v":1,"origin":"o","seq":1}"#,
+        ] {
+            assert!(
+                matches!(with(bad), Err(EnvelopeError::BadPosition(_))),
+                "{bad}"
+            );
+        }
+        // A position twice (a store that spliced over a spliced envelope).
+        let wire = Envelope::encode("o", 1, None, None, &Bytes::from_static(frame.as_bytes()));
+        let once = Envelope::splice_position(&wire, &StreamPosition::new(1, "x")).unwrap();
+        let twice = Envelope::splice_position(&once, &StreamPosition::new(2, "x")).unwrap();
+        assert!(matches!(
+            Envelope::decode(twice),
+            Err(EnvelopeError::BadHeader(_))
+        ));
+        for bad in [StreamPosition::new(0, "x"), StreamPosition::new(1, "a b")] {
+            assert!(Envelope::splice_position(&wire, &bad).is_err());
+        }
     }
 
     #[test]

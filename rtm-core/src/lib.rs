@@ -95,8 +95,10 @@ pub mod functions;
 pub mod outbound;
 pub mod peer;
 pub mod rate;
+pub mod recovery;
 pub mod router;
 pub mod server;
+pub mod stream;
 mod sub_queue;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -118,4 +120,5 @@ pub use peer::{ConnId, ConnInfo, ConnMeta, Identity};
 pub use rate::{Rate, RateLimit};
 pub use router::{Received, RecentPushes, Router};
 pub use server::{BrokerCommand, OpenError, ServerCore, ServerOutput};
+pub use stream::{EventPattern, HistoryConfig, StreamOptions, StreamPosition};
 pub use topic::Topic;
