@@ -281,6 +281,25 @@ pub trait Broker: Send + Sync + 'static {
     }
 }
 
+/// A fresh epoch for a stream a store makes or remakes: unique in this
+/// process and unlikely to repeat across processes (the clock's
+/// nanoseconds and a counter, in hex: a valid
+/// [`StreamPosition::is_valid_epoch`]).
+///
+/// ```
+/// let (a, b) = (rtm_broker::new_epoch(), rtm_broker::new_epoch());
+/// assert_ne!(a, b);
+/// assert!(rtm_core::StreamPosition::is_valid_epoch(&a));
+/// ```
+pub fn new_epoch() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{nanos:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// What [`Broker::read_stream`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRead {

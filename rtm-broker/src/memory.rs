@@ -3,9 +3,8 @@
 //! wants history without Redis).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtm_core::{Envelope, StreamOptions, StreamPosition, Topic};
@@ -74,7 +73,7 @@ struct Stream {
 impl Stream {
     fn new(top: u64, ttl: Duration) -> Self {
         Stream {
-            epoch: new_epoch(),
+            epoch: crate::new_epoch(),
             top,
             events: VecDeque::new(),
             expires: Instant::now() + ttl,
@@ -84,16 +83,6 @@ impl Stream {
     fn position(&self) -> StreamPosition {
         StreamPosition::new(self.top, self.epoch.clone())
     }
-}
-
-/// A fresh epoch: unique in this process, and unlikely to repeat across
-/// processes (the clock's nanoseconds and a counter, in hex).
-fn new_epoch() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    format!("{nanos:x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl HubInner {

@@ -12,13 +12,14 @@ use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use redis::cluster_routing::Slot;
 use redis::ProtocolVersion;
-use rtm_broker::{BoxFuture, Broker, BrokerError, BrokerSink, BrokerState};
-use rtm_core::Topic;
+use rtm_broker::{BoxFuture, Broker, BrokerError, BrokerSink, BrokerState, StreamRead};
+use rtm_core::{StreamOptions, StreamPosition, Topic};
 
 use crate::config::RedisBrokerConfig;
 use crate::conn::{cluster_builder, Target};
+use crate::history;
 use crate::metrics::Op;
-use crate::publisher::{self, Queued};
+use crate::publisher::{self, Answer, Queued};
 use crate::shared::{lock, Counters, Live, Shared, Signal};
 use crate::supervisor;
 use rtm_runtime::Runtime;
@@ -207,6 +208,63 @@ fn single_client(
 }
 
 impl RedisBroker {
+    /// Queues `cmd` (a publish or a history append of `topic`) for the
+    /// publisher task, at once (so commands reach Redis in call order), or
+    /// refuses it while the broker is down.
+    fn enqueue(&self, topic: &Topic, cmd: redis::Cmd, done: Answer) -> Result<(), BrokerError> {
+        let shared = &self.shared;
+        let refused = {
+            let live = lock(&shared.live);
+            match (&live.state, &live.publisher) {
+                (BrokerState::Up, Some(_)) => None,
+                (BrokerState::Down { reason }, _) => Some(reason.clone()),
+                (BrokerState::Up, None) => Some("no connection".to_string()),
+            }
+        };
+        if let Some(reason) = refused {
+            shared.counters.publish_refused(1);
+            return Err(BrokerError::unavailable(reason));
+        }
+        // Only a cluster needs it: a pipeline there may hold one slot.
+        let slot = shared
+            .config
+            .is_cluster()
+            .then(|| Slot::for_key(topic.as_str()));
+        let queued = Queued {
+            cmd,
+            done,
+            slot,
+            queued_at: Instant::now(),
+        };
+        if self.queue.unbounded_send(queued).is_err() {
+            shared.counters.publish_refused(1);
+            return Err(BrokerError::unavailable("publisher stopped"));
+        }
+        Ok(())
+    }
+
+    /// Runs one command on the publishing connection (a history read or
+    /// reset), within the command timeout.
+    async fn query(&self, cmd: &redis::Cmd, op: Op) -> Result<redis::Value, BrokerError> {
+        let conn = {
+            let live = lock(&self.shared.live);
+            match (&live.state, &live.publisher) {
+                (BrokerState::Up, Some(conn)) => Ok(conn.clone()),
+                (BrokerState::Down { reason }, _) => Err(reason.clone()),
+                (BrokerState::Up, None) => Err("no connection".to_string()),
+            }
+        };
+        let mut conn = conn.map_err(BrokerError::unavailable)?;
+        conn.query(cmd).await.map_err(|e| {
+            self.shared.counters.failed(op);
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                BrokerError::unavailable(e.to_string()).caused_by(e.clone())
+            } else {
+                BrokerError::failed(e.to_string()).caused_by(e.clone())
+            }
+        })
+    }
+
     /// (Un)subscribes `topics` in one pipeline: the wanted set changes at
     /// once; only the topics it changed for are sent, and they share the
     /// outcome. Without a connection a subscribe is `Unavailable` (the
@@ -295,46 +353,68 @@ impl Broker for RedisBroker {
     /// Queues the publish at once: publishes reach Redis in call order, even
     /// when their futures are polled out of order (or not awaited one by one).
     fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let shared = &self.shared;
-        let refused = {
-            let live = lock(&shared.live);
-            match (&live.state, &live.publisher) {
-                (BrokerState::Up, Some(_)) => None,
-                (BrokerState::Down { reason }, _) => Some(reason.clone()),
-                (BrokerState::Up, None) => Some("no connection".to_string()),
-            }
-        };
-        if let Some(reason) = refused {
-            shared.counters.publish_refused(1);
-            return Box::pin(std::future::ready(Err(BrokerError::unavailable(reason))));
-        }
+        let cmd = self.shared.config.publish_cmd(topic, &payload);
         let (done, answer) = oneshot::channel();
-        let cmd = shared.config.publish_cmd(topic, &payload);
-        // Only a cluster needs it: a pipeline there may hold one slot.
-        let slot = shared
-            .config
-            .is_cluster()
-            .then(|| Slot::for_key(topic.as_str()));
-        if self
-            .queue
-            .unbounded_send(Queued {
-                cmd,
-                done,
-                slot,
-                queued_at: Instant::now(),
-            })
-            .is_err()
-        {
-            shared.counters.publish_refused(1);
-            return Box::pin(std::future::ready(Err(BrokerError::unavailable(
-                "publisher stopped",
-            ))));
+        if let Err(refused) = self.enqueue(topic, cmd, Answer::Published(done)) {
+            return Box::pin(std::future::ready(Err(refused)));
         }
         Box::pin(async move {
             answer
                 .await
                 .unwrap_or_else(|_| Err(BrokerError::unavailable("publisher stopped")))
         })
+    }
+
+    fn has_history(&self) -> bool {
+        true
+    }
+
+    /// Queued as a publish is (in call order, pipelined with the others):
+    /// one script appends, bumps the position and publishes (`history.rs`).
+    fn publish_to_stream(
+        &self,
+        topic: &Topic,
+        payload: Bytes,
+        options: StreamOptions,
+    ) -> BoxFuture<'_, Result<StreamPosition, BrokerError>> {
+        let cmd = history::append_cmd(
+            &self.shared.config,
+            topic,
+            &payload,
+            &options,
+            &rtm_broker::new_epoch(),
+        );
+        let (done, answer) = oneshot::channel();
+        if let Err(refused) = self.enqueue(topic, cmd, Answer::Appended(done)) {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::unavailable("publisher stopped")))
+        })
+    }
+
+    fn read_stream(
+        &self,
+        topic: &Topic,
+        from: u64,
+        limit: usize,
+        options: StreamOptions,
+    ) -> BoxFuture<'_, Result<StreamRead, BrokerError>> {
+        let cmd = history::read_cmd(topic, from, limit, &options, &rtm_broker::new_epoch());
+        Box::pin(async move { history::stream_read(&self.query(&cmd, Op::Read).await?) })
+    }
+
+    fn reset_stream(
+        &self,
+        topic: &Topic,
+        options: StreamOptions,
+    ) -> BoxFuture<'_, Result<StreamPosition, BrokerError>> {
+        let cmd = history::reset_cmd(topic, &options, &rtm_broker::new_epoch());
+        Box::pin(
+            async move { history::position("a history reset", &self.query(&cmd, Op::Read).await?) },
+        )
     }
 
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'_, Result<(), BrokerError>> {

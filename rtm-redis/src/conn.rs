@@ -106,6 +106,14 @@ impl Conn {
         }
     }
 
+    /// Runs one command and returns its reply.
+    pub(crate) async fn query(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
     /// Subscribes every topic in `topics`, in batches.
     pub(crate) async fn subscribe_all(
         &mut self,
@@ -165,53 +173,74 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends publish commands, each with its topic's slot (on a cluster), and
-    /// returns one result per command, in order: one pipeline on a single
-    /// node, one per slot on a cluster.
+    /// Sends publish commands (and history appends), each with its topic's
+    /// slot (on a cluster), and returns one reply per command, in order:
+    /// one pipeline on a single node, one per slot on a cluster. A command
+    /// Redis refused fails alone; a connection that fails fails its
+    /// pipeline's commands.
     pub(crate) async fn publish_all(
         &mut self,
         cmds: Vec<(Option<Slot>, redis::Cmd)>,
-    ) -> Vec<Result<(), redis::RedisError>> {
-        match self {
-            Conn::Single(c) => {
-                let count = cmds.len();
+    ) -> Vec<RedisResult<Value>> {
+        let count = cmds.len();
+        // Group by slot (one group on a single node), keeping call order
+        // within each group.
+        let mut groups: HashMap<Option<Slot>, (Vec<usize>, redis::Pipeline)> = HashMap::new();
+        for (i, (slot, cmd)) in cmds.into_iter().enumerate() {
+            let (idx, pipe) = groups.entry(slot).or_insert_with(|| {
                 let mut pipe = redis::pipe();
-                for (_, cmd) in cmds {
-                    pipe.add_command(cmd);
+                pipe.ignore_errors();
+                (vec![], pipe)
+            });
+            idx.push(i);
+            pipe.add_command(cmd);
+        }
+        let sent = match self {
+            Conn::Single(c) => {
+                let mut sent = Vec::with_capacity(1);
+                for (idx, pipe) in groups.into_values() {
+                    let replies = pipe.query_async::<Vec<RedisResult<Value>>>(c).await;
+                    sent.push((idx, replies));
                 }
-                match pipe.query_async::<Vec<Value>>(c).await {
-                    Ok(_) => vec![Ok(()); count],
-                    Err(e) => vec![Err(e); count],
-                }
+                sent
             }
             Conn::Cluster(c) => {
-                // Group by slot, keeping call order within each group.
-                let mut groups: HashMap<Option<Slot>, (Vec<usize>, redis::Pipeline)> =
-                    HashMap::new();
-                let count = cmds.len();
-                for (i, (slot, cmd)) in cmds.into_iter().enumerate() {
-                    let (idx, pipe) = groups
-                        .entry(slot)
-                        .or_insert_with(|| (vec![], redis::pipe()));
-                    idx.push(i);
-                    pipe.add_command(cmd);
-                }
-                let sent = join_all(groups.into_values().map(|(idx, pipe)| {
+                join_all(groups.into_values().map(|(idx, pipe)| {
                     let mut c = c.clone();
-                    async move { (idx, pipe.query_async::<Vec<Value>>(&mut c).await) }
+                    async move {
+                        let replies = pipe.query_async::<Vec<RedisResult<Value>>>(&mut c).await;
+                        (idx, replies)
+                    }
                 }))
-                .await;
-                let mut results: Vec<Result<(), redis::RedisError>> = vec![Ok(()); count];
-                for (idx, result) in sent {
-                    if let Err(e) = result {
-                        for i in idx {
-                            results[i] = Err(e.clone());
-                        }
+                .await
+            }
+        };
+        let mut results: Vec<RedisResult<Value>> = (0..count).map(|_| Ok(Value::Nil)).collect();
+        for (idx, replies) in sent {
+            match replies {
+                Ok(replies) if replies.len() == idx.len() => {
+                    for (i, reply) in idx.into_iter().zip(replies) {
+                        results[i] = reply;
                     }
                 }
-                results
+                Ok(replies) => {
+                    let e = redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "a pipeline's replies do not match its commands",
+                        format!("{} replies to {} commands", replies.len(), idx.len()),
+                    ));
+                    for i in idx {
+                        results[i] = Err(e.clone());
+                    }
+                }
+                Err(e) => {
+                    for i in idx {
+                        results[i] = Err(e.clone());
+                    }
+                }
             }
         }
+        results
     }
 
     /// The topics to probe: `control` alone on one node; on a cluster,

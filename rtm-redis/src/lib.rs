@@ -83,6 +83,7 @@
 mod broker;
 mod config;
 mod conn;
+mod history;
 mod metrics;
 mod publisher;
 mod shared;

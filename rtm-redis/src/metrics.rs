@@ -9,7 +9,7 @@
 //! | `rtm_redis_published_total` | counter | |
 //! | `rtm_redis_publish_duration_seconds` | histogram | |
 //! | `rtm_redis_reconnects_total` | counter | |
-//! | `rtm_redis_errors_total` | counter | `op`: `connect`, `subscribe`, `unsubscribe`, `publish`, `probe`, `connection` |
+//! | `rtm_redis_errors_total` | counter | `op`: `connect`, `subscribe`, `unsubscribe`, `publish`, `probe`, `connection`, `read` (a history read or reset) |
 //!
 //! The handles are registered when the broker is made: install the
 //! recorder before. Without the feature every method does nothing.
@@ -30,16 +30,19 @@ pub(crate) enum Op {
     /// A live connection was lost (it dropped, a probe failed, Redis
     /// dropped a shard subscription): the broker goes down and reconnects.
     Connection,
+    /// A history read or reset failed.
+    Read,
 }
 
 #[cfg(feature = "metrics")]
-const OPS: [&str; 6] = [
+const OPS: [&str; 7] = [
     "connect",
     "subscribe",
     "unsubscribe",
     "publish",
     "probe",
     "connection",
+    "read",
 ];
 
 /// The broker's instruments; see the [module docs](self).
@@ -53,7 +56,7 @@ struct Handles {
     published: metrics::Counter,
     publish_seconds: metrics::Histogram,
     reconnects: metrics::Counter,
-    errors: [metrics::Counter; 6],
+    errors: [metrics::Counter; 7],
 }
 
 impl RedisMetrics {

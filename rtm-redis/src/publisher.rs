@@ -13,8 +13,11 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
 use redis::cluster_routing::Slot;
+use redis::Value;
 use rtm_broker::{BrokerError, BrokerState};
+use rtm_core::StreamPosition;
 
+use crate::history;
 use crate::shared::{lock, Shared, Signal};
 
 /// At most this many publishes go in one pipeline.
@@ -26,10 +29,31 @@ pub(crate) struct Queued {
     /// The topic's cluster slot, on a cluster only (a pipeline there holds
     /// one slot only).
     pub(crate) slot: Option<Slot>,
-    pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
+    pub(crate) done: Answer,
     /// When it was queued (the publish duration is measured from the
     /// oldest of a pipeline).
     pub(crate) queued_at: Instant,
+}
+
+/// Who waits for a queued command's outcome.
+pub(crate) enum Answer {
+    /// A publish.
+    Published(oneshot::Sender<Result<(), BrokerError>>),
+    /// A history append: the event's position.
+    Appended(oneshot::Sender<Result<StreamPosition, BrokerError>>),
+}
+
+impl Answer {
+    fn send(self, reply: Result<Value, BrokerError>) {
+        match self {
+            Answer::Published(done) => {
+                let _ = done.send(reply.map(|_| ()));
+            }
+            Answer::Appended(done) => {
+                let _ = done.send(reply.and_then(|v| history::position("a history append", &v)));
+            }
+        }
+    }
 }
 
 /// Sends queued publishes until the broker handle (and so the queue) is dropped.
@@ -59,7 +83,7 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
             (BrokerState::Up, None) => Err("no connection".to_string()),
         }
     };
-    let results: Vec<Result<(), BrokerError>> = match publisher {
+    let results: Vec<Result<Value, BrokerError>> = match publisher {
         Err(reason) => vec![Err(BrokerError::unavailable(reason)); batch.len()],
         Ok(mut conn) => {
             let cmds = batch
@@ -88,6 +112,6 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
     let took = oldest.map_or(Duration::ZERO, |at| at.elapsed());
     counters.pipeline((results.len() - failed) as u64, failed as u64, took);
     for (queued, result) in batch.drain(..).zip(results) {
-        let _ = queued.done.send(result);
+        queued.done.send(result);
     }
 }

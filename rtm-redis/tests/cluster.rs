@@ -259,3 +259,58 @@ async fn every_shard_carries_a_probe_topic_of_the_broker() {
     assert_eq!(a.stats().probes_failed, 0);
     assert_eq!(a.state(), BrokerState::Up);
 }
+
+/// History on a cluster: each stream's keys and its topic share a slot, so
+/// the one script appends there and publishes with SPUBLISH; streams on
+/// every node keep their own offsets, in order, and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_streams_on_every_node_append_publish_and_read_back_in_order() {
+    let cluster = cluster();
+    let ns = unique_ns("cluster-history");
+    let (a, _) = started(cluster_config(&cluster, &ns, "a")).await;
+    let (b, mut b_events) = started(cluster_config(&cluster, &ns, "b")).await;
+    let topics = topics_on_every_node(&cluster, &ns);
+    b.subscribe_many(&topics)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let options = rtm_core::StreamOptions::default();
+    let mut appends = Vec::new();
+    for n in 1..=3u64 {
+        for topic in &topics {
+            let frame = Bytes::from(format!(r#"{{"event":"e","data":[{n}]}}"#));
+            let envelope = rtm_core::Envelope::encode("a", n, None, None, &frame);
+            appends.push(a.publish_to_stream(topic, envelope, options));
+        }
+    }
+    for (i, append) in appends.into_iter().enumerate() {
+        let position = append.await.unwrap();
+        assert_eq!(position.offset, 1 + (i / topics.len()) as u64);
+    }
+    // b heard each stream's three events, in offset order.
+    let want = 3 * topics.len();
+    for _ in 0..want {
+        b_events.wait_for("an appended event", |e| {
+            matches!(e, BrokerEvent::Message { .. })
+        });
+    }
+    let mut offsets: HashMap<Topic, Vec<u64>> = HashMap::new();
+    for e in &b_events.seen {
+        if let BrokerEvent::Message { topic, payload } = e {
+            let position = rtm_core::Envelope::decode(payload.clone())
+                .unwrap()
+                .position
+                .unwrap();
+            offsets
+                .entry(topic.clone())
+                .or_default()
+                .push(position.offset);
+        }
+    }
+    for topic in &topics {
+        assert_eq!(offsets[topic], vec![1, 2, 3], "{topic}");
+        let read = a.read_stream(topic, 2, 10, options).await.unwrap();
+        assert_eq!((read.top.offset, read.envelopes.len()), (3, 2), "{topic}");
+    }
+}
