@@ -21,6 +21,7 @@ pub mod adapter;
 pub mod conn;
 pub mod fixture;
 pub mod metrics;
+pub mod prometheus;
 pub mod raw_tcp;
 pub mod raw_ws;
 pub mod wire;

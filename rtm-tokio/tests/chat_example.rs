@@ -714,5 +714,26 @@ async fn metrics_count_the_chats_sign_ins_and_messages() {
         line(r#"chat_test_invocation_duration_seconds_bucket{function="say",le="+Inf"}"#),
         "3"
     );
+    // And a real Prometheus reads the same, through its query API.
+    let mut prometheus = conformance::prometheus::Prometheus::start(metrics);
+    prometheus.ready().await;
+    for (query, want) in [
+        (r#"chat_test_auth_total{result="accepted"}"#, 2.0),
+        (
+            r#"chat_test_invocations_total{function="say",outcome="ok"}"#,
+            3.0,
+        ),
+        (r#"chat_test_connections{state="authenticated"}"#, 2.0),
+        (
+            r#"chat_test_invocation_duration_seconds_count{function="say"}"#,
+            3.0,
+        ),
+        (
+            r#"chat_test_frames_sent_total{kind="reply"} >= bool 5"#,
+            1.0,
+        ),
+    ] {
+        prometheus.shows(query, want).await;
+    }
     drop((alice, bob));
 }
