@@ -181,23 +181,14 @@ pub fn recover(
     if let Err(reason) = check(since, &page, config, now_ms) {
         return unrecoverable(reason, top, buffered);
     }
-    let mut events: Vec<StreamEvent> = page
+    let missed = page
         .events
         .into_iter()
-        .filter(|e| e.offset > since.offset && e.offset <= top.offset)
-        .chain(buffered.iter().filter(|e| e.offset > since.offset).cloned())
-        .collect();
-    events.sort_by_key(|e| e.offset);
-    events.dedup_by_key(|e| e.offset);
-    // The contiguous run from since + 1: past a hole, what follows would
-    // hide it (a later live event then shows the hole, and the stream is
-    // healed from history).
-    let run = events
-        .iter()
-        .zip(since.offset + 1..)
-        .take_while(|(e, want)| e.offset == *want)
-        .count();
-    events.truncate(run);
+        .filter(|e| e.offset <= top.offset)
+        .chain(buffered.iter().cloned());
+    // Past a hole, a later live event shows it, and the stream is healed
+    // from history.
+    let events = run_after(since.offset, missed);
     let last = events.last().map_or(since.offset, |e| e.offset);
     if last < top.offset {
         // A hole in what was missed: the history read did not cover it.
@@ -251,26 +242,28 @@ fn check(
     Ok(())
 }
 
+/// The events from offset `after + 1` on, in order, each once, up to the
+/// first hole: past a hole, what follows would hide it.
+fn run_after(after: u64, events: impl IntoIterator<Item = StreamEvent>) -> Vec<StreamEvent> {
+    let mut events: Vec<StreamEvent> = events.into_iter().filter(|e| e.offset > after).collect();
+    events.sort_by_key(|e| e.offset);
+    events.dedup_by_key(|e| e.offset);
+    let run = events
+        .iter()
+        .zip(after + 1..)
+        .take_while(|(e, want)| e.offset == *want)
+        .count();
+    events.truncate(run);
+    events
+}
+
 /// None of the missed events: only the live ones after `top`, in order.
 fn unrecoverable(
     reason: Unrecoverable,
     top: StreamPosition,
     buffered: Vec<StreamEvent>,
 ) -> Recovery {
-    let mut live: Vec<StreamEvent> = buffered
-        .into_iter()
-        .filter(|e| e.offset > top.offset)
-        .collect();
-    live.sort_by_key(|e| e.offset);
-    live.dedup_by_key(|e| e.offset);
-    // Only the contiguous run after the top: past a hole, what follows
-    // would hide it.
-    let run = live
-        .iter()
-        .zip(top.offset + 1..)
-        .take_while(|(e, want)| e.offset == *want)
-        .count();
-    live.truncate(run);
+    let live = run_after(top.offset, buffered);
     let position = StreamPosition::new(live.last().map_or(top.offset, |e| e.offset), top.epoch);
     Recovery::Unrecoverable {
         reason,

@@ -186,6 +186,14 @@ impl Drop for RedisBroker {
     }
 }
 
+/// What the publisher task answers (it answers every command it takes;
+/// gone, it is stopped).
+async fn answered<T>(answer: oneshot::Receiver<Result<T, BrokerError>>) -> Result<T, BrokerError> {
+    answer
+        .await
+        .unwrap_or_else(|_| Err(BrokerError::unavailable("publisher stopped")))
+}
+
 /// The one result of a one-topic batch.
 fn first(results: Vec<Result<(), BrokerError>>) -> Result<(), BrokerError> {
     results.into_iter().next().unwrap_or(Ok(()))
@@ -358,11 +366,7 @@ impl Broker for RedisBroker {
         if let Err(refused) = self.enqueue(topic, cmd, Answer::Published(done)) {
             return Box::pin(std::future::ready(Err(refused)));
         }
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(BrokerError::unavailable("publisher stopped")))
-        })
+        Box::pin(answered(answer))
     }
 
     fn has_history(&self) -> bool {
@@ -388,11 +392,7 @@ impl Broker for RedisBroker {
         if let Err(refused) = self.enqueue(topic, cmd, Answer::Appended(done)) {
             return Box::pin(std::future::ready(Err(refused)));
         }
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(BrokerError::unavailable("publisher stopped")))
-        })
+        Box::pin(answered(answer))
     }
 
     fn read_stream(
