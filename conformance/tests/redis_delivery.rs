@@ -669,10 +669,79 @@ async fn subscription_churn_does_not_hold_up_publishes_to_other_servers(adapter:
     soon("shutdown B", b.shutdown()).await;
 }
 
+// ---------------------------------------------------------------------------
+// History: events kept in Redis streams reach every holder once, in order.
+
+/// Servers A and B on one Redis, with history for "score" and "dm": 20
+/// pushes from A to ("score", "m1") reach a holder on A and one on B, once
+/// each, in order (A delivers its own when Redis hands them back); a
+/// Publish from B to alice reaches her connections on both; Redis keeps
+/// both streams with their positions.
+async fn events_with_history_reach_every_holder_once_in_order_through_redis(adapter: Adapter) {
+    const PUSHES: u64 = 20;
+    let cluster = Cluster::new("history");
+    let history = || {
+        rtm_core::HistoryConfig::default()
+            .enable("score", rtm_core::StreamOptions::default())
+            .enable("dm", rtm_core::StreamOptions::default())
+    };
+    let a = cluster
+        .server(adapter, functions_with_auth().history(history()), "a")
+        .await;
+    let b = cluster
+        .server(adapter, functions_with_auth().history(history()), "b")
+        .await;
+    let (mut here, mut there) = (user(&a, "alice").await, user(&b, "alice").await);
+    for peer in [&mut here, &mut there] {
+        let reply = subscribe(peer, "s", "score", &["m1".to_owned()]).await;
+        assert_eq!(reply["data"], json!(true), "{reply}");
+    }
+    for n in 1..=PUSHES {
+        assert_eq!(
+            a.handle().push("score", &["m1".to_owned()], &(n,)).unwrap(),
+            0
+        );
+    }
+    assert_eq!(b.handle().publish("alice", "dm", &("hi",)).unwrap(), 0);
+    for peer in [&mut here, &mut there] {
+        let mut scores = Vec::new();
+        let mut dms = 0;
+        while scores.len() < PUSHES as usize || dms < 1 {
+            match next(peer, Duration::from_secs(10)).await {
+                Got::Json(v) if v["event"] == json!("score") => scores.push(v["data"][0].clone()),
+                Got::Json(v) if v["event"] == json!("dm") => dms += 1,
+                other => panic!("after {} scores and {dms} dm: {other:?}", scores.len()),
+            }
+        }
+        assert_eq!(scores, (1..=PUSHES).map(|n| json!(n)).collect::<Vec<_>>());
+        if let Got::Json(v) = next(peer, Duration::from_millis(200)).await {
+            panic!("a duplicate or stray event: {v}");
+        }
+    }
+    let mut redis = cluster.connection();
+    let topic = rtm_core::Topic::push(&cluster.namespace, "score", "m1");
+    let kept: u64 = redis::cmd("XLEN")
+        .arg(format!("{{{}}}:s", topic.as_str()))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(kept, PUSHES);
+    let dm = rtm_core::Topic::user(&cluster.namespace, "alice");
+    let top: u64 = redis::cmd("HGET")
+        .arg(format!("{{{}}}:m", dm.as_str()))
+        .arg("s")
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(top, 1);
+    drop((here, there));
+    soon("shutdown A", a.shutdown()).await;
+    soon("shutdown B", b.shutdown()).await;
+}
+
 on_every_adapter!(
     a_reader_that_keeps_up_gets_the_burst_a_redis_pause_releases,
     a_reload_while_redis_stalls_is_authenticated_promptly,
     plain_reloads_are_authenticated_promptly,
     subscription_churn_answers_every_request_once_and_loses_no_confirmation,
     subscription_churn_does_not_hold_up_publishes_to_other_servers,
+    events_with_history_reach_every_holder_once_in_order_through_redis,
 );

@@ -166,7 +166,7 @@ fn publish_broker(c: &mut Criterion) {
     // Check the path once outside the timed loop: nothing local, one broker
     // message, three deliveries on the receiving side.
     assert_eq!(sender.publish("alice", "dm", &args).ok(), Some(0));
-    let Some(ServerOutput::Broker(BrokerCommand::Publish { topic, payload })) =
+    let Some(ServerOutput::Broker(BrokerCommand::Publish { topic, payload, .. })) =
         sender.poll_output()
     else {
         panic!("expected a broker Publish");
@@ -184,7 +184,7 @@ fn publish_broker(c: &mut Criterion) {
         b.iter(|| {
             let local = sender.publish("alice", "dm", &args).unwrap_or(usize::MAX);
             debug_assert_eq!(local, 0);
-            let Some(ServerOutput::Broker(BrokerCommand::Publish { topic, payload })) =
+            let Some(ServerOutput::Broker(BrokerCommand::Publish { topic, payload, .. })) =
                 sender.poll_output()
             else {
                 panic!("expected a broker Publish");

@@ -161,6 +161,12 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Ping schedule and silence deadline; `None` disables both.
     pub heartbeat: Option<Heartbeat>,
+    /// Which events keep history (default: none). Only with a broker that
+    /// keeps it ([`crate::stream`]; `docs/history.md`): a Push or Publish of
+    /// such an event is appended to its stream and published in one step,
+    /// and every server, this one included, delivers it when the broker
+    /// hands it back with its position.
+    pub history: crate::stream::HistoryConfig,
 }
 
 impl ServerConfig {
@@ -176,6 +182,7 @@ impl ServerConfig {
             sign_ins_per_ip: None,
             limits: Limits::default(),
             heartbeat: Some(Heartbeat::default()),
+            history: crate::stream::HistoryConfig::default(),
         }
     }
 

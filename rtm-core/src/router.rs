@@ -50,6 +50,7 @@ use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::{self, Args};
 use crate::peer::{ConnId, ConnInfo};
+use crate::stream::{HistoryConfig, StreamOptions, StreamPosition};
 use crate::topic::Topic;
 
 /// What an incoming broker topic delivers to.
@@ -121,6 +122,8 @@ pub struct Router<T> {
     requires_auth: bool,
     broker: bool,
     limits: Limits,
+    /// Which events keep history (with a broker only).
+    history: HistoryConfig,
     broker_up: bool,
     conns: HashMap<ConnId, Entry<T>>,
     users: HashMap<Arc<str>, HashSet<ConnId>>,
@@ -138,14 +141,18 @@ pub struct Router<T> {
 }
 
 /// What [`Router::handle_broker_message`] did with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// Local connections it was handed to (0 for this server's own
     /// messages, a push seen on another of its tags, or a topic no longer
     /// needed).
     pub delivered: usize,
-    /// This server sent it (it delivered locally when it did): skipped.
+    /// This server sent it: skipped (it delivered it when it sent it),
+    /// unless it carries a position (a stream's event, which every server
+    /// delivers as the broker hands it back).
     pub from_here: bool,
+    /// Its place in its stream, for an event that keeps history.
+    pub position: Option<StreamPosition>,
     /// When its sender sent it, in milliseconds since the Unix epoch by the
     /// sender's clock, if the envelope says.
     pub sent_at: Option<u64>,
@@ -160,6 +167,7 @@ impl<T> Router<T> {
             requires_auth: config.requires_auth(),
             broker: config.broker,
             limits: config.limits.clone(),
+            history: config.history.clone(),
             broker_up: true,
             conns: HashMap::new(),
             users: HashMap::new(),
@@ -698,12 +706,20 @@ impl<T> Router<T> {
         self.check_name("event name", event)?;
         self.check_broker()?;
         let frame = frame::encode_event(event, args)?;
-        let sent = self.deliver_user(user, &frame, &mut deliver);
+        let stream = self.stream_options(event);
+        // An event with history reaches this server's connections too when
+        // the broker hands it back with its position, not now.
+        let sent = if stream.is_some() {
+            0
+        } else {
+            self.deliver_user(user, &frame, &mut deliver)
+        };
         let command = self.broker.then(|| {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             BrokerPublish {
                 topic: Topic::user(&self.namespace, user),
                 payload: Envelope::encode(&self.server_id, seq, None, sent_at, &frame),
+                stream,
             }
         });
         Ok((sent, command))
@@ -726,7 +742,13 @@ impl<T> Router<T> {
             .try_for_each(|tag| self.check_name("tag", tag))?;
         self.check_broker()?;
         let frame = frame::encode_event(event, args)?;
-        let sent = self.deliver_push(event, tags, &frame, &mut deliver);
+        let stream = self.stream_options(event);
+        // With history, delivered here when the broker hands it back.
+        let sent = if stream.is_some() {
+            0
+        } else {
+            self.deliver_push(event, tags, &frame, &mut deliver)
+        };
         let mut commands = Vec::new();
         if self.broker && !tags.is_empty() {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -737,6 +759,7 @@ impl<T> Router<T> {
                 .map(|tag| BrokerPublish {
                     topic: Topic::push(&self.namespace, event, tag),
                     payload: payload.clone(),
+                    stream,
                 })
                 .collect();
         }
@@ -760,9 +783,13 @@ impl<T> Router<T> {
         let received = |delivered| Received {
             delivered,
             from_here,
+            position: envelope.position.clone(),
             sent_at: envelope.sent_at,
         };
-        if from_here {
+        // This server's own message was delivered here when it was sent,
+        // unless it is a stream's (history): those are delivered by every
+        // server, this one too, as the broker hands them back in order.
+        if from_here && envelope.position.is_none() {
             return Ok(received(0));
         }
         let Some(target) = self.topics.get(topic) else {
@@ -798,6 +825,15 @@ impl<T> Router<T> {
             )));
         }
         Ok(())
+    }
+
+    /// The history options of `event`'s streams, with a broker; `None`: no
+    /// history (delivered here at once, and published at most once).
+    fn stream_options(&self, event: &str) -> Option<StreamOptions> {
+        if !self.broker {
+            return None;
+        }
+        self.history.options_for(event).copied()
     }
 
     fn check_broker(&self) -> Result<(), RtmError> {
@@ -888,6 +924,10 @@ pub struct BrokerPublish {
     pub topic: Topic,
     /// An encoded [`Envelope`].
     pub payload: Bytes,
+    /// `Some`: the event keeps history: append it to `topic`'s stream with
+    /// these options and publish it with its position, in one step
+    /// (`rtm_broker::Broker::publish_to_stream`).
+    pub stream: Option<StreamOptions>,
 }
 
 /// Recently seen multi-tag pushes, so a push that arrives on several tag

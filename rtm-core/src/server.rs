@@ -74,6 +74,11 @@ pub enum BrokerCommand {
         topic: Topic,
         /// An encoded [`crate::Envelope`].
         payload: Bytes,
+        /// `Some`: the event keeps history: append it to `topic`'s stream
+        /// with these options and publish it with its position, in one step
+        /// (what `rtm_broker::Broker::publish_to_stream` does). This server
+        /// delivers it to its own connections when it comes back.
+        stream: Option<crate::stream::StreamOptions>,
     },
 }
 
@@ -82,6 +87,7 @@ impl From<BrokerPublish> for BrokerCommand {
         BrokerCommand::Publish {
             topic: publish.topic,
             payload: publish.payload,
+            stream: publish.stream,
         }
     }
 }

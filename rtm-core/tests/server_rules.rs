@@ -857,7 +857,7 @@ fn publish_and_push_travel_as_envelopes_on_their_topics() {
     let published: Vec<(Topic, Envelope)> = commands
         .into_iter()
         .map(|c| match c {
-            BrokerCommand::Publish { topic, payload } => {
+            BrokerCommand::Publish { topic, payload, .. } => {
                 (topic, Envelope::decode(payload).unwrap())
             }
             other => panic!("{other:?}"),

@@ -157,6 +157,11 @@ impl<A: App> Cluster<A> {
         &self.broker
     }
 
+    /// The broker, to read a stream or lose the streams.
+    pub fn broker_mut(&mut self) -> &mut QueuedBroker {
+        &mut self.broker
+    }
+
     /// The application.
     pub fn app(&self) -> &A {
         &self.app

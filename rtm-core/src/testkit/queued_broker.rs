@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
+use crate::envelope::Envelope;
 use crate::server::BrokerCommand;
+use crate::stream::StreamPosition;
 use crate::topic::Topic;
 
 /// One published message on its way to the servers that were subscribed when it was published.
@@ -34,15 +36,30 @@ pub struct Delivery {
 /// let mut broker = QueuedBroker::new();
 /// let alice = Topic::user("rtm", "alice");
 /// broker.apply(1, BrokerCommand::Subscribe(alice.clone()));
-/// broker.apply(0, BrokerCommand::Publish { topic: alice.clone(), payload: "x".into() });
+/// broker.apply(0, BrokerCommand::Publish { topic: alice.clone(), payload: "x".into(), stream: None });
 /// let delivery = broker.pop().unwrap();
 /// assert_eq!(delivery.to, vec![1]);
 /// assert!(broker.pop().is_none());
 /// ```
+///
+/// It keeps history too, as a store would: a publish with `stream` is
+/// appended to its topic's stream under the next offset (the position
+/// written into the envelope, as `Envelope::splice_position` does) and
+/// published with it; epochs are `q<n>`, made in order (deterministic);
+/// streams keep their `size` newest events and never expire (no clock).
 #[derive(Debug, Default)]
 pub struct QueuedBroker {
     subscriptions: BTreeMap<Topic, BTreeSet<usize>>,
     queue: VecDeque<Delivery>,
+    streams: BTreeMap<Topic, Stream>,
+    epochs: u64,
+}
+
+/// One topic's history.
+#[derive(Debug)]
+struct Stream {
+    position: StreamPosition,
+    events: VecDeque<(u64, Bytes)>,
 }
 
 impl QueuedBroker {
@@ -67,7 +84,19 @@ impl QueuedBroker {
                     }
                 }
             }
-            BrokerCommand::Publish { topic, payload } => {
+            BrokerCommand::Publish {
+                topic,
+                payload,
+                stream,
+            } => {
+                let payload = match stream {
+                    None => payload,
+                    Some(options) => match self.append(&topic, &payload, options.size) {
+                        Some(kept) => kept,
+                        // Not an envelope: a store refuses it, nothing is sent.
+                        None => return,
+                    },
+                };
                 // Receivers are fixed at publish time, as with Redis PUBLISH.
                 let to: Vec<usize> = self
                     .subscriptions
@@ -79,6 +108,65 @@ impl QueuedBroker {
                 }
             }
         }
+    }
+
+    /// Appends `payload` to `topic`'s stream (made under a new epoch if
+    /// missing), keeping `size` events; the envelope with its position.
+    fn append(&mut self, topic: &Topic, payload: &Bytes, size: usize) -> Option<Bytes> {
+        let stream = match self.streams.get_mut(topic) {
+            Some(stream) => stream,
+            None => {
+                self.epochs += 1;
+                let fresh = Stream {
+                    position: StreamPosition::new(0, format!("q{}", self.epochs)),
+                    events: VecDeque::new(),
+                };
+                self.streams.entry(topic.clone()).or_insert(fresh)
+            }
+        };
+        let next = StreamPosition::new(stream.position.offset + 1, stream.position.epoch.clone());
+        let kept = Envelope::splice_position(payload, &next).ok()?;
+        stream.position = next;
+        stream
+            .events
+            .push_back((stream.position.offset, kept.clone()));
+        while stream.events.len() > size.max(1) {
+            stream.events.pop_front();
+        }
+        Some(kept)
+    }
+
+    /// `topic`'s stream: its position and its kept envelopes from offset
+    /// `from` on, at most `limit` (a stream it does not have: offset 0
+    /// under a new epoch, kept).
+    pub fn read_stream(
+        &mut self,
+        topic: &Topic,
+        from: u64,
+        limit: usize,
+    ) -> (StreamPosition, Vec<Bytes>) {
+        if !self.streams.contains_key(topic) {
+            self.epochs += 1;
+            let fresh = Stream {
+                position: StreamPosition::new(0, format!("q{}", self.epochs)),
+                events: VecDeque::new(),
+            };
+            self.streams.insert(topic.clone(), fresh);
+        }
+        let stream = &self.streams[topic];
+        let events = stream
+            .events
+            .iter()
+            .filter(|(offset, _)| *offset >= from)
+            .take(limit)
+            .map(|(_, kept)| kept.clone())
+            .collect();
+        (stream.position.clone(), events)
+    }
+
+    /// Forgets every stream, as a store that lost its data would.
+    pub fn lose_streams(&mut self) {
+        self.streams.clear();
     }
 
     /// The oldest message not yet delivered.
@@ -139,6 +227,7 @@ mod tests {
                 BrokerCommand::Publish {
                     topic: t.clone(),
                     payload: payload.into(),
+                    stream: None,
                 },
             );
         }
@@ -156,6 +245,7 @@ mod tests {
             BrokerCommand::Publish {
                 topic: Topic::user("rtm", "nobody"),
                 payload: "x".into(),
+                stream: None,
             },
         );
         assert_eq!(broker.pending(), 0);

@@ -167,9 +167,21 @@ async fn publishes(link: &BrokerLink) {
             }
         };
         match next {
-            Either::Left(Some(BrokerPublish { topic, payload })) => {
+            Either::Left(Some(BrokerPublish {
+                topic,
+                payload,
+                stream,
+            })) => {
                 let bytes = payload.len();
-                let publish = link.broker.publish(&topic, payload);
+                let publish = match stream {
+                    None => link.broker.publish(&topic, payload),
+                    // Kept in the stream and published with its position.
+                    Some(options) => Box::pin(
+                        link.broker
+                            .publish_to_stream(&topic, payload, options)
+                            .map(|appended| appended.map(|_| ())),
+                    ),
+                };
                 publishing.push_back(publish.map(move |result| (topic, bytes, result)));
             }
             // The server is gone.
@@ -318,8 +330,9 @@ fn deliver(
         });
     drop(router);
     match result {
-        // This server's own, back from the broker: not news.
-        Ok(received) if received.from_here => {}
+        // This server's own, back from the broker: not news (but a
+        // stream's event, which is delivered here only now).
+        Ok(received) if received.from_here && received.position.is_none() => {}
         Ok(received) => {
             metrics.broker_message(received.delivered);
             if let Some(sent_at) = received.sent_at {

@@ -435,6 +435,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Which events keep history (default: none; `docs/history.md`). A Push
+    /// or Publish of such an event is appended to its stream in the
+    /// broker, with a position, and published in one step; every server,
+    /// this one too, delivers it when the broker hands it back (so `push`
+    /// and `publish` return 0 local deliveries for it). Needs a broker that
+    /// keeps history ([`Broker::has_history`]: `rtm_redis::RedisBroker`,
+    /// or [`MemoryHub`](crate::broker::MemoryHub) for one server); with
+    /// another broker, or none, it is ignored (and said so in the log).
+    ///
+    /// ```
+    /// use rtm_core::{HistoryConfig, StreamOptions};
+    /// let builder = rtm_driver::ServerBuilder::new()
+    ///     .history(HistoryConfig::default().enable("room.*", StreamOptions::default()));
+    /// ```
+    #[must_use]
+    pub fn history(mut self, history: rtm_core::HistoryConfig) -> Self {
+        self.config.history = history;
+        self
+    }
+
     /// How many broker commands may wait for the broker before `publish`
     /// and `push` fail with `rtm/broker-unavailable` (default 65,536; at least 1).
     #[must_use]
@@ -645,6 +665,14 @@ impl ServerBuilder {
         self.config.auth_timeout = self.auth.as_ref().map(|_| self.auth_timeout);
         self.config.authorize_subscriptions = self.authorizer.is_some();
         self.config.broker = self.broker.is_some();
+        let keeps_history = self.broker.as_ref().is_some_and(|b| b.has_history());
+        if self.config.history.is_enabled() && !keeps_history {
+            tracing::warn!(
+                "history is enabled but the broker keeps none (or there is no broker): \
+                 events are delivered without it"
+            );
+            self.config.history = rtm_core::HistoryConfig::default();
+        }
         ServerHandle::new(self.into_shared(runtime))
     }
 

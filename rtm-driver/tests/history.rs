@@ -1,0 +1,145 @@
+//! The driver carries out events with history: a Push or Publish of such
+//! an event goes to the broker's stream (`Broker::publish_to_stream`) and
+//! every server, the sending one too, delivers it as the broker hands it
+//! back. The production connection task on in-memory channels, servers
+//! sharing a `MemoryHub` (which keeps streams).
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::mpsc::UnboundedSender;
+use rtm_core::{Envelope, HistoryConfig, StreamOptions, Topic};
+use rtm_driver::broker::{Broker, MemoryHub};
+use rtm_driver::rt::{Incoming, Outgoing};
+use rtm_driver::{ServerBuilder, ServerHandle};
+use rtm_runtime::TokioRuntime;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+struct Peer {
+    send: UnboundedSender<Incoming>,
+    written: UnboundedReceiver<Outgoing>,
+}
+
+impl Peer {
+    async fn subscribed(server: &ServerHandle, tags: &[&str]) -> Peer {
+        let (send, written) = common::connect(server).await;
+        let mut peer = Peer { send, written };
+        peer.send(json!({"id": "s", "type": "subscribe", "event": "score", "tags": tags}));
+        assert_eq!(peer.next().await, json!({"id": "s", "data": true}));
+        peer
+    }
+
+    fn send(&self, frame: Value) {
+        self.send
+            .unbounded_send(Incoming::Text(frame.to_string().into()))
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> Value {
+        let next = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match self.written.recv().await {
+                    Some(Outgoing::Text(frame)) => return serde_json::from_slice(&frame).unwrap(),
+                    Some(_) => continue,
+                    None => panic!("the connection ended"),
+                }
+            }
+        });
+        next.await.expect("a frame within 5 s")
+    }
+
+    /// Nothing more arrives for a moment.
+    async fn quiet(&mut self) {
+        let more = tokio::time::timeout(Duration::from_millis(100), self.written.recv()).await;
+        assert!(
+            !matches!(more, Ok(Some(Outgoing::Text(_)))),
+            "unexpected {more:?}"
+        );
+    }
+}
+
+fn server(hub: &MemoryHub, history: bool) -> ServerHandle {
+    let mut builder = ServerBuilder::new()
+        .heartbeat(None)
+        .broker(Arc::new(hub.broker()));
+    if history {
+        builder = builder.history(HistoryConfig::default().enable(
+            "score",
+            StreamOptions {
+                size: 100,
+                ttl: Duration::from_secs(60),
+            },
+        ));
+    }
+    builder.start(Arc::new(TokioRuntime::current()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_with_history_reach_every_holder_once_in_order_and_are_kept() {
+    let hub = MemoryHub::new();
+    let (a, b) = (server(&hub, true), server(&hub, true));
+    let mut here = Peer::subscribed(&a, &["m1"]).await;
+    let mut there = Peer::subscribed(&b, &["m1"]).await;
+    for n in 1..=20 {
+        // 0 local deliveries now: this server delivers it when it comes back.
+        assert_eq!(a.push("score", &["m1".to_owned()], &(n,)).unwrap(), 0);
+    }
+    for peer in [&mut here, &mut there] {
+        for n in 1..=20 {
+            assert_eq!(peer.next().await, json!({"event": "score", "data": [n]}));
+        }
+        peer.quiet().await;
+    }
+    let read = hub
+        .broker()
+        .read_stream(
+            &Topic::push("rtm", "score", "m1"),
+            1,
+            100,
+            StreamOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.top.offset, 20);
+    let data: Vec<Value> = read
+        .envelopes
+        .into_iter()
+        .map(|wire| serde_json::from_slice(&Envelope::decode(wire).unwrap().frame).unwrap())
+        .collect();
+    assert_eq!(data[19], json!({"event": "score", "data": [20]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_that_keeps_history_the_events_go_as_before() {
+    // No broker: history is ignored (and said so in the log), and a push
+    // is delivered here at once.
+    let alone = ServerBuilder::new()
+        .heartbeat(None)
+        .history(HistoryConfig::default().enable("score", StreamOptions::default()))
+        .start(Arc::new(TokioRuntime::current()));
+    let mut peer = Peer::subscribed(&alone, &["m1"]).await;
+    assert_eq!(alone.push("score", &["m1".to_owned()], &(1,)).unwrap(), 1);
+    assert_eq!(peer.next().await, json!({"event": "score", "data": [1]}));
+    // A server without history beside one with it: each goes its way, and
+    // the holders of both get every push once.
+    let hub = MemoryHub::new();
+    let (with, without) = (server(&hub, true), server(&hub, false));
+    let mut on_with = Peer::subscribed(&with, &["m1"]).await;
+    let mut on_without = Peer::subscribed(&without, &["m1"]).await;
+    assert_eq!(without.push("score", &["m1".to_owned()], &(2,)).unwrap(), 1);
+    assert_eq!(with.push("score", &["m1".to_owned()], &(3,)).unwrap(), 0);
+    for peer in [&mut on_with, &mut on_without] {
+        let got = [peer.next().await, peer.next().await];
+        assert!(
+            got.contains(&json!({"event": "score", "data": [2]})),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&json!({"event": "score", "data": [3]})),
+            "{got:?}"
+        );
+        peer.quiet().await;
+    }
+}
