@@ -143,3 +143,45 @@ async fn without_a_broker_that_keeps_history_the_events_go_as_before() {
         peer.quiet().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_reads_a_streams_kept_events_from_an_offset() {
+    let hub = MemoryHub::new();
+    let a = server(&hub, true);
+    let _holder = Peer::subscribed(&a, &["m1"]).await;
+    for n in 1..=5 {
+        a.push("score", &["m1".to_owned()], &(n,)).unwrap();
+    }
+    common::until("the five pushes to be kept", || {
+        futures_util::FutureExt::now_or_never(a.push_history("score", "m1", 1, 10))
+            .and_then(Result::ok)
+            .is_some_and(|page| page.top.offset == 5)
+    })
+    .await;
+    let page = a.push_history("score", "m1", 4, 10).await.unwrap();
+    let got: Vec<(u64, Value)> = page
+        .events
+        .iter()
+        .map(|e| (e.offset, serde_json::from_slice(&e.frame).unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, json!({"event": "score", "data": [4]})),
+            (5, json!({"event": "score", "data": [5]}))
+        ]
+    );
+    assert_eq!(
+        a.push_history("score", "m1", 1, 2)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        2
+    );
+    // An event without history says so.
+    let err = a.push_history("chat", "m1", 1, 10).await.unwrap_err();
+    assert_eq!(err.code, rtm_core::ErrorCode::BadRequest, "{err}");
+    let err = a.publish_history("alice", "chat", 1, 10).await.unwrap_err();
+    assert_eq!(err.code, rtm_core::ErrorCode::BadRequest, "{err}");
+}

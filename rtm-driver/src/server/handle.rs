@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtm_core::{Args, CloseCode, ConnId, ConnInfo, RtmError, ServerConfig, Topic};
+use rtm_core::{Args, CloseCode, ConnId, ConnInfo, ErrorCode, RtmError, ServerConfig, Topic};
 use serde::Serialize;
 
 use crate::broker::BrokerState;
@@ -208,6 +208,62 @@ impl ServerHandle {
     /// The broker topics this server needs now (empty without a broker).
     pub fn broker_topics(&self) -> Vec<Topic> {
         self.shared.router().topics().cloned().collect()
+    }
+
+    /// The kept events of the Push stream (`event`, `tag`), from offset
+    /// `from` on, oldest first, at most `limit` (at most 10,000), with the
+    /// stream's position now (`docs/history.md`).
+    ///
+    /// Errors: `rtm/bad-request` when `event` keeps no history on this
+    /// server ([`ServerBuilder::history`](crate::ServerBuilder::history),
+    /// with a broker that keeps it); `rtm/broker-unavailable` when the
+    /// broker cannot be read now.
+    pub async fn push_history(
+        &self,
+        event: &str,
+        tag: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<rtm_core::recovery::HistoryPage, RtmError> {
+        let topic = Topic::push(&self.shared.config.namespace, event, tag);
+        self.read_history(event, topic, from, limit).await
+    }
+
+    /// The kept events of `user`'s Publish stream of `event`'s kind, as
+    /// [`ServerHandle::push_history`] (a user's stream holds every event
+    /// with history published to that user).
+    pub async fn publish_history(
+        &self,
+        user: &str,
+        event: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<rtm_core::recovery::HistoryPage, RtmError> {
+        let topic = Topic::user(&self.shared.config.namespace, user);
+        self.read_history(event, topic, from, limit).await
+    }
+
+    async fn read_history(
+        &self,
+        event: &str,
+        topic: Topic,
+        from: u64,
+        limit: usize,
+    ) -> Result<rtm_core::recovery::HistoryPage, RtmError> {
+        const MAX_LIMIT: usize = 10_000;
+        let options = self.shared.config.history.options_for(event).copied();
+        let (Some(options), Some(link)) = (options, self.shared.broker.as_ref()) else {
+            return Err(RtmError::bad_request(format!(
+                "'{event}' keeps no history on this server"
+            )));
+        };
+        let read = link
+            .broker
+            .read_stream(&topic, from, limit.min(MAX_LIMIT), options)
+            .await
+            .map_err(|e| RtmError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+        rtm_core::recovery::HistoryPage::decode(read.top, read.envelopes)
+            .map_err(|e| RtmError::internal(format!("the broker's history is not understood: {e}")))
     }
 
     /// The broker's state; `None` without a broker.
