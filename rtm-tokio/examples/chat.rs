@@ -93,6 +93,11 @@ const FAVICON_SVG: &str = include_str!("chat/favicon.svg");
 const BROKER_POLL: Duration = Duration::from_millis(200);
 /// How long Redis may take to answer at start before a WARN says it does not.
 const BROKER_START_GRACE: Duration = Duration::from_secs(2);
+/// The default `--sign-ins-per-minute`.
+const SIGN_INS_PER_MINUTE: u32 = 60;
+/// The default `--sign-in-burst`.
+const SIGN_IN_BURST: u32 = 30;
+
 /// The default `--name-hold-secs`.
 const NAME_HOLD_SECS: u64 = 600;
 
@@ -129,6 +134,14 @@ struct Cli {
     /// address; keep it private (127.0.0.1, or behind your firewall).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Sign-ins one IP address may make a minute, after a burst of
+    /// `--sign-in-burst`; 0 turns the limit off. Past it a sign-in is
+    /// refused with `rtm/too-many-requests` and the time to wait.
+    #[arg(long, value_name = "N", default_value_t = SIGN_INS_PER_MINUTE)]
+    sign_ins_per_minute: u32,
+    /// Sign-ins one IP address may make at once.
+    #[arg(long, value_name = "N", default_value_t = SIGN_IN_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    sign_in_burst: u32,
 }
 
 /// A reason to stop at start: printed as one line `chat: <message>`.
@@ -172,6 +185,8 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
         name_hold: Duration::from_secs(cli.name_hold_secs),
         ..ChatConfig::default()
     };
+    config.budgets.sign_ins_per_ip = (cli.sign_ins_per_minute > 0)
+        .then(|| Rate::per_minute(cli.sign_ins_per_minute).with_burst(cli.sign_in_burst));
     if let Some(url) = &cli.redis {
         // Push (rooms) and Publish (DMs) then reach users on every chat
         // server sharing this Redis. Presence stays per server (it is an Emit).
@@ -277,7 +292,7 @@ impl Default for Budgets {
             // One a second, 30 at once: a household or an office behind
             // one address reloading every tab after a network drop still
             // signs in; a script minting throwaway names gets 60 a minute.
-            sign_ins_per_ip: Some(Rate::per_minute(60).with_burst(30)),
+            sign_ins_per_ip: Some(Rate::per_minute(SIGN_INS_PER_MINUTE).with_burst(SIGN_IN_BURST)),
             first_contact: FirstContact {
                 // "At most 20 new conversations a minute" for anyone.
                 per_recipient: Rate::per_minute(20),
