@@ -61,8 +61,10 @@ use crate::error::{CloseCode, ErrorCode, RtmError};
 use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
 use crate::functions::{FunctionId, Functions};
 use crate::peer::{ConnId, ConnInfo, ConnMeta, Identity};
+use crate::positions::{encode_subscribed_reply, Since};
 use crate::rate::{self, Bucket};
 use crate::sub_queue::{Ready, SubQueue};
+use crate::sync::{SyncId, Synced};
 
 /// Proof that a function was asked to run; hand it back with the result.
 /// It cannot be cloned, so a call is answered at most once.
@@ -119,13 +121,27 @@ impl JoinTicket {
 pub struct SubscribeTicket {
     conn: ConnId,
     id: RequestId,
-    sub: PushSub,
+    pub(crate) sub: PushSub,
+    /// Its switch from history to live, when it tracks streams.
+    pub(crate) sync: Option<SyncId>,
+    /// What the sync found: sent before the reply.
+    pub(crate) synced: Option<Box<Synced>>,
+    /// Its reply (and what the sync found) went out already, through
+    /// [`Settled::take_frames`].
+    pub(crate) replied: bool,
 }
 
 impl SubscribeTicket {
     #[cfg(feature = "testkit")]
     pub(crate) fn new(conn: ConnId, id: RequestId, sub: PushSub) -> Self {
-        SubscribeTicket { conn, id, sub }
+        SubscribeTicket {
+            conn,
+            id,
+            sub,
+            sync: None,
+            synced: None,
+            replied: false,
+        }
     }
 
     /// The connection subscribing.
@@ -139,6 +155,10 @@ impl SubscribeTicket {
     /// The tags of the subscription asked for.
     pub fn tags(&self) -> &[String] {
         &self.sub.tags
+    }
+    /// The positions sent with it (`since`, ext), if any.
+    pub fn since(&self) -> Option<&Since> {
+        self.sub.since.as_ref()
     }
 }
 
@@ -165,6 +185,29 @@ impl Settled {
             Settled::Subscribed(ticket, _) => ticket.conn,
         }
     }
+
+    /// For a subscribe that synced streams: the frames it sends, in order
+    /// (the missed events with their positions, then the reply with the
+    /// streams' state), taken out so the adapter can queue them exactly
+    /// where the router settled it — after the events handed to the
+    /// connection before, ahead of the streams' live events after. The
+    /// connection then sends no reply of its own. `None` for anything else
+    /// (the connection replies as usual).
+    pub fn take_frames(&mut self) -> Option<Vec<Bytes>> {
+        let Settled::Subscribed(ticket, Ok(())) = self else {
+            return None;
+        };
+        let synced = ticket.synced.take()?;
+        ticket.replied = true;
+        Some(synced_frames(&ticket.id, *synced))
+    }
+}
+
+/// A synced subscribe's frames: its missed events, then its reply.
+fn synced_frames(id: &RequestId, synced: Synced) -> Vec<Bytes> {
+    let Synced { mut frames, states } = synced;
+    frames.push(encode_subscribed_reply(id, &states));
+    frames
 }
 
 /// What a [`Connection`] asks of its adapter, in the order it must be done.
@@ -550,7 +593,17 @@ impl Connection {
         }
         let answered = match result {
             Ok(()) => {
-                self.transmit(reply_true(&ticket.id));
+                match ticket.synced {
+                    // The adapter sent them (Settled::take_frames).
+                    _ if ticket.replied => {}
+                    // The recovered events, then the reply with the streams' state.
+                    Some(synced) => {
+                        for frame in synced_frames(&ticket.id, *synced) {
+                            self.transmit(frame);
+                        }
+                    }
+                    None => self.transmit(reply_true(&ticket.id)),
+                }
                 Ok(())
             }
             Err(err) => {
@@ -777,6 +830,9 @@ impl Connection {
                     conn: self.info.id,
                     id,
                     sub,
+                    sync: None,
+                    synced: None,
+                    replied: false,
                 };
                 self.outputs
                     .push_back(if self.config.authorize_subscriptions {

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{ErrorCode, RtmError};
+use crate::positions::{parse_since, EventPosition, Since};
+use crate::stream::StreamPosition;
 
 /// The longest request `id` the protocol allows, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -193,6 +195,10 @@ pub struct PushSub {
     pub event: String,
     /// The tags.
     pub tags: Vec<String>,
+    /// A subscribe's `since` (ext): positions for some of its tags, whose
+    /// streams the connection then tracks (see [`crate::positions`]).
+    /// Always `None` on an unsubscribe.
+    pub since: Option<Since>,
 }
 
 /// Why a text frame could not be served as a request.
@@ -226,6 +232,8 @@ struct RawRequest<'a> {
     event: Option<&'a RawValue>,
     #[serde(borrow)]
     tags: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
 }
 
 fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -319,9 +327,17 @@ pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
                 Some(tags) => serde_json::from_str::<Vec<String>>(tags.get())
                     .map_err(|e| bad(&format!("tags must be an array of strings ({e})")))?,
             };
+            let since = match raw.since {
+                // `null` is as absent.
+                Some(since) if kind == "subscribe" && since.get() != "null" => {
+                    Some(parse_since(since, &tags).map_err(|message| bad(&message))?)
+                }
+                _ => None,
+            };
             let sub = PushSub {
                 event: event.into_owned(),
                 tags,
+                since,
             };
             if kind == "subscribe" {
                 Ok(Request::Subscribe { id, sub })
@@ -482,6 +498,9 @@ pub fn encode_subscription(id: &RequestId, subscribe: bool, sub: &PushSub) -> By
     let _ = serde_json::to_writer(writer(&mut buf), &sub.event);
     buf.put_slice(b",\"tags\":");
     let _ = serde_json::to_writer(writer(&mut buf), &sub.tags);
+    if let (true, Some(since)) = (subscribe, &sub.since) {
+        crate::positions::write_since(&mut buf, since);
+    }
     buf.put_u8(b'}');
     buf.freeze()
 }
@@ -496,6 +515,8 @@ pub enum ServerFrame {
         /// Success with the reply's `data`, or the error it carries
         /// (`data.error`, or a top-level `error` with falsy `data` for a rejected auth).
         result: Result<Box<RawValue>, RtmError>,
+        /// A subscribe's `streams` (ext): where each tracked stream is.
+        streams: Option<Box<RawValue>>,
     },
     /// An event.
     Event {
@@ -503,6 +524,8 @@ pub enum ServerFrame {
         event: String,
         /// Its arguments.
         args: Args,
+        /// Its place in its stream (ext), for a connection that tracks it.
+        position: Option<EventPosition>,
     },
 }
 
@@ -515,6 +538,12 @@ struct RawServerFrame<'a> {
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     error: Option<WireErrorOwned>,
+    #[serde(borrow)]
+    streams: Option<&'a RawValue>,
+    tag: Option<String>,
+    offset: Option<u64>,
+    epoch: Option<String>,
+    push: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -567,6 +596,7 @@ pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
             return Ok(ServerFrame::Reply {
                 id: id.into_owned(),
                 result: Err(err.into()),
+                streams: None,
             });
         }
         if data.starts_with('{') {
@@ -576,6 +606,7 @@ pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
                     return Ok(ServerFrame::Reply {
                         id: id.into_owned(),
                         result: Err(err),
+                        streams: None,
                     });
                 }
             }
@@ -585,6 +616,7 @@ pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
         return Ok(ServerFrame::Reply {
             id: id.into_owned(),
             result: Ok(owned),
+            streams: raw.streams.map(RawValue::to_owned),
         });
     }
     if let Some(event) = raw.event {
@@ -595,9 +627,20 @@ pub fn parse_server_frame(frame: &Bytes) -> Result<ServerFrame, RtmError> {
             None => Args::empty(),
             Some(_) => return Err(RtmError::bad_request("event data must be an array")),
         };
+        let position = match (raw.offset, raw.epoch) {
+            (Some(offset), Some(epoch)) if StreamPosition::is_valid_epoch(&epoch) => {
+                Some(EventPosition {
+                    tag: raw.tag,
+                    position: StreamPosition::new(offset, epoch),
+                    push: raw.push,
+                })
+            }
+            _ => None,
+        };
         return Ok(ServerFrame::Event {
             event: event.into_owned(),
             args,
+            position,
         });
     }
     Err(RtmError::bad_request(
@@ -711,7 +754,7 @@ mod tests {
         }
         let f = Bytes::from_static(br#"{"event":"alert","data":["hi"]}"#);
         match parse_server_frame(&f).unwrap() {
-            ServerFrame::Event { event, args } => {
+            ServerFrame::Event { event, args, .. } => {
                 assert_eq!(event, "alert");
                 assert_eq!(args.as_str(), r#"["hi"]"#);
             }

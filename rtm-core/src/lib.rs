@@ -94,12 +94,14 @@ pub mod frame;
 pub mod functions;
 pub mod outbound;
 pub mod peer;
+pub mod positions;
 pub mod rate;
 pub mod recovery;
 pub mod router;
 pub mod server;
 pub mod stream;
 mod sub_queue;
+pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topic;

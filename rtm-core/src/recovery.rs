@@ -31,6 +31,9 @@ pub struct StreamEvent {
     pub sent_at: Option<u64>,
     /// The event frame, as clients get it.
     pub frame: Bytes,
+    /// For a Push to several tags: `"<origin>:<seq>"`, the same in each
+    /// tag's stream (what `positions::encode_positioned` writes as `push`).
+    pub push: Option<String>,
 }
 
 /// What a history read returned: the stream's position when it was read
@@ -48,10 +51,12 @@ impl StreamEvent {
     /// The event an envelope from a stream carries (its position in the
     /// header): `None` for an envelope without a position.
     pub fn from_envelope(envelope: Envelope) -> Option<StreamEvent> {
+        let push = push_id(&envelope);
         let position = envelope.position?;
         Some(StreamEvent {
             offset: position.offset,
             sent_at: envelope.sent_at,
+            push,
             frame: envelope.frame,
         })
     }
@@ -74,6 +79,7 @@ impl HistoryPage {
                     Some(p) if p.epoch == top.epoch => Ok(StreamEvent {
                         offset: p.offset,
                         sent_at: envelope.sent_at,
+                        push: push_id(&envelope),
                         frame: envelope.frame,
                     }),
                     Some(_) => Err(EnvelopeError::BadPosition(
@@ -87,6 +93,15 @@ impl HistoryPage {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(HistoryPage { top, events })
     }
+}
+
+/// A Push to several tags: its id, `"<origin>:<seq>"`.
+pub fn push_id(envelope: &Envelope) -> Option<String> {
+    envelope
+        .tags
+        .as_ref()
+        .filter(|tags| tags.len() > 1)
+        .map(|_| format!("{}:{}", envelope.origin, envelope.seq))
 }
 
 /// Why a stream could not be recovered.

@@ -50,7 +50,10 @@ use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::{ErrorCode, RtmError};
 use crate::frame::{self, Args};
 use crate::peer::{ConnId, ConnInfo};
+use crate::positions::encode_positioned;
+use crate::recovery::{push_id, HistoryPage, StreamEvent};
 use crate::stream::{HistoryConfig, StreamOptions, StreamPosition};
+use crate::sync::{ReadId, StreamReadRequest, SyncFailed, SyncId, Tracking};
 use crate::topic::Topic;
 
 /// What an incoming broker topic delivers to.
@@ -138,6 +141,12 @@ pub struct Router<T> {
     /// Push subscriptions held by every connection.
     held: usize,
     seq: AtomicU64,
+    /// The connections tracking streams, and their syncs under way.
+    tracking: Tracking,
+    /// The subscribes whose streams are being read, with the tags each added.
+    syncing: HashMap<SyncId, (SubscribeTicket, Vec<String>)>,
+    /// How long a subscribe may take to sync.
+    sync_timeout: std::time::Duration,
 }
 
 /// What [`Router::handle_broker_message`] did with a message.
@@ -179,6 +188,9 @@ impl<T> Router<T> {
             held_by_ip: HashMap::new(),
             held: 0,
             seq: AtomicU64::new(0),
+            tracking: Tracking::default(),
+            syncing: HashMap::new(),
+            sync_timeout: config.broker_confirm_timeout.saturating_mul(2),
         }
     }
 
@@ -238,6 +250,12 @@ impl<T> Router<T> {
     /// at least one holder.
     pub fn index_sizes(&self) -> (usize, usize) {
         (self.users.len(), self.push.values().map(HashMap::len).sum())
+    }
+
+    /// Subscribes whose streams are being synced (history read, live
+    /// events buffered).
+    pub fn sync_count(&self) -> usize {
+        self.tracking.sync_count()
     }
 
     /// Whether the broker is believed up.
@@ -337,7 +355,10 @@ impl<T> Router<T> {
         }
         for (event, tag) in &entry.subs {
             self.unhold(event, tag, conn);
+            self.tracking.untrack(conn, event, tag);
         }
+        self.tracking.forget(conn);
+        self.syncing.retain(|_, (ticket, _)| ticket.conn() != conn);
         self.count_held(entry.user(), entry.ip(), -(entry.subs.len() as isize));
         Some(entry.handle)
     }
@@ -353,7 +374,7 @@ impl<T> Router<T> {
     /// broker to confirm a topic (the outcome comes from
     /// [`Router::poll_settled`]; while the broker is down it fails at once
     /// with `rtm/broker-unavailable`, undone).
-    pub fn subscribe(&mut self, ticket: SubscribeTicket, now: Instant) -> Option<Settled> {
+    pub fn subscribe(&mut self, mut ticket: SubscribeTicket, now: Instant) -> Option<Settled> {
         let conn = ticket.conn();
         if !self.conns.contains_key(&conn) {
             // Gone already: nothing to add, nobody to wait for.
@@ -363,6 +384,8 @@ impl<T> Router<T> {
             Ok(added) => added,
             Err(err) => return Some(Settled::Subscribed(ticket, Err(err))),
         };
+        // Tracked streams buffer their live events from now on.
+        ticket.sync = self.begin_sync(&ticket, now);
         let mut unconfirmed = Vec::new();
         if self.broker {
             let mut seen = HashSet::new();
@@ -377,15 +400,14 @@ impl<T> Router<T> {
             }
         }
         if unconfirmed.is_empty() {
-            return Some(Settled::Subscribed(ticket, Ok(())));
+            return self.subscribed(ticket, added, Ok(()));
         }
         if !self.broker_up {
-            self.unsubscribe(conn, ticket.event(), &added);
             let err = RtmError::new(
                 ErrorCode::BrokerUnavailable,
                 "the broker is down: this subscription needs a new topic",
             );
-            return Some(Settled::Subscribed(ticket, Err(err)));
+            return self.subscribed(ticket, added, Err(err));
         }
         self.wait(
             conn,
@@ -414,6 +436,7 @@ impl<T> Router<T> {
         self.count_held(user.as_ref(), ip, -(removed.len() as isize));
         for (event, tag) in removed {
             self.unhold(&event, &tag, conn);
+            self.tracking.untrack(conn, &event, &tag);
         }
     }
 
@@ -442,7 +465,42 @@ impl<T> Router<T> {
         self.broker_up = up;
         let came_up = self.broker_topics.handle_broker_state(up);
         self.collect_ended();
+        if !up {
+            let failed = self.tracking.fail_due(None);
+            self.sync_failed(failed);
+        }
         came_up
+    }
+
+    /// A stream read ([`Router::poll_stream_read`]) came back: the stream's
+    /// position and its kept envelopes (`rtm_broker::StreamRead`), or why it
+    /// failed. `now_ms`: the time in ms since the Unix epoch (for
+    /// [`HistoryConfig::max_age`]). When it was its subscribe's last read,
+    /// the subscribe is settled ([`Router::poll_settled`]): every missed
+    /// event to send before the reply, or `rtm/broker-unavailable` (undone).
+    pub fn handle_stream_read(
+        &mut self,
+        id: ReadId,
+        result: Result<(StreamPosition, Vec<Bytes>), String>,
+        now_ms: u64,
+    ) {
+        let page = result.and_then(|(top, envelopes)| {
+            HistoryPage::decode(top, envelopes)
+                .map_err(|err| format!("the history read is bad: {err}"))
+        });
+        let Some((sync, outcome)) = self.tracking.handle_read(id, page, &self.history, now_ms)
+        else {
+            return;
+        };
+        match outcome {
+            Ok(synced) => {
+                if let Some((mut ticket, _)) = self.syncing.remove(&sync) {
+                    ticket.synced = Some(Box::new(synced));
+                    self.settled.push_back(Settled::Subscribed(ticket, Ok(())));
+                }
+            }
+            Err(failed) => self.sync_failed(vec![(sync, failed)]),
+        }
     }
 
     /// Time passed: requests waiting for the broker past
@@ -451,6 +509,8 @@ impl<T> Router<T> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.broker_topics.handle_timeout(now);
         self.collect_ended();
+        let failed = self.tracking.fail_due(Some(now));
+        self.sync_failed(failed);
     }
 
     // ----- outputs (&mut) -----
@@ -489,7 +549,26 @@ impl<T> Router<T> {
     /// When [`Router::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.broker_topics.poll_timeout()
+        match (
+            self.broker_topics.poll_timeout(),
+            self.tracking.poll_timeout(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next stream read a subscribe's sync needs: carry it out and
+    /// report it with [`Router::handle_stream_read`].
+    #[must_use]
+    pub fn poll_stream_read(&mut self) -> Option<StreamReadRequest> {
+        self.tracking.poll_read()
+    }
+
+    /// Whether a stream read was queued since the last call (which resets
+    /// it): the signal to wake whoever carries reads out.
+    pub fn take_read_signal(&mut self) -> bool {
+        self.tracking.take_read_signal()
     }
 
     // ----- membership internals -----
@@ -633,15 +712,82 @@ impl<T> Router<T> {
                     Settled::Joined(ticket)
                 }
                 Pending::Subscribe { ticket, added } => {
-                    let conn = ticket.conn();
-                    self.forget_wait(conn, end.id);
-                    if end.result.is_err() {
-                        self.unsubscribe(conn, ticket.event(), &added);
+                    self.forget_wait(ticket.conn(), end.id);
+                    match self.subscribed(ticket, added, end.result) {
+                        Some(settled) => settled,
+                        None => continue,
                     }
-                    Settled::Subscribed(ticket, end.result)
                 }
             };
             self.settled.push_back(settled);
+        }
+    }
+
+    /// Registers the streams a subscribe tracks (the tags of its `since`
+    /// whose event keeps history here) as syncing: their live events are
+    /// buffered for it from now on.
+    fn begin_sync(&mut self, ticket: &SubscribeTicket, now: Instant) -> Option<SyncId> {
+        let since = ticket.since()?;
+        let options = self.stream_options(ticket.event())?;
+        let mut seen = HashSet::new();
+        let tags: Vec<(Arc<str>, Option<StreamPosition>)> = ticket
+            .tags()
+            .iter()
+            .filter(|tag| seen.insert(tag.as_str()))
+            .filter_map(|tag| Some((Arc::from(tag.as_str()), since.get(tag)?.clone())))
+            .collect();
+        if tags.is_empty() {
+            return None;
+        }
+        let event: Arc<str> = ticket.event().into();
+        Some(self.tracking.begin(
+            ticket.conn(),
+            &event,
+            tags,
+            options,
+            now + self.sync_timeout,
+        ))
+    }
+
+    /// The subscription is in place (`Ok`) or failed: settled now, unless
+    /// it tracks streams and must read them first (`None`: it is settled
+    /// when the reads are in). A failure undoes what it added.
+    fn subscribed(
+        &mut self,
+        ticket: SubscribeTicket,
+        added: Vec<String>,
+        result: Result<(), RtmError>,
+    ) -> Option<Settled> {
+        match (result, ticket.sync) {
+            (Ok(()), Some(sync)) if self.conns.contains_key(&ticket.conn()) => {
+                self.tracking.start(sync, &self.namespace, &self.history);
+                self.syncing.insert(sync, (ticket, added));
+                None
+            }
+            (Ok(()), _) => Some(Settled::Subscribed(ticket, Ok(()))),
+            (Err(err), sync) => {
+                if let Some(sync) = sync {
+                    self.tracking.abandon(sync);
+                }
+                self.unsubscribe(ticket.conn(), ticket.event(), &added);
+                Some(Settled::Subscribed(ticket, Err(err)))
+            }
+        }
+    }
+
+    /// Syncs that ended without their streams: their subscribes fail
+    /// `rtm/broker-unavailable`, undone.
+    fn sync_failed(&mut self, failed: Vec<(SyncId, SyncFailed)>) {
+        for (sync, SyncFailed::Broker(why)) in failed {
+            if let Some((ticket, added)) = self.syncing.remove(&sync) {
+                self.unsubscribe(ticket.conn(), ticket.event(), &added);
+                let err = RtmError::new(
+                    ErrorCode::BrokerUnavailable,
+                    format!("the subscription's history could not be read: {why}"),
+                );
+                self.settled
+                    .push_back(Settled::Subscribed(ticket, Err(err)));
+            }
         }
     }
 
@@ -747,7 +893,7 @@ impl<T> Router<T> {
         let sent = if stream.is_some() {
             0
         } else {
-            self.deliver_push(event, tags, &frame, &mut deliver)
+            self.deliver_push(event, tags, &frame, false, &mut deliver)
         };
         let mut commands = Vec::new();
         if self.broker && !tags.is_empty() {
@@ -797,20 +943,56 @@ impl<T> Router<T> {
         };
         Ok(received(match target {
             Target::User(user) => self.deliver_user(user, &envelope.frame, &mut deliver),
-            Target::Push(event, tag) => match &envelope.tags {
-                Some(tags) if tags.len() > 1 => {
-                    if !recent.insert(&envelope.origin, envelope.seq) {
-                        return Ok(received(0));
+            Target::Push(event, tag) => {
+                let mut sent = 0;
+                let multi = envelope.tags.as_ref().filter(|tags| tags.len() > 1);
+                // Connections tracking this stream: the event with its
+                // position, or into their sync's buffer.
+                let tracked = envelope
+                    .position
+                    .as_ref()
+                    .and_then(|position| Some((position, self.tracking.trackers(event, tag)?)));
+                if let Some((position, trackers)) = tracked {
+                    if !trackers.live.is_empty() {
+                        let push = push_id(&envelope);
+                        let framed = encode_positioned(
+                            &envelope.frame,
+                            Some(tag),
+                            position,
+                            push.as_deref(),
+                        );
+                        for conn in trackers.live_for(position) {
+                            if let Some(entry) = self.conns.get(conn) {
+                                deliver(*conn, &entry.handle, &framed);
+                                sent += 1;
+                            }
+                        }
                     }
-                    self.deliver_push(event, tags, &envelope.frame, &mut deliver)
+                    let event = StreamEvent {
+                        offset: position.offset,
+                        sent_at: envelope.sent_at,
+                        frame: envelope.frame.clone(),
+                        push: push_id(&envelope),
+                    };
+                    trackers.buffer(&event, self.history.max_sync_buffer);
                 }
-                _ => self.deliver_push(
-                    event,
-                    std::slice::from_ref(tag),
-                    &envelope.frame,
-                    &mut deliver,
-                ),
-            },
+                let skip_trackers = envelope.position.is_some() && !self.tracking.is_empty();
+                sent + match multi {
+                    Some(tags) => {
+                        if !recent.insert(&envelope.origin, envelope.seq) {
+                            return Ok(received(sent));
+                        }
+                        self.deliver_push(event, tags, &envelope.frame, skip_trackers, &mut deliver)
+                    }
+                    None => self.deliver_push(
+                        event,
+                        std::slice::from_ref(tag),
+                        &envelope.frame,
+                        skip_trackers,
+                        &mut deliver,
+                    ),
+                }
+            }
         }))
     }
 
@@ -863,11 +1045,14 @@ impl<T> Router<T> {
         sent
     }
 
+    /// `skip_trackers`: the connections tracking a tag's stream are not
+    /// handed the plain frame on that tag (they get it with its position).
     fn deliver_push<S: AsRef<str>>(
         &self,
         event: &str,
         tags: &[S],
         frame: &Bytes,
+        skip_trackers: bool,
         deliver: &mut impl FnMut(ConnId, &T, &Bytes),
     ) -> usize {
         let Some(by_tag) = self.push.get(event) else {
@@ -877,7 +1062,13 @@ impl<T> Router<T> {
         let mut reached = (tags.len() > 1).then(HashSet::new);
         let mut sent = 0;
         for tag in tags {
+            let trackers = skip_trackers
+                .then(|| self.tracking.trackers(event, tag.as_ref()))
+                .flatten();
             for conn in by_tag.get(tag.as_ref()).into_iter().flatten() {
+                if trackers.is_some_and(|t| t.holds(conn)) {
+                    continue;
+                }
                 if let Some(reached) = reached.as_mut() {
                     if !reached.insert(*conn) {
                         continue;

@@ -80,6 +80,10 @@ pub enum BrokerCommand {
         /// delivers it to its own connections when it comes back.
         stream: Option<crate::stream::StreamOptions>,
     },
+    /// Read a stream for a subscribe that tracks it (what
+    /// `rtm_broker::Broker::read_stream` does), then report it with
+    /// [`ServerCore::handle_stream_read`].
+    ReadStream(crate::sync::StreamReadRequest),
 }
 
 impl From<BrokerPublish> for BrokerCommand {
@@ -263,6 +267,11 @@ impl ServerCore {
     /// The id of a registered function.
     pub fn function_id(&self, name: &str) -> Option<FunctionId> {
         self.functions.id(name)
+    }
+
+    /// Subscribes whose streams are being synced (their history read).
+    pub fn sync_count(&self) -> usize {
+        self.router.sync_count()
     }
 
     /// Whether the broker is believed up.
@@ -466,6 +475,19 @@ impl ServerCore {
         self.flush();
     }
 
+    /// A [`BrokerCommand::ReadStream`] came back: the stream's position and
+    /// its kept envelopes, or why the read failed. `now_ms`: the time in
+    /// ms since the Unix epoch.
+    pub fn handle_stream_read(
+        &mut self,
+        id: crate::sync::ReadId,
+        result: Result<(crate::StreamPosition, Vec<Bytes>), String>,
+        now_ms: u64,
+    ) {
+        self.router.handle_stream_read(id, result, now_ms);
+        self.flush();
+    }
+
     /// A message arrived from the broker on `topic`. Messages from this
     /// server itself are skipped (it delivered them locally). Returns the
     /// number of local deliveries.
@@ -650,6 +672,11 @@ impl ServerCore {
                 let conn = settled.conn();
                 self.settle(settled);
                 self.after(conn);
+                continue;
+            }
+            if let Some(read) = self.router.poll_stream_read() {
+                self.outputs
+                    .push_back(ServerOutput::Broker(BrokerCommand::ReadStream(read)));
                 continue;
             }
             let Some(mut changes) = self.router.poll_topic_changes(usize::MAX) else {

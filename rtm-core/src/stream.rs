@@ -173,11 +173,18 @@ pub struct HistoryConfig {
     /// the stream keeps them): a client that missed one is told it could
     /// not be recovered.
     pub max_age: Option<Duration>,
+    /// The most live events buffered for one connection on one stream
+    /// while its history is read (default 1,024): past it the recovery
+    /// ends with `gap` at the last buffered event, and the client, seeing
+    /// the next event's offset jump, subscribes again with its position.
+    pub max_sync_buffer: usize,
 }
 
 impl HistoryConfig {
     /// The default `max_recovery`: 300 events.
     pub const DEFAULT_MAX_RECOVERY: usize = 300;
+    /// The default `max_sync_buffer`: 1,024 events.
+    pub const DEFAULT_MAX_SYNC_BUFFER: usize = 1024;
 
     /// Keeps history for the events matching `pattern` (Push to any of
     /// their tags, and Publish to any user), with `options`. Patterns are
@@ -207,6 +214,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             rules: Vec::new(),
             max_recovery: Self::DEFAULT_MAX_RECOVERY,
+            max_sync_buffer: Self::DEFAULT_MAX_SYNC_BUFFER,
             max_age: None,
         }
     }

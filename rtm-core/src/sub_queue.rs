@@ -180,6 +180,7 @@ mod tests {
         PushSub {
             event: "e".into(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            since: None,
         }
     }
 
@@ -233,6 +234,7 @@ mod tests {
             let sub = PushSub {
                 event: "e".into(),
                 tags: tags(n),
+                since: None,
             };
             let went = queue.push(id(n), sub, false);
             assert_eq!(went.is_some(), n == 0);

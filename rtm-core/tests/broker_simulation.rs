@@ -1138,7 +1138,9 @@ impl Sim {
             let (topic, subscribe) = match &command {
                 BrokerCommand::Subscribe(topic) => (self.keys[topic], true),
                 BrokerCommand::Unsubscribe(topic) => (self.keys[topic], false),
-                BrokerCommand::Publish { .. } => unreachable!("not recorded"),
+                BrokerCommand::Publish { .. } | BrokerCommand::ReadStream(_) => {
+                    unreachable!("not recorded")
+                }
             };
             check!(
                 ctx,
@@ -1197,7 +1199,7 @@ impl Sim {
         let ctx = self.ctx();
         let text = String::from_utf8_lossy(frame).into_owned();
         match parse_server_frame(frame) {
-            Ok(ServerFrame::Reply { id, result }) => self.on_reply(key, id, result, &text),
+            Ok(ServerFrame::Reply { id, result, .. }) => self.on_reply(key, id, result, &text),
             Ok(ServerFrame::Event { args, .. }) => self.on_event(key, &args, &text),
             Err(err) => check!(ctx, false, "conn {key}: unreadable frame {text}: {err}"),
         }

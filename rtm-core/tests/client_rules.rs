@@ -1024,3 +1024,177 @@ fn client_and_server_cores_interoperate() {
     assert_eq!(call, late);
     assert_eq!(result.unwrap().get(), "42");
 }
+
+// ----- positions in streams (ext) -----
+
+/// Subscribes to `score [m1]` while open; returns the subscribe sent.
+fn subscribe_m1(h: &mut Harness) -> Value {
+    h.client
+        .subscribe_push("score", &["m1".to_owned()], h.now)
+        .unwrap();
+    sent(&h.drain()).remove(0)
+}
+
+fn positioned(n: u64, offset: u64, epoch: &str) -> Value {
+    json!({"event": "score", "data": [n], "tag": "m1", "offset": offset, "epoch": epoch})
+}
+
+fn delivered(out: &[ClientOutput]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            ClientOutput::Event { args, .. } => Some(args.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscribe_asks_for_positions_and_after_a_reconnect_sends_the_last_one_it_had() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    let first = subscribe_m1(&mut h);
+    assert_eq!(first["since"], json!({"m1": null}));
+    h.server(
+        json!({"id": first["id"], "data": true, "streams": {"m1": {"offset": 4, "epoch": "e1"}}}),
+    );
+    assert_eq!(delivered(&h.server(positioned(5, 5, "e1"))), vec!["[5]"]);
+    assert_eq!(delivered(&h.server(positioned(6, 6, "e1"))), vec!["[6]"]);
+    h.lose(Some(1006));
+    h.jump();
+    let out = h.open();
+    let again = sent(&out).remove(0);
+    assert_eq!(again["type"], "subscribe");
+    assert_eq!(again["since"], json!({"m1": {"offset": 6, "epoch": "e1"}}));
+}
+
+#[test]
+fn an_event_at_or_below_the_position_is_dropped() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    let sub = subscribe_m1(&mut h);
+    h.server(
+        json!({"id": sub["id"], "data": true, "streams": {"m1": {"offset": 4, "epoch": "e1"}}}),
+    );
+    assert!(delivered(&h.server(positioned(4, 4, "e1"))).is_empty());
+    assert!(delivered(&h.server(positioned(3, 3, "e1"))).is_empty());
+    assert_eq!(delivered(&h.server(positioned(5, 5, "e1"))), vec!["[5]"]);
+}
+
+#[test]
+fn a_jump_in_offsets_makes_the_client_subscribe_again_from_its_position_and_take_the_recovery() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    let sub = subscribe_m1(&mut h);
+    h.server(
+        json!({"id": sub["id"], "data": true, "streams": {"m1": {"offset": 4, "epoch": "e1"}}}),
+    );
+    // 5 was lost on the way.
+    let out = h.server(positioned(6, 6, "e1"));
+    assert!(delivered(&out).is_empty());
+    let resync = sent(&out).remove(0);
+    assert_eq!(resync["type"], "subscribe");
+    assert_eq!(resync["since"], json!({"m1": {"offset": 4, "epoch": "e1"}}));
+    // Live ones past the hole meanwhile: the recovery brings them.
+    assert!(delivered(&h.server(positioned(7, 7, "e1"))).is_empty());
+    let mut got = Vec::new();
+    for n in 5..=7 {
+        got.extend(delivered(&h.server(positioned(n, n, "e1"))));
+    }
+    let out = h.server(json!({"id": resync["id"], "data": true, "streams": {"m1": {"offset": 7, "epoch": "e1", "recovered": true}}}));
+    assert!(events(&out).is_empty(), "{out:?}");
+    got.extend(delivered(&h.server(positioned(8, 8, "e1"))));
+    assert_eq!(got, vec!["[5]", "[6]", "[7]", "[8]"]);
+}
+
+#[test]
+fn a_stream_that_could_not_be_recovered_is_told_to_the_application() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    let sub = subscribe_m1(&mut h);
+    let out = h.server(json!({"id": sub["id"], "data": true, "streams": {"m1": {"offset": 9, "epoch": "e2", "recovered": false, "reason": "epoch-changed"}}}));
+    let told: Vec<_> = events(&out)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Resync { event, tag, reason } => {
+                Some((event.clone(), tag.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        vec![("score".into(), "m1".into(), "epoch-changed".into())]
+    );
+    assert_eq!(delivered(&h.server(positioned(10, 10, "e2"))), vec!["[10]"]);
+}
+
+#[test]
+fn a_push_to_two_tracked_tags_is_handed_to_the_application_once() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    h.client
+        .subscribe_push("score", &["m1".to_owned(), "m2".to_owned()], h.now)
+        .unwrap();
+    let sub = sent(&h.drain()).remove(0);
+    assert_eq!(sub["since"], json!({"m1": null, "m2": null}));
+    h.server(json!({"id": sub["id"], "data": true, "streams": {"m1": {"offset": 0, "epoch": "a"}, "m2": {"offset": 0, "epoch": "b"}}}));
+    let one = json!({"event": "score", "data": [1], "push": "s1:9", "tag": "m1", "offset": 1, "epoch": "a"});
+    let two = json!({"event": "score", "data": [1], "push": "s1:9", "tag": "m2", "offset": 1, "epoch": "b"});
+    assert_eq!(delivered(&h.server(one)), vec!["[1]"]);
+    assert!(delivered(&h.server(two)).is_empty());
+    // Both positions moved: a reconnect asks for neither again.
+    h.lose(Some(1006));
+    h.jump();
+    let again = sent(&h.open()).remove(0);
+    assert_eq!(
+        again["since"],
+        json!({"m1": {"offset": 1, "epoch": "a"}, "m2": {"offset": 1, "epoch": "b"}})
+    );
+}
+
+#[test]
+fn a_subscribe_refused_for_a_while_is_sent_again_after_a_backoff_and_a_denied_one_is_not() {
+    let mut h = Harness::new(no_auth());
+    h.ready();
+    let call = h
+        .client
+        .subscribe_push("score", &["m1".to_owned()], h.now)
+        .unwrap();
+    let sub = sent(&h.drain()).remove(0);
+    let out = h.server(json!({"id": sub["id"], "data": {"error": {"code": "rtm/broker-unavailable", "message": "down"}}}));
+    assert_eq!(done(&out), vec![(call, Err(ErrorCode::BrokerUnavailable))]);
+    let retry = events(&out)
+        .into_iter()
+        .find_map(|e| match e {
+            ClientEvent::SubscribeRetry { attempt, delay, .. } => Some((*attempt, *delay)),
+            _ => None,
+        })
+        .expect("a retry");
+    assert_eq!(retry, (1, SEC), "the reconnect schedule's first delay");
+    assert!(sent(&h.advance(retry.1 - MS)).is_empty());
+    let again = sent(&h.advance(MS)).remove(0);
+    assert_eq!(again["type"], "subscribe");
+    assert_eq!(again["tags"], json!(["m1"]));
+    // Denied for good this time: not sent again.
+    let out = h.server(
+        json!({"id": again["id"], "data": {"error": {"code": "rtm/forbidden", "message": "no"}}}),
+    );
+    assert!(events(&out)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Error(err) if err.code == ErrorCode::Forbidden)));
+    assert_eq!(h.client.subscriptions(), 0);
+    assert!(sent(&h.advance(10 * SEC)).is_empty());
+}
+
+#[test]
+fn without_tracking_a_subscribe_carries_no_since_and_events_pass_as_they_come() {
+    let mut h = Harness::new(ClientConfig {
+        track_positions: false,
+        ..no_auth()
+    });
+    h.ready();
+    let sub = subscribe_m1(&mut h);
+    assert!(sub.get("since").is_none(), "{sub}");
+    assert_eq!(delivered(&h.server(positioned(3, 3, "e1"))), vec!["[3]"]);
+    assert_eq!(delivered(&h.server(positioned(3, 3, "e1"))), vec!["[3]"]);
+}

@@ -16,6 +16,7 @@ fn event(offset: u64) -> StreamEvent {
         offset,
         sent_at: Some(1_000 * offset),
         frame: Bytes::from(format!(r#"{{"event":"e","data":[{offset}]}}"#)),
+        push: None,
     }
 }
 

@@ -571,7 +571,7 @@ impl Sim {
             for frame in self.cluster.take_frames(conn.server, conn.id) {
                 let text = String::from_utf8_lossy(&frame).into_owned();
                 match parse_server_frame(&frame) {
-                    Ok(ServerFrame::Reply { id, result }) => {
+                    Ok(ServerFrame::Reply { id, result, .. }) => {
                         let want = conn.pending.remove(&id);
                         *self.stats.entry("replies".into()).or_default() += 1;
                         check!(

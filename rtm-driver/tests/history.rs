@@ -185,3 +185,89 @@ async fn the_application_reads_a_streams_kept_events_from_an_offset() {
     let err = a.publish_history("alice", "chat", 1, 10).await.unwrap_err();
     assert_eq!(err.code, rtm_core::ErrorCode::BadRequest, "{err}");
 }
+
+impl Peer {
+    /// A connection subscribed to `score [m1]` with `since` (raw JSON);
+    /// returns it and the subscribe's reply, the frames before it kept.
+    async fn tracking(server: &ServerHandle, since: Value) -> (Peer, Vec<Value>, Value) {
+        let (send, written) = common::connect(server).await;
+        let mut peer = Peer { send, written };
+        peer.send(json!({"id": "s", "type": "subscribe", "event": "score", "tags": ["m1"], "since": since}));
+        let mut before = Vec::new();
+        loop {
+            let frame = peer.next().await;
+            if frame.get("id").is_some() {
+                return (peer, before, frame);
+            }
+            before.push(frame);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_drops_and_comes_back_to_another_server_while_events_flow_gets_each_once_in_order(
+) {
+    let hub = MemoryHub::new();
+    let (a, b) = (server(&hub, true), server(&hub, true));
+    const N: u64 = 400;
+    let pushed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Pushes keep flowing on server a, through the sessions and the gaps.
+    let pusher = {
+        let (a, pushed) = (a.clone(), pushed.clone());
+        tokio::spawn(async move {
+            for n in 1..=N {
+                a.push("score", &["m1".to_owned()], &(n,)).unwrap();
+                pushed.store(n, std::sync::atomic::Ordering::Relaxed);
+                if n % 8 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut recovered_total = 0;
+    let mut got: Vec<u64> = Vec::new();
+    let mut position = json!(null);
+    // Three sessions, alternating servers; each ends after a few events.
+    for (session, server) in [&b, &a, &b].into_iter().enumerate() {
+        let since = json!({ "m1": position.clone() });
+        let (mut peer, recovered, reply) = Peer::tracking(server, since).await;
+        let state = &reply["streams"]["m1"];
+        if session > 0 {
+            assert_eq!(state["recovered"], json!(true), "{reply}");
+        }
+        recovered_total += recovered.len();
+        let mut frames = recovered;
+        let want = if session == 2 { usize::MAX } else { 30 };
+        while frames.len() < want {
+            let frame = peer.next().await;
+            let last = frame["data"][0] == json!(N);
+            frames.push(frame);
+            if last {
+                break;
+            }
+        }
+        for frame in &frames {
+            assert_eq!(frame["tag"], json!("m1"));
+            assert_eq!(frame["epoch"], state["epoch"]);
+            got.push(frame["data"][0].as_u64().unwrap());
+        }
+        position = match frames.last() {
+            Some(last) => json!({"offset": last["offset"], "epoch": last["epoch"]}),
+            None => json!({"offset": state["offset"], "epoch": state["epoch"]}),
+        };
+        if got.last() == Some(&N) {
+            break;
+        }
+        drop(peer);
+        // Away until 20 more were sent (or all were).
+        let away_from = *got.last().unwrap();
+        while pushed.load(std::sync::atomic::Ordering::Relaxed) < (away_from + 20).min(N) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    pusher.await.unwrap();
+    assert!(recovered_total >= 20, "recovered {recovered_total}");
+    // From the first event after the first subscribe to the last: each once, in order.
+    let first = got[0];
+    assert_eq!(got, (first..=N).collect::<Vec<_>>());
+}

@@ -79,6 +79,14 @@ pub struct ClientConfig {
     /// and the client reconnects. Catches a server or network that vanished
     /// without closing the socket. Default 25 s / 60 s; `None`: never.
     pub heartbeat: Option<Heartbeat>,
+    /// Keep a position in the stream of every push subscription whose event
+    /// keeps history on the server (ext; docs/protocol.md): subscribes
+    /// carry `since`, so after a reconnect the server sends what was missed,
+    /// in order, once, or says it cannot ([`ClientEvent::Resync`](super::ClientEvent::Resync));
+    /// an event seen twice is dropped, and one missed makes the client
+    /// subscribe again with its position. A server without history ignores
+    /// `since`. Default `true`.
+    pub track_positions: bool,
 }
 
 impl Default for ClientConfig {
@@ -91,6 +99,7 @@ impl Default for ClientConfig {
             max_reconnect_attempts: None,
             jitter_seed: 0x5EED_7E57,
             heartbeat: Some(Heartbeat::default()),
+            track_positions: true,
         }
     }
 }

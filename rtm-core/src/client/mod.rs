@@ -42,6 +42,7 @@
 mod backoff;
 mod config;
 mod output;
+mod positions;
 mod subs;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -56,6 +57,7 @@ use crate::frame::{self, Args, PushSub, RequestId, ServerFrame};
 use backoff::XorShift;
 pub use config::{ClientConfig, Jitter, Reconnect};
 pub use output::{CallId, ClientEvent, ClientOutput, ClientState};
+use positions::{Positions, Verdict};
 use subs::Subscriptions;
 
 /// A request sent and awaiting its reply, by request id.
@@ -113,6 +115,8 @@ pub struct Client {
     deadlines: BTreeSet<(Instant, CallId)>,
     queue: VecDeque<Queued>,
     subs: Subscriptions,
+    /// Positions in the streams of the push subscriptions (ext).
+    positions: Positions,
     outputs: VecDeque<ClientOutput>,
     /// Why the client closed for good, when it was not the application's
     /// `close` (a rejected auth, a fatal error): told to later calls.
@@ -139,6 +143,7 @@ impl Client {
             deadlines: BTreeSet::new(),
             queue: VecDeque::new(),
             subs: Subscriptions::default(),
+            positions: Positions::default(),
             outputs: VecDeque::new(),
             closed_by: None,
             last_heard: now,
@@ -209,10 +214,35 @@ impl Client {
         self.last_heard = now;
         match frame::parse_server_frame(&frame) {
             Err(err) => self.lifecycle(ClientEvent::Error(err)),
-            Ok(ServerFrame::Event { event, args }) => {
-                self.outputs.push_back(ClientOutput::Event { event, args });
+            Ok(ServerFrame::Event {
+                event,
+                args,
+                position,
+            }) => {
+                let verdict = match &position {
+                    Some(at) if self.config.track_positions => {
+                        self.positions.handle_event(&event, at)
+                    }
+                    _ => Verdict::Deliver,
+                };
+                match verdict {
+                    Verdict::Deliver => self.outputs.push_back(ClientOutput::Event { event, args }),
+                    Verdict::Drop => {}
+                    Verdict::Gap => {
+                        // Missed some: subscribe again with the position,
+                        // and the server sends them (or says it cannot).
+                        if let Some(tag) = position.and_then(|at| at.tag) {
+                            let sub = subs::normalize(&event, &[tag]);
+                            self.send_subscribe(sub, Vec::new());
+                        }
+                    }
+                }
             }
-            Ok(ServerFrame::Reply { id, result }) => self.handle_reply(&id, result),
+            Ok(ServerFrame::Reply {
+                id,
+                result,
+                streams,
+            }) => self.handle_reply(&id, result, streams, now),
         }
     }
 
@@ -289,6 +319,20 @@ impl Client {
         {
             if at <= now {
                 self.start_connecting();
+            }
+        }
+        if self.state == ClientState::Open {
+            let due: Vec<PushSub> = self
+                .subs
+                .iter_mut()
+                .filter(|h| h.retry.is_some_and(|(at, _)| at <= now))
+                .map(|h| {
+                    h.retry = None;
+                    h.sub.clone()
+                })
+                .collect();
+            for sub in due {
+                self.send_subscribe(sub, Vec::new());
             }
         }
     }
@@ -369,6 +413,7 @@ impl Client {
         self.check_not_closed()?;
         frame::check_event_name(event)?;
         let sub = subs::normalize(event, tags);
+        self.positions.forget(event, &sub.tags);
         // Offline subscribes withdrawn before they were sent: done, nothing to send.
         for orphan in self.subs.remove_tags(event, &sub.tags) {
             self.complete(orphan, Ok(raw_true()));
@@ -438,7 +483,11 @@ impl Client {
             ClientState::WaitingToReconnect { .. } => self.reconnect_at,
             _ => None,
         };
-        [call, reconnect, self.heartbeat_due()]
+        let retry = match self.state {
+            ClientState::Open => self.subs.next_retry(),
+            _ => None,
+        };
+        [call, reconnect, self.heartbeat_due(), retry]
             .into_iter()
             .flatten()
             .min()
@@ -574,7 +623,19 @@ impl Client {
 
     fn send_subscribe(&mut self, sub: PushSub, waiters: Vec<CallId>) {
         let id = self.request_id();
-        self.transmit(frame::encode_subscription(&RequestId::new(&id), true, &sub));
+        let since = self
+            .config
+            .track_positions
+            .then(|| self.positions.since(&sub.event, &sub.tags));
+        let wire = PushSub {
+            since,
+            ..sub.clone()
+        };
+        self.transmit(frame::encode_subscription(
+            &RequestId::new(&id),
+            true,
+            &wire,
+        ));
         for call in &waiters {
             if let Some(c) = self.calls.get_mut(call) {
                 c.place = Place::Sent(id.clone());
@@ -597,7 +658,10 @@ impl Client {
         let resend: Vec<(PushSub, Vec<CallId>)> = self
             .subs
             .iter_mut()
-            .map(|h| (h.sub.clone(), std::mem::take(&mut h.waiters)))
+            .map(|h| {
+                h.retry = None;
+                (h.sub.clone(), std::mem::take(&mut h.waiters))
+            })
             .collect();
         for (sub, waiters) in resend {
             self.send_subscribe(sub, waiters);
@@ -615,7 +679,13 @@ impl Client {
         }
     }
 
-    fn handle_reply(&mut self, id: &str, result: Result<Box<RawValue>, RtmError>) {
+    fn handle_reply(
+        &mut self,
+        id: &str,
+        result: Result<Box<RawValue>, RtmError>,
+        streams: Option<Box<RawValue>>,
+        now: Instant,
+    ) {
         let Some(pending) = self.pending.remove(id) else {
             return;
         };
@@ -630,15 +700,71 @@ impl Client {
             },
             Pending::Call(call) | Pending::Unsubscribe(call) => self.complete(call, result),
             Pending::Subscribe { sub, waiters } => {
-                if let Err(err) = &result {
-                    // Denied: the server does not hold it, so stop re-sending it.
-                    self.subs.forget(&sub);
-                    if waiters.is_empty() {
-                        self.lifecycle(ClientEvent::Error(err.clone()));
-                    }
+                match &result {
+                    Ok(_) => self.subscribed(&sub, streams),
+                    Err(err) => self.subscribe_refused(&sub, err, waiters.is_empty(), now),
                 }
                 for call in waiters {
                     self.complete(call, result.clone());
+                }
+            }
+        }
+    }
+
+    /// A subscribe was taken: its streams' positions are where the reply
+    /// says; a stream that could not be recovered is told to the application.
+    fn subscribed(&mut self, sub: &PushSub, streams: Option<Box<RawValue>>) {
+        if let Some(held) = self.subs.get_mut(sub) {
+            held.retries = 0;
+        }
+        let Some(streams) = streams.filter(|_| self.config.track_positions) else {
+            return;
+        };
+        match crate::positions::parse_streams(&streams) {
+            Ok(states) => {
+                for (tag, reason) in self.positions.handle_streams(&sub.event, states) {
+                    self.lifecycle(ClientEvent::Resync {
+                        event: sub.event.clone(),
+                        tag,
+                        reason: crate::positions::reason_code(&reason).to_owned(),
+                    });
+                }
+            }
+            Err(message) => self.lifecycle(ClientEvent::Error(RtmError::bad_request(message))),
+        }
+    }
+
+    /// A subscribe was refused. A temporary refusal (`rtm/broker-unavailable`,
+    /// `rtm/timeout`) of a held subscription is sent again after a backoff
+    /// (the reconnect schedule's); any other, or with no reconnects, stops
+    /// it being sent again.
+    fn subscribe_refused(&mut self, sub: &PushSub, err: &RtmError, tell: bool, now: Instant) {
+        self.positions.resync_failed(&sub.event, &sub.tags);
+        let temporary = matches!(err.code, ErrorCode::BrokerUnavailable | ErrorCode::Timeout);
+        let retry = match self.subs.get_mut(sub) {
+            Some(held) if temporary => {
+                let attempt = held.retries.saturating_add(1);
+                backoff::delay(&self.config.reconnect, attempt, &mut self.rng).map(|delay| {
+                    held.retries = attempt;
+                    held.retry = Some((now + delay, attempt));
+                    (attempt, delay)
+                })
+            }
+            _ => None,
+        };
+        match retry {
+            Some((attempt, delay)) => self.lifecycle(ClientEvent::SubscribeRetry {
+                event: sub.event.clone(),
+                tags: sub.tags.clone(),
+                attempt,
+                delay,
+                error: err.clone(),
+            }),
+            None => {
+                // Denied: the server does not hold it, so stop re-sending it.
+                self.subs.forget(sub);
+                if tell {
+                    self.lifecycle(ClientEvent::Error(err.clone()));
                 }
             }
         }
@@ -718,6 +844,7 @@ impl Client {
         for call in self.subs.clear() {
             self.complete(call, Err(err.clone()));
         }
+        self.positions.clear();
         self.reconnect_at = None;
     }
 

@@ -70,6 +70,34 @@ pub enum ClientEvent {
     /// Something went wrong that no call owns: a bad frame from the server, a
     /// rejected auth, a re-sent subscription the server denied.
     Error(RtmError),
+    /// The events this client missed on a push subscription's stream
+    /// (`event`, `tag`) could not be recovered (`reason`: `epoch-changed`,
+    /// `trimmed`, `too-many`, `too-old`, `ahead`, `gap`; docs/protocol.md):
+    /// reload what they would have told from the application's own store.
+    /// Later events of the stream are delivered as usual.
+    Resync {
+        /// The event name.
+        event: String,
+        /// The tag.
+        tag: String,
+        /// Why, as the wire says it.
+        reason: String,
+    },
+    /// A push subscription the server refused with a temporary error
+    /// (`rtm/broker-unavailable`, `rtm/timeout`) is sent again after `delay`,
+    /// until it is taken or unsubscribed.
+    SubscribeRetry {
+        /// The event name.
+        event: String,
+        /// Its tags.
+        tags: Vec<String>,
+        /// The retry's number (1 for the first).
+        attempt: u32,
+        /// How long until it is sent again.
+        delay: Duration,
+        /// Why it was refused.
+        error: RtmError,
+    },
 }
 
 /// What the client core asks of its adapter. See the [module docs](super) for the loop.

@@ -10,6 +10,11 @@ use super::CallId;
 pub(crate) struct HeldSub {
     pub(crate) sub: PushSub,
     pub(crate) waiters: Vec<CallId>,
+    /// Refused with a temporary error: sent again at this time (the retry's
+    /// number beside).
+    pub(crate) retry: Option<(std::time::Instant, u32)>,
+    /// Retries so far since it was last taken.
+    pub(crate) retries: u32,
 }
 
 /// Every subscription held, in the order first asked.
@@ -26,6 +31,7 @@ pub(crate) fn normalize(event: &str, tags: &[String]) -> PushSub {
     PushSub {
         event: event.to_owned(),
         tags,
+        since: None,
     }
 }
 
@@ -38,6 +44,8 @@ impl Subscriptions {
                 self.held.push(HeldSub {
                     sub,
                     waiters: Vec::new(),
+                    retry: None,
+                    retries: 0,
                 });
                 self.held.len() - 1
             }
@@ -84,6 +92,14 @@ impl Subscriptions {
     /// Forgets everything; returns every waiter.
     pub(crate) fn clear(&mut self) -> Vec<CallId> {
         self.held.drain(..).flat_map(|h| h.waiters).collect()
+    }
+
+    /// The earliest retry due.
+    pub(crate) fn next_retry(&self) -> Option<std::time::Instant> {
+        self.held
+            .iter()
+            .filter_map(|h| h.retry.map(|(at, _)| at))
+            .min()
     }
 
     /// How many entries are held.

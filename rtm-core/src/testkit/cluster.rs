@@ -21,6 +21,7 @@ use crate::error::{CloseCode, RtmError};
 use crate::frame::Args;
 use crate::peer::{ConnId, ConnMeta};
 use crate::server::{BrokerCommand, OpenError, ServerCore, ServerOutput};
+use crate::sync::StreamReadRequest;
 
 /// What one in-memory connection received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,6 +83,11 @@ pub struct Cluster<A: App = super::TokenApp> {
     /// auto-answer off).
     unanswered_unsubscribes: std::collections::VecDeque<(usize, crate::topic::Topic)>,
     auto_answer_unsubscribes: bool,
+    /// Stream reads the servers asked for and the broker has not answered.
+    reads: std::collections::VecDeque<(usize, StreamReadRequest)>,
+    auto_read: bool,
+    /// The cluster clock's start (for [`Cluster::unix_ms`]).
+    start: Instant,
 }
 
 impl<A: App> Cluster<A> {
@@ -129,6 +135,9 @@ impl<A: App> Cluster<A> {
             topic_log: None,
             unanswered_unsubscribes: std::collections::VecDeque::new(),
             auto_answer_unsubscribes: true,
+            reads: std::collections::VecDeque::new(),
+            auto_read: true,
+            start: Instant::now(),
         }
     }
 
@@ -334,10 +343,56 @@ impl<A: App> Cluster<A> {
     fn drain_outputs(&mut self, index: usize) {
         loop {
             self.drain_once(index);
+            if self.auto_read && self.answer_read(0) {
+                continue;
+            }
             if !self.auto_confirm || !self.confirm_one() {
                 return;
             }
         }
+    }
+
+    /// The cluster clock as milliseconds since the Unix epoch (from a fixed
+    /// 2023 origin: the same run gives the same times).
+    pub fn unix_ms(&self) -> u64 {
+        1_700_000_000_000 + self.now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    /// Off: stream reads wait for [`Cluster::answer_read`] (on by default:
+    /// answered as soon as they are asked), so a test can put broker
+    /// messages between a subscribe's topic and its history read.
+    pub fn set_auto_read(&mut self, on: bool) {
+        self.auto_read = on;
+    }
+
+    /// Stream reads asked for and not answered yet.
+    pub fn unanswered_reads(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// Answers the unanswered read at `index` (0 is the oldest) from the
+    /// broker's streams as they are now. Returns `false` when there is none.
+    pub fn answer_read(&mut self, index: usize) -> bool {
+        let Some((server, read)) = self.reads.remove(index) else {
+            return false;
+        };
+        let result = self.broker.read_stream(&read.topic, read.from, read.limit);
+        let now_ms = self.unix_ms();
+        self.servers[server].handle_stream_read(read.id, Ok(result), now_ms);
+        self.drain_once(server);
+        true
+    }
+
+    /// Fails the unanswered read at `index`, as a broker that cannot be
+    /// read. Returns `false` when there is none.
+    pub fn fail_read(&mut self, index: usize) -> bool {
+        let Some((server, read)) = self.reads.remove(index) else {
+            return false;
+        };
+        let now_ms = self.unix_ms();
+        self.servers[server].handle_stream_read(read.id, Err("the broker failed".into()), now_ms);
+        self.drain_once(server);
+        true
     }
 
     /// Confirms the oldest subscribe the broker carried out to its server
@@ -481,7 +536,10 @@ impl<A: App> Cluster<A> {
                 ServerOutput::Disconnected { info } => self.app.disconnected(&info),
                 ServerOutput::Broker(command) => {
                     if let Some(log) = self.topic_log.as_mut() {
-                        if !matches!(command, BrokerCommand::Publish { .. }) {
+                        if !matches!(
+                            command,
+                            BrokerCommand::Publish { .. } | BrokerCommand::ReadStream(_)
+                        ) {
                             log.push((index, command.clone()));
                         }
                     }
@@ -492,6 +550,10 @@ impl<A: App> Cluster<A> {
                         }
                         BrokerCommand::Unsubscribe(topic) => Some(topic.clone()),
                         BrokerCommand::Publish { .. } => None,
+                        BrokerCommand::ReadStream(read) => {
+                            self.reads.push_back((index, read.clone()));
+                            None
+                        }
                     };
                     self.broker.apply(index, command);
                     // An unsubscribe is answered at once (the topic is gone

@@ -29,6 +29,7 @@ pub fn subscribe_ticket(conn: crate::ConnId, event: &str, tags: &[&str]) -> crat
         crate::PushSub {
             event: event.to_owned(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            since: None,
         },
     )
 }

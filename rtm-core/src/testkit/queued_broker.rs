@@ -107,6 +107,9 @@ impl QueuedBroker {
                     self.queue.push_back(Delivery { topic, payload, to });
                 }
             }
+            // A read is answered from `read_stream` by whoever holds the
+            // request (the cluster), with the answer going back to the server.
+            BrokerCommand::ReadStream(_) => {}
         }
     }
 

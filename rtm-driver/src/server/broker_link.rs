@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::{join, select, Either};
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use futures_util::{FutureExt, StreamExt};
 use rtm_core::router::BrokerPublish;
+use rtm_core::sync::StreamReadRequest;
 use rtm_core::{ErrorCode, RecentPushes, RtmError, Topic, TopicChanges};
 
 use crate::broker::{Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
@@ -36,6 +37,8 @@ use crate::server::routing::Routing;
 const MAX_PUBLISHES_IN_FLIGHT: usize = 4096;
 /// Topic changes handed to the broker in one batch, at most.
 const MAX_CHANGES_PER_BATCH: usize = 512;
+/// Stream reads at the broker at once, at most (the rest wait in the router).
+const MAX_READS_IN_FLIGHT: usize = 256;
 /// Broker events handled under one read lock of the router, at most.
 const MAX_EVENTS_PER_LOCK: usize = 256;
 
@@ -144,8 +147,11 @@ pub(crate) fn start(
             metrics.broker_state(false);
         }
         join(
-            publishes(&link),
-            topic_changes(&link, &routing, &*task_runtime),
+            join(
+                publishes(&link),
+                topic_changes(&link, &routing, &*task_runtime),
+            ),
+            stream_reads(&link, &routing),
         )
         .await;
     }));
@@ -194,6 +200,58 @@ async fn publishes(link: &BrokerLink) {
             }
             Either::Right(None) => {}
         }
+    }
+}
+
+/// Carries out the stream reads of subscribes that track streams (many at
+/// once, up to [`MAX_READS_IN_FLIGHT`]) and reports each to the router. A
+/// read that never answers is the router's to time out.
+async fn stream_reads(link: &BrokerLink, routing: &Routing) {
+    let mut reading = FuturesUnordered::new();
+    loop {
+        while reading.len() < MAX_READS_IN_FLIGHT {
+            let Some(read) = routing.write().poll_stream_read() else {
+                break;
+            };
+            let StreamReadRequest {
+                id,
+                topic,
+                from,
+                limit,
+                options,
+            } = read;
+            reading.push(async move {
+                let result = link.broker.read_stream(&topic, from, limit, options).await;
+                if let Err(err) = &result {
+                    link.failed(err, "read the stream of", &topic);
+                }
+                (id, result)
+            });
+        }
+        let done = if reading.is_empty() {
+            if routing.reads_queued().await.is_err() {
+                return;
+            }
+            continue;
+        } else {
+            match select(reading.next(), pin!(routing.reads_queued())).await {
+                Either::Left((Some(done), _)) => done,
+                Either::Left((None, _)) => continue,
+                Either::Right((signal, _)) => {
+                    if signal.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        let (id, result) = done;
+        let result = result
+            .map(|read| (read.top, read.envelopes))
+            .map_err(|err| err.to_string());
+        routing
+            .write()
+            .handle_stream_read(id, result, unix_millis());
     }
 }
 

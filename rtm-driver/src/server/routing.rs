@@ -24,6 +24,9 @@ pub(crate) struct Routing {
     router: RwLock<Router<Arc<Mailbox>>>,
     changed: async_channel::Sender<()>,
     changed_rx: async_channel::Receiver<()>,
+    /// The signal to the stream-read task: a read was queued.
+    reads: async_channel::Sender<()>,
+    reads_rx: async_channel::Receiver<()>,
     /// Its gauges (subscriptions, broker topics) are set as a write ends.
     metrics: Arc<Metrics>,
 }
@@ -31,10 +34,13 @@ pub(crate) struct Routing {
 impl Routing {
     pub(crate) fn new(config: &ServerConfig, metrics: Arc<Metrics>) -> Self {
         let (changed, changed_rx) = async_channel::bounded(1);
+        let (reads, reads_rx) = async_channel::bounded(1);
         Routing {
             router: RwLock::new(Router::new(config)),
             changed,
             changed_rx,
+            reads,
+            reads_rx,
             metrics,
         }
     }
@@ -53,6 +59,7 @@ impl Routing {
         RouterMut {
             router,
             changed: &self.changed,
+            reads: &self.reads,
             metrics: &self.metrics,
             deadline,
             counts,
@@ -64,6 +71,11 @@ impl Routing {
     pub(crate) fn changed(&self) -> async_channel::Recv<'_, ()> {
         self.changed_rx.recv()
     }
+
+    /// Resolves when stream reads may wait ([`Router::poll_stream_read`]).
+    pub(crate) fn reads_queued(&self) -> async_channel::Recv<'_, ()> {
+        self.reads_rx.recv()
+    }
 }
 
 /// The router's write lock; on release it delivers the requests the router
@@ -71,6 +83,7 @@ impl Routing {
 pub(crate) struct RouterMut<'a> {
     router: RwLockWriteGuard<'a, Router<Arc<Mailbox>>>,
     changed: &'a async_channel::Sender<()>,
+    reads: &'a async_channel::Sender<()>,
     metrics: &'a Metrics,
     /// The earliest confirmation deadline when the lock was taken.
     deadline: Option<Instant>,
@@ -95,9 +108,16 @@ impl DerefMut for RouterMut<'_> {
 
 impl Drop for RouterMut<'_> {
     fn drop(&mut self) {
-        while let Some(settled) = self.router.poll_settled() {
+        while let Some(mut settled) = self.router.poll_settled() {
             // A connection already gone has no mailbox: nothing to answer.
             if let Some(mailbox) = self.router.handle(settled.conn()) {
+                // A synced subscribe's missed events and reply, queued among
+                // the events where it was settled: after those handed over
+                // before, ahead of its streams' live events (which can only
+                // come once this write lock is released).
+                for frame in settled.take_frames().into_iter().flatten() {
+                    mailbox.deliver(&frame);
+                }
                 mailbox.settle(settled);
             }
         }
@@ -111,6 +131,9 @@ impl Drop for RouterMut<'_> {
         if self.router.take_topic_signal() || nearer {
             // Bounded to one: a signal already waiting says the same.
             let _ = self.changed.try_send(());
+        }
+        if self.router.take_read_signal() {
+            let _ = self.reads.try_send(());
         }
         self.metrics.routing(
             self.counts,
