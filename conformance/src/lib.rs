@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod prometheus;
 pub mod raw_tcp;
 pub mod raw_ws;
+pub mod switch;
 pub mod wire;
 
 pub use adapter::Adapter;

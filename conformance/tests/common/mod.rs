@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use conformance::{Adapter, Fixture};
 
+pub(crate) mod shared_redis;
+
 /// The `rtm-fixture` binary cargo built for these tests.
 pub(crate) const FIXTURE_BIN: &str = env!("CARGO_BIN_EXE_rtm-fixture");
 

@@ -1,0 +1,226 @@
+//! Events with history survive a reconnect, against a real Redis, with the
+//! Rust client on every adapter: a client whose server goes away comes back
+//! on the other server and gets what it missed, in order, once; a client
+//! away longer than the history, or whose streams Redis lost (`FLUSHALL`),
+//! is told (`ClientEvent::Resync`) and goes on with the live events.
+//!
+//! The client reaches the servers through a [`Switch`] (a load balancer
+//! that is cut and pointed elsewhere), so "its server went away" is the
+//! client's connection ending and the next one reaching the other server.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conformance::adapter::{until_within, Adapter};
+use conformance::on_every_adapter;
+use conformance::switch::Switch;
+use rtm_core::{ClientEvent, ClientState, HistoryConfig, Identity, RtmError, StreamOptions};
+use rtm_driver::{ClientHandle, ClientOptions, Listening, ServerBuilder, Subscription};
+use serde_json::{json, Value};
+
+mod common;
+use common::shared_redis::SharedRedis;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A server whose `score` events keep their `size` newest in history;
+/// the token is the user id.
+fn server_with_history(size: usize) -> ServerBuilder {
+    ServerBuilder::new()
+        .auth(|_info, data: Vec<Value>| async move {
+            let user = data
+                .first()
+                .and_then(Value::as_str)
+                .ok_or_else(|| RtmError::handler("the token is the user id"))?
+                .to_owned();
+            Ok(Identity::new(user.as_str(), json!({})))
+        })
+        .history(HistoryConfig::default().enable(
+            "score",
+            StreamOptions {
+                size,
+                ttl: Duration::from_secs(60),
+            },
+        ))
+}
+
+/// A client of `adapter` through `switch`, holding `score [m1]`: what it
+/// got (each event's first argument, in order), and its lifecycle events.
+struct Watcher {
+    client: ClientHandle,
+    got: Arc<Mutex<Vec<u64>>>,
+    lifecycle: async_channel::Receiver<ClientEvent>,
+    _sub: Subscription,
+}
+
+impl Watcher {
+    async fn start(adapter: Adapter, switch: &Switch) -> Watcher {
+        let options = ClientOptions::default()
+            .auth(json!("alice"))
+            .reconnect_delay(Duration::from_millis(100));
+        let client = adapter.start(&switch.url(), options);
+        let lifecycle = client.lifecycle();
+        client.wait_open(WAIT).await.expect("the client opens");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let sub = client
+            .subscribe_push("score", &["m1"], move |(n,): (u64,)| {
+                sink.lock().unwrap().push(n);
+            })
+            .await
+            .expect("subscribed");
+        Watcher {
+            client,
+            got,
+            lifecycle,
+            _sub: sub,
+        }
+    }
+
+    fn got(&self) -> Vec<u64> {
+        self.got.lock().unwrap().clone()
+    }
+
+    async fn until_got(&self, n: usize) {
+        let got = self.got.clone();
+        until_within(&format!("{n} events"), WAIT, || {
+            got.lock().unwrap().len() >= n
+        })
+        .await;
+    }
+
+    /// The resyncs told so far, as (tag, reason).
+    fn resyncs(&self) -> Vec<(String, String)> {
+        std::iter::from_fn(|| self.lifecycle.try_recv().ok())
+            .filter_map(|e| match e {
+                ClientEvent::Resync { tag, reason, .. } => Some((tag, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until the client lost its connection, then until it is back.
+    async fn through_a_reconnect(&self, while_away: impl FnOnce()) {
+        let client = self.client.clone();
+        until_within("the client to see the drop", WAIT, || {
+            client.state() != ClientState::Open
+        })
+        .await;
+        while_away();
+        self.client.wait_open(WAIT).await.expect("back open");
+    }
+}
+
+fn push(server: &Listening, from: u64, to: u64) {
+    for n in from..=to {
+        server
+            .handle()
+            .push("score", &["m1".to_owned()], &(n,))
+            .unwrap_or_else(|e| panic!("push {n}: {e}"));
+    }
+}
+
+/// Server A goes away while alice holds her position; she comes back on B
+/// and gets the 30 events sent meanwhile, then the live ones: 1..=50, each
+/// once, in order, and no resync.
+async fn a_client_whose_server_went_away_recovers_on_the_other_server_exactly_once_in_order(
+    adapter: Adapter,
+) {
+    let redis = SharedRedis::new("recover-other");
+    let a = redis.server(adapter, server_with_history(100), "a").await;
+    let b = redis.server(adapter, server_with_history(100), "b").await;
+    let switch = Switch::start(Some(a.local_addr())).unwrap();
+    let alice = Watcher::start(adapter, &switch).await;
+    push(&b, 1, 10);
+    alice.until_got(10).await;
+    // A is gone (its connections with it); the balancer sends her to B.
+    switch.point_to(Some(b.local_addr()));
+    switch.cut();
+    alice.through_a_reconnect(|| push(&b, 11, 40)).await;
+    alice.until_got(40).await;
+    push(&a, 41, 50);
+    alice.until_got(50).await;
+    tokio_free_sleep(Duration::from_millis(200)).await;
+    assert_eq!(alice.got(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(alice.resyncs(), vec![]);
+    alice.client.close();
+}
+
+/// Alice is away while 60 events are sent to a stream that keeps 20: she
+/// is told the stream was trimmed, gets none of the missed ones, and then
+/// the live ones.
+async fn a_client_away_longer_than_the_history_is_told_and_goes_on_live(adapter: Adapter) {
+    let redis = SharedRedis::new("recover-trimmed");
+    let a = redis.server(adapter, server_with_history(20), "a").await;
+    let switch = Switch::start(Some(a.local_addr())).unwrap();
+    let alice = Watcher::start(adapter, &switch).await;
+    push(&a, 1, 5);
+    alice.until_got(5).await;
+    switch.cut();
+    alice.through_a_reconnect(|| push(&a, 6, 65)).await;
+    let lifecycle = alice.lifecycle.clone();
+    let mut told = Vec::new();
+    until_within("a resync", WAIT, || {
+        told.extend(
+            std::iter::from_fn(|| lifecycle.try_recv().ok()).filter_map(|e| match e {
+                ClientEvent::Resync { tag, reason, .. } => Some((tag, reason)),
+                _ => None,
+            }),
+        );
+        !told.is_empty()
+    })
+    .await;
+    assert_eq!(told, vec![("m1".to_owned(), "trimmed".to_owned())]);
+    push(&a, 66, 70);
+    alice.until_got(10).await;
+    assert_eq!(alice.got(), vec![1, 2, 3, 4, 5, 66, 67, 68, 69, 70]);
+    alice.client.close();
+}
+
+/// Redis loses everything (`FLUSHALL`) while alice is away: she is told the
+/// stream's epoch changed, and goes on with the live events, whose new
+/// positions she takes.
+async fn a_client_whose_streams_redis_lost_is_told_the_epoch_changed(adapter: Adapter) {
+    let redis = SharedRedis::new("recover-flushed");
+    let a = redis.server(adapter, server_with_history(100), "a").await;
+    let switch = Switch::start(Some(a.local_addr())).unwrap();
+    let alice = Watcher::start(adapter, &switch).await;
+    push(&a, 1, 3);
+    alice.until_got(3).await;
+    switch.cut();
+    let mut con = redis.connection();
+    alice
+        .through_a_reconnect(|| {
+            let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+            push(&a, 4, 6);
+        })
+        .await;
+    let lifecycle = alice.lifecycle.clone();
+    let mut told = Vec::new();
+    until_within("a resync", WAIT, || {
+        told.extend(
+            std::iter::from_fn(|| lifecycle.try_recv().ok()).filter_map(|e| match e {
+                ClientEvent::Resync { reason, .. } => Some(reason),
+                _ => None,
+            }),
+        );
+        !told.is_empty()
+    })
+    .await;
+    assert_eq!(told, vec!["epoch-changed".to_owned()]);
+    push(&a, 7, 8);
+    alice.until_got(5).await;
+    assert_eq!(alice.got(), vec![1, 2, 3, 7, 8]);
+    alice.client.close();
+}
+
+/// A runtime-free sleep (the tests run on three runtimes).
+async fn tokio_free_sleep(duration: Duration) {
+    async_io::Timer::after(duration).await;
+}
+
+on_every_adapter!(
+    a_client_whose_server_went_away_recovers_on_the_other_server_exactly_once_in_order,
+    a_client_away_longer_than_the_history_is_told_and_goes_on_live,
+    a_client_whose_streams_redis_lost_is_told_the_epoch_changed,
+);
