@@ -218,6 +218,65 @@ async fn push_reaches_each_matching_subscription_once(rt: Adapter) {
     other_event.expect_nothing().await.unwrap();
 }
 
+async fn history_events_keep_positions_and_a_client_that_was_away_recovers(rt: Adapter) {
+    let f = fixture_on(rt, &["--history-events", "sc*"]);
+    let mut first = conn(&f).await;
+    first
+        .send_json(&json!({"id": "s", "type": "subscribe", "event": "score", "tags": ["a"], "since": {"a": null}}))
+        .await
+        .unwrap();
+    let reply = first.reply_to("s").await.unwrap();
+    let state = &reply["streams"]["a"];
+    assert_eq!(state["offset"], json!(0), "{reply}");
+    let epoch = state["epoch"].clone();
+    // The caller's push: kept, then delivered with its position.
+    assert_eq!(
+        first
+            .call_ok("push", json!(["score", ["a"], 1]))
+            .await
+            .unwrap(),
+        Value::Null
+    );
+    assert_eq!(
+        first.next_event().await.unwrap(),
+        json!({"event": "score", "data": [1], "tag": "a", "offset": 1, "epoch": epoch})
+    );
+    first.close().await;
+    let mut other = conn(&f).await;
+    for n in 2..=3 {
+        other
+            .call_ok("push", json!(["score", ["a"], n]))
+            .await
+            .unwrap();
+    }
+    // Back from offset 1: 2 and 3 before the reply, recovered.
+    other
+        .send_json(&json!({"id": "r", "type": "subscribe", "event": "score", "tags": ["a"], "since": {"a": {"offset": 1, "epoch": epoch}}}))
+        .await
+        .unwrap();
+    for n in 2..=3 {
+        assert_eq!(
+            other.next_frame().await.unwrap(),
+            json!({"event": "score", "data": [n], "tag": "a", "offset": n, "epoch": epoch})
+        );
+    }
+    let reply = other.reply_to("r").await.unwrap();
+    assert_eq!(
+        reply,
+        json!({"id": "r", "data": true, "streams": {"a": {"offset": 3, "epoch": epoch, "recovered": true}}})
+    );
+    // An event outside the pattern: as before, no positions, no history.
+    other.subscribe("goal", &["a"]).await.unwrap();
+    other
+        .call_ok("push", json!(["goal", ["a"], 9]))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.next_event().await.unwrap(),
+        json!({"event": "goal", "data": [9]})
+    );
+}
+
 async fn subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed(rt: Adapter) {
     let f = fixture_on(rt, &[]);
     let mut c = conn(&f).await;
@@ -531,6 +590,7 @@ on_every_runtime!(
     publish_without_auth_is_an_error_reply,
     redis_unreachable_at_start_warns_and_publish_fails_plainly,
     push_reaches_each_matching_subscription_once,
+    history_events_keep_positions_and_a_client_that_was_away_recovers,
     subscribe_to_a_private_tag_is_forbidden_and_others_are_allowed,
     panic_answers_internal_and_the_connection_and_server_keep_working,
     sleep_runs_concurrently_so_a_later_call_can_answer_first,

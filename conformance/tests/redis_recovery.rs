@@ -55,8 +55,12 @@ struct Watcher {
 
 impl Watcher {
     async fn start(adapter: Adapter, switch: &Switch) -> Watcher {
+        Watcher::start_as(adapter, switch, "alice").await
+    }
+
+    async fn start_as(adapter: Adapter, switch: &Switch, token: &str) -> Watcher {
         let options = ClientOptions::default()
-            .auth(json!("alice"))
+            .auth(json!(token))
             .reconnect_delay(Duration::from_millis(100));
         let client = adapter.start(&switch.url(), options);
         let lifecycle = client.lifecycle();
@@ -214,6 +218,69 @@ async fn a_client_whose_streams_redis_lost_is_told_the_epoch_changed(adapter: Ad
     alice.client.close();
 }
 
+/// Two `rtm-fixture` processes share Redis with history for `score`; the
+/// one alice is on is killed (SIGKILL: no close, no goodbye) while she
+/// holds her position, and the balancer sends her to the other: she gets
+/// the 30 events sent meanwhile, then the live ones, each once, in order.
+async fn a_client_whose_server_process_was_killed_recovers_on_the_other(adapter: Adapter) {
+    let redis = SharedRedis::new("recover-killed");
+    let url = redis.redis.url();
+    let flags = [
+        "--auth",
+        "--redis",
+        url.as_str(),
+        "--namespace",
+        redis.namespace.as_str(),
+        "--history-events",
+        "score",
+    ];
+    let a = common::fixture_on(adapter, &flags);
+    let b = common::fixture_on(adapter, &flags);
+    let at = |f: &conformance::Fixture| -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", f.port()).parse().unwrap()
+    };
+    let switch = Switch::start(Some(at(&a))).unwrap();
+    let alice = Watcher::start_as(adapter, &switch, "user:alice").await;
+    let pusher = adapter
+        .connect(
+            &format!("ws://{}/", at(&b)),
+            ClientOptions::default().auth(json!("user:bob")),
+        )
+        .await
+        .expect("the pusher opens");
+    let push_via_b = |from: u64, to: u64| {
+        let pusher = pusher.clone();
+        async move {
+            for n in from..=to {
+                pusher
+                    .call_wait::<Value, _>("push", &json!(["score", ["m1"], n]))
+                    .await
+                    .unwrap_or_else(|e| panic!("push {n}: {e}"));
+            }
+        }
+    };
+    push_via_b(1, 10).await;
+    alice.until_got(10).await;
+    let b_addr = at(&b);
+    drop(a);
+    switch.point_to(Some(b_addr));
+    let client = alice.client.clone();
+    until_within("alice to see her server die", WAIT, || {
+        client.state() != ClientState::Open
+    })
+    .await;
+    push_via_b(11, 40).await;
+    alice.client.wait_open(WAIT).await.expect("back open, on B");
+    alice.until_got(40).await;
+    push_via_b(41, 50).await;
+    alice.until_got(50).await;
+    tokio_free_sleep(Duration::from_millis(200)).await;
+    assert_eq!(alice.got(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(alice.resyncs(), vec![]);
+    alice.client.close();
+    pusher.close();
+}
+
 /// A runtime-free sleep (the tests run on three runtimes).
 async fn tokio_free_sleep(duration: Duration) {
     async_io::Timer::after(duration).await;
@@ -223,4 +290,5 @@ on_every_adapter!(
     a_client_whose_server_went_away_recovers_on_the_other_server_exactly_once_in_order,
     a_client_away_longer_than_the_history_is_told_and_goes_on_live,
     a_client_whose_streams_redis_lost_is_told_the_epoch_changed,
+    a_client_whose_server_process_was_killed_recovers_on_the_other,
 );

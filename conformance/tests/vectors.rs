@@ -21,16 +21,23 @@ fn vectors_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors/protocol.jsonl")
 }
 
-/// Starts a fixture on `runtime` for `case` and runs it over a socket.
-fn run_over_socket(runtime: Adapter, case: &Case) -> Result<(), String> {
-    let fixture = Fixture::start_on(FIXTURE_BIN, runtime, case.fixture_flags())?;
+/// Starts a fixture on `runtime` for `case` (with `extra` flags) and runs
+/// it over a socket.
+fn run_over_socket(runtime: Adapter, case: &Case, extra: &[&str]) -> Result<(), String> {
+    let mut flags = case.fixture_flags();
+    flags.extend(extra.iter().map(|f| (*f).to_owned()));
+    let fixture = Fixture::start_on(FIXTURE_BIN, runtime, flags)?;
     let mut wire = SocketWire::connect(fixture.url())?;
     run_case(case, &mut wire).map_err(|e| format!("{e}\n    fixture stderr: {}", fixture.stderr()))
 }
 
 /// Runs `cases` against `runtime` on [`PARALLEL`] threads; returns each
 /// case's name and outcome, in input order.
-fn run_all(runtime: Adapter, cases: Vec<Case>) -> Vec<(String, Result<(), String>)> {
+fn run_all(
+    runtime: Adapter,
+    cases: Vec<Case>,
+    extra: &'static [&'static str],
+) -> Vec<(String, Result<(), String>)> {
     let queue = Arc::new(Mutex::new(cases.into_iter().enumerate()));
     let results = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..PARALLEL)
@@ -40,7 +47,7 @@ fn run_all(runtime: Adapter, cases: Vec<Case>) -> Vec<(String, Result<(), String
             std::thread::spawn(move || loop {
                 let next = queue.lock().unwrap().next();
                 let Some((n, case)) = next else { return };
-                let outcome = run_over_socket(runtime, &case);
+                let outcome = run_over_socket(runtime, &case, extra);
                 results.lock().unwrap().push((n, case.name, outcome));
             })
         })
@@ -58,27 +65,34 @@ fn run_all(runtime: Adapter, cases: Vec<Case>) -> Vec<(String, Result<(), String
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_tokio() {
-    every_vector_passes_against(Adapter::Tokio);
+    every_vector_passes_against(Adapter::Tokio, &[]);
+}
+
+/// History changes nothing for a client that never sends `since` (as
+/// `@zexcore/rtm-client` 2.x).
+#[test]
+fn every_protocol_vector_passes_with_history_kept_for_every_event() {
+    every_vector_passes_against(Adapter::Tokio, &["--history-events", "*"]);
 }
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_async_std() {
-    every_vector_passes_against(Adapter::AsyncStd);
+    every_vector_passes_against(Adapter::AsyncStd, &[]);
 }
 
 #[test]
 fn every_protocol_vector_passes_over_a_socket_against_rtm_fixture_smol() {
-    every_vector_passes_against(Adapter::Smol);
+    every_vector_passes_against(Adapter::Smol, &[]);
 }
 
-fn every_vector_passes_against(runtime: Adapter) {
+fn every_vector_passes_against(runtime: Adapter, extra: &'static [&'static str]) {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
     let cases = parse_cases(&text).unwrap();
 
-    let results = run_all(runtime, cases);
+    let results = run_all(runtime, cases, extra);
     let failures: Vec<String> = results
         .iter()
         .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| format!("{name}: {e}")))
@@ -113,7 +127,7 @@ fn the_socket_runner_rejects_wrong_expectations() {
         .iter()
         .map(|line| parse_cases(line).unwrap().remove(0))
         .collect();
-    for (name, outcome) in run_all(Adapter::Tokio, cases) {
+    for (name, outcome) in run_all(Adapter::Tokio, cases, &[]) {
         assert!(outcome.is_err(), "case {name:?} should fail");
     }
 }

@@ -6,7 +6,12 @@
 //! rtm-fixture --runtime tokio|async-std|smol --listen 127.0.0.1:PORT [--auth] [--auth-timeout-ms N]
 //!             [--redis URL] [--namespace NS] [--max-frame-bytes N] [--max-in-flight N]
 //!             [--tls-cert PEM --tls-key PEM] [--metrics-listen 127.0.0.1:PORT]
+//!             [--history-events PATTERN]...
 //! ```
+//! `--history-events` keeps history (100 events, 300 s; docs/history.md)
+//! for Push and Publish of the events matching the glob (`*` for all), so
+//! a client in any language can test recovery (`since` on subscribe,
+//! docs/protocol.md): in Redis with `--redis`, else in memory.
 //! Prints `listening on ws://127.0.0.1:PORT/` (`wss://` with TLS) on stdout when ready. On
 //! SIGINT (Ctrl-C) or SIGTERM it shuts down gracefully: in-flight calls
 //! finish, every connection is closed with 1001, and it exits with 0.
@@ -62,6 +67,11 @@ struct Args {
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep history for the events matching this glob (`*` any run, `?` one
+    /// character; `*` for all), with the default size and TTL; repeat for
+    /// more patterns. Kept in Redis with `--redis`, else in memory.
+    #[arg(long, value_name = "PATTERN")]
+    history_events: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +109,22 @@ async fn run(args: Args) -> ExitCode {
         namespace: args.namespace.clone(),
     };
     let mut builder = fixture_builder(ServerBuilder::new(), &options);
+    // Without Redis, history is kept by an in-memory hub of one server
+    // (held here for the server's life).
+    let memory_hub = (args.redis.is_none() && !args.history_events.is_empty())
+        .then(rtm_driver::broker::MemoryHub::new);
+    if let Some(hub) = &memory_hub {
+        builder = builder.broker(Arc::new(hub.broker()));
+    }
+    if !args.history_events.is_empty() {
+        let history = args
+            .history_events
+            .iter()
+            .fold(rtm_core::HistoryConfig::default(), |history, pattern| {
+                history.enable(pattern.as_str(), rtm_core::StreamOptions::default())
+            });
+        builder = builder.history(history);
+    }
     if let Some(url) = &args.redis {
         let namespace = args.namespace.clone().unwrap_or_else(|| "rtm".into());
         let server_id = builder.config().server_id.clone();
@@ -159,6 +185,7 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     server.shutdown().await;
+    drop(memory_hub);
     ExitCode::SUCCESS
 }
 
