@@ -974,7 +974,7 @@ impl<T> Router<T> {
                         frame: envelope.frame.clone(),
                         push: push_id(&envelope),
                     };
-                    trackers.buffer(&event, self.history.max_sync_buffer);
+                    trackers.buffer(&position.epoch, &event, self.history.max_sync_buffer);
                 }
                 let skip_trackers = envelope.position.is_some() && !self.tracking.is_empty();
                 sent + match multi {

@@ -78,7 +78,9 @@ pub struct Synced {
 /// Live events buffered for one syncing connection.
 #[derive(Debug, Default)]
 struct Buffer {
-    events: Vec<StreamEvent>,
+    /// Each with its stream's epoch: an event of an older epoch may still
+    /// be on its way when the store made a new one.
+    events: Vec<(String, StreamEvent)>,
     overflowed: bool,
 }
 
@@ -105,7 +107,7 @@ impl Trackers {
     }
 
     /// Buffers a live event for each syncing connection (`cap` at most each).
-    pub(crate) fn buffer(&self, event: &StreamEvent, cap: usize) {
+    pub(crate) fn buffer(&self, epoch: &str, event: &StreamEvent, cap: usize) {
         if self.syncing.is_empty() {
             return;
         }
@@ -115,7 +117,7 @@ impl Trackers {
             if buffer.events.len() >= cap {
                 buffer.overflowed = true;
             } else if !buffer.overflowed {
-                buffer.events.push(event.clone());
+                buffer.events.push((epoch.to_owned(), event.clone()));
             }
         }
     }
@@ -327,7 +329,15 @@ impl Tracking {
             let buffer = trackers.take_buffer(sync.conn);
             trackers.syncing.remove(&sync.conn);
             let since = tag.since.clone().unwrap_or_else(|| page.top.clone());
-            let mut recovery = recover(&since, page, buffer.events, config, now_ms);
+            // Only the read's epoch is merged: the offsets of another say
+            // nothing about this one.
+            let buffered = buffer
+                .events
+                .into_iter()
+                .filter(|(epoch, _)| *epoch == page.top.epoch)
+                .map(|(_, event)| event)
+                .collect();
+            let mut recovery = recover(&since, page, buffered, config, now_ms);
             if buffer.overflowed {
                 // Events past the buffer were not kept: what is delivered
                 // stops before them, and the client sees the jump.
