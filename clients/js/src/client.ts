@@ -6,6 +6,7 @@ import type { Jitter, Reconnect } from './backoff.js';
 import { type CoreConfig, type Heartbeat, type Lifecycle, type Output, ClientCore, DEFAULT_CONFIG } from './core.js';
 import { ErrorCodes, RtmError } from './errors.js';
 import { checkEventName, checkTags, normalize } from './frame.js';
+import type { ResyncReason, StreamPosition } from './positions.js';
 import { type WebSocketConstructor, type WebSocketLike, badUrl, defaultWebSocket } from './websocket.js';
 
 /** Where a client is: opening a socket, authenticating, open (ready), waiting to reconnect, or closed for good. */
@@ -53,8 +54,32 @@ export interface ClientOptions {
   maxBufferedBytes?: number | null;
   /** Seed of the backoff jitter (default: random). */
   jitterSeed?: number;
+  /**
+   * Keep a position in the stream of every push subscription whose event
+   * keeps history on the server (docs/protocol.md, "Positions and
+   * recovery"): after a reconnect the server sends the events missed
+   * meanwhile, in order, each once, before the live ones, or says it cannot
+   * (the `resync` event); an event seen twice is dropped, and one missed
+   * makes the client ask again. A server without history ignores it.
+   * Default `true`; `false`: subscribes as before, events passed as they come.
+   */
+  trackPositions?: boolean;
   /** The WebSocket class to use (default: the global one, else `ws`). */
   WebSocket?: WebSocketConstructor;
+}
+
+/** A push subscription refused for a while, sent again (the `subscribe-retry` event). */
+export interface SubscribeRetryInfo {
+  /** The event name. */
+  event: string;
+  /** Its tags. */
+  tags: string[];
+  /** The retry's number (1 for the first). */
+  attempt: number;
+  /** How long until it is sent again (the reconnect schedule's delay for that attempt). */
+  delayMs: number;
+  /** Why it was refused: `rtm/broker-unavailable` or `rtm/timeout`. */
+  error: RtmError;
 }
 
 /** Options of one call ({@link Client.callWith}). */
@@ -85,6 +110,21 @@ export interface ClientEvents {
   message: [raw: string];
   /** The WebSocket's own `error` event (a failed connect, a network error). */
   'socket-error': [event: unknown];
+  /**
+   * The events this client missed on the push stream (`event`, `tag`) could
+   * not be recovered (`reason`: `trimmed`, `too-many`, `too-old`,
+   * `epoch-changed`, `ahead`, `gap`): reload what they would have told from
+   * the application's own store. Later events of the stream are delivered
+   * as usual. Only with `trackPositions` (the default) and a server that
+   * keeps history for `event`.
+   */
+  resync: [event: string, tag: string, reason: ResyncReason];
+  /**
+   * A push subscription the server refused with a temporary error
+   * (`rtm/broker-unavailable`, `rtm/timeout`) is sent again after
+   * `delayMs`, until it is taken or unsubscribed.
+   */
+  'subscribe-retry': [info: SubscribeRetryInfo];
 }
 
 type Listener<K extends keyof ClientEvents> = (...args: ClientEvents[K]) => void;
@@ -142,6 +182,7 @@ export function coreConfig(options: ClientOptions, reconnect: Reconnect): Partia
     openTimeoutMs: options.openTimeoutMs === undefined ? DEFAULT_CONFIG.openTimeoutMs : options.openTimeoutMs,
     jitterSeed: options.jitterSeed ?? Math.floor(Math.random() * 0xffffffff),
     heartbeat: options.heartbeat === undefined ? DEFAULT_CONFIG.heartbeat : options.heartbeat,
+    trackPositions: options.trackPositions ?? DEFAULT_CONFIG.trackPositions,
   };
 }
 
@@ -225,6 +266,16 @@ export class Client {
   /** Push subscriptions held (re-sent after every reconnect). */
   get pushSubscriptions(): number {
     return this.core.subscriptions;
+  }
+
+  /**
+   * The position this client holds in the push stream (`event`, `tag`): the
+   * offset of the last event it had, under the stream's epoch; `null` when
+   * it has none (not subscribed yet, no history for `event` on the server,
+   * or `trackPositions: false`).
+   */
+  position(event: string, tag: string): StreamPosition | null {
+    return this.core.position(event, tag);
   }
 
   /** The WebSocket in use, if one is open or opening. */
@@ -379,6 +430,12 @@ export class Client {
       },
       (err: RtmError) => {
         forget();
+        // A subscription refused for a while (`rtm/broker-unavailable`), or
+        // whose call timed out while offline, stays held by the core, which
+        // would send it again: the caller was told it failed, so it is
+        // dropped (the tags no other push subscription holds), as the Rust
+        // client does.
+        if (reg.tags.some((tag) => this.core.holds(event, tag))) void this.releaseTags(event, reg.tags);
         throw err;
       },
     );
@@ -587,6 +644,12 @@ export class Client {
         break;
       case 'error':
         this.emit('error', event.error);
+        break;
+      case 'resync':
+        this.emit('resync', event.event, event.tag, event.reason);
+        break;
+      case 'subscribe-retry':
+        this.emit('subscribe-retry', { event: event.event, tags: event.tags, attempt: event.attempt, delayMs: event.delayMs, error: event.error });
         break;
     }
   }

@@ -10,9 +10,10 @@
  * `rtm/closed`, backoff with jitter and a cap is available, nothing polls.
  */
 import type { Reconnect } from './backoff.js';
-import { Client, type ClientOptions, type ReconnectOption, reportListenerError, toReconnect } from './client.js';
+import { Client, type ClientOptions, type ReconnectOption, type SubscribeRetryInfo, reportListenerError, toReconnect } from './client.js';
 import type { Heartbeat } from './core.js';
 import { ErrorCodes, RtmError } from './errors.js';
+import type { ResyncReason } from './positions.js';
 import { badUrl, type WebSocketConstructor, type WebSocketLike } from './websocket.js';
 
 /** What `onError` receives, as in `@zexcore/rtm-client`. */
@@ -56,6 +57,22 @@ export interface RTMClientOptions {
   maxBufferedBytes?: number | null;
   /** Extension: the jitter seed. */
   jitterSeed?: number;
+  /**
+   * Extension: keep a position in the stream of every push subscription
+   * whose event keeps history on the server, so that after a reconnect the
+   * events missed meanwhile come first, in order, each once (or `onResync`
+   * is called). Default `true`; a server without history ignores it.
+   */
+  trackPositions?: boolean;
+  /**
+   * Extension: the events missed on the push stream (`event`, `tag`) could
+   * not be recovered (`reason`: `trimmed`, `too-many`, `too-old`,
+   * `epoch-changed`, `ahead`, `gap`): reload that state from the
+   * application's own store. Later events are delivered as usual.
+   */
+  onResync?: (event: string, tag: string, reason: ResyncReason) => void;
+  /** Extension: a push subscription refused for a while (`rtm/broker-unavailable`) is sent again after `info.delayMs`. */
+  onSubscribeRetry?: (info: SubscribeRetryInfo) => void;
   /** Extension: the WebSocket class (default: the global one, else `ws`). */
   WebSocket?: WebSocketConstructor;
 }
@@ -101,6 +118,7 @@ export class RtmClient {
       heartbeat: o.heartbeat,
       maxBufferedBytes: o.maxBufferedBytes,
       jitterSeed: o.jitterSeed,
+      trackPositions: o.trackPositions,
       WebSocket: o.WebSocket,
     };
     for (const key of Object.keys(clientOptions) as Array<keyof ClientOptions>) {
@@ -131,6 +149,8 @@ export class RtmClient {
     });
     c.on('socket-error', (event) => this.callback('onError', { code: 'rtm/network-error', data: event }));
     c.on('message', (raw) => this.callback('onMessage', raw));
+    c.on('resync', (event, tag, reason) => this.callback('onResync', event, tag, reason));
+    c.on('subscribe-retry', (info) => this.callback('onSubscribeRetry', info));
   }
 
   private authFailed = false;
@@ -213,7 +233,7 @@ export class RtmClient {
     this.client.close();
   }
 
-  private callback<K extends 'onAuthenticating' | 'onOpen' | 'onClose' | 'onError' | 'onReconnecting' | 'onMessage'>(
+  private callback<K extends 'onAuthenticating' | 'onOpen' | 'onClose' | 'onError' | 'onReconnecting' | 'onMessage' | 'onResync' | 'onSubscribeRetry'>(
     name: K,
     ...args: Parameters<NonNullable<RTMClientOptions[K]>>
   ): void {

@@ -2,7 +2,11 @@
  * The client state machine, a port of the Rust client core
  * (`rtm-core/src/client/`): request ids, calls awaiting replies and their
  * deadlines, the bounded offline queue, the push subscriptions re-sent after
- * every reconnect, the reconnect schedule and auth on every (re)open.
+ * every reconnect, the reconnect schedule and auth on every (re)open, and
+ * (ext) the positions in the streams of its push subscriptions
+ * ({@link Positions}): `since` on every subscribe, duplicates dropped, a gap
+ * resubscribed, a stream that could not be recovered told (`resync`), a
+ * subscribe refused for a while sent again (`subscribe-retry`).
  *
  * It does no IO and reads no clock: a driver feeds it inputs (`handle*`,
  * with the current time in milliseconds), gives it commands, then drains
@@ -23,6 +27,7 @@ import {
   normalize,
   parseServerFrame,
 } from './frame.js';
+import { type ResyncReason, type StreamPosition, Positions, parseStreams } from './positions.js';
 
 /** Liveness of the server: ping after `intervalMs` of silence, give up after `timeoutMs`. */
 export interface Heartbeat {
@@ -50,6 +55,15 @@ export interface CoreConfig {
   jitterSeed: number;
   /** Liveness checks of the server, on sockets that can ping; `null`: none. */
   heartbeat: Heartbeat | null;
+  /**
+   * Keep a position in the stream of every push subscription whose event
+   * keeps history on the server (ext; docs/protocol.md): subscribes carry
+   * `since`, so after a reconnect the server sends what was missed, in
+   * order, once, or says it cannot (a `resync` lifecycle event); an event
+   * seen twice is dropped, and one missed makes the client subscribe again
+   * with its position. A server without history ignores `since`. Default `true`.
+   */
+  trackPositions: boolean;
 }
 
 export const DEFAULT_CONFIG: CoreConfig = {
@@ -62,6 +76,7 @@ export const DEFAULT_CONFIG: CoreConfig = {
   openTimeoutMs: 10_000,
   jitterSeed: 0x5eed7e57,
   heartbeat: { intervalMs: 25_000, timeoutMs: 60_000 },
+  trackPositions: true,
 };
 
 /** Where the client is in its connection lifecycle. */
@@ -90,7 +105,20 @@ export type Lifecycle =
   /** Attempt `attempt` will start after `delayMs`. */
   | { type: 'reconnecting'; attempt: number; delayMs: number }
   /** Something went wrong that no call owns: a bad frame, a rejected auth, a denied re-subscribe. */
-  | { type: 'error'; error: RtmError };
+  | { type: 'error'; error: RtmError }
+  /**
+   * The events this client missed on the push stream (`event`, `tag`) could
+   * not be recovered (`reason`, docs/protocol.md): reload what they would
+   * have told from the application's own store. Later events of the stream
+   * are delivered as usual.
+   */
+  | { type: 'resync'; event: string; tag: string; reason: ResyncReason }
+  /**
+   * A push subscription the server refused with a temporary error
+   * (`rtm/broker-unavailable`, `rtm/timeout`) is sent again after `delayMs`
+   * (retry number `attempt`, from 1), until it is taken or unsubscribed.
+   */
+  | { type: 'subscribe-retry'; event: string; tags: string[]; attempt: number; delayMs: number; error: RtmError };
 
 /** What the core asks of its driver. */
 export type Output =
@@ -134,7 +162,14 @@ interface Queued {
 interface HeldSub {
   sub: PushSub;
   waiters: number[];
+  /** Refused with a temporary error: sent again at this time (the retry's number beside). */
+  retry: { at: number; attempt: number } | null;
+  /** Retries so far since it was last taken. */
+  retries: number;
 }
+
+/** Refusals of a subscribe that a later retry may not meet. */
+const TEMPORARY_REFUSALS: readonly string[] = [ErrorCodes.BrokerUnavailable, ErrorCodes.Timeout];
 
 /** Per-call options. */
 export interface CallOptions {
@@ -208,6 +243,8 @@ export class ClientCore {
   private deadlines = new Deadlines();
   private queue: Queued[] = [];
   private subs: HeldSub[] = [];
+  /** Positions in the streams of the push subscriptions (ext). */
+  private positions = new Positions();
   private outputs: Output[] = [];
   /** Why the client closed for good, when it was not the application's `close`. */
   private closedByValue: RtmError | null = null;
@@ -252,6 +289,11 @@ export class ClientCore {
     return this.subs.length;
   }
 
+  /** The position this client holds in the stream (`event`, `tag`), or `null` (none yet, or not tracked). */
+  position(event: string, tag: string): StreamPosition | null {
+    return this.positions.position(event, tag);
+  }
+
   /** Whether `event` with `tags` (normalized) is held. */
   holds(event: string, tag: string): boolean {
     return this.subs.some((h) => h.sub.event === event && h.sub.tags.includes(tag));
@@ -286,9 +328,22 @@ export class ClientCore {
     if (frame instanceof RtmError) {
       this.lifecycle({ type: 'error', error: frame });
     } else if (frame.kind === 'event') {
-      this.outputs.push({ type: 'event', event: frame.event, args: frame.args });
+      const at = frame.position;
+      const verdict = at !== null && this.config.trackPositions ? this.positions.handleEvent(frame.event, at) : 'deliver';
+      switch (verdict) {
+        case 'deliver':
+          this.outputs.push({ type: 'event', event: frame.event, args: frame.args });
+          break;
+        case 'drop':
+          break;
+        case 'gap':
+          // Missed some: subscribe again with the position, and the server
+          // sends them (or says it cannot).
+          if (at?.tag != null) this.sendSubscribe(normalize(frame.event, [at.tag]), []);
+          break;
+      }
     } else {
-      this.handleReply(frame.id, frame.ok ? { ok: true, value: frame.data } : { ok: false, error: frame.error });
+      this.handleReply(frame.id, frame.ok ? { ok: true, value: frame.data } : { ok: false, error: frame.error }, frame.ok ? frame.streams : null, now);
     }
   }
 
@@ -356,6 +411,16 @@ export class ClientCore {
     }
     if (this.stateValue.kind === 'waiting' && this.reconnectAt !== null && this.reconnectAt <= now) {
       this.startConnecting(now, this.stateValue.attempt);
+    }
+    if (this.stateValue.kind === 'open') {
+      const due: PushSub[] = [];
+      for (const h of this.subs) {
+        if (h.retry !== null && h.retry.at <= now) {
+          h.retry = null;
+          due.push(h.sub);
+        }
+      }
+      for (const sub of due) this.sendSubscribe(sub, []);
     }
   }
 
@@ -433,6 +498,7 @@ export class ClientCore {
     const bad = checkEventName(event) ?? checkTags(tags);
     if (bad) throw bad;
     const sub = normalize(event, tags);
+    this.positions.forget(event, sub.tags);
     // Offline subscribes withdrawn before they were sent: done, nothing to send.
     for (const orphan of this.removeTags(event, sub.tags)) this.complete(orphan, { ok: true, value: true });
     if (this.stateValue.kind === 'open') {
@@ -503,6 +569,7 @@ export class ClientCore {
     }
     if (this.stateValue.kind === 'waiting') earliest(this.reconnectAt);
     if (this.stateValue.kind === 'connecting') earliest(this.connectDeadline);
+    if (this.stateValue.kind === 'open') for (const h of this.subs) earliest(h.retry?.at ?? null);
     earliest(this.heartbeatDue());
     return at;
   }
@@ -606,7 +673,7 @@ export class ClientCore {
   private addSub(sub: PushSub): HeldSub {
     let held = this.subs.find((h) => sameSub(h.sub, sub));
     if (!held) {
-      held = { sub, waiters: [] };
+      held = { sub, waiters: [], retry: null, retries: 0 };
       this.subs.push(held);
     }
     return held;
@@ -626,7 +693,8 @@ export class ClientCore {
 
   private sendSubscribe(sub: PushSub, waiters: number[]): void {
     const id = this.requestId();
-    this.transmit(encodeSubscription(id, true, sub));
+    const since = this.config.trackPositions ? this.positions.since(sub.event, sub.tags) : null;
+    this.transmit(encodeSubscription(id, true, sub, since));
     for (const call of waiters) {
       const c = this.calls.get(call);
       if (c) c.place = { kind: 'sent', id };
@@ -648,7 +716,10 @@ export class ClientCore {
     this.stateValue = { kind: 'open' };
     this.attempt = 0;
     this.lastFailure = '';
-    const resend = this.subs.map((h) => [h.sub, h.waiters.splice(0)] as const);
+    const resend = this.subs.map((h) => {
+      h.retry = null;
+      return [h.sub, h.waiters.splice(0)] as const;
+    });
     for (const [sub, waiters] of resend) this.sendSubscribe(sub, waiters);
     const queue = this.queue;
     this.queue = [];
@@ -664,7 +735,7 @@ export class ClientCore {
     this.lifecycle({ type: 'ready', authenticated: this.config.auth, authData });
   }
 
-  private handleReply(id: string, result: { ok: true; value: unknown } | { ok: false; error: RtmError }): void {
+  private handleReply(id: string, result: { ok: true; value: unknown } | { ok: false; error: RtmError }, streams: unknown, now: number): void {
     const pending = this.pending.get(id);
     if (!pending) return;
     this.pending.delete(id);
@@ -678,14 +749,53 @@ export class ClientCore {
         this.complete(pending.call, result);
         break;
       case 'subscribe':
-        if (!result.ok) {
-          // Denied: the server does not hold it, so stop re-sending it.
-          this.subs = this.subs.filter((h) => !sameSub(h.sub, pending.sub));
-          if (!pending.waiters.length) this.lifecycle({ type: 'error', error: result.error });
-        }
+        if (result.ok) this.subscribed(pending.sub, streams);
+        else this.subscribeRefused(pending.sub, result.error, pending.waiters.length === 0, now);
         for (const call of pending.waiters) this.complete(call, result);
         break;
     }
+  }
+
+  /**
+   * A subscribe was taken: its streams' positions are where the reply says;
+   * a stream that could not be recovered is told to the application.
+   */
+  private subscribed(sub: PushSub, streams: unknown): void {
+    const held = this.subs.find((h) => sameSub(h.sub, sub));
+    if (held) held.retries = 0;
+    if (streams === null || streams === undefined || !this.config.trackPositions) return;
+    const states = parseStreams(streams);
+    if (typeof states === 'string') {
+      this.lifecycle({ type: 'error', error: new RtmError(ErrorCodes.BadRequest, states) });
+      return;
+    }
+    for (const { tag, reason } of this.positions.handleStreams(sub.event, states)) {
+      this.lifecycle({ type: 'resync', event: sub.event, tag, reason });
+    }
+  }
+
+  /**
+   * A subscribe was refused. A temporary refusal (`rtm/broker-unavailable`,
+   * `rtm/timeout`) of a held subscription is sent again after a backoff (the
+   * reconnect schedule's); any other, or with no reconnects, stops it being
+   * sent again.
+   */
+  private subscribeRefused(sub: PushSub, error: RtmError, tell: boolean, now: number): void {
+    this.positions.resyncFailed(sub.event, sub.tags);
+    const held = this.subs.find((h) => sameSub(h.sub, sub));
+    if (held && TEMPORARY_REFUSALS.includes(error.code)) {
+      const attempt = held.retries + 1;
+      const delay = reconnectDelay(this.config.reconnect, attempt, this.rng);
+      if (delay !== null) {
+        held.retries = attempt;
+        held.retry = { at: now + delay, attempt };
+        this.lifecycle({ type: 'subscribe-retry', event: sub.event, tags: [...sub.tags], attempt, delayMs: delay, error });
+        return;
+      }
+    }
+    // Denied: the server does not hold it, so stop re-sending it.
+    this.subs = this.subs.filter((h) => !sameSub(h.sub, sub));
+    if (tell) this.lifecycle({ type: 'error', error });
   }
 
   /** The server rejected the auth: terminal, nothing is retried. */
@@ -765,6 +875,7 @@ export class ClientCore {
     const subs = this.subs;
     this.subs = [];
     for (const h of subs) for (const call of h.waiters) this.complete(call, { ok: false, error: err });
+    this.positions.clear();
     // Calls completed at once or about to be sent are gone too.
     for (const call of [...this.calls.keys()]) this.complete(call, { ok: false, error: err });
     this.deadlines.clear();

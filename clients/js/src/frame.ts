@@ -4,6 +4,7 @@
  * the JavaScript client read them.
  */
 import { ErrorCodes, RtmError } from './errors.js';
+import { type EventPosition, type Since, isValidEpoch, writeSince } from './positions.js';
 
 /** A push subscription: an event and its tags (sorted, without duplicates). */
 export interface PushSub {
@@ -13,9 +14,11 @@ export interface PushSub {
 
 /** A frame from the server, as a client reads it. */
 export type ServerFrame =
-  | { kind: 'reply'; id: string; ok: true; data: unknown }
+  /** `streams`: a subscribe's reply's `streams` (ext), as sent (`null`: none). */
+  | { kind: 'reply'; id: string; ok: true; data: unknown; streams: unknown }
   | { kind: 'reply'; id: string; ok: false; error: RtmError }
-  | { kind: 'event'; event: string; args: unknown[] };
+  /** `position`: its place in its stream (ext), for a connection that tracks it (`null`: none). */
+  | { kind: 'event'; event: string; args: unknown[]; position: EventPosition | null };
 
 /** `{"id":…,"type":"auth","data":[authData]}` */
 export function encodeAuth(id: string, authData: unknown): string {
@@ -39,10 +42,15 @@ export function encodeArgs(args: readonly unknown[]): string | RtmError {
   }
 }
 
-/** `{"id":…,"type":"subscribe"|"unsubscribe","event":…,"tags":[…]}` */
-export function encodeSubscription(id: string, subscribe: boolean, sub: PushSub): string {
+/**
+ * `{"id":…,"type":"subscribe"|"unsubscribe","event":…,"tags":[…]}`, and for a
+ * subscribe with `since` (ext) `,"since":{…}` before the closing brace (its
+ * tags sorted, each with its position or `null`).
+ */
+export function encodeSubscription(id: string, subscribe: boolean, sub: PushSub, since: Since | null = null): string {
   const type = subscribe ? 'subscribe' : 'unsubscribe';
-  return `{"id":${JSON.stringify(id)},"type":"${type}","event":${JSON.stringify(sub.event)},"tags":${JSON.stringify(sub.tags)}}`;
+  const head = `{"id":${JSON.stringify(id)},"type":"${type}","event":${JSON.stringify(sub.event)},"tags":${JSON.stringify(sub.tags)}`;
+  return subscribe && since ? `${head}${writeSince(since)}}` : `${head}}`;
 }
 
 /** JSON of a value; `undefined` (which JSON has not) is sent as `null`, as in an array. */
@@ -102,6 +110,12 @@ function wireError(error: unknown): RtmError | null {
  *   `message`, any other truthy value is `rtm/handler-error` with that value as
  *   the message (the `error`-key quirk).
  * - An event (`event` is a string) has an array `data`, or none (`[]`).
+ * - Positions (ext): a reply's `streams` is kept as sent (read by the core);
+ *   an event's `offset` and `epoch` (a valid one: 1–64 of `[0-9A-Za-z_-]`)
+ *   make its position, with its `tag` and `push` when there. As the Rust
+ *   core reads them, `tag`, `epoch` and `push` must be strings and `offset`
+ *   a non-negative integer when present (not `null`), on any frame, or the
+ *   frame is not valid.
  */
 export function parseServerFrame(text: string): ServerFrame | RtmError {
   let raw: unknown;
@@ -112,6 +126,16 @@ export function parseServerFrame(text: string): ServerFrame | RtmError {
   }
   if (!isObject(raw)) return new RtmError(ErrorCodes.BadRequest, 'server frame is not valid: not an object');
   const { id, event, data } = raw;
+  for (const key of ['tag', 'epoch', 'push'] as const) {
+    const value = raw[key];
+    if (value !== undefined && value !== null && typeof value !== 'string') {
+      return new RtmError(ErrorCodes.BadRequest, `server frame is not valid: ${key} is not a string`);
+    }
+  }
+  const offset = raw.offset;
+  if (offset !== undefined && offset !== null && !(typeof offset === 'number' && Number.isInteger(offset) && offset >= 0)) {
+    return new RtmError(ErrorCodes.BadRequest, 'server frame is not valid: offset is not a non-negative integer');
+  }
   if (id !== undefined && id !== null) {
     if (typeof id !== 'string') return new RtmError(ErrorCodes.BadRequest, 'server frame is not valid: id is not a string');
     const top = raw.error;
@@ -125,13 +149,21 @@ export function parseServerFrame(text: string): ServerFrame | RtmError {
       const error = wireError(data.error);
       if (error) return { kind: 'reply', id, ok: false, error };
     }
-    return { kind: 'reply', id, ok: true, data: data === undefined ? null : data };
+    const streams = raw.streams === undefined ? null : raw.streams;
+    return { kind: 'reply', id, ok: true, data: data === undefined ? null : data, streams };
   }
   if (event !== undefined && event !== null) {
     if (typeof event !== 'string') return new RtmError(ErrorCodes.BadRequest, 'server frame is not valid: event is not a string');
-    if (data === undefined || data === null) return { kind: 'event', event, args: [] };
-    if (!Array.isArray(data)) return new RtmError(ErrorCodes.BadRequest, 'event data must be an array');
-    return { kind: 'event', event, args: data };
+    let args: unknown[];
+    if (data === undefined || data === null) args = [];
+    else if (Array.isArray(data)) args = data;
+    else return new RtmError(ErrorCodes.BadRequest, 'event data must be an array');
+    const { tag, epoch, push } = raw as { tag?: string | null; epoch?: string | null; push?: string | null };
+    const position: EventPosition | null =
+      typeof offset === 'number' && typeof epoch === 'string' && isValidEpoch(epoch)
+        ? { tag: tag ?? null, position: { offset, epoch }, push: push ?? null }
+        : null;
+    return { kind: 'event', event, args, position };
   }
   return new RtmError(ErrorCodes.BadRequest, 'server frame has neither id nor event');
 }

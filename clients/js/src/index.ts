@@ -8,7 +8,7 @@
  * - {@link ClientCore}: the sans-IO state machine both are built on.
  */
 export { Client, connect } from './client.js';
-export type { CallOptions, ClientEvents, ClientOptions, ConnectionState, ReconnectOption, Unsubscribe } from './client.js';
+export type { CallOptions, ClientEvents, ClientOptions, ConnectionState, ReconnectOption, SubscribeRetryInfo, Unsubscribe } from './client.js';
 export { RtmClient, RTMMessageResponse } from './compat.js';
 export type { RTMClientError, RTMClientOptions } from './compat.js';
 export { ErrorCodes, RtmError } from './errors.js';
@@ -16,4 +16,6 @@ export type { ErrorCode, KnownErrorCode } from './errors.js';
 export { ClientCore, DEFAULT_CONFIG } from './core.js';
 export type { CallOptions as CoreCallOptions, CoreConfig, CoreState, CloseCause, Heartbeat, Lifecycle, Output } from './core.js';
 export type { Jitter, Reconnect } from './backoff.js';
+export { Positions } from './positions.js';
+export type { EventPosition, ResyncReason, Since, StreamPosition, StreamState, Verdict } from './positions.js';
 export type { WebSocketConstructor, WebSocketLike } from './websocket.js';

@@ -736,3 +736,309 @@ test('arbitrary_server_frames_never_throw', () => {
     h.drain();
   }
 });
+
+// ----- positions in streams (ext): the rules after `// ----- positions in
+// streams (ext) -----` in rtm-core/tests/client_rules.rs, same names, then
+// this port's own -----
+
+/** Subscribes to `score [m1]` while open; returns the subscribe sent. */
+function subscribeM1(h) {
+  h.core.subscribePush('score', ['m1'], h.now);
+  return sent(h.drain())[0];
+}
+
+const positioned = (n, offset, epoch) => ({ event: 'score', data: [n], tag: 'm1', offset, epoch });
+const delivered = (out) => out.filter((o) => o.type === 'event').map((o) => o.args);
+const resyncs = (out) => events(out).filter((e) => e.type === 'resync').map((e) => [e.event, e.tag, e.reason]);
+
+test('a_subscribe_asks_for_positions_and_after_a_reconnect_sends_the_last_one_it_had', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  const first = subscribeM1(h);
+  assert.deepEqual(first.since, { m1: null });
+  h.server({ id: first.id, data: true, streams: { m1: { offset: 4, epoch: 'e1' } } });
+  assert.deepEqual(delivered(h.server(positioned(5, 5, 'e1'))), [[5]]);
+  assert.deepEqual(delivered(h.server(positioned(6, 6, 'e1'))), [[6]]);
+  h.lose(1006);
+  h.jump();
+  const again = sent(h.open())[0];
+  assert.equal(again.type, 'subscribe');
+  assert.deepEqual(again.since, { m1: { offset: 6, epoch: 'e1' } });
+  assert.deepEqual(h.core.position('score', 'm1'), { offset: 6, epoch: 'e1' });
+});
+
+test('an_event_at_or_below_the_position_is_dropped', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  const sub = subscribeM1(h);
+  h.server({ id: sub.id, data: true, streams: { m1: { offset: 4, epoch: 'e1' } } });
+  assert.deepEqual(delivered(h.server(positioned(4, 4, 'e1'))), []);
+  assert.deepEqual(delivered(h.server(positioned(3, 3, 'e1'))), []);
+  assert.deepEqual(delivered(h.server(positioned(5, 5, 'e1'))), [[5]]);
+});
+
+test('a_jump_in_offsets_makes_the_client_subscribe_again_from_its_position_and_take_the_recovery', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  const sub = subscribeM1(h);
+  h.server({ id: sub.id, data: true, streams: { m1: { offset: 4, epoch: 'e1' } } });
+  // 5 was lost on the way.
+  let out = h.server(positioned(6, 6, 'e1'));
+  assert.deepEqual(delivered(out), []);
+  const resync = sent(out)[0];
+  assert.equal(resync.type, 'subscribe');
+  assert.deepEqual(resync.tags, ['m1']);
+  assert.deepEqual(resync.since, { m1: { offset: 4, epoch: 'e1' } });
+  // Live ones past the hole meanwhile: the recovery brings them.
+  assert.deepEqual(delivered(h.server(positioned(7, 7, 'e1'))), []);
+  const got = [];
+  for (let n = 5; n <= 7; n++) got.push(...delivered(h.server(positioned(n, n, 'e1'))));
+  out = h.server({ id: resync.id, data: true, streams: { m1: { offset: 7, epoch: 'e1', recovered: true } } });
+  assert.deepEqual(events(out), []);
+  assert.deepEqual(out, []);
+  got.push(...delivered(h.server(positioned(8, 8, 'e1'))));
+  assert.deepEqual(got, [[5], [6], [7], [8]]);
+});
+
+test('a_stream_that_could_not_be_recovered_is_told_to_the_application', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  const sub = subscribeM1(h);
+  const out = h.server({ id: sub.id, data: true, streams: { m1: { offset: 9, epoch: 'e2', recovered: false, reason: 'epoch-changed' } } });
+  assert.deepEqual(resyncs(out), [['score', 'm1', 'epoch-changed']]);
+  assert.deepEqual(delivered(h.server(positioned(10, 10, 'e2'))), [[10]]);
+});
+
+test('a_push_to_two_tracked_tags_is_handed_to_the_application_once', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  h.core.subscribePush('score', ['m1', 'm2'], h.now);
+  const sub = sent(h.drain())[0];
+  assert.deepEqual(sub.since, { m1: null, m2: null });
+  h.server({ id: sub.id, data: true, streams: { m1: { offset: 0, epoch: 'a' }, m2: { offset: 0, epoch: 'b' } } });
+  const one = { event: 'score', data: [1], push: 's1:9', tag: 'm1', offset: 1, epoch: 'a' };
+  const two = { event: 'score', data: [1], push: 's1:9', tag: 'm2', offset: 1, epoch: 'b' };
+  assert.deepEqual(delivered(h.server(one)), [[1]]);
+  assert.deepEqual(delivered(h.server(two)), []);
+  // Both positions moved: a reconnect asks for neither again.
+  h.lose(1006);
+  h.jump();
+  const again = sent(h.open())[0];
+  assert.deepEqual(again.since, { m1: { offset: 1, epoch: 'a' }, m2: { offset: 1, epoch: 'b' } });
+});
+
+test('a_subscribe_refused_for_a_while_is_sent_again_after_a_backoff_and_a_denied_one_is_not', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  const call = h.core.subscribePush('score', ['m1'], h.now);
+  const sub = sent(h.drain())[0];
+  let out = h.server({ id: sub.id, data: { error: { code: 'rtm/broker-unavailable', message: 'down' } } });
+  assert.deepEqual(done(out), [[call, { err: 'rtm/broker-unavailable' }]]);
+  const retry = events(out).find((e) => e.type === 'subscribe-retry');
+  assert.ok(retry, 'a retry');
+  assert.deepEqual([retry.attempt, retry.delayMs], [1, SEC], "the reconnect schedule's first delay");
+  assert.equal(retry.event, 'score');
+  assert.deepEqual(retry.tags, ['m1']);
+  assert.equal(retry.error.code, 'rtm/broker-unavailable');
+  assert.ok(!events(out).some((e) => e.type === 'error'), 'a retry is not an error');
+  assert.deepEqual(sent(h.advance(retry.delayMs - MS)), []);
+  const again = sent(h.advance(MS))[0];
+  assert.equal(again.type, 'subscribe');
+  assert.deepEqual(again.tags, ['m1']);
+  // Denied for good this time: not sent again.
+  out = h.server({ id: again.id, data: { error: { code: 'rtm/forbidden', message: 'no' } } });
+  assert.ok(events(out).some((e) => e.type === 'error' && e.error.code === 'rtm/forbidden'));
+  assert.equal(h.core.subscriptions, 0);
+  assert.deepEqual(sent(h.advance(10 * SEC)), []);
+});
+
+test('without_tracking_a_subscribe_carries_no_since_and_events_pass_as_they_come', () => {
+  const h = new Harness({ trackPositions: false });
+  h.ready();
+  const sub = subscribeM1(h);
+  assert.ok(!('since' in sub), JSON.stringify(sub));
+  assert.deepEqual(delivered(h.server(positioned(3, 3, 'e1'))), [[3]]);
+  assert.deepEqual(delivered(h.server(positioned(3, 3, 'e1'))), [[3]]);
+  // Nor are the reply's streams read.
+  assert.deepEqual(h.server({ id: sub.id, data: true, streams: { m1: { offset: 9, epoch: 'e2', recovered: false, reason: 'trimmed' } } }), [
+    { type: 'done', call: 1, ok: true, value: true },
+  ]);
+  assert.equal(h.core.position('score', 'm1'), null);
+});
+
+test('tracking positions is on by default', () => {
+  assert.equal(new ClientCore({}, 0).config.trackPositions, true);
+});
+
+test('retries back off on the reconnect schedule, wait while offline, and a taken one starts again from the first delay', () => {
+  const h = new Harness({ reconnect: { kind: 'backoff', initialMs: 100, maxMs: 1000, factor: 2, jitter: 'none' } });
+  h.ready();
+  h.core.subscribePush('score', ['m1'], h.now);
+  let frame = sent(h.drain())[0];
+  const refuse = (f, code = 'rtm/broker-unavailable') =>
+    events(h.server({ id: f.id, data: { error: { code, message: 'later' } } })).filter((e) => e.type === 'subscribe-retry').map((e) => [e.attempt, e.delayMs]);
+  assert.deepEqual(refuse(frame), [[1, 100]]);
+  assert.equal(h.core.pollTimeout(), h.now + 100, 'the retry is the next deadline');
+  frame = sent(h.jump())[0];
+  assert.deepEqual(refuse(frame, 'rtm/timeout'), [[2, 200]], 'rtm/timeout from the server is temporary too');
+  frame = sent(h.jump())[0];
+  assert.deepEqual(refuse(frame), [[3, 400]]);
+  // Offline meanwhile: nothing is sent until the next open (100 ms later,
+  // before the retry was due), which re-sends it at once.
+  h.lose(1006);
+  assert.deepEqual(sent(h.advance(99)), []);
+  h.jump();
+  assert.equal(h.core.state.kind, 'connecting');
+  frame = sent(h.open())[0];
+  assert.equal(frame.type, 'subscribe');
+  assert.deepEqual(refuse(frame), [[4, 800]], 'the count goes on until it is taken');
+  frame = sent(h.jump())[0];
+  h.server({ id: frame.id, data: true });
+  h.lose(1006);
+  h.jump();
+  frame = sent(h.open())[0];
+  assert.deepEqual(refuse(frame), [[1, 100]], 'taken: the next refusal starts again');
+  // Unsubscribed while a retry waits: never sent again.
+  h.core.unsubscribePush('score', ['m1'], h.now);
+  assert.deepEqual(sent(h.drain()).map((f) => f.type), ['unsubscribe']);
+  assert.deepEqual(sent(h.advance(10 * SEC)).filter((f) => f.type === 'subscribe'), []);
+});
+
+test('with no reconnect a temporary refusal is not retried: the subscription is dropped', () => {
+  const h = new Harness({ reconnect: { kind: 'never' } });
+  h.ready();
+  h.core.subscribePush('score', ['m1'], h.now);
+  const frame = sent(h.drain())[0];
+  const out = h.server({ id: frame.id, data: { error: { code: 'rtm/broker-unavailable', message: 'down' } } });
+  assert.deepEqual(events(out).filter((e) => e.type === 'subscribe-retry'), []);
+  assert.equal(h.core.subscriptions, 0);
+});
+
+test('a re-sent subscription refused for a while is retried without an error event', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  h.core.subscribePush('score', ['m1'], h.now);
+  h.server({ id: sent(h.drain())[0].id, data: true });
+  h.lose(1006);
+  h.jump();
+  const frame = sent(h.open())[0];
+  const out = h.server({ id: frame.id, data: { error: { code: 'rtm/broker-unavailable', message: 'down' } } });
+  assert.deepEqual(events(out).map((e) => e.type), ['subscribe-retry']);
+  assert.equal(h.core.subscriptions, 1);
+  assert.equal(sent(h.jump())[0].type, 'subscribe');
+});
+
+test('a gap resubscribe that fails is reported, and the next jump asks again', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  h.core.subscribePush('score', ['m1', 'm2'], h.now);
+  const sub = sent(h.drain())[0];
+  h.server({ id: sub.id, data: true, streams: { m1: { offset: 4, epoch: 'e1' }, m2: { offset: 0, epoch: 'e1' } } });
+  const resync = sent(h.server(positioned(7, 7, 'e1')))[0];
+  assert.deepEqual([resync.tags, resync.since], [['m1'], { m1: { offset: 4, epoch: 'e1' } }], 'only the stream with the gap');
+  const out = h.server({ id: resync.id, data: { error: { code: 'rtm/forbidden', message: 'no' } } });
+  assert.ok(events(out).some((e) => e.type === 'error' && e.error.code === 'rtm/forbidden'), 'no waiter: told');
+  assert.equal(h.core.subscriptions, 1, 'the held subscription is another one: kept');
+  const again = sent(h.server(positioned(8, 8, 'e1')))[0];
+  assert.deepEqual(again.since, { m1: { offset: 4, epoch: 'e1' } });
+});
+
+test('a new epoch on a live event is a gap: the client asks the server', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  const sub = subscribeM1(h);
+  h.server({ id: sub.id, data: true, streams: { m1: { offset: 4, epoch: 'e1' } } });
+  const out = h.server(positioned(1, 1, 'e2'));
+  assert.deepEqual(delivered(out), []);
+  assert.deepEqual(sent(out)[0].since, { m1: { offset: 4, epoch: 'e1' } });
+  const told = h.server({ id: sent(out)[0].id, data: true, streams: { m1: { offset: 1, epoch: 'e2', recovered: false, reason: 'epoch-changed' } } });
+  assert.deepEqual(resyncs(told), [['score', 'm1', 'epoch-changed']]);
+  assert.deepEqual(delivered(h.server(positioned(2, 2, 'e2'))), [[2]]);
+});
+
+test('an unknown reason reads as gap, and unlisted tags and untracked events pass as they come', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  h.core.subscribePush('score', ['m1', 'm2'], h.now);
+  const sub = sent(h.drain())[0];
+  // m2's event keeps no history on that server: not listed.
+  const out = h.server({ id: sub.id, data: true, streams: { m1: { offset: 3, epoch: 'e1', recovered: false, reason: 'who-knows' } } });
+  assert.deepEqual(resyncs(out), [['score', 'm1', 'gap']]);
+  assert.deepEqual(delivered(h.server({ event: 'score', data: ['m2 live'] })), [['m2 live']]);
+  assert.deepEqual(delivered(h.server({ event: 'score', data: ['m2 live'] })), [['m2 live']]);
+  // A user's stream (no tag): delivered, not tracked.
+  assert.deepEqual(delivered(h.server({ event: 'dm', data: [1], offset: 7, epoch: 'u' })), [[1]]);
+  assert.deepEqual(delivered(h.server({ event: 'dm', data: [1], offset: 7, epoch: 'u' })), [[1]]);
+  // An invalid epoch: no position, delivered as is.
+  for (const epoch of ['', 'a b', 'x'.repeat(65), 'ü']) {
+    assert.deepEqual(delivered(h.server({ event: 'score', data: [epoch], tag: 'm1', offset: 1, epoch })), [[epoch]]);
+  }
+});
+
+test('positioned frames with fields of the wrong type are bad frames; malformed streams are reported', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  for (const frame of [
+    { event: 'score', data: [1], tag: 5, offset: 1, epoch: 'a' },
+    { event: 'score', data: [1], tag: 'm1', offset: -1, epoch: 'a' },
+    { event: 'score', data: [1], tag: 'm1', offset: '1', epoch: 'a' },
+    { event: 'score', data: [1], tag: 'm1', offset: 1.5, epoch: 'a' },
+    { event: 'score', data: [1], tag: 'm1', offset: 1, epoch: 7 },
+    { event: 'score', data: [1], push: {}, tag: 'm1', offset: 1, epoch: 'a' },
+  ]) {
+    const out = h.server(frame);
+    assert.deepEqual(events(out).map((e) => e.error?.code), ['rtm/bad-request'], JSON.stringify(frame));
+    assert.deepEqual(delivered(out), []);
+  }
+  for (const streams of [5, { m1: 3 }, { m1: { offset: 'x', epoch: 'a' } }, { m1: { offset: 1 } }, { m1: { offset: 1, epoch: 'a', recovered: 'yes' } }]) {
+    const call = h.core.subscribePush('score', ['m1'], h.now);
+    const sub = sent(h.drain())[0];
+    const out = h.server({ id: sub.id, data: true, streams });
+    assert.deepEqual(events(out).map((e) => e.error?.code), ['rtm/bad-request'], JSON.stringify(streams));
+    assert.deepEqual(done(out), [[call, { ok: true }]], 'the subscribe itself was taken');
+  }
+});
+
+test('the push ids remembered are bounded to 1024, oldest forgotten first', async () => {
+  const { Positions } = await import('../dist/esm/index.js');
+  const p = new Positions();
+  p.handleStreams('score', [{ tag: 'm1', position: { offset: 0, epoch: 'a' }, recovered: null }]);
+  p.handleStreams('score', [{ tag: 'm2', position: { offset: 0, epoch: 'b' }, recovered: null }]);
+  for (let n = 1; n <= 1030; n++) assert.equal(p.handleEvent('score', { tag: 'm1', position: { offset: n, epoch: 'a' }, push: `s:${n}` }), 'deliver');
+  assert.equal(p.rememberedPushes, 1024);
+  // s:1..6 forgotten: seen again on m2, they count as new (and push out s:7..12); s:13 is still remembered.
+  for (let n = 1; n <= 6; n++) assert.equal(p.handleEvent('score', { tag: 'm2', position: { offset: n, epoch: 'b' }, push: `s:${n}` }), 'deliver');
+  assert.equal(p.handleEvent('score', { tag: 'm2', position: { offset: 7, epoch: 'b' }, push: 's:13' }), 'drop');
+  assert.deepEqual(p.position('score', 'm2'), { offset: 7, epoch: 'b' }, 'dropped as seen, its position still moved');
+  assert.equal(p.handleEvent('score', { tag: 'm2', position: { offset: 8, epoch: 'b' }, push: 's:12' }), 'deliver');
+  assert.equal(p.rememberedPushes, 1024);
+  assert.deepEqual(p.position('score', 'm2'), { offset: 8, epoch: 'b' });
+});
+
+test('unsubscribing forgets the positions, and close forgets them all', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  h.core.subscribePush('score', ['m1', 'm2'], h.now);
+  const sub = sent(h.drain())[0];
+  h.server({ id: sub.id, data: true, streams: { m1: { offset: 4, epoch: 'a' }, m2: { offset: 6, epoch: 'a' } } });
+  h.core.unsubscribePush('score', ['m1'], h.now);
+  h.drain();
+  assert.equal(h.core.position('score', 'm1'), null);
+  assert.deepEqual(h.core.position('score', 'm2'), { offset: 6, epoch: 'a' });
+  // Subscribed again: from no position.
+  h.core.subscribePush('score', ['m1'], h.now);
+  assert.deepEqual(sent(h.drain())[0].since, { m1: null });
+  h.core.close(h.now);
+  assert.equal(h.core.position('score', 'm2'), null);
+});
+
+test('the since of a subscribe is written with its tags sorted', () => {
+  const h = new Harness(noAuth());
+  h.ready();
+  h.core.subscribePush('score', ['b', 'a', 'c'], h.now);
+  const frame = h.drain().find((o) => o.type === 'transmit').frame;
+  assert.equal(frame, '{"id":"1","type":"subscribe","event":"score","tags":["a","b","c"],"since":{"a":null,"b":null,"c":null}}');
+  h.core.unsubscribePush('score', ['a'], h.now);
+  const unsub = h.drain().find((o) => o.type === 'transmit').frame;
+  assert.equal(unsub, '{"id":"2","type":"unsubscribe","event":"score","tags":["a"]}', 'no since on an unsubscribe');
+});

@@ -325,5 +325,63 @@ export async function httpServer(answer) {
   }));
 }
 
+/**
+ * A TCP forwarder on 127.0.0.1 (node `net`), what a load balancer in front
+ * of a server is (as `conformance::switch::Switch`): a client pointed at
+ * `url` reaches the port `target` (`null`: every new connection is closed
+ * at once, as if nothing answered). `cut()` ends every connection it carries
+ * now, both sides destroyed at once, so the client sees its connection lost
+ * (1006) without any close frame; `pointTo(port | null)` changes where new
+ * connections go; `carried()` counts the live ones, `accepted` all of them.
+ */
+export async function tcpProxy(target) {
+  const pairs = new Set();
+  const state = { target, accepted: 0 };
+  const server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    state.accepted += 1;
+    if (state.target === null) {
+      socket.destroy();
+      return;
+    }
+    const upstream = net.connect({ host: '127.0.0.1', port: state.target });
+    upstream.on('error', () => {});
+    const pair = [socket, upstream];
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      socket.destroy();
+      upstream.destroy();
+    };
+    socket.on('close', end);
+    upstream.on('close', end);
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const cut = () => {
+    for (const pair of [...pairs]) {
+      pairs.delete(pair);
+      for (const socket of pair) socket.destroy();
+    }
+  };
+  return track(Object.assign(state, {
+    url: `ws://127.0.0.1:${server.address().port}/`,
+    carried: () => pairs.size,
+    cut,
+    pointTo: (port) => {
+      state.target = port;
+    },
+    close: () => {
+      state.target = null;
+      cut();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  }));
+}
+
 /** A URL nothing listens on: port 1 (tcpmux), outside the ephemeral range, refused at once. */
 export const DEAD_URL = 'ws://127.0.0.1:1/';

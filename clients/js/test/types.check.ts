@@ -1,6 +1,16 @@
 // Compile-time checks of the typed API (`npm run typecheck`): what must
 // type-check does, and what must not is marked @ts-expect-error.
-import { Client, connect, ErrorCodes, RtmClient, RtmError, type ConnectionState } from '@rtm/client';
+import {
+  Client,
+  connect,
+  ErrorCodes,
+  RtmClient,
+  RtmError,
+  type ConnectionState,
+  type ResyncReason,
+  type StreamPosition,
+  type SubscribeRetryInfo,
+} from '@rtm/client';
 
 export async function usage(): Promise<void> {
   const client: Client = await connect('ws://127.0.0.1:7070/', {
@@ -29,6 +39,19 @@ export async function usage(): Promise<void> {
   stop();
   client.on('close', (info) => void [info.code, info.reason, info.final]);
   client.on('error', (err: RtmError) => void err.code);
+  // Positions and recovery: the events, and the position held.
+  client.on('resync', (event, tag, reason) => {
+    const e: string = event;
+    const t: string = tag;
+    const r: ResyncReason = reason;
+    void [e, t, r];
+  });
+  client.on('subscribe-retry', (info: SubscribeRetryInfo) => void [info.event, info.tags.length, info.attempt + info.delayMs, info.error.code]);
+  const at: StreamPosition | null = client.position('score', 'm1');
+  void at?.offset;
+  // @ts-expect-error: a resync listener's reason is a string, not a number
+  client.on('resync', (_event: string, _tag: string, reason: number) => void reason);
+  await connect('ws://127.0.0.1:7070/', { trackPositions: false });
   const state: ConnectionState = client.state;
   void state;
   try {
@@ -54,7 +77,12 @@ export async function usage(): Promise<void> {
     onReconnecting: (attempt: number) => void attempt,
     onAuthenticating: () => {},
     onMessage: (raw: string) => void raw,
+    // Extensions: positions and recovery.
+    trackPositions: true,
+    onResync: (event: string, tag: string, reason: ResyncReason) => void [event, tag, reason],
+    onSubscribeRetry: (info) => void [info.attempt, info.delayMs],
   });
+  rtm.client.on('resync', (event, tag, reason) => void [event, tag, reason]);
   const n: number = await rtm.CallWait<number>('add', 1, 2);
   await rtm.Call('log', n);
   const unsub: () => boolean = rtm.Subscribe('alert', (...data: any[]) => void data);

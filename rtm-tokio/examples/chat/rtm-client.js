@@ -154,6 +154,144 @@ var RTM = (() => {
     }
   };
 
+  // src/positions.ts
+  var REASONS = ["epoch-changed", "trimmed", "too-many", "too-old", "ahead", "gap"];
+  function parseReason(code) {
+    return typeof code === "string" && REASONS.includes(code) ? code : "gap";
+  }
+  var RECENT_PUSHES = 1024;
+  var MAX_EPOCH_BYTES = 64;
+  function isValidEpoch(epoch) {
+    return epoch.length >= 1 && epoch.length <= MAX_EPOCH_BYTES && /^[0-9A-Za-z_-]+$/.test(epoch);
+  }
+  function writeSince(since) {
+    const tags = [...since.keys()].sort();
+    const parts = tags.map((tag) => {
+      const position = since.get(tag) ?? null;
+      const value = position === null ? "null" : `{"offset":${position.offset},"epoch":${JSON.stringify(position.epoch)}}`;
+      return `${JSON.stringify(tag)}:${value}`;
+    });
+    return `,"since":{${parts.join(",")}}`;
+  }
+  var isObject = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
+  function parseStreams(raw) {
+    const malformed = (why) => `the reply's streams are malformed (${why})`;
+    if (!isObject(raw)) return malformed("not an object");
+    const states = [];
+    for (const [tag, state] of Object.entries(raw)) {
+      if (!isObject(state)) return malformed(`${JSON.stringify(tag)} is not an object`);
+      const { offset, epoch, recovered, reason } = state;
+      if (typeof offset !== "number" || !Number.isInteger(offset) || offset < 0) return malformed(`the offset of ${JSON.stringify(tag)} is not a non-negative integer`);
+      if (typeof epoch !== "string") return malformed(`the epoch of ${JSON.stringify(tag)} is not a string`);
+      if (recovered !== void 0 && recovered !== null && typeof recovered !== "boolean") return malformed(`recovered of ${JSON.stringify(tag)} is not a boolean`);
+      if (reason !== void 0 && reason !== null && typeof reason !== "string") return malformed(`the reason of ${JSON.stringify(tag)} is not a string`);
+      states.push({
+        tag,
+        position: { offset, epoch },
+        recovered: recovered === void 0 || recovered === null ? null : recovered ? true : { reason: parseReason(reason) }
+      });
+    }
+    states.sort((a, b) => a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0);
+    return states;
+  }
+  var Positions = class {
+    constructor() {
+      this.streams = /* @__PURE__ */ new Map();
+      /** Push ids seen lately, oldest first, at most {@link RECENT_PUSHES}. */
+      this.recent = [];
+      this.recentSet = /* @__PURE__ */ new Set();
+    }
+    /** `since` for a subscribe of `tags` of `event`: each tag's position, or `null` when it has none yet. */
+    since(event, tags) {
+      const since = /* @__PURE__ */ new Map();
+      for (const tag of tags) since.set(tag, this.streams.get(event)?.get(tag)?.position ?? null);
+      return since;
+    }
+    /** The position held in the stream (`event`, `tag`), or `null`. */
+    position(event, tag) {
+      const position = this.streams.get(event)?.get(tag)?.position;
+      return position ? { ...position } : null;
+    }
+    /** A positioned event of `event` arrived. */
+    handleEvent(event, at) {
+      if (at.tag === null) return "deliver";
+      const stream = this.entry(event, at.tag);
+      const next = at.position;
+      const had = stream.position;
+      if (had !== null) {
+        const sameEpoch = had.epoch === next.epoch;
+        if (sameEpoch && next.offset <= had.offset) return "drop";
+        if (!(sameEpoch && next.offset === had.offset + 1)) {
+          if (stream.resyncing) return "drop";
+          stream.resyncing = true;
+          return "gap";
+        }
+      }
+      stream.position = { offset: next.offset, epoch: next.epoch };
+      if (at.push !== null && !this.rememberPush(at.push)) return "drop";
+      return "deliver";
+    }
+    /** A subscribe's reply said where its streams are; returns the streams that could not be recovered, with why. */
+    handleStreams(event, states) {
+      const lost = [];
+      for (const state of states) {
+        const stream = this.entry(event, state.tag);
+        stream.position = { offset: state.position.offset, epoch: state.position.epoch };
+        stream.resyncing = false;
+        if (state.recovered !== null && state.recovered !== true) lost.push({ tag: state.tag, reason: state.recovered.reason });
+      }
+      return lost;
+    }
+    /** A resubscribe after a gap failed: events are taken again (the next jump asks again). */
+    resyncFailed(event, tags) {
+      const byTag = this.streams.get(event);
+      if (!byTag) return;
+      for (const tag of tags) {
+        const stream = byTag.get(tag);
+        if (stream) stream.resyncing = false;
+      }
+    }
+    /** `tags` of `event` are unsubscribed: their positions are forgotten. */
+    forget(event, tags) {
+      const byTag = this.streams.get(event);
+      if (!byTag) return;
+      for (const tag of tags) byTag.delete(tag);
+      if (!byTag.size) this.streams.delete(event);
+    }
+    /** Forgets every position (the client closed). */
+    clear() {
+      this.streams.clear();
+    }
+    /** How many streams have an entry (for tests and monitoring). */
+    get size() {
+      let n = 0;
+      for (const byTag of this.streams.values()) n += byTag.size;
+      return n;
+    }
+    /** How many push ids are remembered (at most {@link RECENT_PUSHES}). */
+    get rememberedPushes() {
+      return this.recent.length;
+    }
+    entry(event, tag) {
+      let byTag = this.streams.get(event);
+      if (!byTag) this.streams.set(event, byTag = /* @__PURE__ */ new Map());
+      let stream = byTag.get(tag);
+      if (!stream) byTag.set(tag, stream = { position: null, resyncing: false });
+      return stream;
+    }
+    /** Whether `push` is new (then remembered). */
+    rememberPush(push) {
+      if (this.recentSet.has(push)) return false;
+      if (this.recent.length >= RECENT_PUSHES) {
+        const old = this.recent.shift();
+        if (old !== void 0) this.recentSet.delete(old);
+      }
+      this.recent.push(push);
+      this.recentSet.add(push);
+      return true;
+    }
+  };
+
   // src/frame.ts
   function encodeAuth(id, authData) {
     return `{"id":${JSON.stringify(id)},"type":"auth","data":[${json(authData)}]}`;
@@ -168,9 +306,10 @@ var RTM = (() => {
       return new RtmError(ErrorCodes.BadRequest, `arguments are not JSON: ${err.message}`);
     }
   }
-  function encodeSubscription(id, subscribe, sub) {
+  function encodeSubscription(id, subscribe, sub, since = null) {
     const type = subscribe ? "subscribe" : "unsubscribe";
-    return `{"id":${JSON.stringify(id)},"type":"${type}","event":${JSON.stringify(sub.event)},"tags":${JSON.stringify(sub.tags)}}`;
+    const head = `{"id":${JSON.stringify(id)},"type":"${type}","event":${JSON.stringify(sub.event)},"tags":${JSON.stringify(sub.tags)}`;
+    return subscribe && since ? `${head}${writeSince(since)}}` : `${head}}`;
   }
   function json(value) {
     const text = JSON.stringify(value);
@@ -194,10 +333,10 @@ var RTM = (() => {
   function isTruthy(value) {
     return Boolean(value);
   }
-  var isObject = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
+  var isObject2 = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
   function wireError(error) {
     if (!error) return null;
-    if (isObject(error)) {
+    if (isObject2(error)) {
       const code = typeof error.code === "string" ? error.code : ErrorCodes.HandlerError;
       const message = typeof error.message === "string" ? error.message : "";
       return new RtmError(code, message);
@@ -212,28 +351,43 @@ var RTM = (() => {
     } catch (err) {
       return new RtmError(ErrorCodes.BadRequest, `server frame is not valid: ${err.message}`);
     }
-    if (!isObject(raw)) return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: not an object");
+    if (!isObject2(raw)) return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: not an object");
     const { id, event, data } = raw;
+    for (const key of ["tag", "epoch", "push"]) {
+      const value = raw[key];
+      if (value !== void 0 && value !== null && typeof value !== "string") {
+        return new RtmError(ErrorCodes.BadRequest, `server frame is not valid: ${key} is not a string`);
+      }
+    }
+    const offset = raw.offset;
+    if (offset !== void 0 && offset !== null && !(typeof offset === "number" && Number.isInteger(offset) && offset >= 0)) {
+      return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: offset is not a non-negative integer");
+    }
     if (id !== void 0 && id !== null) {
       if (typeof id !== "string") return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: id is not a string");
       const top = raw.error;
       if (top !== void 0 && top !== null) {
-        if (!isObject(top)) return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: error is not an object");
+        if (!isObject2(top)) return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: error is not an object");
         const code = typeof top.code === "string" ? top.code : ErrorCodes.Internal;
         const message = typeof top.message === "string" ? top.message : "";
         return { kind: "reply", id, ok: false, error: new RtmError(code, message) };
       }
-      if (isObject(data)) {
+      if (isObject2(data)) {
         const error = wireError(data.error);
         if (error) return { kind: "reply", id, ok: false, error };
       }
-      return { kind: "reply", id, ok: true, data: data === void 0 ? null : data };
+      const streams = raw.streams === void 0 ? null : raw.streams;
+      return { kind: "reply", id, ok: true, data: data === void 0 ? null : data, streams };
     }
     if (event !== void 0 && event !== null) {
       if (typeof event !== "string") return new RtmError(ErrorCodes.BadRequest, "server frame is not valid: event is not a string");
-      if (data === void 0 || data === null) return { kind: "event", event, args: [] };
-      if (!Array.isArray(data)) return new RtmError(ErrorCodes.BadRequest, "event data must be an array");
-      return { kind: "event", event, args: data };
+      let args;
+      if (data === void 0 || data === null) args = [];
+      else if (Array.isArray(data)) args = data;
+      else return new RtmError(ErrorCodes.BadRequest, "event data must be an array");
+      const { tag, epoch, push } = raw;
+      const position = typeof offset === "number" && typeof epoch === "string" && isValidEpoch(epoch) ? { tag: tag ?? null, position: { offset, epoch }, push: push ?? null } : null;
+      return { kind: "event", event, args, position };
     }
     return new RtmError(ErrorCodes.BadRequest, "server frame has neither id nor event");
   }
@@ -248,8 +402,10 @@ var RTM = (() => {
     maxReconnectAttempts: null,
     openTimeoutMs: 1e4,
     jitterSeed: 1592622679,
-    heartbeat: { intervalMs: 25e3, timeoutMs: 6e4 }
+    heartbeat: { intervalMs: 25e3, timeoutMs: 6e4 },
+    trackPositions: true
   };
+  var TEMPORARY_REFUSALS = [ErrorCodes.BrokerUnavailable, ErrorCodes.Timeout];
   var sameSub = (a, b) => a.event === b.event && a.tags.length === b.tags.length && a.tags.every((t, i) => t === b.tags[i]);
   var Deadlines = class {
     constructor() {
@@ -305,6 +461,8 @@ var RTM = (() => {
       this.deadlines = new Deadlines();
       this.queue = [];
       this.subs = [];
+      /** Positions in the streams of the push subscriptions (ext). */
+      this.positions = new Positions();
       this.outputs = [];
       /** Why the client closed for good, when it was not the application's `close`. */
       this.closedByValue = null;
@@ -340,6 +498,10 @@ var RTM = (() => {
     get subscriptions() {
       return this.subs.length;
     }
+    /** The position this client holds in the stream (`event`, `tag`), or `null` (none yet, or not tracked). */
+    position(event, tag) {
+      return this.positions.position(event, tag);
+    }
     /** Whether `event` with `tags` (normalized) is held. */
     holds(event, tag) {
       return this.subs.some((h) => h.sub.event === event && h.sub.tags.includes(tag));
@@ -371,9 +533,20 @@ var RTM = (() => {
       if (frame instanceof RtmError) {
         this.lifecycle({ type: "error", error: frame });
       } else if (frame.kind === "event") {
-        this.outputs.push({ type: "event", event: frame.event, args: frame.args });
+        const at = frame.position;
+        const verdict = at !== null && this.config.trackPositions ? this.positions.handleEvent(frame.event, at) : "deliver";
+        switch (verdict) {
+          case "deliver":
+            this.outputs.push({ type: "event", event: frame.event, args: frame.args });
+            break;
+          case "drop":
+            break;
+          case "gap":
+            if (at?.tag != null) this.sendSubscribe(normalize(frame.event, [at.tag]), []);
+            break;
+        }
       } else {
-        this.handleReply(frame.id, frame.ok ? { ok: true, value: frame.data } : { ok: false, error: frame.error });
+        this.handleReply(frame.id, frame.ok ? { ok: true, value: frame.data } : { ok: false, error: frame.error }, frame.ok ? frame.streams : null, now2);
       }
     }
     /**
@@ -437,6 +610,16 @@ var RTM = (() => {
       }
       if (this.stateValue.kind === "waiting" && this.reconnectAt !== null && this.reconnectAt <= now2) {
         this.startConnecting(now2, this.stateValue.attempt);
+      }
+      if (this.stateValue.kind === "open") {
+        const due = [];
+        for (const h of this.subs) {
+          if (h.retry !== null && h.retry.at <= now2) {
+            h.retry = null;
+            due.push(h.sub);
+          }
+        }
+        for (const sub of due) this.sendSubscribe(sub, []);
       }
     }
     /** Start the waiting reconnect attempt now (a "retry now" button, the network back). */
@@ -508,6 +691,7 @@ var RTM = (() => {
       const bad = checkEventName(event) ?? checkTags(tags);
       if (bad) throw bad;
       const sub = normalize(event, tags);
+      this.positions.forget(event, sub.tags);
       for (const orphan of this.removeTags(event, sub.tags)) this.complete(orphan, { ok: true, value: true });
       if (this.stateValue.kind === "open") {
         const id = this.requestId();
@@ -570,6 +754,7 @@ var RTM = (() => {
       }
       if (this.stateValue.kind === "waiting") earliest(this.reconnectAt);
       if (this.stateValue.kind === "connecting") earliest(this.connectDeadline);
+      if (this.stateValue.kind === "open") for (const h of this.subs) earliest(h.retry?.at ?? null);
       earliest(this.heartbeatDue());
       return at;
     }
@@ -658,7 +843,7 @@ var RTM = (() => {
     addSub(sub) {
       let held = this.subs.find((h) => sameSub(h.sub, sub));
       if (!held) {
-        held = { sub, waiters: [] };
+        held = { sub, waiters: [], retry: null, retries: 0 };
         this.subs.push(held);
       }
       return held;
@@ -676,7 +861,8 @@ var RTM = (() => {
     }
     sendSubscribe(sub, waiters) {
       const id = this.requestId();
-      this.transmit(encodeSubscription(id, true, sub));
+      const since = this.config.trackPositions ? this.positions.since(sub.event, sub.tags) : null;
+      this.transmit(encodeSubscription(id, true, sub, since));
       for (const call of waiters) {
         const c = this.calls.get(call);
         if (c) c.place = { kind: "sent", id };
@@ -696,7 +882,10 @@ var RTM = (() => {
       this.stateValue = { kind: "open" };
       this.attempt = 0;
       this.lastFailure = "";
-      const resend = this.subs.map((h) => [h.sub, h.waiters.splice(0)]);
+      const resend = this.subs.map((h) => {
+        h.retry = null;
+        return [h.sub, h.waiters.splice(0)];
+      });
       for (const [sub, waiters] of resend) this.sendSubscribe(sub, waiters);
       const queue = this.queue;
       this.queue = [];
@@ -711,7 +900,7 @@ var RTM = (() => {
       }
       this.lifecycle({ type: "ready", authenticated: this.config.auth, authData });
     }
-    handleReply(id, result) {
+    handleReply(id, result, streams, now2) {
       const pending = this.pending.get(id);
       if (!pending) return;
       this.pending.delete(id);
@@ -725,13 +914,50 @@ var RTM = (() => {
           this.complete(pending.call, result);
           break;
         case "subscribe":
-          if (!result.ok) {
-            this.subs = this.subs.filter((h) => !sameSub(h.sub, pending.sub));
-            if (!pending.waiters.length) this.lifecycle({ type: "error", error: result.error });
-          }
+          if (result.ok) this.subscribed(pending.sub, streams);
+          else this.subscribeRefused(pending.sub, result.error, pending.waiters.length === 0, now2);
           for (const call of pending.waiters) this.complete(call, result);
           break;
       }
+    }
+    /**
+     * A subscribe was taken: its streams' positions are where the reply says;
+     * a stream that could not be recovered is told to the application.
+     */
+    subscribed(sub, streams) {
+      const held = this.subs.find((h) => sameSub(h.sub, sub));
+      if (held) held.retries = 0;
+      if (streams === null || streams === void 0 || !this.config.trackPositions) return;
+      const states = parseStreams(streams);
+      if (typeof states === "string") {
+        this.lifecycle({ type: "error", error: new RtmError(ErrorCodes.BadRequest, states) });
+        return;
+      }
+      for (const { tag, reason } of this.positions.handleStreams(sub.event, states)) {
+        this.lifecycle({ type: "resync", event: sub.event, tag, reason });
+      }
+    }
+    /**
+     * A subscribe was refused. A temporary refusal (`rtm/broker-unavailable`,
+     * `rtm/timeout`) of a held subscription is sent again after a backoff (the
+     * reconnect schedule's); any other, or with no reconnects, stops it being
+     * sent again.
+     */
+    subscribeRefused(sub, error, tell, now2) {
+      this.positions.resyncFailed(sub.event, sub.tags);
+      const held = this.subs.find((h) => sameSub(h.sub, sub));
+      if (held && TEMPORARY_REFUSALS.includes(error.code)) {
+        const attempt = held.retries + 1;
+        const delay = reconnectDelay(this.config.reconnect, attempt, this.rng);
+        if (delay !== null) {
+          held.retries = attempt;
+          held.retry = { at: now2 + delay, attempt };
+          this.lifecycle({ type: "subscribe-retry", event: sub.event, tags: [...sub.tags], attempt, delayMs: delay, error });
+          return;
+        }
+      }
+      this.subs = this.subs.filter((h) => !sameSub(h.sub, sub));
+      if (tell) this.lifecycle({ type: "error", error });
     }
     /** The server rejected the auth: terminal, nothing is retried. */
     authRejected(message, closeSocket) {
@@ -805,6 +1031,7 @@ var RTM = (() => {
       const subs = this.subs;
       this.subs = [];
       for (const h of subs) for (const call of h.waiters) this.complete(call, { ok: false, error: err });
+      this.positions.clear();
       for (const call of [...this.calls.keys()]) this.complete(call, { ok: false, error: err });
       this.deadlines.clear();
       this.reconnectAt = null;
@@ -869,7 +1096,8 @@ var RTM = (() => {
       maxReconnectAttempts: options.maxReconnectAttempts ?? null,
       openTimeoutMs: options.openTimeoutMs === void 0 ? DEFAULT_CONFIG.openTimeoutMs : options.openTimeoutMs,
       jitterSeed: options.jitterSeed ?? Math.floor(Math.random() * 4294967295),
-      heartbeat: options.heartbeat === void 0 ? DEFAULT_CONFIG.heartbeat : options.heartbeat
+      heartbeat: options.heartbeat === void 0 ? DEFAULT_CONFIG.heartbeat : options.heartbeat,
+      trackPositions: options.trackPositions ?? DEFAULT_CONFIG.trackPositions
     };
   }
   var Client = class {
@@ -928,6 +1156,15 @@ var RTM = (() => {
     /** Push subscriptions held (re-sent after every reconnect). */
     get pushSubscriptions() {
       return this.core.subscriptions;
+    }
+    /**
+     * The position this client holds in the push stream (`event`, `tag`): the
+     * offset of the last event it had, under the stream's epoch; `null` when
+     * it has none (not subscribed yet, no history for `event` on the server,
+     * or `trackPositions: false`).
+     */
+    position(event, tag) {
+      return this.core.position(event, tag);
     }
     /** The WebSocket in use, if one is open or opening. */
     get socketInUse() {
@@ -1068,6 +1305,7 @@ var RTM = (() => {
         },
         (err) => {
           forget();
+          if (reg.tags.some((tag) => this.core.holds(event, tag))) void this.releaseTags(event, reg.tags);
           throw err;
         }
       );
@@ -1259,6 +1497,12 @@ var RTM = (() => {
           break;
         case "error":
           this.emit("error", event.error);
+          break;
+        case "resync":
+          this.emit("resync", event.event, event.tag, event.reason);
+          break;
+        case "subscribe-retry":
+          this.emit("subscribe-retry", { event: event.event, tags: event.tags, attempt: event.attempt, delayMs: event.delayMs, error: event.error });
           break;
       }
     }
@@ -1470,6 +1714,7 @@ var RTM = (() => {
         heartbeat: o.heartbeat,
         maxBufferedBytes: o.maxBufferedBytes,
         jitterSeed: o.jitterSeed,
+        trackPositions: o.trackPositions,
         WebSocket: o.WebSocket
       };
       for (const key of Object.keys(clientOptions)) {
@@ -1498,6 +1743,8 @@ var RTM = (() => {
       });
       c.on("socket-error", (event) => this.callback("onError", { code: "rtm/network-error", data: event }));
       c.on("message", (raw) => this.callback("onMessage", raw));
+      c.on("resync", (event, tag, reason) => this.callback("onResync", event, tag, reason));
+      c.on("subscribe-retry", (info) => this.callback("onSubscribeRetry", info));
     }
     /** Whether the connection is open and authenticated with `authenticationData`. */
     get Authenticated() {
