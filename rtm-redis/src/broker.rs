@@ -19,7 +19,7 @@ use crate::config::RedisBrokerConfig;
 use crate::conn::{cluster_builder, Target};
 use crate::history;
 use crate::metrics::Op;
-use crate::publisher::{self, Answer, Queued};
+use crate::publisher::{self, Answer, Outgoing, Queued};
 use crate::shared::{lock, Counters, Live, Shared, Signal};
 use crate::supervisor;
 use rtm_runtime::Runtime;
@@ -219,7 +219,7 @@ impl RedisBroker {
     /// Queues `cmd` (a publish or a history append of `topic`) for the
     /// publisher task, at once (so commands reach Redis in call order), or
     /// refuses it while the broker is down.
-    fn enqueue(&self, topic: &Topic, cmd: redis::Cmd, done: Answer) -> Result<(), BrokerError> {
+    fn enqueue(&self, topic: &Topic, op: Outgoing, done: Answer) -> Result<(), BrokerError> {
         let shared = &self.shared;
         let refused = {
             let live = lock(&shared.live);
@@ -239,7 +239,7 @@ impl RedisBroker {
             .is_cluster()
             .then(|| Slot::for_key(topic.as_str()));
         let queued = Queued {
-            cmd,
+            op,
             done,
             slot,
             queued_at: Instant::now(),
@@ -363,7 +363,7 @@ impl Broker for RedisBroker {
     fn publish(&self, topic: &Topic, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
         let cmd = self.shared.config.publish_cmd(topic, &payload);
         let (done, answer) = oneshot::channel();
-        if let Err(refused) = self.enqueue(topic, cmd, Answer::Published(done)) {
+        if let Err(refused) = self.enqueue(topic, Outgoing::Command(cmd), Answer::Published(done)) {
             return Box::pin(std::future::ready(Err(refused)));
         }
         Box::pin(answered(answer))
@@ -381,15 +381,10 @@ impl Broker for RedisBroker {
         payload: Bytes,
         options: StreamOptions,
     ) -> BoxFuture<'_, Result<StreamPosition, BrokerError>> {
-        let cmd = history::append_cmd(
-            &self.shared.config,
-            topic,
-            &payload,
-            &options,
-            &rtm_broker::new_epoch(),
-        );
+        let append = history::Append::new(topic, payload, &options);
         let (done, answer) = oneshot::channel();
-        if let Err(refused) = self.enqueue(topic, cmd, Answer::Appended(done)) {
+        if let Err(refused) = self.enqueue(topic, Outgoing::Append(append), Answer::Appended(done))
+        {
             return Box::pin(std::future::ready(Err(refused)));
         }
         Box::pin(answered(answer))

@@ -24,37 +24,46 @@ use rtm_core::{StreamOptions, StreamPosition, Topic};
 
 use crate::config::RedisBrokerConfig;
 
-/// Appends and publishes. KEYS: stream, meta. ARGV: envelope, size, ttl
-/// (seconds), channel, epoch if new, publish command. Returns
-/// `{offset, epoch}`. The position goes into the envelope as
-/// `rtm_core::Envelope::splice_position` writes it: `{"off":N,"ep":"E",`
-/// replaces the envelope's leading `{`.
+/// Appends and publishes a run of events, in order, each to its own
+/// stream (one script call for the run: the call's fixed cost is paid
+/// once, not per event). KEYS: stream, meta, for each event. ARGV: the
+/// publish command, then for each event: envelope, size, ttl (seconds),
+/// channel, epoch if new. Returns `{offset, epoch}` per event. The
+/// position goes into the envelope as `rtm_core::Envelope::splice_position`
+/// writes it: `{"off":N,"ep":"E",` replaces the envelope's leading `{`.
 const APPEND: &str = r#"
-local epoch = redis.call('hget', KEYS[2], 'e')
-if not epoch then
-  epoch = ARGV[5]
-  redis.call('hset', KEYS[2], 'e', epoch)
+local out = {}
+for i = 1, #KEYS / 2 do
+  local s, m = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 1 + (i - 1) * 5
+  local envelope, size, ttl, channel, fresh = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local epoch = redis.call('hget', m, 'e')
+  if not epoch then
+    epoch = fresh
+    redis.call('hset', m, 'e', epoch)
+  end
+  local top = redis.call('hincrby', m, 's', 1)
+  if top == 1 then
+    redis.call('del', s)
+  end
+  local kept = '{"off":' .. top .. ',"ep":"' .. epoch .. '",' .. string.sub(envelope, 2)
+  local added = redis.pcall('xadd', s, 'MAXLEN', '~', size, top .. '-0', 'd', kept)
+  if type(added) == 'table' and added.err then
+    -- The events are ahead of the position (the two keys were lost apart):
+    -- the stream starts again under a new epoch.
+    redis.call('del', s)
+    epoch = fresh
+    top = 1
+    redis.call('hset', m, 'e', epoch, 's', top)
+    kept = '{"off":' .. top .. ',"ep":"' .. epoch .. '",' .. string.sub(envelope, 2)
+    redis.call('xadd', s, 'MAXLEN', '~', size, top .. '-0', 'd', kept)
+  end
+  redis.call('expire', s, ttl)
+  redis.call('expire', m, ttl)
+  redis.call(ARGV[1], channel, kept)
+  out[i] = {top, epoch}
 end
-local top = redis.call('hincrby', KEYS[2], 's', 1)
-if top == 1 then
-  redis.call('del', KEYS[1])
-end
-local kept = '{"off":' .. top .. ',"ep":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
-local added = redis.pcall('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], top .. '-0', 'd', kept)
-if type(added) == 'table' and added.err then
-  -- The events are ahead of the position (the two keys were lost apart):
-  -- the stream starts again under a new epoch.
-  redis.call('del', KEYS[1])
-  epoch = ARGV[5]
-  top = 1
-  redis.call('hset', KEYS[2], 'e', epoch, 's', top)
-  kept = '{"off":' .. top .. ',"ep":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
-  redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], top .. '-0', 'd', kept)
-end
-redis.call('expire', KEYS[1], ARGV[3])
-redis.call('expire', KEYS[2], ARGV[3])
-redis.call(ARGV[6], ARGV[4], kept)
-return {top, epoch}
+return out
 "#;
 
 /// Reads. KEYS: stream, meta. ARGV: from offset, count, ttl, epoch if new.
@@ -108,26 +117,64 @@ fn ttl_seconds(options: &StreamOptions) -> u64 {
     options.ttl.as_secs().max(1)
 }
 
-/// The command that appends `envelope` to `topic`'s stream and publishes it.
-pub(crate) fn append_cmd(
-    config: &RedisBrokerConfig,
-    topic: &Topic,
-    envelope: &[u8],
-    options: &StreamOptions,
-    epoch: &str,
-) -> redis::Cmd {
-    let mut cmd = eval(APPEND, topic);
-    cmd.arg(envelope)
-        .arg(options.size.max(1))
-        .arg(ttl_seconds(options))
-        .arg(topic.as_str())
-        .arg(epoch)
-        .arg(if config.sharded {
-            "spublish"
-        } else {
-            "publish"
-        });
+/// One event to append to its stream and publish (see [`append_cmd`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Append {
+    topic: Topic,
+    envelope: bytes::Bytes,
+    size: usize,
+    ttl: u64,
+    /// The epoch the stream gets if it has none.
+    epoch: String,
+}
+
+impl Append {
+    pub(crate) fn new(topic: &Topic, envelope: bytes::Bytes, options: &StreamOptions) -> Self {
+        Append {
+            topic: topic.clone(),
+            envelope,
+            size: options.size.max(1),
+            ttl: ttl_seconds(options),
+            epoch: rtm_broker::new_epoch(),
+        }
+    }
+}
+
+/// The command that appends each event of `run` to its stream and
+/// publishes it, in order: one script call, whose reply holds one
+/// `{offset, epoch}` per event ([`positions`]). On a cluster the run's
+/// topics share one slot.
+pub(crate) fn append_cmd(config: &RedisBrokerConfig, run: &[Append]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(APPEND).arg(run.len() * 2);
+    for append in run {
+        let (stream, meta) = keys(&append.topic);
+        cmd.arg(stream).arg(meta);
+    }
+    cmd.arg(if config.sharded {
+        "spublish"
+    } else {
+        "publish"
+    });
+    for append in run {
+        cmd.arg(&append.envelope[..])
+            .arg(append.size)
+            .arg(append.ttl)
+            .arg(append.topic.as_str())
+            .arg(&append.epoch);
+    }
     cmd
+}
+
+/// The replies of an [`append_cmd`] of `count` events, one per event.
+pub(crate) fn positions(reply: Value, count: usize) -> Vec<Result<Value, BrokerError>> {
+    match reply {
+        Value::Array(items) if items.len() == count => items.into_iter().map(Ok).collect(),
+        other => {
+            let err = malformed("a run of history appends", &other);
+            (0..count).map(|_| Err(err.clone())).collect()
+        }
+    }
 }
 
 /// The command that reads `topic`'s stream from `from`, at most `limit`.

@@ -23,9 +23,18 @@ use crate::shared::{lock, Shared, Signal};
 /// At most this many publishes go in one pipeline.
 const MAX_BATCH: usize = 512;
 
+/// What a queued publish sends.
+pub(crate) enum Outgoing {
+    /// A command of its own (`PUBLISH` / `SPUBLISH`).
+    Command(redis::Cmd),
+    /// A history append: consecutive ones (of one slot, on a cluster) go
+    /// in one script call ([`history::append_cmd`]).
+    Append(history::Append),
+}
+
 /// One publish waiting to be sent.
 pub(crate) struct Queued {
-    pub(crate) cmd: redis::Cmd,
+    pub(crate) op: Outgoing,
     /// The topic's cluster slot, on a cluster only (a pipeline there holds
     /// one slot only).
     pub(crate) slot: Option<Slot>,
@@ -86,32 +95,83 @@ async fn send(shared: &Shared, batch: &mut Vec<Queued>) {
     let results: Vec<Result<Value, BrokerError>> = match publisher {
         Err(reason) => vec![Err(BrokerError::unavailable(reason)); batch.len()],
         Ok(mut conn) => {
-            let cmds = batch
-                .iter_mut()
-                .map(|queued| (queued.slot, std::mem::take(&mut queued.cmd)))
-                .collect();
+            let (cmds, covers) = commands(shared, batch);
             let sent = conn.publish_all(cmds).await;
             if sent.iter().any(Result::is_err) {
                 let _ = shared.signals.unbounded_send(Signal::Check);
             }
             sent.into_iter()
-                .map(|r| {
-                    r.map_err(|e| {
-                        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                            BrokerError::unavailable(e.to_string()).caused_by(e.clone())
-                        } else {
-                            BrokerError::failed(e.to_string()).caused_by(e.clone())
-                        }
-                    })
+                .zip(covers)
+                .flat_map(|(reply, covers)| match covers {
+                    Covers::One => vec![reply.map_err(|e| broker_error(&e))],
+                    Covers::Run(count) => match reply {
+                        Ok(reply) => history::positions(reply, count),
+                        Err(e) => vec![Err(broker_error(&e)); count],
+                    },
                 })
                 .collect()
         }
     };
+    debug_assert_eq!(results.len(), batch.len());
     let failed = results.iter().filter(|r| r.is_err()).count();
     let oldest = batch.first().map(|queued| queued.queued_at);
     let took = oldest.map_or(Duration::ZERO, |at| at.elapsed());
     counters.pipeline((results.len() - failed) as u64, failed as u64, took);
     for (queued, result) in batch.drain(..).zip(results) {
         queued.done.send(result);
+    }
+}
+
+/// How many queued publishes a command answers.
+enum Covers {
+    One,
+    /// A run of history appends: one reply per append, in order.
+    Run(usize),
+}
+
+/// The commands of `batch`, in order: each publish on its own, each run of
+/// consecutive appends (of one slot) as one script call.
+fn commands(
+    shared: &Shared,
+    batch: &mut [Queued],
+) -> (Vec<(Option<Slot>, redis::Cmd)>, Vec<Covers>) {
+    let mut cmds = Vec::with_capacity(batch.len());
+    let mut covers = Vec::with_capacity(batch.len());
+    let mut run: Vec<history::Append> = Vec::new();
+    let mut run_slot = None;
+    let flush = |run: &mut Vec<history::Append>, slot, cmds: &mut Vec<_>, covers: &mut Vec<_>| {
+        if !run.is_empty() {
+            cmds.push((slot, history::append_cmd(&shared.config, run)));
+            covers.push(Covers::Run(run.len()));
+            run.clear();
+        }
+    };
+    for queued in batch.iter_mut() {
+        let op = std::mem::replace(&mut queued.op, Outgoing::Command(redis::Cmd::new()));
+        match op {
+            Outgoing::Append(append) => {
+                if run_slot != queued.slot {
+                    flush(&mut run, run_slot, &mut cmds, &mut covers);
+                }
+                run_slot = queued.slot;
+                run.push(append);
+            }
+            Outgoing::Command(cmd) => {
+                flush(&mut run, run_slot, &mut cmds, &mut covers);
+                cmds.push((queued.slot, cmd));
+                covers.push(Covers::One);
+            }
+        }
+    }
+    flush(&mut run, run_slot, &mut cmds, &mut covers);
+    (cmds, covers)
+}
+
+/// A failed command's error: unavailable when the connection failed.
+fn broker_error(e: &redis::RedisError) -> BrokerError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        BrokerError::unavailable(e.to_string()).caused_by(e.clone())
+    } else {
+        BrokerError::failed(e.to_string()).caused_by(e.clone())
     }
 }

@@ -93,6 +93,60 @@ async fn each_event_gets_the_next_offset_and_subscribers_get_it_with_its_positio
     assert_eq!((kept.origin.as_str(), kept.seq), ("s1", 20));
 }
 
+/// Appends to several streams and plain publishes, started together, go in
+/// one pipeline (each run of appends in one script call): every stream
+/// gets its own next offsets, and subscribers get everything in call order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_several_streams_between_plain_publishes_keep_call_order() {
+    let redis = redis();
+    let ns = unique_ns("history-runs");
+    let (listener, mut heard) = broker(&redis.url(), &ns, "a").await;
+    let (sender, _) = broker(&redis.url(), &ns, "b").await;
+    let (m1, m2, plain) = (
+        Topic::push(&ns, "score", "m1"),
+        Topic::push(&ns, "score", "m2"),
+        Topic::push(&ns, "chat", "r"),
+    );
+    for topic in [&m1, &m2, &plain] {
+        listener.subscribe(topic).await.unwrap();
+    }
+    let mut appends = Vec::new();
+    let mut publishes = Vec::new();
+    let mut want_order = Vec::new();
+    for n in 1..=10 {
+        appends.push(sender.publish_to_stream(&m1, envelope(n), options(100)));
+        appends.push(sender.publish_to_stream(&m2, envelope(100 + n), options(100)));
+        publishes.push(sender.publish(&plain, envelope(200 + n)));
+        want_order.extend([n, 100 + n, 200 + n]);
+    }
+    let mut got = Vec::new();
+    for append in appends {
+        got.push(append.await.unwrap().offset);
+    }
+    for publish in publishes {
+        publish.await.unwrap();
+    }
+    let want: Vec<u64> = (1..=10).flat_map(|n| [n, n]).collect();
+    assert_eq!(got, want, "each stream's offsets, in call order");
+    heard.wait_for("the last publish", |e| match e {
+        BrokerEvent::Message { payload, .. } => {
+            Envelope::decode(payload.clone()).is_ok_and(|env| env.seq == 210)
+        }
+        BrokerEvent::State(_) => false,
+    });
+    let order: Vec<u64> = heard
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            BrokerEvent::Message { payload, .. } => {
+                Some(Envelope::decode(payload.clone()).unwrap().seq)
+            }
+            BrokerEvent::State(_) => None,
+        })
+        .collect();
+    assert_eq!(order, want_order);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_gives_the_top_and_the_kept_events_from_an_offset_within_limit() {
     let redis = redis();

@@ -10,9 +10,22 @@
 //! Every run stops by itself.
 //!
 //! ```text
-//! rtm-cluster-bench [--redis URL] [--users 100] [--seconds 10] [--rate 0] [--window 4096]
+//! rtm-cluster-bench [--redis URL] [--users 100] [--seconds 10] [--rate 0] [--window 4096] [--history]
+//! rtm-cluster-bench --recovery-rounds 100 [--recovery-missed 300] [--event-bytes 1024]
 //! ```
 //! Without `--redis` (or `RTM_REDIS_URL`) a private `redis-server` is started.
+//!
+//! `--history` keeps history for the published event (docs/history.md):
+//! every publish is appended to its user's stream in Redis and published
+//! with its position, in one script; compare with and without in one run.
+//!
+//! `--recovery-rounds R` measures recovery instead: each round a client
+//! learns a fresh Push stream's position, leaves, `--recovery-missed`
+//! events of `--event-bytes` are pushed from server 1, and a new
+//! connection to server 2 signs in and subscribes with its position; the
+//! time from its connect to the subscribe's reply (every missed event
+//! before it) is one sample. Then the Redis memory of one stream holding
+//! 100 such events (`MEMORY USAGE` of its two keys).
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,6 +46,10 @@ use tokio_tungstenite::tungstenite::Message;
 const WARMUP: u64 = u64::MAX;
 /// The event every publish carries.
 const EVENT: &str = "bench";
+/// The event of the recovery probe's pushes (streams of 500).
+const PROBE: &str = "probe";
+/// The event whose stream's memory is measured (the default size, 100).
+const MEMORY_PROBE: &str = "probe-memory";
 /// How long to wait for in-flight deliveries after the last publish.
 const DRAIN: Duration = Duration::from_secs(3);
 
@@ -66,6 +83,19 @@ struct Args {
     /// publisher and the receivers); default: one per core.
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Keep history for the published event (default size and TTL).
+    #[arg(long)]
+    history: bool,
+    /// Measure recovery instead: this many reconnects (at most 10,000).
+    #[arg(long, default_value_t = 0)]
+    recovery_rounds: usize,
+    /// With `--recovery-rounds`: events missed before each reconnect (at
+    /// most the recovery cap, 300).
+    #[arg(long, default_value_t = 300)]
+    recovery_missed: u64,
+    /// With `--recovery-rounds`: the size of each event's argument, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    event_bytes: usize,
 }
 
 type Ws =
@@ -147,10 +177,30 @@ async fn run(args: Args) -> Result<(), String> {
         format!("bench{}x{nanos}", std::process::id())
     });
     let write_delay = Duration::from_micros(args.write_delay_us);
-    let server1 = start_server(&url, &namespace, "bench-1", Duration::ZERO).await?;
-    let server2 = start_server(&url, &namespace, "bench-2", write_delay).await?;
+    let history = (args.history || args.recovery_rounds > 0).then(|| {
+        rtm_core::HistoryConfig::default()
+            .enable(EVENT, rtm_core::StreamOptions::default())
+            // Room for the 300 missed events a recovery returns at most.
+            .enable(
+                PROBE,
+                rtm_core::StreamOptions {
+                    size: 500,
+                    ..rtm_core::StreamOptions::default()
+                },
+            )
+            .enable(MEMORY_PROBE, rtm_core::StreamOptions::default())
+    });
+    let server1 =
+        start_server(&url, &namespace, "bench-1", Duration::ZERO, history.clone()).await?;
+    let server2 = start_server(&url, &namespace, "bench-2", write_delay, history).await?;
     wait_up(server1.handle()).await?;
     wait_up(server2.handle()).await?;
+    if args.recovery_rounds > 0 {
+        let result = recovery_probe(&args, &url, &namespace, &server1, &server2).await;
+        server2.shutdown().await;
+        server1.shutdown().await;
+        return result;
+    }
 
     let progress = Arc::new(Progress {
         origin: Instant::now(),
@@ -227,6 +277,11 @@ async fn run(args: Args) -> Result<(), String> {
         0 => mode,
         us => format!("{mode}, write delay {us} us"),
     };
+    let mode = if args.history {
+        format!("{mode}, with history")
+    } else {
+        mode
+    };
     println!("cross-server: {users} users on server 2, publisher on server 1, {mode}, {seconds} s");
     println!(
         "publishes sent {sent} ({:.0}/s), deliveries received {received} in {:.2?} = {:.0} deliveries/s",
@@ -268,6 +323,7 @@ async fn start_server(
     namespace: &str,
     id: &str,
     write_delay: Duration,
+    history: Option<rtm_core::HistoryConfig>,
 ) -> Result<Listening, String> {
     let options = FixtureOptions {
         auth: true,
@@ -275,10 +331,13 @@ async fn start_server(
         ..FixtureOptions::default()
     };
     // No heartbeat: the receivers only read, they never answer pings.
-    let builder = fixture_builder(Server::builder(), &options)
+    let mut builder = fixture_builder(Server::builder(), &options)
         .server_id(id)
         .heartbeat(None)
         .write_delay(write_delay);
+    if let Some(history) = history {
+        builder = builder.history(history);
+    }
     let config = RedisBrokerConfig::new(url, namespace, id);
     let broker = RedisBroker::new(config, TokioRuntime::current()).map_err(|e| e.to_string())?;
     builder
@@ -517,4 +576,144 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
+}
+
+/// `--recovery-rounds`: reconnects that each recover `--recovery-missed`
+/// events; prints p50/p90/p99/max of connect-to-whole, then the Redis
+/// memory of one stream of 100 events.
+async fn recovery_probe(
+    args: &Args,
+    url: &str,
+    namespace: &str,
+    server1: &Listening,
+    server2: &Listening,
+) -> Result<(), String> {
+    let rounds = args.recovery_rounds.min(10_000);
+    let missed = args.recovery_missed.clamp(1, 300);
+    let payload = "x".repeat(args.event_bytes);
+    let pusher = server1.handle().clone();
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let tag = format!("r{round}");
+        // Where the stream is (a fresh one: offset 0, its epoch).
+        let mut ws = signed_in(&server2.url(), "prober").await?;
+        let (_, reply) = subscribe_since(&mut ws, &tag, "null").await?;
+        let epoch = reply["streams"][&tag]["epoch"]
+            .as_str()
+            .ok_or_else(|| format!("no position in {reply}"))?
+            .to_owned();
+        drop(ws);
+        // Missed while away.
+        for n in 0..missed {
+            pusher
+                .push(PROBE, std::slice::from_ref(&tag), &(n, &payload))
+                .map_err(|e| format!("push: {e}"))?;
+        }
+        // Kept: the stream's top reached.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let kept = pusher
+                .push_history(PROBE, &tag, missed, 1)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if kept.top.offset >= missed {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the pushes of round {round} were not kept in 10 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let started = Instant::now();
+        let mut ws = signed_in(&server2.url(), "prober").await?;
+        let since = format!(r#"{{"offset":0,"epoch":"{epoch}"}}"#);
+        let (events, reply) = subscribe_since(&mut ws, &tag, &since).await?;
+        let took = started.elapsed();
+        if events != missed || reply["streams"][&tag]["recovered"] != serde_json::json!(true) {
+            return Err(format!("round {round}: {events} events before {reply}"));
+        }
+        samples.push(took.as_nanos() as u64);
+    }
+    samples.sort_unstable();
+    println!(
+        "recovery: {rounds} reconnects (connect, sign in, subscribe with a position) each whole again after {missed} missed events of {} bytes: p50 {} p90 {} p99 {} max {}",
+        args.event_bytes,
+        ms(percentile(&samples, 0.50)),
+        ms(percentile(&samples, 0.90)),
+        ms(percentile(&samples, 0.99)),
+        ms(samples.last().copied().unwrap_or(0)),
+    );
+    // One stream of 100 events of this size, in Redis.
+    let tag = "memory";
+    for n in 0..100u64 {
+        pusher
+            .push(MEMORY_PROBE, &[tag.to_owned()], &(n, &payload))
+            .map_err(|e| format!("push: {e}"))?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let topic = rtm_core::Topic::push(namespace, MEMORY_PROBE, tag);
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut con = client.get_connection().map_err(|e| e.to_string())?;
+    let mut bytes = 0u64;
+    for suffix in ["s", "m"] {
+        let used: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(format!("{{{}}}:{suffix}", topic.as_str()))
+            .arg("SAMPLES")
+            .arg(0)
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        bytes += used.unwrap_or(0);
+    }
+    println!(
+        "redis memory of one stream of 100 events of {} bytes: {bytes} bytes ({:.0} per event)",
+        args.event_bytes,
+        bytes as f64 / 100.0
+    );
+    Ok(())
+}
+
+/// A WebSocket to `url` signed in as `user`.
+async fn signed_in(url: &str, user: &str) -> Result<Ws, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let auth = format!(r#"{{"id":"a","type":"auth","data":["user:{user}"]}}"#);
+    ws.send(Message::text(auth))
+        .await
+        .map_err(|e| format!("auth: {e}"))?;
+    match ws.next().await {
+        Some(Ok(Message::Text(reply))) if !reply.as_str().contains("\"error\"") => Ok(ws),
+        other => Err(format!("auth failed: {other:?}")),
+    }
+}
+
+/// Subscribes to the probe's `tag` with `since` (raw JSON); returns the
+/// events before the reply, and the reply.
+async fn subscribe_since(
+    ws: &mut Ws,
+    tag: &str,
+    since: &str,
+) -> Result<(u64, serde_json::Value), String> {
+    let request = format!(
+        r#"{{"id":"s","type":"subscribe","event":"{PROBE}","tags":["{tag}"],"since":{{"{tag}":{since}}}}}"#
+    );
+    ws.send(Message::text(request))
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let mut events = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let frame: serde_json::Value =
+                    serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+                if frame.get("id").is_some() {
+                    return Ok((events, frame));
+                }
+                events += 1;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => return Err(format!("no reply to the subscribe: {other:?}")),
+        }
+    }
 }
