@@ -174,9 +174,11 @@ pub struct HistoryConfig {
     /// not be recovered.
     pub max_age: Option<Duration>,
     /// The most live events buffered for one connection on one stream
-    /// while its history is read (default 1,024): past it the recovery
-    /// ends with `gap` at the last buffered event, and the client, seeing
-    /// the next event's offset jump, subscribes again with its position.
+    /// while its history is read (default 1,024). Past it the events not
+    /// kept are lost to the connection unless the read has them: then the
+    /// recovery ends with `gap` at the last buffered event, and the client,
+    /// seeing the next event's offset jump, subscribes again with its
+    /// position.
     pub max_sync_buffer: usize,
 }
 

@@ -8,9 +8,9 @@
 //!
 //! 1. it is registered as *syncing* on the stream when the subscription is
 //!    added: the stream's live events for it are buffered from then on
-//!    (bounded by [`HistoryConfig::max_sync_buffer`]; past it the
-//!    recovery fails with `gap`, and the client resyncs when it sees an
-//!    offset jump);
+//!    (bounded by [`HistoryConfig::max_sync_buffer`]; past it, unless the
+//!    read has the events not kept, the recovery ends with `gap`, and the
+//!    client resyncs when it sees an offset jump);
 //! 2. once the broker confirmed the topics, the stream is read from the
 //!    client's offset + 1 ([`StreamReadRequest`], carried out by the
 //!    adapter and reported with [`Router::handle_stream_read`](crate::Router::handle_stream_read));
@@ -81,7 +81,8 @@ struct Buffer {
     /// Each with its stream's epoch: an event of an older epoch may still
     /// be on its way when the store made a new one.
     events: Vec<(String, StreamEvent)>,
-    overflowed: bool,
+    /// The newest event not kept (the buffer was full), with its epoch.
+    dropped: Option<(String, u64)>,
 }
 
 /// The connections tracking one stream (event, tag).
@@ -114,9 +115,9 @@ impl Trackers {
         // Uncontended: stream events are handed over by one task.
         let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         for buffer in buffers.values_mut() {
-            if buffer.events.len() >= cap {
-                buffer.overflowed = true;
-            } else if !buffer.overflowed {
+            if buffer.events.len() >= cap || buffer.dropped.is_some() {
+                buffer.dropped = Some((epoch.to_owned(), event.offset));
+            } else {
                 buffer.events.push((epoch.to_owned(), event.clone()));
             }
         }
@@ -337,10 +338,15 @@ impl Tracking {
                 .filter(|(epoch, _)| *epoch == page.top.epoch)
                 .map(|(_, event)| event)
                 .collect();
+            // Events not kept that the read does not cover were lost to
+            // this connection.
+            let lost = buffer.dropped.as_ref().is_some_and(|(epoch, offset)| {
+                *epoch != page.top.epoch || *offset > page.top.offset
+            });
             let mut recovery = recover(&since, page, buffered, config, now_ms);
-            if buffer.overflowed {
-                // Events past the buffer were not kept: what is delivered
-                // stops before them, and the client sees the jump.
+            if lost {
+                // What is delivered stops before them, and the client sees
+                // the jump.
                 recovery = match recovery {
                     Recovery::Recovered { events, position } => Recovery::Unrecoverable {
                         reason: Unrecoverable::Gap,

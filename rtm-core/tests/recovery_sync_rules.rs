@@ -475,3 +475,75 @@ fn a_push_to_two_tracked_tags_comes_once_per_stream_with_the_same_push_id_live_a
         r#"{"event":"score","data":[9],"push":"sim-1:1","tag":"m2","offset":1,"epoch":"q2"}"#
     );
 }
+
+/// `HistoryConfig::max_sync_buffer` live events are buffered while the
+/// history is read; past it the events not kept are lost to the
+/// connection unless the read covers them: then the recovery ends `gap`
+/// at the last one kept (the client resyncs when it sees the next jump).
+#[test]
+fn live_events_past_the_sync_buffer_end_the_recovery_with_a_gap_unless_the_read_has_them() {
+    // (live events after the read, recovered?)
+    for (live, recovered) in [(2, true), (3, false)] {
+        let mut history = HistoryConfig::default().enable("score", StreamOptions::default());
+        history.max_sync_buffer = 2;
+        let mut cluster = cluster_with(history);
+        push(&mut cluster, 0, 1);
+        cluster.set_auto_read(false);
+        cluster.set_auto_settle(false);
+        let alice = signed_in(&mut cluster, 1, "t-alice");
+        cluster.settle();
+        subscribe_since(
+            &mut cluster,
+            1,
+            alice,
+            r#"{"m1":{"offset":0,"epoch":"q1"}}"#,
+        );
+        // The store is read (it has 1), then the live ones come, then the answer.
+        assert!(cluster.read_now(0));
+        for n in 2..2 + live {
+            push(&mut cluster, 0, n);
+        }
+        cluster.settle();
+        assert!(cluster.deliver_read());
+        let frames = texts(cluster.take_frames(1, alice));
+        let reply = frames.last().unwrap();
+        if recovered {
+            assert_eq!(frames.len(), 4, "{frames:?}");
+            assert!(
+                reply.ends_with(r#""offset":3,"epoch":"q1","recovered":true}}}"#),
+                "{reply}"
+            );
+        } else {
+            assert!(
+                reply.contains(r#""offset":3,"epoch":"q1","recovered":false,"reason":"gap""#),
+                "{reply}"
+            );
+        }
+    }
+    // Past the buffer, but the read has them all: recovered.
+    let mut history = HistoryConfig::default().enable("score", StreamOptions::default());
+    history.max_sync_buffer = 2;
+    let mut cluster = cluster_with(history);
+    cluster.set_auto_read(false);
+    cluster.set_auto_settle(false);
+    push(&mut cluster, 0, 1);
+    let alice = signed_in(&mut cluster, 1, "t-alice");
+    cluster.settle();
+    subscribe_since(
+        &mut cluster,
+        1,
+        alice,
+        r#"{"m1":{"offset":0,"epoch":"q1"}}"#,
+    );
+    for n in 2..=5 {
+        push(&mut cluster, 0, n);
+    }
+    cluster.settle();
+    assert!(cluster.answer_read(0));
+    let frames = texts(cluster.take_frames(1, alice));
+    assert_eq!(frames.len(), 6, "{frames:?}");
+    assert!(
+        frames[5].ends_with(r#""offset":5,"epoch":"q1","recovered":true}}}"#),
+        "{frames:?}"
+    );
+}

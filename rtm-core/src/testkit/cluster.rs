@@ -85,6 +85,12 @@ pub struct Cluster<A: App = super::TokenApp> {
     auto_answer_unsubscribes: bool,
     /// Stream reads the servers asked for and the broker has not answered.
     reads: std::collections::VecDeque<(usize, StreamReadRequest)>,
+    /// Reads done ([`Cluster::read_now`]) whose answers are on their way.
+    read_answers: std::collections::VecDeque<(
+        usize,
+        StreamReadRequest,
+        (crate::stream::StreamPosition, Vec<Bytes>),
+    )>,
     auto_read: bool,
     /// The cluster clock's start (for [`Cluster::unix_ms`]).
     start: Instant,
@@ -136,6 +142,7 @@ impl<A: App> Cluster<A> {
             unanswered_unsubscribes: std::collections::VecDeque::new(),
             auto_answer_unsubscribes: true,
             reads: std::collections::VecDeque::new(),
+            read_answers: std::collections::VecDeque::new(),
             auto_read: true,
             start: Instant::now(),
         }
@@ -377,6 +384,31 @@ impl<A: App> Cluster<A> {
             return false;
         };
         let result = self.broker.read_stream(&read.topic, read.from, read.limit);
+        let now_ms = self.unix_ms();
+        self.servers[server].handle_stream_read(read.id, Ok(result), now_ms);
+        self.drain_once(server);
+        true
+    }
+
+    /// Reads the stream of the unanswered read at `index` now, and keeps
+    /// the answer on its way: [`Cluster::deliver_read`] hands it to its
+    /// server later (events appended meanwhile are not in it, as with a
+    /// reply still travelling). Returns `false` when there is none.
+    pub fn read_now(&mut self, index: usize) -> bool {
+        let Some((server, read)) = self.reads.remove(index) else {
+            return false;
+        };
+        let result = self.broker.read_stream(&read.topic, read.from, read.limit);
+        self.read_answers.push_back((server, read, result));
+        true
+    }
+
+    /// Hands the oldest answer [`Cluster::read_now`] kept to its server.
+    /// Returns `false` when there is none.
+    pub fn deliver_read(&mut self) -> bool {
+        let Some((server, read, result)) = self.read_answers.pop_front() else {
+            return false;
+        };
         let now_ms = self.unix_ms();
         self.servers[server].handle_stream_read(read.id, Ok(result), now_ms);
         self.drain_once(server);
