@@ -40,21 +40,38 @@ use crate::topic::Topic;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyncId(u64);
 
-/// One stream read a sync needs: read `topic`'s stream from offset `from`,
-/// at most `limit` events, and report it with
-/// [`Router::handle_stream_read`](crate::Router::handle_stream_read) under `id`.
+/// One stream operation a sync needs, on `topic`'s stream; report its
+/// outcome with [`Router::handle_stream_read`](crate::Router::handle_stream_read)
+/// under `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamReadRequest {
     /// Hand it back with the result.
     pub id: ReadId,
     /// The stream's topic.
     pub topic: Topic,
-    /// The first offset wanted (`u64::MAX`: none, only the stream's position).
-    pub from: u64,
-    /// The most events wanted.
-    pub limit: usize,
+    /// What to do.
+    pub op: StreamOp,
     /// The stream's options (a store that makes the stream needs its TTL).
     pub options: StreamOptions,
+}
+
+/// What a [`StreamReadRequest`] asks of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOp {
+    /// Read the stream (`rtm_broker::Broker::read_stream`): its position
+    /// and its events from offset `from` (`u64::MAX`: none, only the
+    /// position), at most `limit`.
+    Read {
+        /// The first offset wanted.
+        from: u64,
+        /// The most events wanted.
+        limit: usize,
+    },
+    /// Give the stream a new epoch, its offset kept
+    /// (`rtm_broker::Broker::reset_stream`): a client was found ahead of
+    /// it (the store lost its newest events), and no offset may name two
+    /// events. Report the new position with no events.
+    Reset,
 }
 
 /// Which read of which sync.
@@ -155,6 +172,15 @@ struct TagSync {
     since: Option<StreamPosition>,
     before: Before,
     page: Option<HistoryPage>,
+    /// The client was ahead of the stream: a reset is on its way, or done.
+    reset: Reset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    No,
+    Asked,
+    Done,
 }
 
 #[derive(Debug)]
@@ -176,9 +202,21 @@ pub(crate) enum SyncFailed {
     Broker(String),
 }
 
+/// Whether the client's position is past its stream's under the same epoch.
+fn is_ahead(tag: &TagSync) -> bool {
+    match (&tag.since, &tag.page) {
+        (Some(since), Some(page)) => {
+            since.epoch == page.top.epoch && since.offset > page.top.offset
+        }
+        _ => false,
+    }
+}
+
 /// Every tracked stream of a server, and the syncs under way.
 #[derive(Debug, Default)]
 pub(crate) struct Tracking {
+    /// The server's namespace (for the topics of resets).
+    namespace: String,
     /// event → tag → its trackers.
     streams: HashMap<Arc<str>, HashMap<Arc<str>, Trackers>>,
     syncs: HashMap<SyncId, Sync>,
@@ -236,6 +274,7 @@ impl Tracking {
                     since,
                     before,
                     page: None,
+                    reset: Reset::No,
                 }
             })
             .collect();
@@ -257,6 +296,7 @@ impl Tracking {
     /// The subscription is in place (its topics confirmed): read each
     /// stream. `namespace` names the topics.
     pub(crate) fn start(&mut self, id: SyncId, namespace: &str, config: &HistoryConfig) {
+        self.namespace = namespace.into();
         let Some(sync) = self.syncs.get_mut(&id) else {
             return;
         };
@@ -274,8 +314,7 @@ impl Tracking {
             self.reads.push_back(StreamReadRequest {
                 id: ReadId { sync: id, index },
                 topic: Topic::push(namespace, &sync.event, &tag.tag),
-                from,
-                limit,
+                op: StreamOp::Read { from, limit },
                 options: sync.options,
             });
         }
@@ -293,15 +332,46 @@ impl Tracking {
     ) -> Option<(SyncId, Result<Synced, SyncFailed>)> {
         let sync = self.syncs.get_mut(&id.sync)?;
         let tag = sync.tags.get_mut(id.index)?;
-        if tag.page.is_some() {
-            return None;
+        match (tag.reset, &tag.page) {
+            (Reset::Asked, _) => tag.reset = Reset::Done,
+            // Answered already.
+            (_, Some(_)) => return None,
+            _ => {}
         }
         match result {
+            // A reset's answer: the stream's new position, no event.
             Ok(page) => tag.page = Some(page),
             Err(err) => return Some((id.sync, Err(self.fail(id.sync, err)))),
         }
         sync.waiting = sync.waiting.saturating_sub(1);
         if sync.waiting > 0 {
+            return None;
+        }
+        // A client ahead of a stream under the same epoch (the store lost
+        // its newest events): the stream gets a new epoch first.
+        let ahead: Vec<usize> = sync
+            .tags
+            .iter()
+            .enumerate()
+            .filter(|(_, tag)| tag.reset == Reset::No && is_ahead(tag))
+            .map(|(index, _)| index)
+            .collect();
+        if !ahead.is_empty() {
+            sync.waiting = ahead.len();
+            for index in ahead {
+                let tag = &mut sync.tags[index];
+                tag.reset = Reset::Asked;
+                self.reads.push_back(StreamReadRequest {
+                    id: ReadId {
+                        sync: id.sync,
+                        index,
+                    },
+                    topic: Topic::push(&self.namespace, &sync.event, &tag.tag),
+                    op: StreamOp::Reset,
+                    options: sync.options,
+                });
+            }
+            self.read_signal = true;
             return None;
         }
         Some((id.sync, Ok(self.finish(id.sync, config, now_ms))))
@@ -344,6 +414,18 @@ impl Tracking {
                 *epoch != page.top.epoch || *offset > page.top.offset
             });
             let mut recovery = recover(&since, page, buffered, config, now_ms);
+            if tag.reset == Reset::Done {
+                // Told as what it is: the client was ahead (the new epoch
+                // follows from that).
+                recovery = match recovery {
+                    Recovery::Unrecoverable { live, position, .. } => Recovery::Unrecoverable {
+                        reason: Unrecoverable::Ahead,
+                        live,
+                        position,
+                    },
+                    recovered @ Recovery::Recovered { .. } => recovered,
+                };
+            }
             if lost {
                 // What is delivered stops before them, and the client sees
                 // the jump.

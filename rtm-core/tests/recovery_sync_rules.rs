@@ -547,3 +547,36 @@ fn live_events_past_the_sync_buffer_end_the_recovery_with_a_gap_unless_the_read_
         "{frames:?}"
     );
 }
+
+/// A client past the stream's top under the same epoch (the store lost its
+/// newest events, as in a failover): the stream gets a new epoch (its
+/// offset kept) before the answer, so no offset will name two events; the
+/// client is told `ahead` and goes on under the new epoch.
+#[test]
+fn a_client_ahead_of_the_stream_is_told_so_and_the_stream_gets_a_new_epoch() {
+    let mut cluster = cluster();
+    for n in 1..=5 {
+        push(&mut cluster, 0, n);
+    }
+    let topic = rtm_core::Topic::push("rtm", "score", "m1");
+    cluster.broker_mut().lose_newest(&topic, 2);
+    let alice = signed_in(&mut cluster, 1, "t-alice");
+    subscribe_since(
+        &mut cluster,
+        1,
+        alice,
+        r#"{"m1":{"offset":5,"epoch":"q1"}}"#,
+    );
+    assert_eq!(
+        texts(cluster.take_frames(1, alice)),
+        vec![
+            r#"{"id":"s","data":true,"streams":{"m1":{"offset":3,"epoch":"q2","recovered":false,"reason":"ahead"}}}"#
+        ]
+    );
+    // The next event: offset 4 of the new epoch, never 4 of the old one.
+    push(&mut cluster, 0, 6);
+    assert_eq!(
+        texts(cluster.take_frames(1, alice)),
+        vec![positioned(6, 4, "q2")]
+    );
+}

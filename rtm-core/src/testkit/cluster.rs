@@ -383,7 +383,7 @@ impl<A: App> Cluster<A> {
         let Some((server, read)) = self.reads.remove(index) else {
             return false;
         };
-        let result = self.broker.read_stream(&read.topic, read.from, read.limit);
+        let result = self.broker.carry_out(&read);
         let now_ms = self.unix_ms();
         self.servers[server].handle_stream_read(read.id, Ok(result), now_ms);
         self.drain_once(server);
@@ -398,7 +398,7 @@ impl<A: App> Cluster<A> {
         let Some((server, read)) = self.reads.remove(index) else {
             return false;
         };
-        let result = self.broker.read_stream(&read.topic, read.from, read.limit);
+        let result = self.broker.carry_out(&read);
         self.read_answers.push_back((server, read, result));
         true
     }

@@ -167,6 +167,46 @@ impl QueuedBroker {
         (stream.position.clone(), events)
     }
 
+    /// Carries out a sync's stream operation: a read, or a reset (a new
+    /// epoch, the offset kept, the events dropped; answered as the new
+    /// position with no events).
+    pub fn carry_out(
+        &mut self,
+        request: &crate::sync::StreamReadRequest,
+    ) -> (StreamPosition, Vec<Bytes>) {
+        match request.op {
+            crate::sync::StreamOp::Read { from, limit } => {
+                self.read_stream(&request.topic, from, limit)
+            }
+            crate::sync::StreamOp::Reset => {
+                let top = self
+                    .streams
+                    .get(&request.topic)
+                    .map_or(0, |s| s.position.offset);
+                self.epochs += 1;
+                let fresh = Stream {
+                    position: StreamPosition::new(top, format!("q{}", self.epochs)),
+                    events: VecDeque::new(),
+                };
+                let position = fresh.position.clone();
+                self.streams.insert(request.topic.clone(), fresh);
+                (position, Vec::new())
+            }
+        }
+    }
+
+    /// Loses the newest `n` events of `topic`'s stream, its epoch kept (a
+    /// failover that lost acknowledged writes).
+    pub fn lose_newest(&mut self, topic: &Topic, n: u64) {
+        if let Some(stream) = self.streams.get_mut(topic) {
+            for _ in 0..n {
+                if stream.events.pop_back().is_some() {
+                    stream.position.offset = stream.position.offset.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     /// Forgets every stream, as a store that lost its data would.
     pub fn lose_streams(&mut self) {
         self.streams.clear();

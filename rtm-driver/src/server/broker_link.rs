@@ -24,10 +24,10 @@ use futures_util::future::{join, select, Either};
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use futures_util::{FutureExt, StreamExt};
 use rtm_core::router::BrokerPublish;
-use rtm_core::sync::StreamReadRequest;
+use rtm_core::sync::{StreamOp, StreamReadRequest};
 use rtm_core::{ErrorCode, RecentPushes, RtmError, Topic, TopicChanges};
 
-use crate::broker::{Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState};
+use crate::broker::{Broker, BrokerError, BrokerEvent, BrokerSink, BrokerState, StreamRead};
 use crate::log::clip;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeRef};
@@ -216,14 +216,27 @@ async fn stream_reads(link: &BrokerLink, routing: &Routing) {
             let StreamReadRequest {
                 id,
                 topic,
-                from,
-                limit,
+                op,
                 options,
             } = read;
             reading.push(async move {
-                let result = link.broker.read_stream(&topic, from, limit, options).await;
+                let result = match op {
+                    StreamOp::Read { from, limit } => {
+                        link.broker.read_stream(&topic, from, limit, options).await
+                    }
+                    // The new position, no event.
+                    StreamOp::Reset => {
+                        link.broker
+                            .reset_stream(&topic, options)
+                            .await
+                            .map(|top| StreamRead {
+                                top,
+                                envelopes: Vec::new(),
+                            })
+                    }
+                };
                 if let Err(err) = &result {
-                    link.failed(err, "read the stream of", &topic);
+                    link.failed(err, "read or reset the stream of", &topic);
                 }
                 (id, result)
             });
