@@ -103,6 +103,17 @@ impl Watcher {
             .collect()
     }
 
+    /// Waits for the first resyncs told; returns them as (tag, reason).
+    async fn until_resync(&self) -> Vec<(String, String)> {
+        let mut told = Vec::new();
+        until_within("a resync", WAIT, || {
+            told.extend(self.resyncs());
+            !told.is_empty()
+        })
+        .await;
+        told
+    }
+
     /// Waits until the client lost its connection, then until it is back.
     async fn through_a_reconnect(&self, while_away: impl FnOnce()) {
         let client = self.client.clone();
@@ -162,19 +173,10 @@ async fn a_client_away_longer_than_the_history_is_told_and_goes_on_live(adapter:
     alice.until_got(5).await;
     switch.cut();
     alice.through_a_reconnect(|| push(&a, 6, 65)).await;
-    let lifecycle = alice.lifecycle.clone();
-    let mut told = Vec::new();
-    until_within("a resync", WAIT, || {
-        told.extend(
-            std::iter::from_fn(|| lifecycle.try_recv().ok()).filter_map(|e| match e {
-                ClientEvent::Resync { tag, reason, .. } => Some((tag, reason)),
-                _ => None,
-            }),
-        );
-        !told.is_empty()
-    })
-    .await;
-    assert_eq!(told, vec![("m1".to_owned(), "trimmed".to_owned())]);
+    assert_eq!(
+        alice.until_resync().await,
+        vec![("m1".to_owned(), "trimmed".to_owned())]
+    );
     push(&a, 66, 70);
     alice.until_got(10).await;
     assert_eq!(alice.got(), vec![1, 2, 3, 4, 5, 66, 67, 68, 69, 70]);
@@ -199,19 +201,10 @@ async fn a_client_whose_streams_redis_lost_is_told_the_epoch_changed(adapter: Ad
             push(&a, 4, 6);
         })
         .await;
-    let lifecycle = alice.lifecycle.clone();
-    let mut told = Vec::new();
-    until_within("a resync", WAIT, || {
-        told.extend(
-            std::iter::from_fn(|| lifecycle.try_recv().ok()).filter_map(|e| match e {
-                ClientEvent::Resync { reason, .. } => Some(reason),
-                _ => None,
-            }),
-        );
-        !told.is_empty()
-    })
-    .await;
-    assert_eq!(told, vec!["epoch-changed".to_owned()]);
+    assert_eq!(
+        alice.until_resync().await,
+        vec![("m1".to_owned(), "epoch-changed".to_owned())]
+    );
     push(&a, 7, 8);
     alice.until_got(5).await;
     assert_eq!(alice.got(), vec![1, 2, 3, 7, 8]);

@@ -321,15 +321,10 @@ impl Sim {
         self.pump();
     }
 
-    /// Everything back up and delivered, everyone reconnected: then one last
-    /// value per tag, which every client must get.
-    fn finish(&mut self) {
-        for server in 0..SERVERS {
-            if self.down[server] {
-                self.set_down(server, false);
-            }
-        }
-        for _ in 0..50 {
+    /// `rounds` times: every broker message delivered, every read
+    /// answered, 200 ms on (reconnects, retries), the clients pumped.
+    fn quiesce(&mut self, rounds: usize) {
+        for _ in 0..rounds {
             while self.cluster.broker().pending() > 0 {
                 self.deliver_one();
             }
@@ -339,6 +334,17 @@ impl Sim {
             self.advance(Duration::from_millis(200));
             self.pump();
         }
+    }
+
+    /// Everything back up and delivered, everyone reconnected: then one last
+    /// value per tag, which every client must get.
+    fn finish(&mut self) {
+        for server in 0..SERVERS {
+            if self.down[server] {
+                self.set_down(server, false);
+            }
+        }
+        self.quiesce(50);
         // Two rounds: a client whose position was under a lost epoch
         // resyncs on the first (it is told), and is live for the second.
         for _ in 0..2 {
@@ -350,16 +356,7 @@ impl Sim {
                     .unwrap_or_else(|e| panic!("RTM_SIM_SEED={} the last push: {e}", self.ctx()));
                 *self.next.get_mut(tag).unwrap() += 1;
             }
-            for _ in 0..20 {
-                while self.cluster.broker().pending() > 0 {
-                    self.deliver_one();
-                }
-                while self.cluster.unanswered_reads() > 0 {
-                    self.cluster.answer_read(0);
-                }
-                self.advance(Duration::from_millis(200));
-                self.pump();
-            }
+            self.quiesce(20);
         }
         let ctx = format!("{} at the end", self.seed);
         for (c, client) in self.clients.iter().enumerate() {
