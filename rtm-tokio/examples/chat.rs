@@ -17,6 +17,16 @@
 //! - **Rooms** are push tags `room:<name>`: the page subscribes to
 //!   `room-message`; `say(room, text, id)` Pushes `[room, from, text, ts, id]`
 //!   and returns `{ts}`.
+//! - **Room history** (docs/history.md): each room keeps its last
+//!   `--room-history` messages (200; 0 turns history off) until
+//!   `--room-history-secs` (600 s, 10 min) after its last one, so a page
+//!   whose connection dropped gets the messages it missed, in order and
+//!   once, when its client reconnects (`since` on its subscribe), on this
+//!   server or, with `--redis`, any server of the cluster. Kept in Redis
+//!   with `--redis`; else in this server's memory (an in-process
+//!   `MemoryHub`, lost with a restart). What cannot be recovered (the
+//!   history was lost, trimmed, or the client is new) is said on the page.
+//!   Direct messages keep no history.
 //! - **Direct messages** are Publish: `dm(to, text, id)` sends `dm`
 //!   `[from, text, ts, to, id]` to `to` and to the sender's other tabs, on
 //!   every server of the cluster: any valid name can be reached, online here
@@ -29,7 +39,8 @@
 //!   by the page right after auth) and `online()` return the whole sorted
 //!   list to their caller. Per server.
 //! - **Status:** `status()` returns `{cluster, broker, reason}` (`broker`:
-//!   `"none"` without `--redis`, else `"up"` or `"down"`), and the same object
+//!   `"none"` without `--redis`, even with room history in memory, else
+//!   `"up"` or `"down"`), and the same object
 //!   is emitted as `status [object]` whenever the Redis link goes up or down:
 //!   while it is down, rooms and DMs fail (`rtm/broker-unavailable`).
 //! - **Limits** ([`Budgets`]): every function is rate-limited by the library
@@ -64,7 +75,8 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use rtm_tokio::broker::BrokerState;
+use rtm_core::{HistoryConfig, StreamOptions};
+use rtm_tokio::broker::{BrokerState, MemoryHub};
 use rtm_tokio::{
     CallContext, ErrorCode, Identity, Rate, RateLimit, RtmError, Server, ServerBuilder,
     ServerBuilderExt, ServerHandle, State, SubscribeRequest,
@@ -100,6 +112,11 @@ const SIGN_IN_BURST: u32 = 30;
 
 /// The default `--name-hold-secs`.
 const NAME_HOLD_SECS: u64 = 600;
+/// The default `--room-history`: messages kept per room.
+const ROOM_HISTORY: usize = 200;
+/// The default `--room-history-secs`: how long a room's history is kept
+/// after its last message.
+const ROOM_HISTORY_SECS: u64 = 600;
 
 #[derive(Parser)]
 #[command(about = "RTM chat: a small web chat on rooms (Push), DMs (Publish) and presence (Emit)")]
@@ -142,6 +159,14 @@ struct Cli {
     /// Sign-ins one IP address may make at once.
     #[arg(long, value_name = "N", default_value_t = SIGN_IN_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     sign_in_burst: u32,
+    /// Room messages kept per room, so a page that dropped gets what it
+    /// missed when it reconnects; 0 keeps no history. In Redis with
+    /// `--redis`, else in this server's memory (lost with a restart).
+    #[arg(long, value_name = "N", default_value_t = ROOM_HISTORY)]
+    room_history: usize,
+    /// How long a room's history is kept after its last message (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = ROOM_HISTORY_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    room_history_secs: u64,
 }
 
 /// A reason to stop at start: printed as one line `chat: <message>`.
@@ -187,6 +212,26 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
     };
     config.budgets.sign_ins_per_ip = (cli.sign_ins_per_minute > 0)
         .then(|| Rate::per_minute(cli.sign_ins_per_minute).with_burst(cli.sign_in_burst));
+    // Room history: the `room-message` streams, one per room tag. Their
+    // messages are delivered as the broker hands them back (`push` then
+    // delivers nothing itself), on every server, in order.
+    if cli.room_history > 0 {
+        builder = builder.history(HistoryConfig::default().enable(
+            "room-message",
+            StreamOptions {
+                size: cli.room_history,
+                ttl: Duration::from_secs(cli.room_history_secs),
+            },
+        ));
+    }
+    // Without Redis, the history is kept by an in-process hub of this one
+    // server, held here for the server's life. It links to no other
+    // server: `status` still says "none".
+    let memory_hub = (cli.redis.is_none() && cli.room_history > 0).then(MemoryHub::new);
+    if let Some(hub) = &memory_hub {
+        builder = builder.broker(Arc::new(hub.broker()));
+        config.local_broker = true;
+    }
     if let Some(url) = &cli.redis {
         // Push (rooms) and Publish (DMs) then reach users on every chat
         // server sharing this Redis. Presence stays per server (it is an Emit).
@@ -228,6 +273,18 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
         let url = redact(url);
         tracing::info!("cluster: rooms, DMs and names shared through {url}");
     }
+    if cli.room_history > 0 {
+        let place = if cli.redis.is_some() {
+            "Redis"
+        } else {
+            "memory"
+        };
+        tracing::info!(
+            "room history: the last {} messages of each room, {} s after its last one, in {place}",
+            cli.room_history,
+            cli.room_history_secs
+        );
+    }
     tracing::info!("chat on http://{addr}/ (RTM on ws://{addr}/rtm)");
     let shutdown = async move {
         stop_requested().await;
@@ -243,6 +300,7 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
         ..HttpOptions::default()
     };
     serve(listener, router, options, shutdown).await;
+    drop(memory_hub);
     tracing::info!("stopped");
     Ok(())
 }
@@ -311,6 +369,11 @@ pub struct ChatConfig {
     pub name_hold: Duration,
     /// Rate limits.
     pub budgets: Budgets,
+    /// The builder's broker is this server's own in-process hub (room
+    /// history without `--redis`), not a link to other servers: `status`
+    /// says `"broker":"none"`, `"cluster":false`, and no `status` events
+    /// are sent. Default `false`: a broker is a cluster's link.
+    pub local_broker: bool,
 }
 
 impl Default for ChatConfig {
@@ -319,6 +382,7 @@ impl Default for ChatConfig {
             names: NameStore::Local,
             name_hold: Duration::from_secs(NAME_HOLD_SECS),
             budgets: Budgets::default(),
+            local_broker: false,
         }
     }
 }
@@ -336,6 +400,7 @@ pub fn app_with(builder: ServerBuilder, config: ChatConfig) -> (Router, ServerHa
     let (presence, nudged) = presence::Presence::new();
     let messages = messages::Messages::new(config.budgets.first_contact);
     let budgets = config.budgets;
+    let linked = !config.local_broker;
 
     // What the functions share, as the server's state (each takes it as a
     // `State<Chat>` argument); the auth handler and the hooks capture theirs.
@@ -384,8 +449,8 @@ pub fn app_with(builder: ServerBuilder, config: ChatConfig) -> (Router, ServerHa
         .register("online", |ctx: CallContext| async move {
             Ok::<_, RtmError>(presence::online(&ctx.server))
         })
-        .register("status", |ctx: CallContext| async move {
-            Ok::<_, RtmError>(status(&ctx.server))
+        .register("status", move |ctx: CallContext| async move {
+            Ok::<_, RtmError>(cluster_status(&ctx.server, linked))
         })
         .register(
             "say",
@@ -409,7 +474,9 @@ pub fn app_with(builder: ServerBuilder, config: ChatConfig) -> (Router, ServerHa
 
     presence.start(rtm.clone(), names.clone(), nudged);
     keep_names_held(rtm.clone(), names);
-    watch_broker(rtm.clone());
+    if linked {
+        watch_broker(rtm.clone());
+    }
 
     let router = Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
@@ -479,9 +546,15 @@ fn keep_names_held(rtm: ServerHandle, names: Names) {
 }
 
 /// `status()`: `{cluster, broker, reason}`; `broker` is `"none"` (no
-/// `--redis`), `"up"` or `"down"` (rooms and DMs fail until it is up).
+/// broker), `"up"` or `"down"` (rooms and DMs fail until it is up).
 pub fn status(server: &ServerHandle) -> Value {
-    match server.broker_state() {
+    cluster_status(server, true)
+}
+
+/// [`status`], where a broker that is not a link to other servers
+/// (`linked` false: the in-process hub of room history) counts as none.
+fn cluster_status(server: &ServerHandle, linked: bool) -> Value {
+    match server.broker_state().filter(|_| linked) {
         None => json!({ "cluster": false, "broker": "none", "reason": null }),
         Some(BrokerState::Up) => json!({ "cluster": true, "broker": "up", "reason": null }),
         Some(BrokerState::Down { reason }) => {

@@ -2,7 +2,11 @@
 // the repository), whose browser bundle /rtm-client.js defines the global RTM.
 // The client keeps the connection: it signs in on every (re)connect, re-sends
 // the room subscriptions (push tags), backs off between attempts with jitter,
-// and fails calls in flight when the connection drops.
+// and fails calls in flight when the connection drops. Rooms keep history on
+// the server: after a reconnect the client first gets the room messages sent
+// meanwhile (in order, once); when they cannot be recovered it emits
+// 'resync', and the room's log shows a notice where messages may be missing.
+// Direct messages keep no history (said in the DM view).
 // All user text goes through textContent, never innerHTML.
 //
 // Storage: the signed-in name, the open conversation, the messages and the
@@ -51,6 +55,8 @@ const store = {
   remove: (area, key) => { try { window[area].removeItem(key); } catch { /* nothing to do */ } },
 };
 
+// A notice in a room's log: { notice: true, text, ts } (messages that could
+// not be recovered after a reconnect), kept and shown among the messages.
 // A message: { from, text, ts, id? }; the user's own also have `to` (the
 // view it was typed in: it goes there whatever is open when it is sent), `at`
 // (when typed) and, until the server took it, `state`: 'sending', 'waiting'
@@ -139,6 +145,11 @@ function connect() {
   c.subscribe('dm', ours((from, text, ts, to, id) => receive('dm:' + (from === state.name ? to : from), from, text, ts, id)));
   c.subscribe('presence', ours((diff) => applyPresence(diff)));
   c.subscribe('status', ours((status) => setServerStatus(status)));
+  // A room's messages sent while this client was away that the server could not give back.
+  c.on('resync', ours((event, tag, reason) => {
+    const room = typeof tag === 'string' && tag.startsWith('room:') ? tag.slice(5) : '';
+    if (event === ROOM_EVENT && state.rooms.includes(room)) addNotice('room:' + room, missedText(reason));
+  }));
   c.on('connecting', ours(({ attempt }) => {
     attempts = Math.max(attempts, attempt);
     setConn('connecting');
@@ -352,7 +363,8 @@ function loadRooms(name) {
 
 const saveRooms = () => store.set('localStorage', ROOMS + state.name, JSON.stringify(state.rooms));
 
-const validMessage = (m) => m && typeof m === 'object' && typeof m.from === 'string' && typeof m.text === 'string';
+const validMessage = (m) => m && typeof m === 'object' && typeof m.text === 'string'
+  && (typeof m.from === 'string' || m.notice === true);
 
 function loadLogs(name) {
   state.convs.clear();
@@ -471,6 +483,9 @@ function receive(view, from, text, ts, id) {
     // The user's own message coming back: it arrived; no second copy.
     const own = from === state.name && mine.get(id);
     if (own) return settle(own, m.ts);
+    // Shown already (the client gives a recovered message once; this also
+    // holds against a log restored from storage): no second copy.
+    if (state.convs.get(view)?.log.some((x) => x.id === id && x.from === from)) return;
   }
   if (view.startsWith('dm:') && !state.convs.has(view) && from !== state.name) {
     addRequest(view.slice(3), m);
@@ -496,6 +511,41 @@ function addMessage(view, m) {
   else if (m.from !== state.name) addUnread(conv, 1);
   if (fresh && view.startsWith('dm:')) refreshPerson(view.slice(3));
   else updateEntry(view);
+}
+
+// Why messages of a room may be missing after a reconnect ('resync' reasons).
+function missedText(reason) {
+  const why = {
+    'epoch-changed': 'the room’s history was lost (the server restarted, or the room was quiet for long)',
+    trimmed: 'more were sent than the room keeps',
+    'too-many': 'more were sent than can be caught up at once',
+    'too-old': 'they are older than the room keeps',
+  }[reason] || 'the server could not give them back';
+  return `Messages sent while you were disconnected may be missing here: ${why}.`;
+}
+
+// A notice in a conversation's log (not a message: no author, no unread count).
+// Twice in a row (reconnects in a row) it shows once, with the latest reason.
+function addNotice(view, text) {
+  const conv = state.convs.get(view);
+  if (!conv) return;
+  const last = conv.log.at(-1);
+  if (last?.notice) {
+    last.text = text;
+    last.ts = Date.now();
+    const li = nodes.get(last);
+    if (li?.isConnected) li.replaceWith(messageItem(last));
+    saveLogsSoon();
+    return;
+  }
+  const m = { notice: true, text, ts: Date.now() };
+  conv.log.push(m);
+  if (conv.log.length > MAX_LOG) {
+    const old = conv.log.shift();
+    if (old.id && mine.get(old.id) === old) mine.delete(old.id);
+  }
+  saveLogsSoon();
+  if (view === state.view) appendSoon(m);
 }
 
 function addUnread(conv, n) {
@@ -689,7 +739,8 @@ function renderTitle() {
     else note = 'not online: they will not see messages sent now';
   }
   $('title-note').textContent = note;
-  // Until there is history: what is not delivered is said where it is typed.
+  // Rooms keep history (a reconnect gets what was missed, or a notice says
+  // it could not); DMs do not yet: what is not delivered is said where it is typed.
   const viewNote = $('view-note');
   viewNote.hidden = kind !== 'dm' || target === state.name;
   viewNote.textContent = viewNote.hidden ? '' : `Messages sent while ${target} is offline are not delivered later.`;
@@ -859,6 +910,15 @@ const nodes = new WeakMap(); // message -> its row, while shown
 const STATE_TEXT = { sending: 'sending…', waiting: 'not sent yet: sends when reconnected', failed: 'not sent' };
 
 function messageItem(m) {
+  if (m.notice) {
+    const li = el('li', 'notice');
+    li.setAttribute('role', 'note');
+    const time = el('time', 'time', new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+    if (Number.isFinite(m.ts)) time.dateTime = new Date(m.ts).toISOString();
+    li.append(el('span', 'notice-text', m.text), ' ', time);
+    nodes.set(m, li);
+    return li;
+  }
   const li = el('li', 'msg' + (m.from === state.name ? ' mine' : '') + (m.state ? ' ' + m.state : ''));
   const meta = el('div', 'meta');
   const time = el('time', 'time', new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));

@@ -6,9 +6,14 @@
 // typing through a 300 ms round trip, drafts per conversation, a flood of
 // room messages and one of DMs from throwaway names.
 //
+// Room history: a page whose socket dropped gets the room messages sent
+// meanwhile, once, in order, after its client reconnects by itself; after a
+// restart (history in memory lost) the room shows a notice.
+//
 // A scenario runs two chat servers sharing a Redis (when redis-server is
-// installed): a DM and a room message across servers, and Redis killed and
-// restarted under the open pages.
+// installed): a DM and a room message across servers, a page dropped while
+// the other server's user writes (recovered from Redis), and Redis killed
+// and restarted under the open pages.
 //
 // Run: `npm ci && npm test` in this folder, after
 // `cargo build -p rtm-tokio --example chat` (CHAT_BIN overrides the binary).
@@ -452,6 +457,46 @@ async function openRequest(page, name) {
   await waitFor(page, `the DM with ${name} open`, (name) => document.querySelector('#title').textContent === '@ ' + name, name);
 }
 
+// ----- room history: a dropped connection, and what it missed -----
+
+// Cuts the page's connection as a network drop does: the browser goes
+// offline (no reconnect gets through) and the page's open WebSocket is
+// closed under its client. The client is not replaced (no new sign-in): it
+// retries by itself, and gets through once `reconnect(page)` is called.
+// Marks the page, to tell afterwards that it was not reloaded.
+async function dropConnection(page) {
+  await page.evaluate(() => {
+    window.__beforeDrop = { client, sockets: window.__ws.sockets.length, sent: window.__ws.sent.length };
+  });
+  await page.setOfflineMode(true);
+  await page.evaluate(() => window.__ws.sockets.at(-1).close());
+  await waitFor(page, 'the disconnect banner after the drop', () => !document.querySelector('#banner').hidden
+    && /Disconnected from the server/.test(document.querySelector('#banner').textContent));
+}
+
+// Back online: the page's client reconnects by itself (the page asks it to
+// retry at once when the browser says it is online).
+async function reconnect(page) {
+  await page.setOfflineMode(false);
+  await waitOnline(page);
+}
+
+// What the dropped page did since `dropConnection`: the same client, not
+// reloaded, on a new socket; and the room subscriptions it sent on it.
+const sinceDrop = (page) => page.evaluate(() => ({
+  sameClient: window.__beforeDrop?.client === client,
+  newSockets: window.__ws.sockets.length - window.__beforeDrop.sockets,
+  subscribes: window.__ws.sent.slice(window.__beforeDrop.sent).map((f) => JSON.parse(f))
+    .filter((f) => f.type === 'subscribe' && f.event === 'room-message'),
+}));
+
+// The texts of the messages from `from` in the open conversation, in order.
+const textsFrom = (page, from) => page.$$eval('#log li.msg', (items, from) => items
+  .filter((li) => li.querySelector('.from')?.textContent === from).map((li) => li.querySelector('.text').textContent), from);
+
+// The notices of the open conversation (messages that could not be recovered).
+const notices = (page) => page.$$eval('#log li.notice', (items) => items.map((li) => li.textContent));
+
 // ----- the scenarios -----
 
 test('two users chat in a real browser, on a desktop and a phone, across a server restart', { timeout: 60_000 }, async (t) => {
@@ -687,6 +732,107 @@ test('two users chat in a real browser, on a desktop and a phone, across a serve
   } finally {
     if (run.failed) console.error(`--- chat output ---\n${chat.output}`);
     for (const raw of raws) raw.close();
+    for (const context of contexts) await context.close().catch(() => {});
+    await chat.kill();
+  }
+});
+
+test('room history: a page whose socket dropped gets the room messages sent meanwhile, once, in order; after a restart (history in memory lost) a notice', { timeout: 60_000 }, async (t) => {
+  const chat = new Chat(await freePort());
+  const problems = [];
+  const run = stepper(t);
+  const { step } = run;
+  const contexts = [];
+  try {
+    await chat.start();
+    contexts.push(await browser.createBrowserContext(), await browser.createBrowserContext());
+    const alice = await openPage(contexts[0], 'alice', chat.url, problems);
+    const bob = await openPage(contexts[1], 'bob', chat.url, problems);
+
+    await step('alice and bob in # lobby; alice\'s client keeps its position in the room', async () => {
+      await signIn(alice, 'alice');
+      await signIn(bob, 'bob');
+      await send(bob, 'before the drop');
+      await waitForMessage(alice, 'bob', 'before the drop');
+      const position = await alice.evaluate(() => client.position('room-message', 'room:lobby'));
+      assert.ok(Number.isInteger(position?.offset) && position.offset >= 1 && typeof position.epoch === 'string',
+        `no position in room:lobby: ${JSON.stringify(position)}`);
+      // Without --redis the history is in the server's memory: still no cluster.
+      assert.deepEqual(await alice.evaluate(() => state.server), { cluster: false, broker: 'none', reason: null });
+      assert.equal(await alice.$eval('#people-note', (el) => el.textContent), 'online');
+    });
+
+    await step('alice\'s socket drops while bob sends 3 messages: after its own reconnect her page shows them once, in order, with no reload', async () => {
+      const t0 = Date.now();
+      await dropConnection(alice);
+      const missed = ['missed while away 1', 'missed while away 2', 'missed while away 3'];
+      for (const text of missed) await send(bob, text);
+      await reconnect(alice);
+      await waitForMessage(alice, 'bob', missed[2]);
+      // A late copy would come right after: look again a moment later.
+      await sleep(300);
+      assert.deepEqual(await textsFrom(alice, 'bob'), ['before the drop', ...missed]);
+      const since = await sinceDrop(alice);
+      assert.ok(since.sameClient, 'the page made a new client (a new sign-in), not a reconnect');
+      assert.ok(since.newSockets >= 1, 'no new socket');
+      assert.equal(await alice.evaluate(() => performance.getEntriesByType('navigation').length), 1);
+      // The client re-sent the room with its position: the server recovered from there.
+      const last = since.subscribes.at(-1);
+      assert.ok(Number.isInteger(last?.since?.['room:lobby']?.offset), `no position re-sent: ${JSON.stringify(since.subscribes)}`);
+      assert.deepEqual(await notices(alice), [], 'a notice though everything was recovered');
+      t.diagnostic(`dropped, 3 messages sent, recovered in ${Date.now() - t0} ms`);
+      await shot(alice, 'desktop-1100-recovered.png');
+    });
+
+    await step('the server restarted while alice was away and bob wrote after it: the history went with it; alice\'s page says so in the room', async () => {
+      await alice.evaluate(() => {
+        window.__resyncs = [];
+        client.on('resync', (event, tag, reason) => window.__resyncs.push([event, tag, reason]));
+      });
+      await dropConnection(alice);
+      await chat.kill();
+      await chat.start();
+      await waitOnline(bob);
+      await send(bob, 'after the restart, while alice is away');
+      await reconnect(alice);
+      await waitFor(alice, 'a notice in # lobby', () => document.querySelectorAll('#log li.notice').length > 0);
+      assert.deepEqual(await alice.evaluate(() => window.__resyncs), [['room-message', 'room:lobby', 'epoch-changed']]);
+      assert.ok((await sinceDrop(alice)).sameClient, 'the page made a new client (a new sign-in), not a reconnect');
+      const [notice, ...more] = await notices(alice);
+      assert.equal(more.length, 0, 'more than one notice');
+      assert.match(notice, /may be missing here: the room’s history was lost/);
+      // Live messages go on after the notice.
+      await send(bob, 'live again');
+      await waitForMessage(alice, 'bob', 'live again');
+      const order = await alice.$$eval('#log li', (items) => items.map((li) => (li.classList.contains('notice') ? 'notice' : li.querySelector('.text')?.textContent)));
+      assert.ok(order.indexOf('notice') < order.indexOf('live again'), `the notice after the live message: ${JSON.stringify(order)}`);
+      assert.equal(await countMessages(alice, 'bob', 'live again'), 1);
+      assert.equal(await alice.$eval('#log li.notice', (li) => getComputedStyle(li).borderTopStyle), 'dashed');
+      await shot(alice, 'desktop-1100-history-lost.png');
+      await shot(alice, 'phone-390-history-lost.png', PHONE);
+      await alice.setViewport(DESKTOP);
+    });
+
+    await step('the notice is kept with the room\'s log: after a reload, once, and no message twice', async () => {
+      await alice.reload({ waitUntil: 'load', timeout: WAIT_MS });
+      await waitOnline(alice);
+      assert.equal((await notices(alice)).length, 1);
+      assert.equal(await countMessages(alice, 'bob', 'live again'), 1);
+      assert.equal(await countMessages(alice, 'bob', 'missed while away 2'), 1);
+      // A message already in the log (restored from storage) coming again with its id shows once.
+      await alice.evaluate(() => {
+        const m = state.convs.get('room:lobby').log.find((x) => x.text === 'missed while away 2');
+        window.__ws.sockets.at(-1).dispatchEvent(new MessageEvent('message', { data: JSON.stringify({ event: 'room-message', data: ['lobby', m.from, m.text, m.ts, m.id] }) }));
+      });
+      await send(alice, 'after the copy');
+      assert.equal(await countMessages(alice, 'bob', 'missed while away 2'), 1, 'a message shown twice');
+    });
+
+    await step('no page errors and no failed requests', async () => {
+      assert.deepEqual(problems, []);
+    });
+  } finally {
+    if (run.failed) console.error(`--- chat output ---\n${chat.output}`);
     for (const context of contexts) await context.close().catch(() => {});
     await chat.kill();
   }
@@ -1196,6 +1342,22 @@ test('two servers sharing Redis: a DM and a room across servers, and Redis down 
       await clickOn(erin, '#rooms li .name', '# lobby');
       await send(dave, 'lobby, across servers');
       await waitForMessage(erin, 'dave', 'lobby, across servers');
+    });
+
+    await step('dave (server 1) drops while erin (server 2) writes in # lobby: dave\'s page gets them from the history in Redis, once, in order', async () => {
+      const t0 = Date.now();
+      await dropConnection(dave);
+      const missed = ['from server 2 while dave is away 1', 'from server 2 while dave is away 2', 'from server 2 while dave is away 3'];
+      for (const text of missed) await send(erin, text);
+      await reconnect(dave);
+      await waitForMessage(dave, 'erin', missed[2]);
+      await sleep(300);
+      assert.deepEqual((await textsFrom(dave, 'erin')).filter((text) => text.includes('while dave is away')), missed);
+      assert.ok((await sinceDrop(dave)).sameClient, 'the page made a new client (a new sign-in), not a reconnect');
+      assert.deepEqual(await notices(dave), []);
+      assert.deepEqual(await dave.evaluate(() => state.server), { cluster: true, broker: 'up', reason: null });
+      t.diagnostic(`dropped, 3 messages sent on the other server, recovered in ${Date.now() - t0} ms`);
+      await shot(dave, 'desktop-1100-recovered-across-servers.png');
     });
 
     await step('Redis killed: both pages show the cluster link down; a message fails, with Retry, and says why', async () => {
