@@ -201,9 +201,19 @@ async fn a_client_whose_streams_redis_lost_is_told_the_epoch_changed(adapter: Ad
             push(&a, 4, 6);
         })
         .await;
+    // Both of her streams were lost: the room's, and her user's (she
+    // tracks it from her auth).
+    let mut told = alice.until_resync().await;
+    if told.len() < 2 {
+        told.extend(alice.until_resync().await);
+    }
+    told.sort();
     assert_eq!(
-        alice.until_resync().await,
-        vec![("m1".to_owned(), "epoch-changed".to_owned())]
+        told,
+        vec![
+            ("m1".to_owned(), "epoch-changed".to_owned()),
+            ("user".to_owned(), "epoch-changed".to_owned()),
+        ]
     );
     push(&a, 7, 8);
     alice.until_got(5).await;
@@ -274,6 +284,59 @@ async fn a_client_whose_server_process_was_killed_recovers_on_the_other(adapter:
     pusher.close();
 }
 
+/// Direct messages (Publish to a user, with history) sent while alice was
+/// away reach her when she is back on the other server: before her auth
+/// is answered, each once, in order; then the live ones.
+async fn a_user_back_on_the_other_server_gets_the_publishes_it_missed(adapter: Adapter) {
+    let redis = SharedRedis::new("recover-dm");
+    let with_dm = || {
+        server_with_history(100)
+            .history(HistoryConfig::default().enable("dm", StreamOptions::default()))
+    };
+    let a = redis.server(adapter, with_dm(), "a").await;
+    let b = redis.server(adapter, with_dm(), "b").await;
+    let switch = Switch::start(Some(a.local_addr())).unwrap();
+    let options = ClientOptions::default()
+        .auth(json!("alice"))
+        .reconnect_delay(Duration::from_millis(100));
+    let client = adapter.start(&switch.url(), options);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let _dms = client.subscribe("dm", move |(n,): (u64,)| sink.lock().unwrap().push(n));
+    client.wait_open(WAIT).await.expect("the client opens");
+    let dm = |server: &Listening, from: u64, to: u64| {
+        for n in from..=to {
+            server
+                .handle()
+                .publish("alice", "dm", &(n,))
+                .unwrap_or_else(|e| panic!("dm {n}: {e}"));
+        }
+    };
+    let until = |n: usize| {
+        let got = got.clone();
+        async move {
+            until_within(&format!("{n} dms"), WAIT, || got.lock().unwrap().len() >= n).await;
+        }
+    };
+    dm(&b, 1, 5);
+    until(5).await;
+    switch.point_to(Some(b.local_addr()));
+    switch.cut();
+    let watching = client.clone();
+    until_within("alice to see the drop", WAIT, || {
+        watching.state() != ClientState::Open
+    })
+    .await;
+    dm(&b, 6, 20);
+    client.wait_open(WAIT).await.expect("back open, on B");
+    until(20).await;
+    dm(&a, 21, 25);
+    until(25).await;
+    tokio_free_sleep(Duration::from_millis(200)).await;
+    assert_eq!(*got.lock().unwrap(), (1..=25).collect::<Vec<_>>());
+    client.close();
+}
+
 /// A runtime-free sleep (the tests run on three runtimes).
 async fn tokio_free_sleep(duration: Duration) {
     async_io::Timer::after(duration).await;
@@ -284,4 +347,5 @@ on_every_adapter!(
     a_client_away_longer_than_the_history_is_told_and_goes_on_live,
     a_client_whose_streams_redis_lost_is_told_the_epoch_changed,
     a_client_whose_server_process_was_killed_recovers_on_the_other,
+    a_user_back_on_the_other_server_gets_the_publishes_it_missed,
 );

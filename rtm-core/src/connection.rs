@@ -61,8 +61,9 @@ use crate::error::{CloseCode, ErrorCode, RtmError};
 use crate::frame::{self, Args, PushSub, Request, RequestError, RequestId};
 use crate::functions::{FunctionId, Functions};
 use crate::peer::{ConnId, ConnInfo, ConnMeta, Identity};
-use crate::positions::{encode_subscribed_reply, Since};
+use crate::positions::{with_streams, Since};
 use crate::rate::{self, Bucket};
+use crate::stream::StreamPosition;
 use crate::sub_queue::{Ready, SubQueue};
 use crate::sync::{SyncId, Synced};
 
@@ -90,6 +91,8 @@ impl CallTicket {
 pub struct AuthTicket {
     conn: ConnId,
     id: RequestId,
+    /// The `auth`'s `since` (ext): the client's place in its user's stream.
+    since: Option<Option<StreamPosition>>,
 }
 
 impl AuthTicket {
@@ -106,6 +109,15 @@ impl AuthTicket {
 pub struct JoinTicket {
     conn: ConnId,
     reply: Bytes,
+    /// The client's place in its user's stream, when it asked to track it.
+    pub(crate) since: Option<Option<StreamPosition>>,
+    /// Its switch from history to live on the user's stream.
+    pub(crate) sync: Option<SyncId>,
+    /// What the sync found: sent before the reply.
+    pub(crate) synced: Option<Box<Synced>>,
+    /// The reply (and what the sync found) went out already, through
+    /// [`Settled::take_frames`].
+    pub(crate) replied: bool,
 }
 
 impl JoinTicket {
@@ -194,19 +206,27 @@ impl Settled {
     /// connection then sends no reply of its own. `None` for anything else
     /// (the connection replies as usual).
     pub fn take_frames(&mut self) -> Option<Vec<Bytes>> {
-        let Settled::Subscribed(ticket, Ok(())) = self else {
-            return None;
-        };
-        let synced = ticket.synced.take()?;
-        ticket.replied = true;
-        Some(synced_frames(&ticket.id, *synced))
+        match self {
+            Settled::Subscribed(ticket, Ok(())) => {
+                let synced = ticket.synced.take()?;
+                ticket.replied = true;
+                Some(synced_frames(&reply_true(&ticket.id), *synced))
+            }
+            Settled::Joined(ticket) => {
+                let synced = ticket.synced.take()?;
+                ticket.replied = true;
+                Some(synced_frames(&ticket.reply, *synced))
+            }
+            Settled::Subscribed(_, Err(_)) => None,
+        }
     }
 }
 
-/// A synced subscribe's frames: its missed events, then its reply.
-fn synced_frames(id: &RequestId, synced: Synced) -> Vec<Bytes> {
+/// A synced request's frames: its missed events, then `reply` with the
+/// streams' state.
+fn synced_frames(reply: &Bytes, synced: Synced) -> Vec<Bytes> {
     let Synced { mut frames, states } = synced;
-    frames.push(encode_subscribed_reply(id, &states));
+    frames.push(with_streams(reply, &states));
     frames
 }
 
@@ -427,7 +447,7 @@ impl Connection {
             }
         };
         match request {
-            Request::Auth { id, data } => self.auth(id, data),
+            Request::Auth { id, data, since } => self.auth(id, data, since),
             Request::Invoke { id, function, args } => self.invoke(id, &function, args, now),
             Request::Subscribe { id, sub } => self.subscribe(id, sub),
             Request::Unsubscribe { id, sub } => self.unsubscribe(id, sub),
@@ -461,7 +481,7 @@ impl Connection {
     /// The authentication handler decided. A user id longer than
     /// `max_name_bytes` rejects the authentication.
     pub fn handle_auth_result(&mut self, ticket: AuthTicket, result: Result<Identity, RtmError>) {
-        let AuthTicket { id, .. } = ticket;
+        let AuthTicket { id, since, .. } = ticket;
         if !self.in_flight.remove(&id) || self.phase != Phase::Authenticating {
             return;
         }
@@ -490,6 +510,10 @@ impl Connection {
                     ticket: JoinTicket {
                         conn: self.id(),
                         reply,
+                        since,
+                        sync: None,
+                        synced: None,
+                        replied: false,
                     },
                     info: self.info.clone(),
                 });
@@ -518,7 +542,17 @@ impl Connection {
         }
         self.phase = Phase::Open;
         self.auth_deadline = None;
-        self.transmit(ticket.reply);
+        match ticket.synced {
+            // The adapter sent them (Settled::take_frames).
+            _ if ticket.replied => {}
+            // The user's stream's missed events, then the reply with its state.
+            Some(synced) => {
+                for frame in synced_frames(&ticket.reply, *synced) {
+                    self.transmit(frame);
+                }
+            }
+            None => self.transmit(ticket.reply),
+        }
     }
 
     /// A function finished: its value becomes the reply's `data`, its error
@@ -598,7 +632,7 @@ impl Connection {
                     _ if ticket.replied => {}
                     // The recovered events, then the reply with the streams' state.
                     Some(synced) => {
-                        for frame in synced_frames(&ticket.id, *synced) {
+                        for frame in synced_frames(&reply_true(&ticket.id), *synced) {
                             self.transmit(frame);
                         }
                     }
@@ -682,7 +716,7 @@ impl Connection {
 
     // ----- requests -----
 
-    fn auth(&mut self, id: RequestId, data: Args) {
+    fn auth(&mut self, id: RequestId, data: Args, since: Option<Option<StreamPosition>>) {
         match self.phase {
             Phase::Open if self.config.requires_auth() => self.reply_error(
                 &id,
@@ -710,6 +744,7 @@ impl Connection {
                     ticket: AuthTicket {
                         conn: self.id(),
                         id,
+                        since,
                     },
                     data,
                 });

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{ErrorCode, RtmError};
-use crate::positions::{parse_since, EventPosition, Since};
+use crate::positions::{parse_since, EventPosition, Since, USER_STREAM};
 use crate::stream::StreamPosition;
 
 /// The longest request `id` the protocol allows, in bytes.
@@ -162,6 +162,9 @@ pub enum Request<'a> {
         id: RequestId,
         /// The `data` array handed to the authentication handler.
         data: Args,
+        /// `since` (ext): `{"user": <position> | null}`, the client's place
+        /// in its user's stream (Publish); `None` when not asked.
+        since: Option<Option<StreamPosition>>,
     },
     /// `{"type":"invoke","function":"…","data":[…]}`
     Invoke {
@@ -310,7 +313,25 @@ pub fn parse_request(frame: &Bytes) -> Result<Request<'_>, RequestError> {
         Some(_) => return Err(bad("data must be an array")),
     };
     match kind.as_ref() {
-        "auth" => Ok(Request::Auth { id, data: args }),
+        "auth" => {
+            let since = match raw.since {
+                Some(since) if since.get() != "null" => {
+                    let user = [USER_STREAM.to_owned()];
+                    let since = parse_since(since, &user).map_err(|message| {
+                        bad(&format!(
+                            "auth's since is {{\"user\": <position> or null}}: {message}"
+                        ))
+                    })?;
+                    since.get(USER_STREAM).cloned()
+                }
+                _ => None,
+            };
+            Ok(Request::Auth {
+                id,
+                data: args,
+                since,
+            })
+        }
         "invoke" => {
             let function = string_field(raw.function, "invoke needs a string function")
                 .map_err(|message| bad(&message))?;
@@ -463,12 +484,26 @@ pub fn encode_event(event: &str, args: &Args) -> Result<Bytes, RtmError> {
 
 /// `{"id":…,"type":"auth","data":[<auth data>]}` as the JS client sends it.
 pub fn encode_auth(id: &RequestId, auth_data: &serde_json::Value) -> Bytes {
+    encode_auth_since(id, auth_data, None)
+}
+
+/// [`encode_auth`] with `since` (ext) for the user's stream when given:
+/// `,"since":{"user":<position or null>}`.
+pub fn encode_auth_since(
+    id: &RequestId,
+    auth_data: &serde_json::Value,
+    since: Option<&Since>,
+) -> Bytes {
     let mut buf = BytesMut::with_capacity(48);
     buf.put_slice(b"{\"id\":");
     buf.put_slice(&id.0);
     buf.put_slice(b",\"type\":\"auth\",\"data\":[");
     let _ = serde_json::to_writer(writer(&mut buf), auth_data);
-    buf.put_slice(b"]}");
+    buf.put_u8(b']');
+    if let Some(since) = since {
+        crate::positions::write_since(&mut buf, since);
+    }
+    buf.put_u8(b'}');
     buf.freeze()
 }
 

@@ -33,6 +33,10 @@ use crate::frame::RequestId;
 use crate::recovery::Unrecoverable;
 use crate::stream::StreamPosition;
 
+/// The key of `auth`'s `since` and of its reply's `streams`: the user's
+/// stream (the events with history Published to the user).
+pub const USER_STREAM: &str = "user";
+
 /// A subscribe's `since`: for each tag listed, the client's position in
 /// that tag's stream (`None`: it has none yet). Tags not listed are
 /// subscribed without positions.
@@ -180,10 +184,20 @@ pub fn reason_code(reason: &Unrecoverable) -> &'static str {
 /// assert_eq!(&reply[..], br#"{"id":"7","data":true,"streams":{"m1":{"offset":15,"epoch":"x1","recovered":true}}}"#);
 /// ```
 pub fn encode_subscribed_reply(id: &RequestId, streams: &[StreamState]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(48 + streams.len() * 64);
+    let mut buf = BytesMut::with_capacity(24 + id.as_json().len());
     buf.put_slice(b"{\"id\":");
     buf.put_slice(id.as_json());
-    buf.put_slice(b",\"data\":true,\"streams\":{");
+    buf.put_slice(b",\"data\":true}");
+    with_streams(&buf.freeze(), streams)
+}
+
+/// `reply` (a reply frame, `{…}`) with `,"streams":{…}` before its closing
+/// brace: a subscribe's tags, or `"user"` for an `auth`'s user stream.
+pub fn with_streams(reply: &Bytes, streams: &[StreamState]) -> Bytes {
+    let body = reply.strip_suffix(b"}").unwrap_or(reply);
+    let mut buf = BytesMut::with_capacity(body.len() + 16 + streams.len() * 64);
+    buf.put_slice(body);
+    buf.put_slice(b",\"streams\":{");
     let mut w = buf.writer();
     for (i, stream) in streams.iter().enumerate() {
         if i > 0 {

@@ -53,7 +53,7 @@ use crate::peer::{ConnId, ConnInfo};
 use crate::positions::encode_positioned;
 use crate::recovery::{push_id, HistoryPage, StreamEvent};
 use crate::stream::{HistoryConfig, StreamOptions, StreamPosition};
-use crate::sync::{ReadId, StreamReadRequest, SyncFailed, SyncId, Tracking};
+use crate::sync::{ReadId, StreamReadRequest, SyncFailed, SyncId, Trackers, Tracking, USER_EVENT};
 use crate::topic::Topic;
 
 /// What an incoming broker topic delivers to.
@@ -145,6 +145,8 @@ pub struct Router<T> {
     tracking: Tracking,
     /// The subscribes whose streams are being read, with the tags each added.
     syncing: HashMap<SyncId, (SubscribeTicket, Vec<String>)>,
+    /// The auths whose user's stream is being read.
+    syncing_joins: HashMap<SyncId, JoinTicket>,
     /// How long a subscribe may take to sync.
     sync_timeout: std::time::Duration,
 }
@@ -190,6 +192,7 @@ impl<T> Router<T> {
             seq: AtomicU64::new(0),
             tracking: Tracking::default(),
             syncing: HashMap::new(),
+            syncing_joins: HashMap::new(),
             sync_timeout: config.broker_confirm_timeout.saturating_mul(2),
         }
     }
@@ -299,7 +302,7 @@ impl<T> Router<T> {
     pub fn join(
         &mut self,
         info: Arc<ConnInfo>,
-        ticket: JoinTicket,
+        mut ticket: JoinTicket,
         now: Instant,
     ) -> Option<Settled> {
         let conn = info.id;
@@ -312,6 +315,9 @@ impl<T> Router<T> {
             entry.open = true;
             return Some(Settled::Joined(ticket));
         };
+        // The user's stream, when the client tracks it: its live events are
+        // buffered for it from now on.
+        ticket.sync = self.begin_user_sync(conn, &user, &ticket, now);
         // In the user's set at once: that keeps the user's topic wanted.
         let set = self.users.entry(user.clone()).or_default();
         let first = set.is_empty();
@@ -327,10 +333,7 @@ impl<T> Router<T> {
                 self.wait(conn, &[topic], Pending::Join(ticket), now);
                 None
             }
-            _ => {
-                self.open(conn);
-                Some(Settled::Joined(ticket))
-            }
+            _ => self.joined(ticket),
         }
     }
 
@@ -357,8 +360,12 @@ impl<T> Router<T> {
             self.unhold(event, tag, conn);
             self.tracking.untrack(conn, event, tag);
         }
+        if let Some(user) = entry.user() {
+            self.tracking.untrack(conn, USER_EVENT, user);
+        }
         self.tracking.forget(conn);
         self.syncing.retain(|_, (ticket, _)| ticket.conn() != conn);
+        self.syncing_joins.retain(|_, ticket| ticket.conn() != conn);
         self.count_held(entry.user(), entry.ip(), -(entry.subs.len() as isize));
         Some(entry.handle)
     }
@@ -497,6 +504,10 @@ impl<T> Router<T> {
                 if let Some((mut ticket, _)) = self.syncing.remove(&sync) {
                     ticket.synced = Some(Box::new(synced));
                     self.settled.push_back(Settled::Subscribed(ticket, Ok(())));
+                } else if let Some(mut ticket) = self.syncing_joins.remove(&sync) {
+                    ticket.synced = Some(Box::new(synced));
+                    self.open(ticket.conn());
+                    self.settled.push_back(Settled::Joined(ticket));
                 }
             }
             Err(failed) => self.sync_failed(vec![(sync, failed)]),
@@ -708,8 +719,10 @@ impl<T> Router<T> {
             let settled = match end.payload {
                 Pending::Join(ticket) => {
                     self.forget_wait(ticket.conn(), end.id);
-                    self.open(ticket.conn());
-                    Settled::Joined(ticket)
+                    match self.joined(ticket) {
+                        Some(settled) => settled,
+                        None => continue,
+                    }
                 }
                 Pending::Subscribe { ticket, added } => {
                     self.forget_wait(ticket.conn(), end.id);
@@ -749,6 +762,53 @@ impl<T> Router<T> {
         ))
     }
 
+    /// Registers the user's stream as syncing for a client that asked to
+    /// track it (`since` on its `auth`), when Publish keeps history here.
+    fn begin_user_sync(
+        &mut self,
+        conn: ConnId,
+        user: &Arc<str>,
+        ticket: &JoinTicket,
+        now: Instant,
+    ) -> Option<SyncId> {
+        let since = ticket.since.clone()?;
+        let options = self.user_stream_options()?;
+        let event: Arc<str> = USER_EVENT.into();
+        Some(self.tracking.begin(
+            conn,
+            &event,
+            vec![(user.clone(), since)],
+            options,
+            now + self.sync_timeout,
+        ))
+    }
+
+    /// The options a user's stream is read with (the first history rule's),
+    /// with a broker that keeps history.
+    fn user_stream_options(&self) -> Option<StreamOptions> {
+        if !self.broker {
+            return None;
+        }
+        self.history.first_options().copied()
+    }
+
+    /// The user's topic is in place: the `auth` is answered now, unless its
+    /// user's stream must be read first (`None`: answered when it is in).
+    fn joined(&mut self, ticket: JoinTicket) -> Option<Settled> {
+        let conn = ticket.conn();
+        match ticket.sync {
+            Some(sync) if self.conns.contains_key(&conn) => {
+                self.tracking.start(sync, &self.namespace, &self.history);
+                self.syncing_joins.insert(sync, ticket);
+                None
+            }
+            _ => {
+                self.open(conn);
+                Some(Settled::Joined(ticket))
+            }
+        }
+    }
+
     /// The subscription is in place (`Ok`) or failed: settled now, unless
     /// it tracks streams and must read them first (`None`: it is settled
     /// when the reads are in). A failure undoes what it added.
@@ -779,6 +839,13 @@ impl<T> Router<T> {
     /// `rtm/broker-unavailable`, undone.
     fn sync_failed(&mut self, failed: Vec<(SyncId, SyncFailed)>) {
         for (sync, SyncFailed::Broker(why)) in failed {
+            // An auth goes on without its user's stream (answered without
+            // its state: the client keeps its position for next time).
+            if let Some(ticket) = self.syncing_joins.remove(&sync) {
+                self.open(ticket.conn());
+                self.settled.push_back(Settled::Joined(ticket));
+                continue;
+            }
             if let Some((ticket, added)) = self.syncing.remove(&sync) {
                 self.unsubscribe(ticket.conn(), ticket.event(), &added);
                 let err = RtmError::new(
@@ -942,7 +1009,34 @@ impl<T> Router<T> {
             return Ok(received(0));
         };
         Ok(received(match target {
-            Target::User(user) => self.deliver_user(user, &envelope.frame, &mut deliver),
+            Target::User(user) => {
+                let mut sent = 0;
+                // Connections tracking the user's stream: the event with its
+                // position (no tag), or into their sync's buffer.
+                let tracked = envelope.position.as_ref().and_then(|position| {
+                    Some((position, self.tracking.trackers(USER_EVENT, user)?))
+                });
+                if let Some((position, trackers)) = tracked {
+                    if !trackers.live.is_empty() {
+                        let framed = encode_positioned(&envelope.frame, None, position, None);
+                        for conn in trackers.live_for(position) {
+                            if let Some(entry) = self.conns.get(conn).filter(|e| e.open) {
+                                deliver(*conn, &entry.handle, &framed);
+                                sent += 1;
+                            }
+                        }
+                    }
+                    let event = StreamEvent {
+                        offset: position.offset,
+                        sent_at: envelope.sent_at,
+                        frame: envelope.frame.clone(),
+                        push: None,
+                    };
+                    trackers.buffer(&position.epoch, &event, self.history.max_sync_buffer);
+                }
+                let skip = tracked.map(|(_, trackers)| trackers);
+                sent + self.deliver_user_except(user, &envelope.frame, skip, &mut deliver)
+            }
             Target::Push(event, tag) => {
                 let mut sent = 0;
                 let multi = envelope.tags.as_ref().filter(|tags| tags.len() > 1);
@@ -1034,8 +1128,23 @@ impl<T> Router<T> {
         frame: &Bytes,
         deliver: &mut impl FnMut(ConnId, &T, &Bytes),
     ) -> usize {
+        self.deliver_user_except(user, frame, None, deliver)
+    }
+
+    /// [`Router::deliver_user`] but to the connections `skip` does not
+    /// track (they get the event with its position).
+    fn deliver_user_except(
+        &self,
+        user: &str,
+        frame: &Bytes,
+        skip: Option<&Trackers>,
+        deliver: &mut impl FnMut(ConnId, &T, &Bytes),
+    ) -> usize {
         let mut sent = 0;
         for conn in self.users.get(user).into_iter().flatten() {
+            if skip.is_some_and(|t| t.holds(conn)) {
+                continue;
+            }
             // A connection whose auth reply waits for the broker is not reached yet.
             if let Some(entry) = self.conns.get(conn).filter(|e| e.open) {
                 deliver(*conn, &entry.handle, frame);

@@ -205,6 +205,13 @@ impl HistoryConfig {
             .map(|(_, options)| options)
     }
 
+    /// The options of the first pattern enabled: what a user's stream (the
+    /// events with history Published to one user, whatever their names) is
+    /// read with.
+    pub fn first_options(&self) -> Option<&StreamOptions> {
+        self.rules.first().map(|(_, options)| options)
+    }
+
     /// Whether any event keeps history.
     pub fn is_enabled(&self) -> bool {
         !self.rules.is_empty()

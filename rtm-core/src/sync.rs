@@ -202,6 +202,19 @@ pub(crate) enum SyncFailed {
     Broker(String),
 }
 
+/// The key under which a user's stream is tracked: the empty event name
+/// (no event has it: names are non-empty), the user id as its tag.
+pub(crate) const USER_EVENT: &str = "";
+
+/// The broker topic of a tracked stream.
+fn stream_topic(namespace: &str, event: &str, tag: &str) -> Topic {
+    if event == USER_EVENT {
+        Topic::user(namespace, tag)
+    } else {
+        Topic::push(namespace, event, tag)
+    }
+}
+
 /// Whether the client's position is past its stream's under the same epoch.
 fn is_ahead(tag: &TagSync) -> bool {
     match (&tag.since, &tag.page) {
@@ -313,7 +326,7 @@ impl Tracking {
             };
             self.reads.push_back(StreamReadRequest {
                 id: ReadId { sync: id, index },
-                topic: Topic::push(namespace, &sync.event, &tag.tag),
+                topic: stream_topic(namespace, &sync.event, &tag.tag),
                 op: StreamOp::Read { from, limit },
                 options: sync.options,
             });
@@ -366,7 +379,7 @@ impl Tracking {
                         sync: id.sync,
                         index,
                     },
-                    topic: Topic::push(&self.namespace, &sync.event, &tag.tag),
+                    topic: stream_topic(&self.namespace, &sync.event, &tag.tag),
                     op: StreamOp::Reset,
                     options: sync.options,
                 });
@@ -448,15 +461,22 @@ impl Tracking {
             trackers.live.insert(sync.conn, position.clone());
             for event in events {
                 let at = StreamPosition::new(event.offset, position.epoch.clone());
+                // A user's stream's events carry no tag.
+                let wire_tag = (*sync.event != *USER_EVENT).then_some(&*tag.tag);
                 synced.frames.push(encode_positioned(
                     &event.frame,
-                    Some(&tag.tag),
+                    wire_tag,
                     &at,
                     event.push.as_deref(),
                 ));
             }
+            let state_tag = if *sync.event == *USER_EVENT {
+                crate::positions::USER_STREAM.to_owned()
+            } else {
+                tag.tag.to_string()
+            };
             synced.states.push(StreamState {
-                tag: tag.tag.to_string(),
+                tag: state_tag,
                 position,
                 recovered: tag.since.as_ref().and(recovered),
             });

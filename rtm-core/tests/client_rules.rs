@@ -1198,3 +1198,60 @@ fn without_tracking_a_subscribe_carries_no_since_and_events_pass_as_they_come() 
     assert_eq!(delivered(&h.server(positioned(3, 3, "e1"))), vec!["[3]"]);
     assert_eq!(delivered(&h.server(positioned(3, 3, "e1"))), vec!["[3]"]);
 }
+
+#[test]
+fn the_auth_asks_for_the_users_stream_and_a_reconnect_sends_the_last_position_it_had() {
+    let mut h = Harness::new(with_auth());
+    let out = h.open();
+    let auth = sent(&out).remove(0);
+    assert_eq!(auth["since"], json!({"user": null}));
+    h.server(
+        json!({"id": auth["id"], "data": true, "streams": {"user": {"offset": 2, "epoch": "u1"}}}),
+    );
+    let dm =
+        |n: u64, offset: u64| json!({"event": "dm", "data": [n], "offset": offset, "epoch": "u1"});
+    assert_eq!(delivered(&h.server(dm(3, 3))), vec!["[3]"]);
+    assert!(delivered(&h.server(dm(3, 3))).is_empty(), "seen: dropped");
+    h.lose(Some(1006));
+    h.jump();
+    let again = sent(&h.open()).remove(0);
+    assert_eq!(
+        again["since"],
+        json!({"user": {"offset": 3, "epoch": "u1"}})
+    );
+}
+
+#[test]
+fn a_jump_in_the_users_stream_makes_the_client_reconnect_to_recover_it() {
+    let mut h = Harness::new(with_auth());
+    let out = h.open();
+    let auth = sent(&out).remove(0);
+    h.server(
+        json!({"id": auth["id"], "data": true, "streams": {"user": {"offset": 2, "epoch": "u1"}}}),
+    );
+    let out = h.server(json!({"event": "dm", "data": [5], "offset": 5, "epoch": "u1"}));
+    assert!(delivered(&out).is_empty());
+    assert!(
+        out.iter().any(|o| matches!(o, ClientOutput::Disconnect)),
+        "{out:?}"
+    );
+    assert!(matches!(
+        h.client.state(),
+        ClientState::WaitingToReconnect { .. }
+    ));
+    h.jump();
+    let again = sent(&h.open()).remove(0);
+    assert_eq!(
+        again["since"],
+        json!({"user": {"offset": 2, "epoch": "u1"}})
+    );
+    // The recovery before the auth reply, then the reply.
+    let mut got = Vec::new();
+    for n in 3..=5 {
+        got.extend(delivered(&h.server(
+            json!({"event": "dm", "data": [n], "offset": n, "epoch": "u1"}),
+        )));
+    }
+    h.server(json!({"id": again["id"], "data": true, "streams": {"user": {"offset": 5, "epoch": "u1", "recovered": true}}}));
+    assert_eq!(got, vec!["[3]", "[4]", "[5]"]);
+}

@@ -404,7 +404,10 @@ fn clients_that_drop_and_come_back_anywhere_get_each_event_once_in_order_or_are_
     // Not vacuous: events flowed and reached clients; some were recovered
     // and some could not be.
     assert!(totals.0 > 1_000, "pushed {}", totals.0);
-    assert!(totals.1 > 2 * totals.0, "handed over {}", totals.1);
+    // (Each of the 6 clients could get each event; they miss those sent
+    // while they are away and not recovered, and sign-ins wait for the
+    // user's stream to be read.)
+    assert!(totals.1 > 3 * totals.0 / 2, "handed over {}", totals.1);
     if std::env::var("RTM_SIM_SEED").is_err() {
         assert!(totals.2 > 0, "no resync in any run");
     }

@@ -580,3 +580,110 @@ fn a_client_ahead_of_the_stream_is_told_so_and_the_stream_gets_a_new_epoch() {
         vec![positioned(6, 4, "q2")]
     );
 }
+
+// ----- the user's stream (Publish) -----
+
+fn dm_cluster() -> Cluster {
+    cluster_with(HistoryConfig::default().enable("dm", StreamOptions::default()))
+}
+
+/// Signs in with `since` for the user's stream (raw JSON); returns the
+/// connection and every frame up to and with the auth reply.
+fn signed_in_since(
+    cluster: &mut Cluster,
+    server: usize,
+    token: &str,
+    since: &str,
+) -> (ConnId, Vec<String>) {
+    let conn = cluster.connect(server, Instant::now()).unwrap();
+    cluster.send(
+        server,
+        conn,
+        format!(r#"{{"id":"a","type":"auth","data":["{token}"],"since":{{"user":{since}}}}}"#),
+    );
+    let frames = texts(cluster.take_frames(server, conn));
+    (conn, frames)
+}
+
+fn dm(cluster: &mut Cluster, server: usize, n: u32) {
+    let args = Args::encode(&[n]).unwrap();
+    cluster.publish(server, "alice", "dm", &args).unwrap();
+}
+
+#[test]
+fn an_auth_with_since_tracks_the_users_stream_and_its_publishes_carry_positions() {
+    let mut cluster = dm_cluster();
+    let (alice, frames) = signed_in_since(&mut cluster, 0, "t-alice", "null");
+    assert_eq!(
+        frames,
+        vec![r#"{"id":"a","data":{"user":"alice"},"streams":{"user":{"offset":0,"epoch":"q1"}}}"#]
+    );
+    dm(&mut cluster, 1, 1);
+    assert_eq!(
+        texts(cluster.take_frames(0, alice)),
+        vec![r#"{"event":"dm","data":[1],"offset":1,"epoch":"q1"}"#]
+    );
+}
+
+#[test]
+fn a_user_back_on_another_server_gets_the_publishes_it_missed_before_the_auth_reply() {
+    let mut cluster = dm_cluster();
+    let (alice, _) = signed_in_since(&mut cluster, 0, "t-alice", "null");
+    dm(&mut cluster, 1, 1);
+    cluster.take_frames(0, alice);
+    cluster.disconnect(0, alice);
+    for n in 2..=3 {
+        dm(&mut cluster, 0, n);
+    }
+    let (_, frames) = signed_in_since(&mut cluster, 1, "t-alice", r#"{"offset":1,"epoch":"q1"}"#);
+    assert_eq!(
+        frames,
+        vec![
+            r#"{"event":"dm","data":[2],"offset":2,"epoch":"q1"}"#.to_owned(),
+            r#"{"event":"dm","data":[3],"offset":3,"epoch":"q1"}"#.to_owned(),
+            r#"{"id":"a","data":{"user":"alice"},"streams":{"user":{"offset":3,"epoch":"q1","recovered":true}}}"#.to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn an_auth_without_since_and_a_plain_tab_of_the_same_user_get_publishes_as_before() {
+    let mut cluster = dm_cluster();
+    let (tracked, _) = signed_in_since(&mut cluster, 0, "t-alice", "null");
+    let plain = signed_in(&mut cluster, 0, "t-alice");
+    dm(&mut cluster, 1, 7);
+    assert_eq!(
+        texts(cluster.take_frames(0, tracked)),
+        vec![r#"{"event":"dm","data":[7],"offset":1,"epoch":"q1"}"#]
+    );
+    assert_eq!(
+        texts(cluster.take_frames(0, plain)),
+        vec![r#"{"event":"dm","data":[7]}"#]
+    );
+}
+
+#[test]
+fn a_bad_since_on_auth_is_a_bad_request_and_nothing_is_authenticated() {
+    let mut cluster = dm_cluster();
+    for since in [
+        r#"[1]"#,
+        r#"{"other":null}"#,
+        r#"{"user":{"offset":"1","epoch":"q1"}}"#,
+    ] {
+        let conn = cluster.connect(0, Instant::now()).unwrap();
+        cluster.send(
+            0,
+            conn,
+            format!(r#"{{"id":"a","type":"auth","data":["t-alice"],"since":{since}}}"#),
+        );
+        let frames = texts(cluster.take_frames(0, conn));
+        assert!(
+            frames[0].starts_with(r#"{"id":"a","data":{"error":{"code":"rtm/bad-request""#),
+            "{since}: {frames:?}"
+        );
+        // Not authenticated: a call is refused.
+        cluster.send(0, conn, r#"{"id":"w","type":"invoke","function":"whoami"}"#);
+        let frames = texts(cluster.take_frames(0, conn));
+        assert!(frames[0].contains("rtm/unauthenticated"), "{frames:?}");
+    }
+}

@@ -198,7 +198,16 @@ impl Client {
                 self.state = ClientState::Authenticating;
                 self.lifecycle(ClientEvent::Authenticating);
                 let id = self.request_id();
-                self.transmit(frame::encode_auth(&RequestId::new(&id), &data));
+                // With positions: the user's stream (Publish) too.
+                let since = self
+                    .config
+                    .track_positions
+                    .then(|| self.positions.user_since());
+                self.transmit(frame::encode_auth_since(
+                    &RequestId::new(&id),
+                    &data,
+                    since.as_ref(),
+                ));
                 self.pending.insert(id, Pending::Auth);
             }
             None => self.become_open(),
@@ -228,14 +237,24 @@ impl Client {
                 match verdict {
                     Verdict::Deliver => self.outputs.push_back(ClientOutput::Event { event, args }),
                     Verdict::Drop => {}
-                    Verdict::Gap => {
+                    Verdict::Gap => match position.and_then(|at| at.tag) {
                         // Missed some: subscribe again with the position,
                         // and the server sends them (or says it cannot).
-                        if let Some(tag) = position.and_then(|at| at.tag) {
+                        Some(tag) => {
                             let sub = subs::normalize(&event, &[tag]);
                             self.send_subscribe(sub, Vec::new());
                         }
-                    }
+                        // The user's stream is tracked by the auth: a new
+                        // connection authenticates from the position.
+                        None => {
+                            self.outputs.push_back(ClientOutput::Disconnect);
+                            self.handle_close(
+                                None,
+                                "missed events of the user's stream: reconnecting to recover them",
+                                now,
+                            );
+                        }
+                    },
                 }
             }
             Ok(ServerFrame::Reply {
@@ -693,6 +712,7 @@ impl Client {
             Pending::Auth => match result {
                 Ok(data) if is_truthy(&data) => {
                     self.lifecycle(ClientEvent::Authenticated(data));
+                    self.stream_states(positions::USER_KEY, streams);
                     self.become_open();
                 }
                 Ok(_) => self.auth_rejected("authentication rejected", true),
@@ -717,14 +737,20 @@ impl Client {
         if let Some(held) = self.subs.get_mut(sub) {
             held.retries = 0;
         }
+        self.stream_states(&sub.event, streams);
+    }
+
+    /// A reply's `streams`: the positions of `event`'s streams (the user's
+    /// stream for an `auth`); a stream that could not be recovered is told.
+    fn stream_states(&mut self, event: &str, streams: Option<Box<RawValue>>) {
         let Some(streams) = streams.filter(|_| self.config.track_positions) else {
             return;
         };
         match crate::positions::parse_streams(&streams) {
             Ok(states) => {
-                for (tag, reason) in self.positions.handle_streams(&sub.event, states) {
+                for (tag, reason) in self.positions.handle_streams(event, states) {
                     self.lifecycle(ClientEvent::Resync {
-                        event: sub.event.clone(),
+                        event: event.to_owned(),
                         tag,
                         reason: crate::positions::reason_code(&reason).to_owned(),
                     });

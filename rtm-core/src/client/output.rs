@@ -74,11 +74,13 @@ pub enum ClientEvent {
     /// (`event`, `tag`) could not be recovered (`reason`: `epoch-changed`,
     /// `trimmed`, `too-many`, `too-old`, `ahead`, `gap`; docs/protocol.md):
     /// reload what they would have told from the application's own store.
-    /// Later events of the stream are delivered as usual.
+    /// Later events of the stream are delivered as usual. For the user's
+    /// stream (the events with history Published to the user) `event` is
+    /// empty and `tag` is `"user"`.
     Resync {
-        /// The event name.
+        /// The event name (empty: the user's stream).
         event: String,
-        /// The tag.
+        /// The tag (`"user"`: the user's stream).
         tag: String,
         /// Why, as the wire says it.
         reason: String,

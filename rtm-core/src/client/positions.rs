@@ -5,9 +5,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::positions::{EventPosition, Since, StreamState};
+use crate::positions::{EventPosition, Since, StreamState, USER_STREAM};
 use crate::recovery::Unrecoverable;
 use crate::stream::StreamPosition;
+
+/// The event part of the user's stream's key (no event has it: names are
+/// non-empty); its tag is [`USER_STREAM`].
+pub(crate) const USER_KEY: &str = "";
 
 /// Push ids remembered to show a Push to several tracked tags once.
 const RECENT_PUSHES: usize = 1024;
@@ -55,16 +59,18 @@ impl Positions {
         )
     }
 
-    /// A positioned event of `event` arrived.
+    /// `since` for an `auth`: the user's stream's position, or `null`.
+    pub(crate) fn user_since(&self) -> Since {
+        self.since(USER_KEY, &[USER_STREAM.to_owned()])
+    }
+
+    /// A positioned event of `event` arrived (no tag: the user's stream).
     pub(crate) fn handle_event(&mut self, event: &str, at: &EventPosition) -> Verdict {
-        let Some(tag) = &at.tag else {
-            // A user's stream: not tracked by this client (yet).
-            return Verdict::Deliver;
+        let key = match &at.tag {
+            Some(tag) => (event.to_owned(), tag.clone()),
+            None => (USER_KEY.to_owned(), USER_STREAM.to_owned()),
         };
-        let stream = self
-            .streams
-            .entry((event.to_owned(), tag.clone()))
-            .or_default();
+        let stream = self.streams.entry(key).or_default();
         let next = &at.position;
         match &stream.position {
             Some(had) if had.epoch == next.epoch && next.offset <= had.offset => {
