@@ -55,6 +55,10 @@ struct HubInner {
     members: HashMap<u64, Member>,
     /// The streams kept (history).
     streams: HashMap<Topic, Stream>,
+    /// When each stream was last seen to expire, oldest first: a few are
+    /// looked at on every use of a stream, so the expired ones are
+    /// forgotten even if nobody asks for them again.
+    expiry: VecDeque<(Instant, Topic)>,
     /// Messages on their way to sinks, in the order they were published
     /// (so a stream's events reach every sink in offset order).
     outbox: Outbox<(BrokerSink, BrokerEvent)>,
@@ -90,6 +94,10 @@ impl HubInner {
     /// not have it (or it expired).
     fn stream(&mut self, topic: &Topic, ttl: Duration) -> &mut Stream {
         let now = Instant::now();
+        self.sweep(now, 2);
+        if !self.streams.contains_key(topic) {
+            self.expiry.push_back((now + ttl, topic.clone()));
+        }
         let stream = self
             .streams
             .entry(topic.clone())
@@ -98,6 +106,27 @@ impl HubInner {
             *stream = Stream::new(0, ttl);
         }
         stream
+    }
+
+    /// Forgets up to `max` streams found expired at the front of `expiry`
+    /// (one still alive goes to the back with its new time).
+    fn sweep(&mut self, now: Instant, max: usize) {
+        for _ in 0..max {
+            match self.expiry.front() {
+                Some((at, _)) if *at <= now => {}
+                _ => return,
+            }
+            let Some((_, topic)) = self.expiry.pop_front() else {
+                return;
+            };
+            match self.streams.get(&topic).map(|s| s.expires) {
+                Some(expires) if expires <= now => {
+                    self.streams.remove(&topic);
+                }
+                Some(expires) => self.expiry.push_back((expires, topic)),
+                None => {}
+            }
+        }
     }
 
     /// Queues `payload` for every member subscribed to `topic`.
@@ -125,6 +154,12 @@ impl MemoryHub {
     /// A new, empty hub.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Streams kept in history, expired ones not yet forgotten included
+    /// (each use of a stream forgets up to two that expired).
+    pub fn stream_count(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.streams.len())
     }
 
     /// A broker for one more server of this hub's cluster.

@@ -225,3 +225,29 @@ fn a_client_that_missed_events_recovers_them_from_the_hub() {
     );
     assert_eq!(position, StreamPosition::new(10, since.epoch));
 }
+
+/// Streams a client only asked about (a read makes the stream, to keep
+/// the position it gives) are forgotten once their time to live passed,
+/// even if nobody asks for them again: the hub does not grow with the
+/// number of names ever read.
+#[test]
+fn expired_streams_are_forgotten_even_when_never_asked_for_again() {
+    let hub = MemoryHub::new();
+    let broker = hub.broker();
+    let short = StreamOptions {
+        size: 10,
+        ttl: Duration::from_millis(50),
+    };
+    for n in 0..1_000 {
+        let topic = Topic::push("rtm", "score", &format!("t{n}"));
+        now(broker.read_stream(&topic, 1, 10, short)).unwrap();
+    }
+    assert_eq!(hub.stream_count(), 1_000);
+    std::thread::sleep(Duration::from_millis(80));
+    // Each use of a stream forgets up to two expired ones.
+    for n in 0..600 {
+        let topic = Topic::push("rtm", "score", &format!("fresh{n}"));
+        now(broker.read_stream(&topic, 1, 10, options(10))).unwrap();
+    }
+    assert_eq!(hub.stream_count(), 600, "the 1,000 expired ones are gone");
+}

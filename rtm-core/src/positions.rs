@@ -70,38 +70,85 @@ struct WirePosition {
 /// assert_eq!(since.get("m2"), Some(&None));
 /// ```
 pub fn parse_since(raw: &RawValue, tags: &[String]) -> Result<Since, String> {
+    const SHAPE: &str =
+        "since must be an object from tags to null or {\"offset\": <u64>, \"epoch\": <1 to 64 of [0-9A-Za-z_-]>}";
     if !raw.get().starts_with('{') {
-        return Err("since must be an object from tags to positions".into());
+        return Err(SHAPE.to_owned());
     }
-    let map: HashMap<String, Option<WirePosition>> = serde_json::from_str(raw.get())
-        .map_err(|e| format!("since must map tags to null or {{\"offset\",\"epoch\"}} ({e})"))?;
-    let mut since = HashMap::with_capacity(map.len());
-    for (tag, position) in map {
+    let Pairs(pairs) = serde_json::from_str(raw.get()).map_err(|_| SHAPE.to_owned())?;
+    let mut since = HashMap::with_capacity(pairs.len());
+    for (tag, value) in pairs {
         if !tags.contains(&tag) {
             return Err(format!(
-                "since names {:?}, which is not among the tags",
-                clip(&tag)
+                "since names {}, which is not among the tags",
+                quoted(&tag)
             ));
         }
-        let position = match position {
-            None => None,
-            Some(WirePosition { offset, epoch }) => {
+        let position = match value.get() {
+            "null" => None,
+            text if text.starts_with('{') => {
+                let WirePosition { offset, epoch } = serde_json::from_str(text).map_err(|_| {
+                    format!(
+                        "the position for {} must be {{\"offset\": <u64>, \"epoch\": <string>}} and nothing else",
+                        quoted(&tag)
+                    )
+                })?;
                 if !StreamPosition::is_valid_epoch(&epoch) {
                     return Err(format!(
-                        "the epoch for {:?} is not 1 to 64 of [0-9A-Za-z_-]",
-                        clip(&tag)
+                        "the epoch for {} is not 1 to 64 of [0-9A-Za-z_-]",
+                        quoted(&tag)
                     ));
                 }
                 Some(StreamPosition::new(offset, epoch))
             }
+            _ => {
+                return Err(format!(
+                "the position for {} must be null or {{\"offset\": <u64>, \"epoch\": <string>}}",
+                quoted(&tag)
+            ))
+            }
         };
-        since.insert(tag, position);
+        if since.insert(tag.clone(), position).is_some() {
+            return Err(format!("since names {} twice", quoted(&tag)));
+        }
     }
     Ok(Since(since))
 }
 
-fn clip(text: &str) -> String {
-    text.chars().take(64).collect()
+/// An object's members in the order written (duplicates kept, for the
+/// caller to refuse), each value left raw.
+struct Pairs<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, &'de RawValue>()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// `text` as a JSON string, cut to 64 characters (`…` says it was).
+fn quoted(text: &str) -> String {
+    let mut clipped: String = text.chars().take(64).collect();
+    if clipped.len() < text.len() {
+        clipped.push('…');
+    }
+    serde_json::to_string(&clipped).unwrap_or_default()
 }
 
 /// The event frame `frame` (`{"event":…,"data":[…]}`) with its position

@@ -180,6 +180,15 @@ pub struct HistoryConfig {
     /// seeing the next event's offset jump, subscribes again with its
     /// position.
     pub max_sync_buffer: usize,
+    /// A client ahead of its stream under the same epoch (its offset past
+    /// the top: the store lost its newest events, as in a failover) makes
+    /// the stream take a new epoch before it is answered `ahead`, so no
+    /// offset names two events afterwards. Off by default: any client may
+    /// claim any offset, so with it on one client can make every client of
+    /// a stream it may subscribe to reload. Turn it on when the clients
+    /// are trusted, or the store can lose writes. Off: answered `ahead`
+    /// under the same epoch.
+    pub reset_when_ahead: bool,
 }
 
 impl HistoryConfig {
@@ -225,6 +234,7 @@ impl Default for HistoryConfig {
             max_recovery: Self::DEFAULT_MAX_RECOVERY,
             max_sync_buffer: Self::DEFAULT_MAX_SYNC_BUFFER,
             max_age: None,
+            reset_when_ahead: false,
         }
     }
 }

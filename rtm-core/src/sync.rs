@@ -366,7 +366,7 @@ impl Tracking {
             .tags
             .iter()
             .enumerate()
-            .filter(|(_, tag)| tag.reset == Reset::No && is_ahead(tag))
+            .filter(|(_, tag)| config.reset_when_ahead && tag.reset == Reset::No && is_ahead(tag))
             .map(|(index, _)| index)
             .collect();
         if !ahead.is_empty() {

@@ -349,6 +349,10 @@ fn a_bad_since_is_a_bad_request_and_subscribes_nothing() {
         r#"{"m1":{"offset":1,"epoch":"no spaces"}}"#,
         r#"{"m1":{"offset":1}}"#,
         r#"{"m1":{"offset":1,"epoch":"q1","extra":1}}"#,
+        r#"{"m1":[1,"q1"]}"#,
+        r#"{"m1":null,"m1":{"offset":1,"epoch":"q1"}}"#,
+        r#"{"m1":{"offset":1.5,"epoch":"q1"}}"#,
+        r#"{"m1":{"offset":18446744073709551616,"epoch":"q1"}}"#,
     ] {
         subscribe_since(&mut cluster, 0, alice, since);
         let frames = texts(cluster.take_frames(0, alice));
@@ -359,6 +363,21 @@ fn a_bad_since_is_a_bad_request_and_subscribes_nothing() {
         );
     }
     assert_eq!(cluster.server(0).index_sizes().1, 0);
+    // The message says what is wrong, in the protocol's terms.
+    subscribe_since(&mut cluster, 0, alice, r#"{"m1":[1,"q1"]}"#);
+    let frames = texts(cluster.take_frames(0, alice));
+    assert!(
+        frames[0].contains(
+            r#"the position for \"m1\" must be null or {\"offset\": <u64>, \"epoch\": <string>}"#
+        ),
+        "{frames:?}"
+    );
+    subscribe_since(&mut cluster, 0, alice, r#"{"m1":null,"m1":null}"#);
+    let frames = texts(cluster.take_frames(0, alice));
+    assert!(
+        frames[0].contains(r#"since names \"m1\" twice"#),
+        "{frames:?}"
+    );
 }
 
 #[test]
@@ -553,8 +572,43 @@ fn live_events_past_the_sync_buffer_end_the_recovery_with_a_gap_unless_the_read_
 /// offset kept) before the answer, so no offset will name two events; the
 /// client is told `ahead` and goes on under the new epoch.
 #[test]
-fn a_client_ahead_of_the_stream_is_told_so_and_the_stream_gets_a_new_epoch() {
+fn a_client_ahead_of_the_stream_is_told_so_under_the_same_epoch_by_default() {
     let mut cluster = cluster();
+    for n in 1..=3 {
+        push(&mut cluster, 0, n);
+    }
+    let alice = signed_in(&mut cluster, 1, "t-alice");
+    subscribe_since(
+        &mut cluster,
+        1,
+        alice,
+        r#"{"m1":{"offset":9,"epoch":"q1"}}"#,
+    );
+    assert_eq!(
+        texts(cluster.take_frames(1, alice)),
+        vec![
+            r#"{"id":"s","data":true,"streams":{"m1":{"offset":3,"epoch":"q1","recovered":false,"reason":"ahead"}}}"#
+        ]
+    );
+    // No reset: the stream goes on under its epoch.
+    push(&mut cluster, 0, 4);
+    assert_eq!(
+        texts(cluster.take_frames(1, alice)),
+        vec![positioned(4, 4, "q1")]
+    );
+}
+
+#[test]
+fn with_reset_when_ahead_a_client_ahead_gives_the_stream_a_new_epoch() {
+    let mut history = HistoryConfig::default().enable(
+        "score",
+        StreamOptions {
+            size: 5,
+            ..StreamOptions::default()
+        },
+    );
+    history.reset_when_ahead = true;
+    let mut cluster = cluster_with(history);
     for n in 1..=5 {
         push(&mut cluster, 0, n);
     }
