@@ -31,7 +31,7 @@ pub struct Limits {
     /// has accepted nothing for [`slow_consumer_timeout`](Self::slow_consumer_timeout),
     /// the connection is closed 1013 `rtm/slow-consumer`. A peer that reads
     /// is not closed when a burst takes it over this for a moment (see
-    /// [`crate::outbound`] for the whole rule). Replies are paced instead:
+    /// `rtm_core::outbound` for the whole rule). Replies are paced instead:
     /// while a quarter of this (at most 64 KiB) waits to be written, the
     /// connection is not read, so a client pipelining calls is slowed, not
     /// closed (replies close it only past 16× this). Enforced by the adapter.

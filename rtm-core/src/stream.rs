@@ -115,31 +115,44 @@ impl EventPattern {
     /// (one `*` is backtracked at a time: no exponential blow-up whatever
     /// the pattern; event names are at most `max_name_bytes`).
     pub fn matches(&self, event: &str) -> bool {
-        let (p, e): (Vec<char>, Vec<char>) = (self.0.chars().collect(), event.chars().collect());
+        let pattern = self.0.as_str();
+        // The usual shapes, without the walk: a name, or everything.
+        if !pattern.contains(['*', '?']) {
+            return pattern == event;
+        }
+        if pattern == "*" {
+            return true;
+        }
+        // A walk over both strings by byte index, a character at a time
+        // (no allocation: this runs for every Push and Publish once a
+        // pattern is enabled).
+        let next = |s: &str, i: usize| s[i..].chars().next();
         let (mut pi, mut ei) = (0, 0);
         // The last `*` seen, and where in `event` it was tried up to.
         let mut star: Option<(usize, usize)> = None;
-        while ei < e.len() {
-            match p.get(pi) {
+        while let Some(c) = next(event, ei) {
+            match next(pattern, pi) {
                 Some('*') => {
                     star = Some((pi, ei));
                     pi += 1;
                 }
-                Some(&c) if c == '?' || c == e[ei] => {
-                    pi += 1;
-                    ei += 1;
+                Some(p) if p == '?' || p == c => {
+                    pi += p.len_utf8();
+                    ei += c.len_utf8();
                 }
                 _ => match star {
                     Some((sp, se)) => {
+                        // The `*` takes one more character of `event`.
+                        let taken = se + next(event, se).map_or(1, char::len_utf8);
                         pi = sp + 1;
-                        ei = se + 1;
-                        star = Some((sp, se + 1));
+                        ei = taken;
+                        star = Some((sp, taken));
                     }
                     None => return false,
                 },
             }
         }
-        p[pi..].iter().all(|c| *c == '*')
+        pattern[pi..].bytes().all(|b| b == b'*')
     }
 }
 
@@ -260,6 +273,12 @@ mod tests {
             ("a?c", "ac", false),
             ("**", "x", true),
             ("é*", "été", true),
+            ("?t?", "été", true),
+            ("*é", "étéé", true),
+            ("*é?", "étéxé", false),
+            ("*x*", "ééxéé", true),
+            ("", "", true),
+            ("", "a", false),
         ];
         for (pattern, event, want) in cases {
             assert_eq!(

@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 /// closes with its codes and timing, not this crate's (1002, 1007, 1009
 /// with a lingering close; see the protocol document's transport section):
 /// prefer [`Server::builder`](crate::Server)'s listener or
-/// [`RtmService`](crate::http::RtmService) where you can.
+/// `http::RtmService` where you can.
 pub async fn serve_websocket<S>(handle: &ServerHandle, socket: WebSocketStream<S>, meta: ConnMeta)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -25,7 +25,7 @@ where
 }
 
 /// Answers an upgrade request on an axum route with the server's own
-/// WebSocket ([`crate::http::RtmService`]): a request that is not a valid
+/// WebSocket (`http::RtmService`): a request that is not a valid
 /// upgrade gets its HTTP answer (400, 403, 426); an upgrade `101`, the
 /// connection then served on a task of its own.
 #[cfg(feature = "axum")]
