@@ -337,6 +337,61 @@ async fn a_user_back_on_the_other_server_gets_the_publishes_it_missed(adapter: A
     client.close();
 }
 
+/// Pushes to two tags alice holds both of reach her once each, live and
+/// after a recovery of both streams (each stream brings every push again:
+/// its push id shows it once).
+async fn a_push_to_two_tags_held_by_one_client_is_shown_once_live_and_recovered(adapter: Adapter) {
+    let redis = SharedRedis::new("recover-two-tags");
+    let a = redis.server(adapter, server_with_history(100), "a").await;
+    let b = redis.server(adapter, server_with_history(100), "b").await;
+    let switch = Switch::start(Some(a.local_addr())).unwrap();
+    let options = ClientOptions::default()
+        .auth(json!("alice"))
+        .reconnect_delay(Duration::from_millis(100));
+    let client = adapter.start(&switch.url(), options);
+    client.wait_open(WAIT).await.expect("the client opens");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let _sub = client
+        .subscribe_push("score", &["m1", "m2"], move |(n,): (u64,)| {
+            sink.lock().unwrap().push(n);
+        })
+        .await
+        .expect("subscribed");
+    let both = ["m1".to_owned(), "m2".to_owned()];
+    let push_both = |server: &Listening, from: u64, to: u64| {
+        for n in from..=to {
+            server.handle().push("score", &both, &(n,)).unwrap();
+        }
+    };
+    let until = |n: usize| {
+        let got = got.clone();
+        async move {
+            until_within(&format!("{n} pushes"), WAIT, || {
+                got.lock().unwrap().len() >= n
+            })
+            .await;
+        }
+    };
+    push_both(&b, 1, 5);
+    until(5).await;
+    switch.point_to(Some(b.local_addr()));
+    switch.cut();
+    let watching = client.clone();
+    until_within("alice to see the drop", WAIT, || {
+        watching.state() != ClientState::Open
+    })
+    .await;
+    push_both(&a, 6, 15);
+    client.wait_open(WAIT).await.expect("back open, on B");
+    until(15).await;
+    push_both(&b, 16, 20);
+    until(20).await;
+    tokio_free_sleep(Duration::from_millis(200)).await;
+    assert_eq!(*got.lock().unwrap(), (1..=20).collect::<Vec<_>>());
+    client.close();
+}
+
 /// A runtime-free sleep (the tests run on three runtimes).
 async fn tokio_free_sleep(duration: Duration) {
     async_io::Timer::after(duration).await;
@@ -348,4 +403,5 @@ on_every_adapter!(
     a_client_whose_streams_redis_lost_is_told_the_epoch_changed,
     a_client_whose_server_process_was_killed_recovers_on_the_other,
     a_user_back_on_the_other_server_gets_the_publishes_it_missed,
+    a_push_to_two_tags_held_by_one_client_is_shown_once_live_and_recovered,
 );
