@@ -392,6 +392,60 @@ async fn a_push_to_two_tags_held_by_one_client_is_shown_once_live_and_recovered(
     client.close();
 }
 
+/// Redis goes down while alice is away, and is still down when she comes
+/// back: her subscribe is refused for a while (`rtm/broker-unavailable`)
+/// and her client sends it again on its reconnect schedule; Redis comes
+/// back without its data, so she is told the streams' epochs changed,
+/// then gets the live events.
+async fn a_subscribe_refused_while_redis_is_down_is_retried_and_recovers_when_it_is_back(
+    adapter: Adapter,
+) {
+    let mut redis = SharedRedis::new("recover-redis-down");
+    let a = redis.server(adapter, server_with_history(100), "a").await;
+    let switch = Switch::start(Some(a.local_addr())).unwrap();
+    let alice = Watcher::start(adapter, &switch).await;
+    push(&a, 1, 3);
+    alice.until_got(3).await;
+    switch.cut();
+    let client = alice.client.clone();
+    until_within("alice to see the drop", WAIT, || {
+        client.state() != ClientState::Open
+    })
+    .await;
+    redis.redis.kill();
+    let handle = a.handle().clone();
+    until_within("the server to see Redis down", WAIT, || {
+        handle.broker_state() != Some(rtm_driver::broker::BrokerState::Up)
+    })
+    .await;
+    // Back on the server while Redis is down: signed in (auth goes on
+    // without the user's topic), the subscribe refused and retried.
+    alice.client.wait_open(WAIT).await.expect("signed in again");
+    let lifecycle = alice.lifecycle.clone();
+    let mut retries = 0;
+    until_within("a subscribe retry", WAIT, || {
+        retries += std::iter::from_fn(|| lifecycle.try_recv().ok())
+            .filter(|e| matches!(e, ClientEvent::SubscribeRetry { .. }))
+            .count();
+        retries > 0
+    })
+    .await;
+    redis.redis.restart().expect("Redis back");
+    until_within("the server to see Redis up", WAIT, || {
+        handle.broker_state() == Some(rtm_driver::broker::BrokerState::Up)
+    })
+    .await;
+    let told = alice.until_resync().await;
+    assert!(
+        told.contains(&("m1".to_owned(), "epoch-changed".to_owned())),
+        "{told:?}"
+    );
+    push(&a, 4, 6);
+    alice.until_got(6).await;
+    assert_eq!(alice.got(), (1..=6).collect::<Vec<_>>());
+    alice.client.close();
+}
+
 /// A runtime-free sleep (the tests run on three runtimes).
 async fn tokio_free_sleep(duration: Duration) {
     async_io::Timer::after(duration).await;
@@ -404,4 +458,5 @@ on_every_adapter!(
     a_client_whose_server_process_was_killed_recovers_on_the_other,
     a_user_back_on_the_other_server_gets_the_publishes_it_missed,
     a_push_to_two_tags_held_by_one_client_is_shown_once_live_and_recovered,
+    a_subscribe_refused_while_redis_is_down_is_retried_and_recovers_when_it_is_back,
 );
