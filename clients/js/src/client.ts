@@ -60,7 +60,9 @@ export interface ClientOptions {
    * recovery"): after a reconnect the server sends the events missed
    * meanwhile, in order, each once, before the live ones, or says it cannot
    * (the `resync` event); an event seen twice is dropped, and one missed
-   * makes the client ask again. A server without history ignores it.
+   * makes the client ask again. The `auth` tracks the user's stream (the
+   * events with history Published to the user) the same way; a hole in it
+   * makes the client reconnect. A server without history ignores it.
    * Default `true`; `false`: subscribes as before, events passed as they come.
    */
   trackPositions?: boolean;
@@ -116,7 +118,9 @@ export interface ClientEvents {
    * `epoch-changed`, `ahead`, `gap`): reload what they would have told from
    * the application's own store. Later events of the stream are delivered
    * as usual. Only with `trackPositions` (the default) and a server that
-   * keeps history for `event`.
+   * keeps history for `event`. For the user's stream (the events with
+   * history Published to the user, tracked from the `auth`) `event` is `''`
+   * and `tag` is `'user'`.
    */
   resync: [event: string, tag: string, reason: ResyncReason];
   /**

@@ -68,7 +68,9 @@ export interface RTMClientOptions {
    * Extension: the events missed on the push stream (`event`, `tag`) could
    * not be recovered (`reason`: `trimmed`, `too-many`, `too-old`,
    * `epoch-changed`, `ahead`, `gap`): reload that state from the
-   * application's own store. Later events are delivered as usual.
+   * application's own store. Later events are delivered as usual. For the
+   * user's stream (the events with history Published to the user, tracked
+   * from the auth) `event` is `''` and `tag` is `'user'`.
    */
   onResync?: (event: string, tag: string, reason: ResyncReason) => void;
   /** Extension: a push subscription refused for a while (`rtm/broker-unavailable`) is sent again after `info.delayMs`. */

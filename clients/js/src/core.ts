@@ -6,7 +6,9 @@
  * (ext) the positions in the streams of its push subscriptions
  * ({@link Positions}): `since` on every subscribe, duplicates dropped, a gap
  * resubscribed, a stream that could not be recovered told (`resync`), a
- * subscribe refused for a while sent again (`subscribe-retry`).
+ * subscribe refused for a while sent again (`subscribe-retry`); and the
+ * user's stream (the events with history Published to the user): `since` on
+ * every `auth`, a gap in it recovered by reconnecting.
  *
  * It does no IO and reads no clock: a driver feeds it inputs (`handle*`,
  * with the current time in milliseconds), gives it commands, then drains
@@ -27,7 +29,7 @@ import {
   normalize,
   parseServerFrame,
 } from './frame.js';
-import { type ResyncReason, type StreamPosition, Positions, parseStreams } from './positions.js';
+import { type ResyncReason, type StreamPosition, Positions, USER_KEY, parseStreams } from './positions.js';
 
 /** Liveness of the server: ping after `intervalMs` of silence, give up after `timeoutMs`. */
 export interface Heartbeat {
@@ -61,7 +63,10 @@ export interface CoreConfig {
    * `since`, so after a reconnect the server sends what was missed, in
    * order, once, or says it cannot (a `resync` lifecycle event); an event
    * seen twice is dropped, and one missed makes the client subscribe again
-   * with its position. A server without history ignores `since`. Default `true`.
+   * with its position. The `auth` carries `since` for the user's stream
+   * (the events with history Published to the user); a gap in it makes the
+   * client reconnect, and the next `auth` recovers it. A server without
+   * history ignores `since`. Default `true`.
    */
   trackPositions: boolean;
 }
@@ -110,7 +115,8 @@ export type Lifecycle =
    * The events this client missed on the push stream (`event`, `tag`) could
    * not be recovered (`reason`, docs/protocol.md): reload what they would
    * have told from the application's own store. Later events of the stream
-   * are delivered as usual.
+   * are delivered as usual. For the user's stream (the events with history
+   * Published to the user) `event` is `''` and `tag` is `'user'`.
    */
   | { type: 'resync'; event: string; tag: string; reason: ResyncReason }
   /**
@@ -313,7 +319,9 @@ export class ClientCore {
       this.stateValue = { kind: 'authenticating' };
       this.lifecycle({ type: 'authenticating' });
       const id = this.requestId();
-      this.transmit(encodeAuth(id, this.config.authData));
+      // With positions: the user's stream (Publish) too.
+      const since = this.config.trackPositions ? this.positions.userSince() : null;
+      this.transmit(encodeAuth(id, this.config.authData, since));
       this.pending.set(id, { kind: 'auth' });
     } else {
       this.becomeOpen(null);
@@ -337,9 +345,16 @@ export class ClientCore {
         case 'drop':
           break;
         case 'gap':
-          // Missed some: subscribe again with the position, and the server
-          // sends them (or says it cannot).
-          if (at?.tag != null) this.sendSubscribe(normalize(frame.event, [at.tag]), []);
+          if (at?.tag != null) {
+            // Missed some: subscribe again with the position, and the server
+            // sends them (or says it cannot).
+            this.sendSubscribe(normalize(frame.event, [at.tag]), []);
+          } else {
+            // The user's stream is tracked by the auth: a new connection
+            // authenticates from the position.
+            this.outputs.push({ type: 'disconnect' });
+            this.handleClose(null, "missed events of the user's stream: reconnecting to recover them", now);
+          }
           break;
       }
     } else {
@@ -741,8 +756,10 @@ export class ClientCore {
     this.pending.delete(id);
     switch (pending.kind) {
       case 'auth':
-        if (result.ok && isTruthy(result.value)) this.becomeOpen(result.value);
-        else this.authRejected(result.ok ? 'authentication rejected' : result.error.message || 'authentication rejected', true);
+        if (result.ok && isTruthy(result.value)) {
+          this.streamStates(USER_KEY, streams);
+          this.becomeOpen(result.value);
+        } else this.authRejected(result.ok ? 'authentication rejected' : result.error.message || 'authentication rejected', true);
         break;
       case 'call':
       case 'unsubscribe':
@@ -763,14 +780,22 @@ export class ClientCore {
   private subscribed(sub: PushSub, streams: unknown): void {
     const held = this.subs.find((h) => sameSub(h.sub, sub));
     if (held) held.retries = 0;
+    this.streamStates(sub.event, streams);
+  }
+
+  /**
+   * A reply's `streams`: the positions of `event`'s streams (the user's
+   * stream for an `auth`); a stream that could not be recovered is told.
+   */
+  private streamStates(event: string, streams: unknown): void {
     if (streams === null || streams === undefined || !this.config.trackPositions) return;
     const states = parseStreams(streams);
     if (typeof states === 'string') {
       this.lifecycle({ type: 'error', error: new RtmError(ErrorCodes.BadRequest, states) });
       return;
     }
-    for (const { tag, reason } of this.positions.handleStreams(sub.event, states)) {
-      this.lifecycle({ type: 'resync', event: sub.event, tag, reason });
+    for (const { tag, reason } of this.positions.handleStreams(event, states)) {
+      this.lifecycle({ type: 'resync', event, tag, reason });
     }
   }
 

@@ -20,9 +20,14 @@ export type ServerFrame =
   /** `position`: its place in its stream (ext), for a connection that tracks it (`null`: none). */
   | { kind: 'event'; event: string; args: unknown[]; position: EventPosition | null };
 
-/** `{"id":…,"type":"auth","data":[authData]}` */
-export function encodeAuth(id: string, authData: unknown): string {
-  return `{"id":${JSON.stringify(id)},"type":"auth","data":[${json(authData)}]}`;
+/**
+ * `{"id":…,"type":"auth","data":[authData]}`, with `since` (ext) for the
+ * user's stream when given: `,"since":{"user":<position or null>}` before
+ * the closing brace.
+ */
+export function encodeAuth(id: string, authData: unknown, since: Since | null = null): string {
+  const head = `{"id":${JSON.stringify(id)},"type":"auth","data":[${json(authData)}]`;
+  return since ? `${head}${writeSince(since)}}` : `${head}}`;
 }
 
 /** `{"id":…,"type":"invoke","function":…,"data":<data>}`, `data` already encoded by {@link encodeArgs}. */

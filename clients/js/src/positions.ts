@@ -21,9 +21,22 @@ export interface StreamPosition {
 /** A subscribe's `since`: for each tag listed, its position, or `null` when it has none yet. */
 export type Since = Map<string, StreamPosition | null>;
 
+/**
+ * The tag of the user's stream (the events with history Published to the
+ * user): an `auth`'s `since` and its reply's `streams` name it so.
+ */
+export const USER_STREAM = 'user';
+
+/**
+ * The event part of the user's stream's key (no event has it: names are
+ * non-empty); its tag is {@link USER_STREAM}. A `resync` of the user's
+ * stream has `event === ''` and `tag === 'user'`.
+ */
+export const USER_KEY = '';
+
 /** Where an event a client received sits in its stream (the fields the server adds to a tracked stream's events). */
 export interface EventPosition {
-  /** The Push stream's tag (`null`: a user's stream, not tracked by this client). */
+  /** The Push stream's tag (`null`: the user's stream, the events with history Published to the user). */
   tag: string | null;
   /** The event's offset and its stream's epoch. */
   position: StreamPosition;
@@ -70,7 +83,7 @@ export function isValidEpoch(epoch: string): boolean {
   return epoch.length >= 1 && epoch.length <= MAX_EPOCH_BYTES && /^[0-9A-Za-z_-]+$/.test(epoch);
 }
 
-/** `,"since":{…}` for a subscribe: each tag of `since`, sorted, with its position or `null`. */
+/** `,"since":{…}` for a subscribe (or an `auth`, for the user's stream): each tag of `since`, sorted, with its position or `null`. */
 export function writeSince(since: Since): string {
   const tags = [...since.keys()].sort();
   const parts = tags.map((tag) => {
@@ -139,17 +152,20 @@ export class Positions {
     return since;
   }
 
+  /** `since` for an `auth`: the user's stream's position, or `null`. */
+  userSince(): Since {
+    return this.since(USER_KEY, [USER_STREAM]);
+  }
+
   /** The position held in the stream (`event`, `tag`), or `null`. */
   position(event: string, tag: string): StreamPosition | null {
     const position = this.streams.get(event)?.get(tag)?.position;
     return position ? { ...position } : null;
   }
 
-  /** A positioned event of `event` arrived. */
+  /** A positioned event of `event` arrived (no tag: the user's stream). */
   handleEvent(event: string, at: EventPosition): Verdict {
-    // A user's stream: not tracked by this client (yet).
-    if (at.tag === null) return 'deliver';
-    const stream = this.entry(event, at.tag);
+    const stream = at.tag === null ? this.entry(USER_KEY, USER_STREAM) : this.entry(event, at.tag);
     const next = at.position;
     const had = stream.position;
     if (had !== null) {

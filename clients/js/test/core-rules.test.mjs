@@ -152,6 +152,7 @@ test('auth_is_sent_on_open_and_on_every_reopen', () => {
     assert.equal(frames.length, 1);
     assert.equal(frames[0].type, 'auth');
     assert.deepEqual(frames[0].data, [{ token: 't' }]);
+    assert.deepEqual(frames[0].since, { user: null }, "positions tracked (the default): the user's stream");
     assert.equal(h.core.state.kind, 'authenticating');
     const out = h.server({ id: frames[0].id, data: { user: 'alice' } });
     assert.ok(events(out).some((e) => e.type === 'ready' && e.authenticated && e.authData.user === 'alice'));
@@ -866,6 +867,40 @@ test('without_tracking_a_subscribe_carries_no_since_and_events_pass_as_they_come
   assert.equal(h.core.position('score', 'm1'), null);
 });
 
+test('the_auth_asks_for_the_users_stream_and_a_reconnect_sends_the_last_position_it_had', () => {
+  const h = new Harness(withAuth());
+  const out = h.open();
+  const auth = sent(out)[0];
+  assert.deepEqual(auth.since, { user: null });
+  h.server({ id: auth.id, data: true, streams: { user: { offset: 2, epoch: 'u1' } } });
+  const dm = (n, offset) => ({ event: 'dm', data: [n], offset, epoch: 'u1' });
+  assert.deepEqual(delivered(h.server(dm(3, 3))), [[3]]);
+  assert.deepEqual(delivered(h.server(dm(3, 3))), [], 'seen: dropped');
+  h.lose(1006);
+  h.jump();
+  const again = sent(h.open())[0];
+  assert.deepEqual(again.since, { user: { offset: 3, epoch: 'u1' } });
+});
+
+test('a_jump_in_the_users_stream_makes_the_client_reconnect_to_recover_it', () => {
+  const h = new Harness(withAuth());
+  const out = h.open();
+  const auth = sent(out)[0];
+  h.server({ id: auth.id, data: true, streams: { user: { offset: 2, epoch: 'u1' } } });
+  const jumped = h.server({ event: 'dm', data: [5], offset: 5, epoch: 'u1' });
+  assert.deepEqual(delivered(jumped), []);
+  assert.ok(disconnects(jumped) > 0, JSON.stringify(jumped));
+  assert.equal(h.core.state.kind, 'waiting');
+  h.jump();
+  const again = sent(h.open())[0];
+  assert.deepEqual(again.since, { user: { offset: 2, epoch: 'u1' } });
+  // The recovery before the auth reply, then the reply.
+  const got = [];
+  for (let n = 3; n <= 5; n++) got.push(...delivered(h.server({ event: 'dm', data: [n], offset: n, epoch: 'u1' })));
+  h.server({ id: again.id, data: true, streams: { user: { offset: 5, epoch: 'u1', recovered: true } } });
+  assert.deepEqual(got, [[3], [4], [5]]);
+});
+
 test('tracking positions is on by default', () => {
   assert.equal(new ClientCore({}, 0).config.trackPositions, true);
 });
@@ -966,9 +1001,10 @@ test('an unknown reason reads as gap, and unlisted tags and untracked events pas
   assert.deepEqual(resyncs(out), [['score', 'm1', 'gap']]);
   assert.deepEqual(delivered(h.server({ event: 'score', data: ['m2 live'] })), [['m2 live']]);
   assert.deepEqual(delivered(h.server({ event: 'score', data: ['m2 live'] })), [['m2 live']]);
-  // A user's stream (no tag): delivered, not tracked.
+  // The user's stream (no tag): tracked too (the first one sets the position), a seen one dropped.
   assert.deepEqual(delivered(h.server({ event: 'dm', data: [1], offset: 7, epoch: 'u' })), [[1]]);
-  assert.deepEqual(delivered(h.server({ event: 'dm', data: [1], offset: 7, epoch: 'u' })), [[1]]);
+  assert.deepEqual(delivered(h.server({ event: 'dm', data: [1], offset: 7, epoch: 'u' })), []);
+  assert.deepEqual(h.core.position('', 'user'), { offset: 7, epoch: 'u' });
   // An invalid epoch: no position, delivered as is.
   for (const epoch of ['', 'a b', 'x'.repeat(65), 'ü']) {
     assert.deepEqual(delivered(h.server({ event: 'score', data: [epoch], tag: 'm1', offset: 1, epoch })), [[epoch]]);
@@ -1041,4 +1077,40 @@ test('the since of a subscribe is written with its tags sorted', () => {
   h.core.unsubscribePush('score', ['a'], h.now);
   const unsub = h.drain().find((o) => o.type === 'transmit').frame;
   assert.equal(unsub, '{"id":"2","type":"unsubscribe","event":"score","tags":["a"]}', 'no since on an unsubscribe');
+});
+
+test("the auth's since is written exactly, and not at all without tracking", () => {
+  let h = new Harness(withAuth());
+  let frame = h.open().find((o) => o.type === 'transmit').frame;
+  assert.equal(frame, '{"id":"1","type":"auth","data":[{"token":"t"}],"since":{"user":null}}');
+  h.server({ id: '1', data: true, streams: { user: { offset: 7, epoch: 'u1' } } });
+  assert.deepEqual(h.core.position('', 'user'), { offset: 7, epoch: 'u1' });
+  h.lose(1006);
+  h.jump();
+  frame = h.open().find((o) => o.type === 'transmit').frame;
+  assert.equal(frame, '{"id":"2","type":"auth","data":[{"token":"t"}],"since":{"user":{"offset":7,"epoch":"u1"}}}');
+
+  h = new Harness({ ...withAuth(), trackPositions: false });
+  frame = h.open().find((o) => o.type === 'transmit').frame;
+  assert.equal(frame, '{"id":"1","type":"auth","data":[{"token":"t"}]}');
+  // Nor are the reply's streams read, and a jump passes as it comes.
+  const out = h.server({ id: '1', data: true, streams: { user: { offset: 2, epoch: 'u1', recovered: false, reason: 'trimmed' } } });
+  assert.deepEqual(resyncs(out), []);
+  assert.equal(h.core.position('', 'user'), null);
+  assert.deepEqual(delivered(h.server({ event: 'dm', data: [9], offset: 9, epoch: 'u1' })), [[9]]);
+  assert.equal(h.core.state.kind, 'open');
+});
+
+test("a user's stream that could not be recovered is told as event '' tag 'user', before ready", () => {
+  const h = new Harness(withAuth());
+  const auth = sent(h.open())[0];
+  const out = h.server({ id: auth.id, data: true, streams: { user: { offset: 40, epoch: 'u2', recovered: false, reason: 'epoch-changed' } } });
+  assert.deepEqual(resyncs(out), [['', 'user', 'epoch-changed']]);
+  const kinds = events(out).map((e) => e.type);
+  assert.ok(kinds.indexOf('resync') < kinds.indexOf('ready'), kinds.join());
+  assert.equal(h.core.state.kind, 'open');
+  assert.deepEqual(delivered(h.server({ event: 'dm', data: [41], offset: 41, epoch: 'u2' })), [[41]]);
+  // A tagged event of the same name is another stream.
+  h.core.subscribePush('dm', ['x'], h.now);
+  assert.deepEqual(sent(h.drain())[0].since, { x: null });
 });

@@ -160,6 +160,89 @@ for (const api of ['typed', 'RtmClient']) {
   });
 }
 
+// ----- the user's stream (the events with history Published to a user) -----
+
+/** `publish('alice', 'dm', n)` for n in from..=to, one after the other, through the fixture's `publish` function. */
+async function publish(publisher, from, to, user = 'alice') {
+  for (let n = from; n <= to; n++) await within(`publish ${n}`, publisher.call('publish', user, 'dm', n));
+}
+
+/**
+ * A client of `url` signed in as alice, with `dm` handled by a plain
+ * `subscribe` (`Subscribe`): what it got, the resyncs, the frames sent and
+ * received, and whether it is open.
+ */
+async function userWatcher(api, url) {
+  const w = { got: [], resyncs: [], sent: [], received: [], opens: 0, closes: 0 };
+  if (api === 'typed') {
+    const client = track(new Client(url, { auth: 'user:alice', reconnect: { delayMs: 50 }, WebSocket: spy(w.sent) }));
+    client.on('message', (raw) => w.received.push(JSON.parse(raw)));
+    client.on('resync', (event, tag, reason) => w.resyncs.push([event, tag, reason]));
+    client.on('open', () => (w.opens += 1));
+    client.on('close', () => (w.closes += 1));
+    client.subscribe('dm', (n) => w.got.push(n));
+    await within('open', client.waitOpen());
+    w.isOpen = () => client.state === 'open';
+    w.position = () => client.position('', 'user');
+  } else {
+    const rtm = track(new RtmClient(url, {
+      authenticationData: 'user:alice',
+      reconnectDelayMs: 50,
+      WebSocket: spy(w.sent),
+      onMessage: (raw) => w.received.push(JSON.parse(raw)),
+      onOpen: () => (w.opens += 1),
+      onClose: () => (w.closes += 1),
+      onResync: (event, tag, reason) => w.resyncs.push([event, tag, reason]),
+    }));
+    rtm.Subscribe('dm', (n) => w.got.push(n));
+    await eventually('open', () => rtm.client.state === 'open');
+    w.isOpen = () => rtm.client.state === 'open';
+    w.position = () => rtm.client.position('', 'user');
+  }
+  return w;
+}
+
+for (const api of ['typed', 'RtmClient']) {
+  test(`${api}: the user's stream: DMs Published while away come after the reconnect, then the live ones: 1..25, each once, in order`, async () => {
+    const fixture = await Fixture.start(['--auth', ...HISTORY]);
+    try {
+      const proxy = await tcpProxy(fixture.port);
+      const w = await userWatcher(api, proxy.url);
+      const publisher = track(await connect(fixture.url, { auth: 'user:bob' }));
+      const auth = w.sent.find((f) => f.type === 'auth');
+      assert.deepEqual(auth.since, { user: null }, "the first auth asks where the user's stream is");
+      const reply = w.received.find((f) => f.id === auth.id);
+      assert.equal(reply.streams?.user?.offset, 0, JSON.stringify(reply));
+      const epoch = reply.streams.user.epoch;
+
+      await publish(publisher, 1, 5);
+      await eventually('1..5', () => w.got.length >= 5);
+      assert.deepEqual(w.position(), { offset: 5, epoch });
+
+      await away(w, proxy, fixture.port, () => publish(publisher, 6, 20));
+      await eventually('6..20, recovered', () => w.got.length >= 20);
+      // Recovered by the auth: it carried the position, and the missed
+      // events came before its reply, which says so.
+      const again = w.sent.find((f) => f.type === 'auth');
+      assert.deepEqual(again.since, { user: { offset: 5, epoch } });
+      const recovered = await eventually('the reply', () => w.received.find((f) => f.id === again.id));
+      assert.deepEqual(recovered.streams, { user: { offset: 20, epoch, recovered: true } });
+      const before = w.received.slice(0, w.received.indexOf(recovered));
+      assert.deepEqual(before.map((f) => f.data[0]), range(6, 20), 'the missed events, before the reply');
+      assert.deepEqual(before.map((f) => [f.offset, 'tag' in f]), range(6, 20).map((n) => [n, false]));
+
+      await publish(publisher, 21, 25);
+      await eventually('21..25, live', () => w.got.length >= 25);
+      await sleep(200); // nothing more comes
+      assert.deepEqual(w.got, range(1, 25));
+      assert.deepEqual(w.resyncs, []);
+      assert.deepEqual(w.position(), { offset: 25, epoch });
+    } finally {
+      await fixture.kill();
+    }
+  });
+}
+
 test('typed: pushes racing the reconnect (the client comes back while they are sent) arrive each once, in order', async () => {
   const fixture = await Fixture.start(HISTORY);
   try {
@@ -374,3 +457,45 @@ test('RtmClient: onSubscribeRetry and onResync (extensions) are called, and push
   await sleep(20);
   assert.deepEqual(got, [6]);
 });
+
+/** Auth 1: the user's stream at 3; auth 2 (after a reconnect): 'epoch-changed'. */
+function userStreamLost(frame, n) {
+  if (frame.type !== 'auth') return [{ id: frame.id, data: true }];
+  if (n === 1) return [{ id: frame.id, data: true, streams: { user: { offset: 3, epoch: 'u1' } } }];
+  return [{ id: frame.id, data: true, streams: { user: { offset: 40, epoch: 'u2', recovered: false, reason: 'epoch-changed' } } }];
+}
+
+for (const api of ['typed', 'RtmClient']) {
+  test(`${api}: the user's stream that cannot be recovered is told as resync ('', 'user', reason), before the open`, async () => {
+    const server = scriptedServer(userStreamLost);
+    const log = [];
+    const got = [];
+    if (api === 'typed') {
+      const client = track(new Client(SCRIPTED_URL, { auth: 'user:alice', WebSocket: server.WebSocket, reconnect: { delayMs: 20 } }));
+      client.on('resync', (event, tag, reason) => log.push(['resync', event, tag, reason]));
+      client.on('open', () => log.push('open'));
+      client.subscribe('dm', (n) => got.push(n));
+      await within('open', client.waitOpen());
+    } else {
+      const rtm = track(new RtmClient(SCRIPTED_URL, {
+        authenticationData: 'user:alice',
+        reconnectDelayMs: 20,
+        WebSocket: server.WebSocket,
+        onOpen: () => log.push('open'),
+        onResync: (event, tag, reason) => log.push(['resync', event, tag, reason]),
+      }));
+      rtm.Subscribe('dm', (n) => got.push(n));
+    }
+    await eventually('open', () => log.length === 1);
+    server.last().drop();
+    await eventually('the resync and the open', () => log.length === 3);
+    assert.deepEqual(log, ['open', ['resync', '', 'user', 'epoch-changed'], 'open']);
+    assert.deepEqual(server.sent.filter((f) => f.type === 'auth').map((f) => f.since), [{ user: null }, { user: { offset: 3, epoch: 'u1' } }]);
+    // On from the position given: 40 (at it) dropped, 41 next.
+    server.last().serverSends({ event: 'dm', data: [40], offset: 40, epoch: 'u2' });
+    server.last().serverSends({ event: 'dm', data: [41], offset: 41, epoch: 'u2' });
+    await eventually('41', () => got.length >= 1);
+    await sleep(20);
+    assert.deepEqual(got, [41]);
+  });
+}

@@ -155,6 +155,8 @@ var RTM = (() => {
   };
 
   // src/positions.ts
+  var USER_STREAM = "user";
+  var USER_KEY = "";
   var REASONS = ["epoch-changed", "trimmed", "too-many", "too-old", "ahead", "gap"];
   function parseReason(code) {
     return typeof code === "string" && REASONS.includes(code) ? code : "gap";
@@ -207,15 +209,18 @@ var RTM = (() => {
       for (const tag of tags) since.set(tag, this.streams.get(event)?.get(tag)?.position ?? null);
       return since;
     }
+    /** `since` for an `auth`: the user's stream's position, or `null`. */
+    userSince() {
+      return this.since(USER_KEY, [USER_STREAM]);
+    }
     /** The position held in the stream (`event`, `tag`), or `null`. */
     position(event, tag) {
       const position = this.streams.get(event)?.get(tag)?.position;
       return position ? { ...position } : null;
     }
-    /** A positioned event of `event` arrived. */
+    /** A positioned event of `event` arrived (no tag: the user's stream). */
     handleEvent(event, at) {
-      if (at.tag === null) return "deliver";
-      const stream = this.entry(event, at.tag);
+      const stream = at.tag === null ? this.entry(USER_KEY, USER_STREAM) : this.entry(event, at.tag);
       const next = at.position;
       const had = stream.position;
       if (had !== null) {
@@ -293,8 +298,9 @@ var RTM = (() => {
   };
 
   // src/frame.ts
-  function encodeAuth(id, authData) {
-    return `{"id":${JSON.stringify(id)},"type":"auth","data":[${json(authData)}]}`;
+  function encodeAuth(id, authData, since = null) {
+    const head = `{"id":${JSON.stringify(id)},"type":"auth","data":[${json(authData)}]`;
+    return since ? `${head}${writeSince(since)}}` : `${head}}`;
   }
   function encodeInvoke(id, fn, data) {
     return `{"id":${JSON.stringify(id)},"type":"invoke","function":${JSON.stringify(fn)},"data":${data}}`;
@@ -519,7 +525,8 @@ var RTM = (() => {
         this.stateValue = { kind: "authenticating" };
         this.lifecycle({ type: "authenticating" });
         const id = this.requestId();
-        this.transmit(encodeAuth(id, this.config.authData));
+        const since = this.config.trackPositions ? this.positions.userSince() : null;
+        this.transmit(encodeAuth(id, this.config.authData, since));
         this.pending.set(id, { kind: "auth" });
       } else {
         this.becomeOpen(null);
@@ -542,7 +549,12 @@ var RTM = (() => {
           case "drop":
             break;
           case "gap":
-            if (at?.tag != null) this.sendSubscribe(normalize(frame.event, [at.tag]), []);
+            if (at?.tag != null) {
+              this.sendSubscribe(normalize(frame.event, [at.tag]), []);
+            } else {
+              this.outputs.push({ type: "disconnect" });
+              this.handleClose(null, "missed events of the user's stream: reconnecting to recover them", now2);
+            }
             break;
         }
       } else {
@@ -906,8 +918,10 @@ var RTM = (() => {
       this.pending.delete(id);
       switch (pending.kind) {
         case "auth":
-          if (result.ok && isTruthy(result.value)) this.becomeOpen(result.value);
-          else this.authRejected(result.ok ? "authentication rejected" : result.error.message || "authentication rejected", true);
+          if (result.ok && isTruthy(result.value)) {
+            this.streamStates(USER_KEY, streams);
+            this.becomeOpen(result.value);
+          } else this.authRejected(result.ok ? "authentication rejected" : result.error.message || "authentication rejected", true);
           break;
         case "call":
         case "unsubscribe":
@@ -927,14 +941,21 @@ var RTM = (() => {
     subscribed(sub, streams) {
       const held = this.subs.find((h) => sameSub(h.sub, sub));
       if (held) held.retries = 0;
+      this.streamStates(sub.event, streams);
+    }
+    /**
+     * A reply's `streams`: the positions of `event`'s streams (the user's
+     * stream for an `auth`); a stream that could not be recovered is told.
+     */
+    streamStates(event, streams) {
       if (streams === null || streams === void 0 || !this.config.trackPositions) return;
       const states = parseStreams(streams);
       if (typeof states === "string") {
         this.lifecycle({ type: "error", error: new RtmError(ErrorCodes.BadRequest, states) });
         return;
       }
-      for (const { tag, reason } of this.positions.handleStreams(sub.event, states)) {
-        this.lifecycle({ type: "resync", event: sub.event, tag, reason });
+      for (const { tag, reason } of this.positions.handleStreams(event, states)) {
+        this.lifecycle({ type: "resync", event, tag, reason });
       }
     }
     /**
