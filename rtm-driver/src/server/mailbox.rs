@@ -121,12 +121,30 @@ impl<L: QueueLock> Mailbox<L> {
         }
     }
 
-    /// Hands the task a request the router settled.
-    pub(crate) fn settle(&self, settled: Settled) {
+    /// Hands the task a request the router settled, after `frames` (its
+    /// own frames, as [`Settled::take_frames`] gives them), in one step: the
+    /// task never takes those frames without the request, so it never
+    /// writes a reply for a request it has not seen settled.
+    pub(crate) fn settle(&self, frames: Vec<Bytes>, settled: Settled) {
         self.with_wake(|queue| {
-            if !queue.gone {
-                queue.settled.push(settled);
+            if queue.gone {
+                return;
             }
+            for frame in frames {
+                if queue.overflowed {
+                    break;
+                }
+                let waiting = queue.bytes + queue.held + frame.len();
+                if self.bounds.admits(waiting, queue.stalled) {
+                    queue.bytes += frame.len();
+                    queue.frames.push_back(frame);
+                } else {
+                    queue.overflowed = true;
+                    queue.frames = VecDeque::new();
+                    queue.bytes = 0;
+                }
+            }
+            queue.settled.push(settled);
         });
     }
 
@@ -172,6 +190,13 @@ impl<L: QueueLock> Mailbox<L> {
                 queue.waker = Some(waker.clone());
             }
         }
+        // A caller that does not take settled requests takes no frame while
+        // one waits: the frames may hold its reply (see `settle`).
+        let budget = if settled.is_none() && !queue.settled.is_empty() {
+            0
+        } else {
+            budget
+        };
         if let Some(settled) = settled {
             if settled.is_empty() {
                 std::mem::swap(&mut queue.settled, settled);
@@ -419,13 +444,41 @@ mod model {
                 let mailbox = mailbox.clone();
                 loom::thread::spawn(move || {
                     mailbox.deliver(&frame());
-                    mailbox.settle(settled());
+                    mailbox.settle(Vec::new(), settled());
                 })
             };
             // A budget of one frame: every take is partial while more wait.
             let (got, stopped) = task(&mailbox, 10, 4, 1);
             assert_eq!((got, stopped), (4, false));
             sender.join().unwrap();
+            settler.join().unwrap();
+        });
+    }
+
+    /// A settled request's own frames (a synced subscribe's reply) are
+    /// never taken before the request: a take that gets them gets it too,
+    /// and a take that does not ask for settled requests gets no frame
+    /// while one waits.
+    #[test]
+    fn a_requests_own_frames_never_come_before_the_request() {
+        check(|| {
+            let mailbox = Arc::new(ModelMailbox::new(bounds(1_000, 1_000)));
+            let settler = {
+                let mailbox = mailbox.clone();
+                loom::thread::spawn(move || mailbox.settle(vec![frame()], settled()))
+            };
+            let waker = futures_util::task::noop_waker();
+            // A take without settled requests (a reply pulling the events before it).
+            let mut frames = VecDeque::new();
+            mailbox.take(Some(&waker), usize::MAX, &mut frames, None);
+            assert!(
+                frames.is_empty(),
+                "the request's reply was taken without the request"
+            );
+            // A take with them: both, or neither.
+            let mut settled = Vec::new();
+            mailbox.take(Some(&waker), usize::MAX, &mut frames, Some(&mut settled));
+            assert_eq!(frames.len(), settled.len());
             settler.join().unwrap();
         });
     }

@@ -111,14 +111,13 @@ impl Drop for RouterMut<'_> {
         while let Some(mut settled) = self.router.poll_settled() {
             // A connection already gone has no mailbox: nothing to answer.
             if let Some(mailbox) = self.router.handle(settled.conn()) {
-                // A synced subscribe's missed events and reply, queued among
+                // A synced request's missed events and reply, queued among
                 // the events where it was settled: after those handed over
                 // before, ahead of its streams' live events (which can only
-                // come once this write lock is released).
-                for frame in settled.take_frames().into_iter().flatten() {
-                    mailbox.deliver(&frame);
-                }
-                mailbox.settle(settled);
+                // come once this write lock is released), and taken by the
+                // connection's task with the request itself.
+                let frames = settled.take_frames().unwrap_or_default();
+                mailbox.settle(frames, settled);
             }
         }
         let nearer = match (self.deadline, self.router.poll_timeout()) {

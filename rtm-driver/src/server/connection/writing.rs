@@ -99,12 +99,21 @@ impl<T: Socket> ConnectionDriver<T> {
     pub(super) fn transmit(&mut self, frame: &Bytes) {
         let mut overflowed = false;
         if self.mailbox.has_frames() {
-            // No waker: the round already registered this task's.
-            let taken = self.mailbox.take(None, usize::MAX, &mut self.inbox, None);
+            // No waker: the round already registered this task's. Settled
+            // requests come with the frames taken (a synced request's own
+            // frames are among them): the connection sees them now, and
+            // their outputs follow in the loop that carries outputs out.
+            let mut settled = Vec::new();
+            let taken = self
+                .mailbox
+                .take(None, usize::MAX, &mut self.inbox, Some(&mut settled));
             self.queue_events();
             self.mail_left = 0;
             self.took(taken.held);
             overflowed = taken.overflowed;
+            for settled in settled {
+                self.conn.handle_settled(settled);
+            }
         }
         self.transport.queue_text(frame);
         let allowance = self
