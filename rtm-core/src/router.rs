@@ -1017,22 +1017,7 @@ impl<T> Router<T> {
                     Some((position, self.tracking.trackers(USER_EVENT, user)?))
                 });
                 if let Some((position, trackers)) = tracked {
-                    if !trackers.live.is_empty() {
-                        let framed = encode_positioned(&envelope.frame, None, position, None);
-                        for conn in trackers.live_for(position) {
-                            if let Some(entry) = self.conns.get(conn).filter(|e| e.open) {
-                                deliver(*conn, &entry.handle, &framed);
-                                sent += 1;
-                            }
-                        }
-                    }
-                    let event = StreamEvent {
-                        offset: position.offset,
-                        sent_at: envelope.sent_at,
-                        frame: envelope.frame.clone(),
-                        push: None,
-                    };
-                    trackers.buffer(&position.epoch, &event, self.history.max_sync_buffer);
+                    sent += self.deliver_tracked(&envelope, position, trackers, None, &mut deliver);
                 }
                 let skip = tracked.map(|(_, trackers)| trackers);
                 sent + self.deliver_user_except(user, &envelope.frame, skip, &mut deliver)
@@ -1047,28 +1032,13 @@ impl<T> Router<T> {
                     .as_ref()
                     .and_then(|position| Some((position, self.tracking.trackers(event, tag)?)));
                 if let Some((position, trackers)) = tracked {
-                    if !trackers.live.is_empty() {
-                        let push = push_id(&envelope);
-                        let framed = encode_positioned(
-                            &envelope.frame,
-                            Some(tag),
-                            position,
-                            push.as_deref(),
-                        );
-                        for conn in trackers.live_for(position) {
-                            if let Some(entry) = self.conns.get(conn) {
-                                deliver(*conn, &entry.handle, &framed);
-                                sent += 1;
-                            }
-                        }
-                    }
-                    let event = StreamEvent {
-                        offset: position.offset,
-                        sent_at: envelope.sent_at,
-                        frame: envelope.frame.clone(),
-                        push: push_id(&envelope),
-                    };
-                    trackers.buffer(&position.epoch, &event, self.history.max_sync_buffer);
+                    sent += self.deliver_tracked(
+                        &envelope,
+                        position,
+                        trackers,
+                        Some(tag),
+                        &mut deliver,
+                    );
                 }
                 let skip_trackers = envelope.position.is_some() && !self.tracking.is_empty();
                 sent + match multi {
@@ -1091,6 +1061,40 @@ impl<T> Router<T> {
     }
 
     // ----- internals -----
+
+    /// A stream's event to the connections tracking the stream: with its
+    /// position (`tag`: the Push stream's; `None` for a user's stream) to
+    /// the live ones that have not had it, into the buffer of those
+    /// syncing. Returns how many it was handed to.
+    fn deliver_tracked(
+        &self,
+        envelope: &Envelope,
+        position: &StreamPosition,
+        trackers: &Trackers,
+        tag: Option<&str>,
+        deliver: &mut impl FnMut(ConnId, &T, &Bytes),
+    ) -> usize {
+        let push = push_id(envelope);
+        let mut sent = 0;
+        if !trackers.live.is_empty() {
+            let framed = encode_positioned(&envelope.frame, tag, position, push.as_deref());
+            for conn in trackers.live_for(position) {
+                // A connection whose auth reply waits is not reached yet.
+                if let Some(entry) = self.conns.get(conn).filter(|e| e.open) {
+                    deliver(*conn, &entry.handle, &framed);
+                    sent += 1;
+                }
+            }
+        }
+        let event = StreamEvent {
+            offset: position.offset,
+            sent_at: envelope.sent_at,
+            frame: envelope.frame.clone(),
+            push,
+        };
+        trackers.buffer(&position.epoch, &event, self.history.max_sync_buffer);
+        sent
+    }
 
     fn check_name(&self, what: &str, name: &str) -> Result<(), RtmError> {
         let max = self.limits.max_name_bytes;
