@@ -11,7 +11,7 @@
 //!   `{"id":"7","type":"subscribe","event":"score","tags":["m1","m2"],"since":{"m1":{"offset":12,"epoch":"x1"},"m2":null}}`
 //!   ([`Since`], parsed by [`parse_since`]).
 //! - Its reply says where each of those streams is
-//!   ([`encode_subscribed_reply`]): `{"id":"7","data":true,"streams":{"m1":{"offset":15,"epoch":"x1","recovered":true},"m2":{"offset":3,"epoch":"x1"}}}`.
+//!   ([`with_streams`]): `{"id":"7","data":true,"streams":{"m1":{"offset":15,"epoch":"x1","recovered":true},"m2":{"offset":3,"epoch":"x1"}}}`.
 //!   `recovered` is there for a tag sent with a position: `true` when
 //!   every event after it was delivered, `false` (with a `reason`) when
 //!   they could not be, and the client must reload from the application.
@@ -29,7 +29,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::frame::RequestId;
 use crate::recovery::Unrecoverable;
 use crate::stream::StreamPosition;
 
@@ -217,29 +216,21 @@ pub fn reason_code(reason: &Unrecoverable) -> &'static str {
     }
 }
 
-/// `{"id":<id>,"data":true,"streams":{…}}`: a subscribe's reply with its
-/// streams' states (see the [module docs](self)).
+/// `reply` (a reply frame, `{…}`) with `,"streams":{…}` before its closing
+/// brace: a subscribe's tags, or `"user"` for an `auth`'s user stream (see
+/// the [module docs](self)).
 ///
 /// ```
-/// use rtm_core::positions::{encode_subscribed_reply, StreamState};
-/// use rtm_core::{RequestId, StreamPosition};
-/// let reply = encode_subscribed_reply(&RequestId::new("7"), &[StreamState {
+/// use rtm_core::positions::{with_streams, StreamState};
+/// use rtm_core::StreamPosition;
+/// let reply = bytes::Bytes::from_static(br#"{"id":"7","data":true}"#);
+/// let reply = with_streams(&reply, &[StreamState {
 ///     tag: "m1".into(),
 ///     position: StreamPosition::new(15, "x1"),
 ///     recovered: Some(Ok(())),
 /// }]);
 /// assert_eq!(&reply[..], br#"{"id":"7","data":true,"streams":{"m1":{"offset":15,"epoch":"x1","recovered":true}}}"#);
 /// ```
-pub fn encode_subscribed_reply(id: &RequestId, streams: &[StreamState]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(24 + id.as_json().len());
-    buf.put_slice(b"{\"id\":");
-    buf.put_slice(id.as_json());
-    buf.put_slice(b",\"data\":true}");
-    with_streams(&buf.freeze(), streams)
-}
-
-/// `reply` (a reply frame, `{…}`) with `,"streams":{…}` before its closing
-/// brace: a subscribe's tags, or `"user"` for an `auth`'s user stream.
 pub fn with_streams(reply: &Bytes, streams: &[StreamState]) -> Bytes {
     let body = reply.strip_suffix(b"}").unwrap_or(reply);
     let mut buf = BytesMut::with_capacity(body.len() + 16 + streams.len() * 64);
@@ -295,7 +286,7 @@ struct WireState {
     reason: Option<String>,
 }
 
-/// Reads a reply's `streams` (what [`encode_subscribed_reply`] writes), as
+/// Reads a reply's `streams` (what [`with_streams`] writes), as
 /// a client does. An unknown `reason` reads as [`Unrecoverable::Gap`]; the
 /// error says what is malformed.
 pub fn parse_streams(raw: &RawValue) -> Result<Vec<StreamState>, String> {

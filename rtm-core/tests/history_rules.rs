@@ -6,7 +6,8 @@
 //! `ServerCore`s sharing a `QueuedBroker`, which keeps streams as a store
 //! does.)
 
-use std::time::Instant;
+mod common;
+use common::signed_in;
 
 use bytes::Bytes;
 use rtm_core::testkit::{Cluster, TokenApp};
@@ -30,18 +31,6 @@ fn cluster() -> Cluster {
         ..ServerConfig::new("sim")
     };
     Cluster::with_config(2, config, app)
-}
-
-/// A connection on `server` signed in with `token`, its answers taken.
-fn signed_in(cluster: &mut Cluster, server: usize, token: &str) -> ConnId {
-    let conn = cluster.connect(server, Instant::now()).unwrap();
-    cluster.send(
-        server,
-        conn,
-        format!(r#"{{"id":"a","type":"auth","data":["{token}"]}}"#),
-    );
-    cluster.take_frames(server, conn);
-    conn
 }
 
 fn subscribe(cluster: &mut Cluster, server: usize, conn: ConnId, tags: &[&str]) {

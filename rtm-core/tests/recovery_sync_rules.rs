@@ -5,6 +5,9 @@
 //! the history is read are buffered and merged by offset. (The sans-IO
 //! cluster: `ServerCore`s sharing a `QueuedBroker`, which keeps streams.)
 
+mod common;
+use common::signed_in;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,17 +35,6 @@ fn cluster() -> Cluster {
             ..StreamOptions::default()
         },
     ))
-}
-
-fn signed_in(cluster: &mut Cluster, server: usize, token: &str) -> ConnId {
-    let conn = cluster.connect(server, Instant::now()).unwrap();
-    cluster.send(
-        server,
-        conn,
-        format!(r#"{{"id":"a","type":"auth","data":["{token}"]}}"#),
-    );
-    cluster.take_frames(server, conn);
-    conn
 }
 
 /// Sends `subscribe score [m1]` with this `since` (raw JSON).
